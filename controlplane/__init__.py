@@ -1,0 +1,1 @@
+"""heteroplane control plane: the service, its data, its API and its reconciler."""

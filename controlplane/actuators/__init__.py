@@ -1,0 +1,1 @@
+"""Actuators: the only way heteroplane changes what runs where."""

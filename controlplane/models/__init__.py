@@ -1,0 +1,38 @@
+"""The data model: every table heteroplane stores, one module per area."""
+
+from controlplane.models.fleet import Device, DeviceClass, Node
+from controlplane.models.placements import Migration, MigrationState, Placement, PlacementItem
+from controlplane.models.tenancy import ApiToken, AuditEvent, Role, Tenant
+from controlplane.models.usage import RequestStat, UsageRecord
+from controlplane.models.workloads import (
+    Edge,
+    Fragment,
+    FragmentKind,
+    FragmentProfile,
+    MigrationPolicy,
+    Sla,
+    Workload,
+)
+
+__all__ = [
+    "ApiToken",
+    "AuditEvent",
+    "Device",
+    "DeviceClass",
+    "Edge",
+    "Fragment",
+    "FragmentKind",
+    "FragmentProfile",
+    "Migration",
+    "MigrationPolicy",
+    "MigrationState",
+    "Node",
+    "Placement",
+    "PlacementItem",
+    "RequestStat",
+    "Role",
+    "Sla",
+    "Tenant",
+    "UsageRecord",
+    "Workload",
+]

@@ -1,0 +1,104 @@
+"""Decisions and their history: versioned placements and the migrations between them."""
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from controlplane.models._common import utcnow
+
+
+class Placement(SQLModel, table=True):
+    """One version of the fleet-wide placement; the highest version is the current one."""
+
+    __tablename__ = "placement"
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(unique=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    usd_per_hour: float = 0.0
+    solver_status: str = Field("", max_length=32)
+    solve_time_s: float = 0.0
+    reason: str = Field("", max_length=500)
+
+
+class PlacementItem(SQLModel, table=True):
+    """Replicas of one fragment on one device class, each replica taking `slices` slices."""
+
+    __tablename__ = "placement_item"
+    __table_args__ = (
+        UniqueConstraint("placement_id", "fragment_id", "device_class_id", name="uq_placement_item"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    placement_id: int = Field(foreign_key="placement.id", index=True, ondelete="CASCADE")
+    fragment_id: int = Field(foreign_key="fragment.id", index=True, ondelete="CASCADE")
+    device_class_id: int = Field(foreign_key="device_class.id", ondelete="RESTRICT")
+    replicas: int = Field(ge=0)
+    slices: int = Field(1, ge=1, description="Slices per replica.")
+
+
+class PlacementItemPublic(SQLModel):
+    fragment_id: int
+    fragment_key: str
+    workload_id: int
+    device_class: str
+    replicas: int
+    slices: int
+    usd_per_hour: float
+
+
+class PlacementPublic(SQLModel):
+    id: int
+    version: int
+    created_at: datetime
+    usd_per_hour: float
+    solver_status: str
+    solve_time_s: float
+    reason: str
+    items: list[PlacementItemPublic] = []
+
+
+class MigrationState(StrEnum):
+    """Life of one move: written durably before actuation, then applied."""
+
+    pending = "pending"
+    awaiting_approval = "awaiting_approval"
+    applying = "applying"
+    succeeded = "succeeded"
+    failed = "failed"
+    rejected = "rejected"
+    skipped = "skipped"
+
+
+class Migration(SQLModel, table=True):
+    """One move of replicas of a fragment between device classes (either side empty for scale up/down)."""
+
+    __tablename__ = "migration"
+    id: int | None = Field(default=None, primary_key=True)
+    placement_id: int = Field(foreign_key="placement.id", index=True, ondelete="CASCADE")
+    fragment_id: int = Field(foreign_key="fragment.id", index=True, ondelete="CASCADE")
+    from_device_class_id: int | None = Field(default=None, foreign_key="device_class.id", ondelete="RESTRICT")
+    to_device_class_id: int | None = Field(default=None, foreign_key="device_class.id", ondelete="RESTRICT")
+    replicas: int = Field(ge=0)
+    state: MigrationState = Field(default=MigrationState.pending, max_length=24, index=True)
+    reason: str = Field("", max_length=500)
+    error: str = Field("", max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class MigrationPublic(SQLModel):
+    id: int
+    placement_id: int
+    fragment_id: int
+    workload_id: int
+    from_device_class: str | None
+    to_device_class: str | None
+    replicas: int
+    state: MigrationState
+    reason: str
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

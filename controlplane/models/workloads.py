@@ -1,0 +1,194 @@
+"""What runs: workloads (agent applications), their graph of fragments and edges, profiles, SLAs, policies."""
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from controlplane.models._common import utcnow
+
+
+class FragmentKind(StrEnum):
+    """What a fragment does, which decides the resource it is bound by."""
+
+    llm = "llm"
+    embedding = "embedding"
+    rerank = "rerank"
+    retrieval = "retrieval"
+    tool = "tool"
+    agent = "agent"
+    db = "db"
+    cpu = "cpu"
+
+
+class WorkloadBase(SQLModel):
+    name: str = Field(min_length=1, max_length=63, regex=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    description: str = Field("", max_length=500)
+
+
+class Workload(WorkloadBase, table=True):
+    __tablename__ = "workload"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_workload_tenant_name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True, ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WorkloadCreate(WorkloadBase):
+    tenant_id: int
+
+
+class WorkloadUpdate(SQLModel):
+    description: str | None = Field(None, max_length=500)
+
+
+class WorkloadPublic(WorkloadBase):
+    id: int
+    tenant_id: int
+    created_at: datetime
+
+
+class Fragment(SQLModel, table=True):
+    """A node of a workload's graph. `key` is its stable identity across traces: kind + model or tool name."""
+
+    __tablename__ = "fragment"
+    __table_args__ = (UniqueConstraint("workload_id", "key", name="uq_fragment_workload_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workload_id: int = Field(foreign_key="workload.id", index=True, ondelete="CASCADE")
+    key: str = Field(max_length=200)
+    kind: FragmentKind = Field(max_length=16)
+    name: str = Field(max_length=200)
+    model: str = Field("", max_length=200)
+    first_seen: datetime = Field(default_factory=utcnow)
+    last_seen: datetime = Field(default_factory=utcnow)
+
+
+class FragmentPublic(SQLModel):
+    id: int
+    workload_id: int
+    key: str
+    kind: FragmentKind
+    name: str
+    model: str
+    first_seen: datetime
+    last_seen: datetime
+    visits: int = 0
+    mean_latency_ms: float | None = None
+
+
+class Edge(SQLModel, table=True):
+    """A call from one fragment to another, counted across traces."""
+
+    __tablename__ = "edge"
+    __table_args__ = (UniqueConstraint("parent_id", "child_id", name="uq_edge_parent_child"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workload_id: int = Field(foreign_key="workload.id", index=True, ondelete="CASCADE")
+    parent_id: int = Field(foreign_key="fragment.id", ondelete="CASCADE")
+    child_id: int = Field(foreign_key="fragment.id", index=True, ondelete="CASCADE")
+    calls: int = 0
+    bytes_total: int = 0
+
+
+class EdgePublic(SQLModel):
+    id: int
+    workload_id: int
+    parent_id: int
+    child_id: int
+    calls: int
+    bytes_total: int
+    calls_per_parent_call: float | None = None
+
+
+class FragmentProfile(SQLModel, table=True):
+    """Per-minute, additive observations of one fragment on one device class ('' when unknown).
+
+    Additive so any number of collectors can upsert into the same row.
+    """
+
+    __tablename__ = "fragment_profile"
+    __table_args__ = (
+        UniqueConstraint("fragment_id", "device_class", "minute", name="uq_fragment_profile_minute"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    fragment_id: int = Field(foreign_key="fragment.id", ondelete="CASCADE")
+    device_class: str = Field("", max_length=64)
+    minute: datetime = Field(index=True)
+    visits: int = 0
+    latency_ms_sum: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class SlaBase(SQLModel):
+    p99_ms: float = Field(gt=0, le=3_600_000, description="End-to-end p99 latency bound of one request, ms.")
+    ttft_ms: float | None = Field(None, gt=0, description="Time-to-first-token bound for LLM fragments, ms.")
+    tpot_ms: float | None = Field(None, gt=0, description="Time-per-output-token bound for LLM fragments, ms.")
+    attainment_target: float = Field(0.99, gt=0, le=1, description="Share of requests that must meet p99_ms.")
+
+
+class Sla(SlaBase, table=True):
+    __tablename__ = "sla"
+    id: int | None = Field(default=None, primary_key=True)
+    workload_id: int = Field(foreign_key="workload.id", unique=True, ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SlaCreate(SlaBase):
+    workload_id: int
+
+
+class SlaUpdate(SQLModel):
+    p99_ms: float | None = Field(None, gt=0, le=3_600_000)
+    ttft_ms: float | None = Field(None, gt=0)
+    tpot_ms: float | None = Field(None, gt=0)
+    attainment_target: float | None = Field(None, gt=0, le=1)
+
+
+class SlaPublic(SlaBase):
+    id: int
+    workload_id: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class MigrationPolicyBase(SQLModel):
+    name: str = Field(min_length=1, max_length=63, regex=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    tenant_id: int | None = Field(None, description="Scope: this tenant's workloads; empty for the whole fleet.")
+    workload_id: int | None = Field(None, description="Scope: one workload; overrides a tenant or fleet policy.")
+    min_improvement_pct: float = Field(5.0, ge=0, le=100, description="Move only if $/hour drops by at least this.")
+    cooldown_s: int = Field(300, ge=0, description="Seconds a fragment stays put after a move.")
+    max_moves_per_cycle: int = Field(10, ge=0, description="Most migrations started per reconciler cycle.")
+    approval_required: bool = Field(False, description="Migrations wait for an operator's approval.")
+    dry_run: bool = Field(False, description="Plan and record, never actuate.")
+    enabled: bool = True
+
+
+class MigrationPolicy(MigrationPolicyBase, table=True):
+    __tablename__ = "migration_policy"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=63, unique=True)
+    tenant_id: int | None = Field(default=None, foreign_key="tenant.id", index=True, ondelete="CASCADE")
+    workload_id: int | None = Field(default=None, foreign_key="workload.id", index=True, ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class MigrationPolicyCreate(MigrationPolicyBase):
+    pass
+
+
+class MigrationPolicyUpdate(SQLModel):
+    min_improvement_pct: float | None = Field(None, ge=0, le=100)
+    cooldown_s: int | None = Field(None, ge=0)
+    max_moves_per_cycle: int | None = Field(None, ge=0)
+    approval_required: bool | None = None
+    dry_run: bool | None = None
+    enabled: bool | None = None
+
+
+class MigrationPolicyPublic(MigrationPolicyBase):
+    id: int
+    created_at: datetime
+    updated_at: datetime

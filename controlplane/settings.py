@@ -1,0 +1,51 @@
+"""Every setting heteroplane reads, in one place (environment prefix HETEROPLANE_)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of one heteroplane process; see the README's table."""
+
+    model_config = SettingsConfigDict(env_prefix="HETEROPLANE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Where the embedded SQLite database and other local state live.")
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL; empty means a SQLite file in data_dir. PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    api_host: str = Field("127.0.0.1", description="Interface the REST API and console listen on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of the REST API and console.")
+    otlp_host: str = Field("127.0.0.1", description="Interface the OTLP/HTTP receiver listens on.")
+    otlp_port: int = Field(4318, ge=1, le=65535, description="Port of the OTLP/HTTP receiver.")
+    otlp_max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest decompressed OTLP body accepted.")
+    reconcile_period_s: float = Field(10.0, gt=0, description="Seconds between reconciler cycles.")
+    solver_time_limit_s: float = Field(5.0, gt=0, description="CP-SAT time limit per solve.")
+    demand_headroom: float = Field(1.2, ge=1.0, description="Capacity planned per unit of observed demand.")
+    sim_metrics_port: int = Field(9400, ge=1, le=65535, description="Port of the simulated fleet's Prometheus /metrics.")
+    sim_speedup: float = Field(1.0, gt=0, description="Simulated fleet: trace seconds replayed per wall second.")
+    sim_seed: int = Field(7, description="Simulated fleet: random seed.")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("database_url must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        """The URL actually used: the configured one, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'heteroplane.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
