@@ -9,7 +9,7 @@ from controlplane.models._common import utcnow
 
 
 class DeviceClassBase(SQLModel):
-    name: str = Field(min_length=1, max_length=64, regex=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(min_length=1, max_length=64, schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"})
     vendor: str = Field(min_length=1, max_length=32)
     bf16_tflops: float = Field(ge=0, description="Dense bf16 TFLOP/s per device (CPU: per socket).")
     memory_gib: float = Field(gt=0, description="Device memory in GiB.")
@@ -48,7 +48,7 @@ class DeviceClassPublic(DeviceClassBase):
 
 
 class NodeBase(SQLModel):
-    name: str = Field(min_length=1, max_length=128, regex=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    name: str = Field(min_length=1, max_length=128, schema_extra={"pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"})
     device_class_id: int = Field(foreign_key="device_class.id", ondelete="RESTRICT")
     device_count: int = Field(ge=0, le=64, description="Devices of the node's class installed in it.")
     healthy: bool = True

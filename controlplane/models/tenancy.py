@@ -19,7 +19,7 @@ class Role(StrEnum):
 
 
 class TenantBase(SQLModel):
-    name: str = Field(min_length=1, max_length=63, regex=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    name: str = Field(min_length=1, max_length=63, schema_extra={"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"})
     display_name: str = Field("", max_length=200)
 
 

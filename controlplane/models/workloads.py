@@ -23,7 +23,7 @@ class FragmentKind(StrEnum):
 
 
 class WorkloadBase(SQLModel):
-    name: str = Field(min_length=1, max_length=63, regex=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    name: str = Field(min_length=1, max_length=63, schema_extra={"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"})
     description: str = Field("", max_length=500)
 
 
@@ -154,7 +154,7 @@ class SlaPublic(SlaBase):
 
 
 class MigrationPolicyBase(SQLModel):
-    name: str = Field(min_length=1, max_length=63, regex=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    name: str = Field(min_length=1, max_length=63, schema_extra={"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"})
     tenant_id: int | None = Field(None, description="Scope: this tenant's workloads; empty for the whole fleet.")
     workload_id: int | None = Field(None, description="Scope: one workload; overrides a tenant or fleet policy.")
     min_improvement_pct: float = Field(5.0, ge=0, le=100, description="Move only if $/hour drops by at least this.")

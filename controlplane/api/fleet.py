@@ -1,0 +1,129 @@
+"""Fleet endpoints: device classes (the priced catalog), nodes and their devices."""
+
+from fastapi import APIRouter, status
+from sqlmodel import Session, select
+
+from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate
+from controlplane.deps import Admin, Operator, SessionDep, Viewer, fleet_writer
+from controlplane.errors import Conflict
+from controlplane.models import Device, DeviceClass, Node
+from controlplane.models.fleet import (
+    DeviceClassCreate,
+    DeviceClassPublic,
+    DeviceClassUpdate,
+    DevicePublic,
+    NodeCreate,
+    NodePublic,
+    NodeUpdate,
+)
+
+router = APIRouter(tags=["fleet"])
+
+
+@router.get("/device-classes", response_model=Page[DeviceClassPublic])
+def list_device_classes(session: SessionDep, _: Viewer, win: WindowDep):
+    items, total = paginate(session, select(DeviceClass), win, DeviceClass.id)
+    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+
+
+@router.get("/device-classes/{device_class_id}", response_model=DeviceClassPublic)
+def get_device_class(device_class_id: int, session: SessionDep, _: Viewer):
+    return get_or_404(session, DeviceClass, device_class_id, "device class")
+
+
+@router.post("/device-classes", response_model=DeviceClassPublic, status_code=status.HTTP_201_CREATED)
+def create_device_class(body: DeviceClassCreate, session: SessionDep, principal: Admin):
+    fleet_writer(principal)
+    if session.exec(select(DeviceClass).where(DeviceClass.name == body.name)).first():
+        raise Conflict(f"a device class named {body.name!r} already exists", field="name")
+    row = DeviceClass.model_validate(body)
+    session.add(row)
+    session.flush()
+    audit(session, principal, "device_class.create", row, detail=body.model_dump())
+    session.commit()
+    return row
+
+
+@router.patch("/device-classes/{device_class_id}", response_model=DeviceClassPublic)
+def update_device_class(device_class_id: int, body: DeviceClassUpdate, session: SessionDep, principal: Admin):
+    fleet_writer(principal)
+    row = get_or_404(session, DeviceClass, device_class_id, "device class")
+    changes = apply_update(row, body)
+    audit(session, principal, "device_class.update", row, detail=changes)
+    session.commit()
+    return row
+
+
+@router.delete("/device-classes/{device_class_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_device_class(device_class_id: int, session: SessionDep, principal: Admin):
+    fleet_writer(principal)
+    row = get_or_404(session, DeviceClass, device_class_id, "device class")
+    if session.exec(select(Node.id).where(Node.device_class_id == device_class_id)).first():
+        raise Conflict("nodes of this device class still exist; delete or move them first", field="device_class_id")
+    audit(session, principal, "device_class.delete", row, detail={"name": row.name})
+    session.delete(row)
+    session.commit()
+
+
+@router.get("/nodes", response_model=Page[NodePublic])
+def list_nodes(session: SessionDep, _: Viewer, win: WindowDep, device_class_id: int | None = None):
+    statement = select(Node)
+    if device_class_id is not None:
+        statement = statement.where(Node.device_class_id == device_class_id)
+    items, total = paginate(session, statement, win, Node.id)
+    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+
+
+@router.get("/nodes/{node_id}", response_model=NodePublic)
+def get_node(node_id: int, session: SessionDep, _: Viewer):
+    return get_or_404(session, Node, node_id, "node")
+
+
+@router.get("/nodes/{node_id}/devices", response_model=list[DevicePublic])
+def list_node_devices(node_id: int, session: SessionDep, _: Viewer):
+    get_or_404(session, Node, node_id, "node")
+    return session.exec(select(Device).where(Device.node_id == node_id).order_by(Device.index)).all()
+
+
+def sync_devices(session: Session, node: Node) -> None:
+    """Make the node's device rows match `device_count` (new ones healthy, surplus removed from the top)."""
+    devices = session.exec(select(Device).where(Device.node_id == node.id).order_by(Device.index)).all()
+    for index in range(len(devices), node.device_count):
+        session.add(Device(node_id=node.id, index=index))
+    for device in devices[node.device_count :]:
+        session.delete(device)
+
+
+@router.post("/nodes", response_model=NodePublic, status_code=status.HTTP_201_CREATED)
+def create_node(body: NodeCreate, session: SessionDep, principal: Operator):
+    fleet_writer(principal)
+    get_or_404(session, DeviceClass, body.device_class_id, "device class")
+    if session.exec(select(Node).where(Node.name == body.name)).first():
+        raise Conflict(f"a node named {body.name!r} already exists", field="name")
+    row = Node.model_validate(body)
+    session.add(row)
+    session.flush()
+    sync_devices(session, row)
+    audit(session, principal, "node.create", row, detail=body.model_dump())
+    session.commit()
+    return row
+
+
+@router.patch("/nodes/{node_id}", response_model=NodePublic)
+def update_node(node_id: int, body: NodeUpdate, session: SessionDep, principal: Operator):
+    fleet_writer(principal)
+    row = get_or_404(session, Node, node_id, "node")
+    changes = apply_update(row, body)
+    sync_devices(session, row)
+    audit(session, principal, "node.update", row, detail=changes)
+    session.commit()
+    return row
+
+
+@router.delete("/nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_node(node_id: int, session: SessionDep, principal: Operator):
+    fleet_writer(principal)
+    row = get_or_404(session, Node, node_id, "node")
+    audit(session, principal, "node.delete", row, detail={"name": row.name})
+    session.delete(row)
+    session.commit()

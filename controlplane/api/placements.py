@@ -1,0 +1,116 @@
+"""Placements (current and history) and the migrations between them; tenant tokens see only their own."""
+
+from fastapi import APIRouter
+from sqlmodel import Session, select
+
+from controlplane.api.common import Page, WindowDep, get_or_404, paginate
+from controlplane.auth import Principal
+from controlplane.deps import SessionDep, Viewer, check_tenant
+from controlplane.errors import NotFound
+from controlplane.models import DeviceClass, Fragment, Migration, MigrationState, Placement, PlacementItem, Workload
+from controlplane.models.placements import MigrationPublic, PlacementItemPublic, PlacementPublic
+
+router = APIRouter(tags=["placements"])
+
+
+def placement_public(session: Session, principal: Principal, placement: Placement, with_items: bool) -> PlacementPublic:
+    """A placement as `principal` may see it: a tenant sees its own items and their cost only."""
+    statement = (
+        select(PlacementItem, Fragment, Workload, DeviceClass)
+        .join(Fragment, Fragment.id == PlacementItem.fragment_id)
+        .join(Workload, Workload.id == Fragment.workload_id)
+        .join(DeviceClass, DeviceClass.id == PlacementItem.device_class_id)
+        .where(PlacementItem.placement_id == placement.id)
+        .order_by(Workload.id, Fragment.id, DeviceClass.id)
+    )
+    if principal.tenant_id is not None:
+        statement = statement.where(Workload.tenant_id == principal.tenant_id)
+    items = [
+        PlacementItemPublic(
+            fragment_id=fragment.id,
+            fragment_key=fragment.key,
+            workload_id=workload.id,
+            device_class=device_class.name,
+            replicas=item.replicas,
+            slices=item.slices,
+            usd_per_hour=item.replicas * item.slices / device_class.slices_per_device * device_class.usd_per_hour,
+        )
+        for item, fragment, workload, device_class in session.exec(statement).all()
+    ]
+    cost = placement.usd_per_hour if principal.tenant_id is None else sum(i.usd_per_hour for i in items)
+    public = PlacementPublic.model_validate(placement, update={"usd_per_hour": cost})
+    public.items = items if with_items else []
+    return public
+
+
+@router.get("/placements/current", response_model=PlacementPublic)
+def current_placement(session: SessionDep, principal: Viewer):
+    placement = session.exec(select(Placement).order_by(Placement.version.desc())).first()
+    if placement is None:
+        raise NotFound("no placement yet: the reconciler has not completed a cycle")
+    return placement_public(session, principal, placement, with_items=True)
+
+
+@router.get("/placements", response_model=Page[PlacementPublic], summary="Placement history, newest first")
+def list_placements(session: SessionDep, principal: Viewer, win: WindowDep):
+    """Each version's summary; fetch one version for its items."""
+    rows, total = paginate(session, select(Placement), win, Placement.version.desc())
+    items = [placement_public(session, principal, p, with_items=False) for p in rows]
+    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+
+
+@router.get("/placements/{version}", response_model=PlacementPublic)
+def get_placement(version: int, session: SessionDep, principal: Viewer):
+    placement = session.exec(select(Placement).where(Placement.version == version)).first()
+    if placement is None:
+        raise NotFound(f"placement version {version} not found")
+    return placement_public(session, principal, placement, with_items=True)
+
+
+def migration_public(session: Session, migration: Migration, workload_id: int) -> MigrationPublic:
+    def class_name(class_id: int | None) -> str | None:
+        return session.get(DeviceClass, class_id).name if class_id is not None else None
+
+    return MigrationPublic.model_validate(
+        migration,
+        update={
+            "workload_id": workload_id,
+            "from_device_class": class_name(migration.from_device_class_id),
+            "to_device_class": class_name(migration.to_device_class_id),
+        },
+    )
+
+
+@router.get("/migrations", response_model=Page[MigrationPublic], summary="Migrations, newest first")
+def list_migrations(
+    session: SessionDep,
+    principal: Viewer,
+    win: WindowDep,
+    state: MigrationState | None = None,
+    workload_id: int | None = None,
+):
+    statement = select(Migration).join(Fragment, Fragment.id == Migration.fragment_id).join(
+        Workload, Workload.id == Fragment.workload_id
+    )
+    if principal.tenant_id is not None:
+        statement = statement.where(Workload.tenant_id == principal.tenant_id)
+    if state is not None:
+        statement = statement.where(Migration.state == state)
+    if workload_id is not None:
+        statement = statement.where(Workload.id == workload_id)
+    rows, total = paginate(session, statement, win, Migration.id.desc())
+    workload_of = {
+        f.id: f.workload_id
+        for f in session.exec(select(Fragment).where(Fragment.id.in_({m.fragment_id for m in rows}))).all()
+    }
+    items = [migration_public(session, m, workload_of[m.fragment_id]) for m in rows]
+    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+
+
+@router.get("/migrations/{migration_id}", response_model=MigrationPublic)
+def get_migration(migration_id: int, session: SessionDep, principal: Viewer):
+    migration = get_or_404(session, Migration, migration_id, "migration")
+    fragment = session.get(Fragment, migration.fragment_id)
+    workload = session.get(Workload, fragment.workload_id)
+    check_tenant(principal, workload.tenant_id, f"migration {migration_id}")
+    return migration_public(session, migration, workload.id)

@@ -1,0 +1,96 @@
+"""Migration policies: how and when the reconciler may move things, fleet-wide or per tenant or workload."""
+
+from fastapi import APIRouter, status
+from sqlalchemy import or_
+from sqlmodel import Session, select
+
+from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate
+from controlplane.api.workloads import visible_workload
+from controlplane.auth import Principal
+from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
+from controlplane.errors import Conflict, Forbidden
+from controlplane.models import MigrationPolicy, Tenant, Workload
+from controlplane.models.workloads import (
+    MigrationPolicyCreate,
+    MigrationPolicyPublic,
+    MigrationPolicyUpdate,
+)
+
+router = APIRouter(tags=["migration policies"])
+
+
+def policy_tenant(session: Session, principal: Principal, tenant_id: int | None, workload_id: int | None) -> int | None:
+    """The tenant a policy's scope belongs to (None: fleet-wide), checked against the caller."""
+    if workload_id is not None:
+        workload = visible_workload(session, principal, workload_id)
+        if tenant_id is not None and tenant_id != workload.tenant_id:
+            raise Conflict(f"workload {workload_id} does not belong to tenant {tenant_id}", field="tenant_id")
+        return workload.tenant_id
+    if tenant_id is not None:
+        check_tenant(principal, tenant_id, f"tenant {tenant_id}")
+        get_or_404(session, Tenant, tenant_id, "tenant")
+        return tenant_id
+    return None
+
+
+def writable_policy(session: Session, principal: Principal, policy_id: int) -> MigrationPolicy:
+    row = get_or_404(session, MigrationPolicy, policy_id, "migration policy")
+    owner = policy_tenant(session, principal, row.tenant_id, row.workload_id)
+    if owner is None and principal.tenant_id is not None:
+        raise Forbidden("a tenant-scoped token cannot change a fleet-wide policy")
+    return row
+
+
+@router.get("/migration-policies", response_model=Page[MigrationPolicyPublic])
+def list_policies(session: SessionDep, principal: Viewer, win: WindowDep):
+    statement = select(MigrationPolicy)
+    if principal.tenant_id is not None:
+        own_workloads = select(Workload.id).where(Workload.tenant_id == principal.tenant_id)
+        statement = statement.where(
+            or_(
+                MigrationPolicy.tenant_id == principal.tenant_id,
+                MigrationPolicy.workload_id.in_(own_workloads),
+                (MigrationPolicy.tenant_id.is_(None)) & (MigrationPolicy.workload_id.is_(None)),
+            )
+        )
+    items, total = paginate(session, statement, win, MigrationPolicy.id)
+    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+
+
+@router.get("/migration-policies/{policy_id}", response_model=MigrationPolicyPublic)
+def get_policy(policy_id: int, session: SessionDep, principal: Viewer):
+    row = get_or_404(session, MigrationPolicy, policy_id, "migration policy")
+    policy_tenant(session, principal, row.tenant_id, row.workload_id)
+    return row
+
+
+@router.post("/migration-policies", response_model=MigrationPolicyPublic, status_code=status.HTTP_201_CREATED)
+def create_policy(body: MigrationPolicyCreate, session: SessionDep, principal: Operator):
+    owner = policy_tenant(session, principal, body.tenant_id, body.workload_id)
+    if owner is None and principal.tenant_id is not None:
+        raise Forbidden("a tenant-scoped token can only create policies for its own tenant or workloads")
+    if session.exec(select(MigrationPolicy).where(MigrationPolicy.name == body.name)).first():
+        raise Conflict(f"a migration policy named {body.name!r} already exists", field="name")
+    row = MigrationPolicy.model_validate(body)
+    session.add(row)
+    session.flush()
+    audit(session, principal, "migration_policy.create", row, tenant_id=owner, detail=body.model_dump())
+    session.commit()
+    return row
+
+
+@router.patch("/migration-policies/{policy_id}", response_model=MigrationPolicyPublic)
+def update_policy(policy_id: int, body: MigrationPolicyUpdate, session: SessionDep, principal: Operator):
+    row = writable_policy(session, principal, policy_id)
+    changes = apply_update(row, body)
+    audit(session, principal, "migration_policy.update", row, tenant_id=row.tenant_id, detail=changes)
+    session.commit()
+    return row
+
+
+@router.delete("/migration-policies/{policy_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_policy(policy_id: int, session: SessionDep, principal: Operator):
+    row = writable_policy(session, principal, policy_id)
+    audit(session, principal, "migration_policy.delete", row, tenant_id=row.tenant_id, detail={"name": row.name})
+    session.delete(row)
+    session.commit()

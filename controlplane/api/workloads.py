@@ -1,0 +1,169 @@
+"""Workloads (agent applications), their graphs, and their SLAs."""
+
+from fastapi import APIRouter, status
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate
+from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
+from controlplane.errors import Conflict
+from controlplane.models import Edge, Fragment, FragmentProfile, Sla, Tenant, Workload
+from controlplane.models.workloads import (
+    EdgePublic,
+    FragmentPublic,
+    SlaCreate,
+    SlaPublic,
+    SlaUpdate,
+    WorkloadCreate,
+    WorkloadPublic,
+    WorkloadUpdate,
+)
+
+router = APIRouter(tags=["workloads"])
+
+
+def visible_workload(session: Session, principal, workload_id: int) -> Workload:
+    """The workload, or 404 when it does not exist or belongs to another tenant."""
+    row = get_or_404(session, Workload, workload_id, "workload")
+    check_tenant(principal, row.tenant_id, f"workload {workload_id}")
+    return row
+
+
+@router.get("/workloads", response_model=Page[WorkloadPublic])
+def list_workloads(session: SessionDep, principal: Viewer, win: WindowDep, tenant_id: int | None = None):
+    statement = select(Workload)
+    if principal.tenant_id is not None:
+        statement = statement.where(Workload.tenant_id == principal.tenant_id)
+    if tenant_id is not None:
+        statement = statement.where(Workload.tenant_id == tenant_id)
+    items, total = paginate(session, statement, win, Workload.id)
+    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+
+
+@router.get("/workloads/{workload_id}", response_model=WorkloadPublic)
+def get_workload(workload_id: int, session: SessionDep, principal: Viewer):
+    return visible_workload(session, principal, workload_id)
+
+
+@router.post("/workloads", response_model=WorkloadPublic, status_code=status.HTTP_201_CREATED)
+def create_workload(body: WorkloadCreate, session: SessionDep, principal: Operator):
+    check_tenant(principal, body.tenant_id, f"tenant {body.tenant_id}")
+    get_or_404(session, Tenant, body.tenant_id, "tenant")
+    exists = select(Workload).where(Workload.tenant_id == body.tenant_id, Workload.name == body.name)
+    if session.exec(exists).first():
+        raise Conflict(f"tenant {body.tenant_id} already has a workload named {body.name!r}", field="name")
+    row = Workload.model_validate(body)
+    session.add(row)
+    session.flush()
+    audit(session, principal, "workload.create", row, tenant_id=row.tenant_id, detail=body.model_dump())
+    session.commit()
+    return row
+
+
+@router.patch("/workloads/{workload_id}", response_model=WorkloadPublic)
+def update_workload(workload_id: int, body: WorkloadUpdate, session: SessionDep, principal: Operator):
+    row = visible_workload(session, principal, workload_id)
+    changes = apply_update(row, body)
+    audit(session, principal, "workload.update", row, tenant_id=row.tenant_id, detail=changes)
+    session.commit()
+    return row
+
+
+@router.delete("/workloads/{workload_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_workload(workload_id: int, session: SessionDep, principal: Operator):
+    row = visible_workload(session, principal, workload_id)
+    audit(session, principal, "workload.delete", row, tenant_id=row.tenant_id, detail={"name": row.name})
+    session.delete(row)
+    session.commit()
+
+
+@router.get("/workloads/{workload_id}/fragments", response_model=Page[FragmentPublic])
+def list_fragments(workload_id: int, session: SessionDep, principal: Viewer, win: WindowDep):
+    visible_workload(session, principal, workload_id)
+    fragments, total = paginate(session, select(Fragment).where(Fragment.workload_id == workload_id), win, Fragment.id)
+    totals = dict(
+        (fid, (visits, latency))
+        for fid, visits, latency in session.exec(
+            select(FragmentProfile.fragment_id, func.sum(FragmentProfile.visits), func.sum(FragmentProfile.latency_ms_sum))
+            .where(FragmentProfile.fragment_id.in_([f.id for f in fragments]))
+            .group_by(FragmentProfile.fragment_id)
+        ).all()
+    )
+    items = []
+    for fragment in fragments:
+        visits, latency = totals.get(fragment.id, (0, 0.0))
+        public = FragmentPublic.model_validate(fragment, update={"visits": int(visits or 0)})
+        public.mean_latency_ms = float(latency) / visits if visits else None
+        items.append(public)
+    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+
+
+@router.get("/workloads/{workload_id}/edges", response_model=Page[EdgePublic])
+def list_edges(workload_id: int, session: SessionDep, principal: Viewer, win: WindowDep):
+    visible_workload(session, principal, workload_id)
+    edges, total = paginate(session, select(Edge).where(Edge.workload_id == workload_id), win, Edge.id)
+    parent_visits = dict(
+        session.exec(
+            select(FragmentProfile.fragment_id, func.sum(FragmentProfile.visits))
+            .where(FragmentProfile.fragment_id.in_([e.parent_id for e in edges]))
+            .group_by(FragmentProfile.fragment_id)
+        ).all()
+    )
+    items = []
+    for edge in edges:
+        visits = parent_visits.get(edge.parent_id) or 0
+        public = EdgePublic.model_validate(edge)
+        public.calls_per_parent_call = edge.calls / visits if visits else None
+        items.append(public)
+    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+
+
+@router.get("/slas", response_model=Page[SlaPublic])
+def list_slas(session: SessionDep, principal: Viewer, win: WindowDep):
+    statement = select(Sla)
+    if principal.tenant_id is not None:
+        statement = statement.join(Workload, Workload.id == Sla.workload_id).where(Workload.tenant_id == principal.tenant_id)
+    items, total = paginate(session, statement, win, Sla.id)
+    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+
+
+def visible_sla(session: Session, principal, sla_id: int) -> tuple[Sla, Workload]:
+    sla = get_or_404(session, Sla, sla_id, "SLA")
+    workload = session.get(Workload, sla.workload_id)
+    check_tenant(principal, workload.tenant_id, f"SLA {sla_id}")
+    return sla, workload
+
+
+@router.get("/slas/{sla_id}", response_model=SlaPublic)
+def get_sla(sla_id: int, session: SessionDep, principal: Viewer):
+    return visible_sla(session, principal, sla_id)[0]
+
+
+@router.post("/slas", response_model=SlaPublic, status_code=status.HTTP_201_CREATED)
+def create_sla(body: SlaCreate, session: SessionDep, principal: Operator):
+    workload = visible_workload(session, principal, body.workload_id)
+    if session.exec(select(Sla).where(Sla.workload_id == workload.id)).first():
+        raise Conflict(f"workload {workload.id} already has an SLA; update it instead", field="workload_id")
+    row = Sla.model_validate(body)
+    session.add(row)
+    session.flush()
+    audit(session, principal, "sla.create", row, tenant_id=workload.tenant_id, detail=body.model_dump())
+    session.commit()
+    return row
+
+
+@router.patch("/slas/{sla_id}", response_model=SlaPublic)
+def update_sla(sla_id: int, body: SlaUpdate, session: SessionDep, principal: Operator):
+    row, workload = visible_sla(session, principal, sla_id)
+    changes = apply_update(row, body)
+    audit(session, principal, "sla.update", row, tenant_id=workload.tenant_id, detail=changes)
+    session.commit()
+    return row
+
+
+@router.delete("/slas/{sla_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_sla(sla_id: int, session: SessionDep, principal: Operator):
+    row, workload = visible_sla(session, principal, sla_id)
+    audit(session, principal, "sla.delete", row, tenant_id=workload.tenant_id)
+    session.delete(row)
+    session.commit()

@@ -1,0 +1,40 @@
+"""The FastAPI application: REST API under /api/v1, console under /ui, problem+json errors."""
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import RedirectResponse
+from sqlalchemy.engine import Engine
+
+from controlplane.api import costs, fleet, health, placements, policies, tenants, tokens, workloads
+from controlplane.errors import install_problem_handlers
+from controlplane.settings import Settings
+
+
+def create_app(engine: Engine, settings: Settings) -> FastAPI:
+    """The API and console over `engine`; nothing is built at import time."""
+    app = FastAPI(
+        title="heteroplane",
+        version="0.1.0",
+        description="Observability-driven autoscaling control plane for agentic AI on heterogeneous fleets.",
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.components = {}
+    install_problem_handlers(app)
+
+    api = APIRouter(prefix="/api/v1")
+    for module in (fleet, tenants, workloads, policies, placements, costs, tokens, health):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    try:
+        from web.console import create_console_router
+    except ImportError:  # the console is being built alongside; the API stands alone without it
+        create_console_router = None
+    if create_console_router is not None:
+        app.include_router(create_console_router(engine))
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui", status_code=307)
+
+    return app

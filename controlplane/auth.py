@@ -1,0 +1,74 @@
+"""API tokens: minted once, stored as SHA-256, resolved to a `Principal` with a role and an optional tenant."""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, select
+
+from controlplane.models import ApiToken, Role
+from controlplane.models._common import utcnow
+
+TOKEN_PREFIX = "hp_"
+_RANK = {Role.viewer: 0, Role.operator: 1, Role.admin: 2}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's identity, its role and, for tenant-scoped tokens, the tenant."""
+
+    token_id: int
+    name: str
+    role: Role
+    tenant_id: int | None
+
+    def has_role(self, required: Role) -> bool:
+        return _RANK[self.role] >= _RANK[required]
+
+    def can_see_tenant(self, tenant_id: int) -> bool:
+        return self.tenant_id is None or self.tenant_id == tenant_id
+
+    @property
+    def actor(self) -> str:
+        """How the audit trail names this principal (never the secret)."""
+        return f"token:{self.token_id}:{self.name}"
+
+
+def hash_token(raw: str) -> str:
+    """Tokens are 256-bit random secrets, so an unsalted SHA-256 is enough to make a leaked table useless."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def mint_token(
+    session: Session,
+    name: str,
+    role: Role,
+    tenant_id: int | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """Create a token; returns the stored row and the raw secret, which is never stored or shown again."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(
+        name=name,
+        prefix=raw[:10],
+        token_hash=hash_token(raw),
+        role=role,
+        tenant_id=tenant_id,
+        expires_at=expires_at,
+    )
+    session.add(row)
+    session.flush()
+    return row, raw
+
+
+def authenticate(session: Session, raw_token: str, now: datetime | None = None) -> Principal | None:
+    """The principal behind `raw_token`, or None if it is unknown, revoked or expired."""
+    if not raw_token or len(raw_token) > 200:
+        return None
+    row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(raw_token))).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.expires_at is not None and row.expires_at <= (now or utcnow()):
+        return None
+    return Principal(token_id=row.id, name=row.name, role=Role(row.role), tenant_id=row.tenant_id)

@@ -1,0 +1,75 @@
+"""FastAPI dependencies shared by every router: the session, the caller, and role checks."""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from controlplane.auth import Principal, authenticate
+from controlplane.errors import Forbidden, NotFound, Unauthorized
+from controlplane.models import Role
+
+_bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer hp_…`")
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
+    """One session per request; committed by the route, rolled back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("send an API token as `Authorization: Bearer <token>`")
+    principal = authenticate(session, credentials.credentials)
+    if principal is None:
+        raise Unauthorized("the API token is unknown, revoked or expired")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require(role: Role):
+    """A dependency that admits principals holding at least `role`."""
+
+    def _check(principal: CurrentPrincipal) -> Principal:
+        if not principal.has_role(role):
+            raise Forbidden(f"this action needs the {role.value} role; the token has {principal.role.value}")
+        return principal
+
+    return _check
+
+
+Viewer = Annotated[Principal, Depends(require(Role.viewer))]
+Operator = Annotated[Principal, Depends(require(Role.operator))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]
+
+
+def fleet_writer(principal: Principal) -> None:
+    """Fleet-wide objects (device classes, nodes, fleet policies) are not a tenant's to change."""
+    if principal.tenant_id is not None:
+        raise Forbidden("a tenant-scoped token cannot change fleet-wide objects")
+
+
+def check_tenant(principal: Principal, tenant_id: int, what: str = "resource") -> None:
+    """Hide other tenants' objects as if they did not exist (404, not 403), so ids leak nothing."""
+    if not principal.can_see_tenant(tenant_id):
+        raise NotFound(f"{what} not found")

@@ -1,0 +1,103 @@
+"""Who may do what through the REST API: roles, tenant isolation, and what a bad token gets."""
+
+from datetime import timedelta
+
+from sqlmodel import Session, select
+
+from controlplane.auth import hash_token, mint_token
+from controlplane.models import ApiToken, Role
+from controlplane.models._common import utcnow
+from tests.controlplane.conftest import auth
+
+
+def test_unauthenticated_call_gets_401_problem(client):
+    response = client.get("/api/v1/workloads")
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in response.json()["detail"]
+
+
+def test_unknown_and_malformed_tokens_get_401(client, callers):
+    assert client.get("/api/v1/workloads", headers=auth("hp_not-a-real-token")).status_code == 401
+    assert client.get("/api/v1/workloads", headers={"Authorization": "Basic abc"}).status_code == 401
+
+
+def test_revoked_and_expired_tokens_get_401(client, callers, engine):
+    with Session(engine) as session:
+        _, expired = mint_token(session, "old", Role.admin, expires_at=utcnow() - timedelta(seconds=1))
+        session.commit()
+    assert client.get("/api/v1/tenants", headers=auth(expired)).status_code == 401
+    created = client.post("/api/v1/tokens", json={"name": "tmp", "role": "viewer"}, headers=auth(callers.admin))
+    assert created.status_code == 201
+    raw = created.json()["token"]
+    assert client.get("/api/v1/tenants", headers=auth(raw)).status_code == 200
+    assert client.delete(f"/api/v1/tokens/{created.json()['id']}", headers=auth(callers.admin)).status_code == 204
+    assert client.get("/api/v1/tenants", headers=auth(raw)).status_code == 401
+
+
+def test_tokens_are_stored_hashed_and_never_listed(client, callers, engine):
+    created = client.post("/api/v1/tokens", json={"name": "ci", "role": "operator"}, headers=auth(callers.admin)).json()
+    with Session(engine) as session:
+        row = session.exec(select(ApiToken).where(ApiToken.id == created["id"])).one()
+    assert row.token_hash == hash_token(created["token"]) and created["token"] not in row.token_hash
+    listing = client.get("/api/v1/tokens", headers=auth(callers.admin))
+    assert created["token"] not in listing.text and "token_hash" not in listing.text
+
+
+def test_viewer_cannot_write(client, callers):
+    for method, path, body in [
+        ("post", "/api/v1/tenants", {"name": "initech"}),
+        ("post", "/api/v1/workloads", {"name": "w", "tenant_id": callers.acme_id}),
+        ("post", "/api/v1/migration-policies", {"name": "p"}),
+        ("delete", f"/api/v1/tenants/{callers.acme_id}", None),
+    ]:
+        response = client.request(method, path, json=body, headers=auth(callers.viewer))
+        assert response.status_code == 403, (method, path, response.text)
+        assert "role" in response.json()["detail"]
+    assert client.get("/api/v1/tenants", headers=auth(callers.viewer)).status_code == 200
+
+
+def test_operator_cannot_do_admin_work(client, callers):
+    response = client.post("/api/v1/tokens", json={"name": "x", "role": "admin"}, headers=auth(callers.operator))
+    assert response.status_code == 403
+
+
+def _workload(client, callers, tenant_id: int, name: str) -> int:
+    response = client.post("/api/v1/workloads", json={"name": name, "tenant_id": tenant_id}, headers=auth(callers.admin))
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_tenant_token_cannot_read_or_list_another_tenants_workloads(client, callers):
+    acme_w = _workload(client, callers, callers.acme_id, "rag")
+    globex_w = _workload(client, callers, callers.globex_id, "docs")
+
+    listed = client.get("/api/v1/workloads", headers=auth(callers.acme_operator)).json()
+    assert [w["id"] for w in listed["items"]] == [acme_w] and listed["total"] == 1
+    # Another tenant's workload is indistinguishable from a missing one.
+    assert client.get(f"/api/v1/workloads/{globex_w}", headers=auth(callers.acme_operator)).status_code == 404
+    assert client.get(f"/api/v1/workloads/{globex_w}/fragments", headers=auth(callers.acme_operator)).status_code == 404
+    # Asking explicitly for the other tenant's list still yields nothing of theirs.
+    other = client.get(f"/api/v1/workloads?tenant_id={callers.globex_id}", headers=auth(callers.acme_operator)).json()
+    assert other["items"] == []
+    # ... nor can it create there.
+    response = client.post(
+        "/api/v1/workloads", json={"name": "sneaky", "tenant_id": callers.globex_id}, headers=auth(callers.acme_operator)
+    )
+    assert response.status_code == 404
+    assert client.get("/api/v1/tenants", headers=auth(callers.acme_operator)).json()["total"] == 1
+
+
+def test_tenant_token_cannot_touch_fleet_wide_objects(client, callers):
+    response = client.post(
+        "/api/v1/migration-policies", json={"name": "fleet-wide"}, headers=auth(callers.acme_operator)
+    )
+    assert response.status_code == 403
+    own = client.post(
+        "/api/v1/migration-policies",
+        json={"name": "acme-policy", "tenant_id": callers.acme_id},
+        headers=auth(callers.acme_operator),
+    )
+    assert own.status_code == 201
+    assert client.get(f"/api/v1/migration-policies/{own.json()['id']}", headers=auth(callers.globex_viewer)).status_code == 404

@@ -1,0 +1,134 @@
+"""Create/read/update/delete through the REST API, errors as problem+json, and pagination."""
+
+import pytest
+
+from tests.controlplane.conftest import auth
+
+DEVICE_CLASS = {
+    "name": "TestGPU-1",
+    "vendor": "nvidia",
+    "bf16_tflops": 100.0,
+    "memory_gib": 24,
+    "memory_gbps": 900,
+    "fabric": "pcie",
+    "usd_per_hour": 1.5,
+    "slices_per_device": 1,
+}
+
+
+def test_device_class_and_node_lifecycle(client, callers):
+    h = auth(callers.admin)
+    created = client.post("/api/v1/device-classes", json=DEVICE_CLASS, headers=h)
+    assert created.status_code == 201, created.text
+    dc = created.json()
+    node = client.post("/api/v1/nodes", json={"name": "gpu-0", "device_class_id": dc["id"], "device_count": 4}, headers=h)
+    assert node.status_code == 201, node.text
+    node_id = node.json()["id"]
+    assert len(client.get(f"/api/v1/nodes/{node_id}/devices", headers=h).json()) == 4
+
+    patched = client.patch(f"/api/v1/nodes/{node_id}", json={"device_count": 2, "healthy": False}, headers=h)
+    assert patched.json()["device_count"] == 2 and patched.json()["healthy"] is False
+    assert [d["index"] for d in client.get(f"/api/v1/nodes/{node_id}/devices", headers=h).json()] == [0, 1]
+
+    # A class still used by a node cannot go; the error names the field and the fix.
+    blocked = client.delete(f"/api/v1/device-classes/{dc['id']}", headers=h)
+    assert blocked.status_code == 409 and blocked.json()["field"] == "device_class_id"
+    assert client.delete(f"/api/v1/nodes/{node_id}", headers=h).status_code == 204
+    assert client.get(f"/api/v1/nodes/{node_id}", headers=h).status_code == 404
+    price = client.patch(f"/api/v1/device-classes/{dc['id']}", json={"usd_per_hour": 2.25}, headers=h)
+    assert price.json()["usd_per_hour"] == 2.25
+    assert client.delete(f"/api/v1/device-classes/{dc['id']}", headers=h).status_code == 204
+
+
+def test_tenant_workload_sla_policy_lifecycle(client, callers):
+    h = auth(callers.operator)
+    admin = auth(callers.admin)
+    tenant = client.post("/api/v1/tenants", json={"name": "initech", "display_name": "Initech"}, headers=admin).json()
+    workload = client.post("/api/v1/workloads", json={"name": "triage-bot", "tenant_id": tenant["id"]}, headers=h)
+    assert workload.status_code == 201
+    wid = workload.json()["id"]
+    assert client.patch(f"/api/v1/workloads/{wid}", json={"description": "L1 support"}, headers=h).json()[
+        "description"
+    ] == "L1 support"
+
+    sla = client.post("/api/v1/slas", json={"workload_id": wid, "p99_ms": 2500, "ttft_ms": 400}, headers=h)
+    assert sla.status_code == 201
+    assert client.post("/api/v1/slas", json={"workload_id": wid, "p99_ms": 100}, headers=h).status_code == 409
+    sid = sla.json()["id"]
+    assert client.patch(f"/api/v1/slas/{sid}", json={"p99_ms": 2000}, headers=h).json()["p99_ms"] == 2000
+
+    policy = client.post(
+        "/api/v1/migration-policies",
+        json={"name": "careful", "workload_id": wid, "approval_required": True, "max_moves_per_cycle": 2},
+        headers=h,
+    )
+    assert policy.status_code == 201 and policy.json()["approval_required"] is True
+    pid = policy.json()["id"]
+    assert client.patch(f"/api/v1/migration-policies/{pid}", json={"dry_run": True}, headers=h).json()["dry_run"]
+
+    assert client.delete(f"/api/v1/workloads/{wid}", headers=h).status_code == 204
+    # The workload's SLA and policy went with it.
+    assert client.get(f"/api/v1/slas/{sid}", headers=h).status_code == 404
+    assert client.get(f"/api/v1/migration-policies/{pid}", headers=h).status_code == 404
+    assert client.delete(f"/api/v1/tenants/{tenant['id']}", headers=admin).status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/tenants", {"name": "Not Valid!"}, "name"),
+        ("/api/v1/device-classes", {**DEVICE_CLASS, "usd_per_hour": -1}, "usd_per_hour"),
+        ("/api/v1/device-classes", {k: v for k, v in DEVICE_CLASS.items() if k != "vendor"}, "vendor"),
+        ("/api/v1/slas", {"workload_id": 1, "p99_ms": 0}, "p99_ms"),
+        ("/api/v1/migration-policies", {"name": "p", "min_improvement_pct": 150}, "min_improvement_pct"),
+    ],
+)
+def test_bad_input_is_a_problem_naming_the_field(client, callers, path, body, field):
+    response = client.post(path, json=body, headers=auth(callers.admin))
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == 422 and problem["field"] == field and field in problem["detail"]
+
+
+def test_duplicates_and_missing_references_are_clear(client, callers):
+    h = auth(callers.admin)
+    duplicate = client.post("/api/v1/tenants", json={"name": "acme"}, headers=h)
+    assert duplicate.status_code == 409 and duplicate.json()["field"] == "name"
+    missing = client.post("/api/v1/workloads", json={"name": "w", "tenant_id": 9999}, headers=h)
+    assert missing.status_code == 404 and "tenant 9999" in missing.json()["detail"]
+    unknown = client.get("/api/v1/no-such-thing", headers=h)
+    assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
+
+
+def test_lists_paginate(client, callers):
+    h = auth(callers.admin)
+    for i in range(7):
+        client.post("/api/v1/workloads", json={"name": f"w{i}", "tenant_id": callers.acme_id}, headers=h)
+    first = client.get("/api/v1/workloads?limit=3", headers=h).json()
+    second = client.get("/api/v1/workloads?limit=3&offset=3", headers=h).json()
+    last = client.get("/api/v1/workloads?limit=3&offset=6", headers=h).json()
+    assert first["total"] == second["total"] == last["total"] == 7
+    names = [w["name"] for page in (first, second, last) for w in page["items"]]
+    assert names == [f"w{i}" for i in range(7)]
+    too_big = client.get("/api/v1/workloads?limit=100000", headers=h)
+    assert too_big.status_code == 422 and too_big.json()["field"] == "limit"
+
+
+def test_openapi_documents_every_resource(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in [
+        "/api/v1/device-classes",
+        "/api/v1/nodes",
+        "/api/v1/tenants",
+        "/api/v1/workloads",
+        "/api/v1/workloads/{workload_id}/fragments",
+        "/api/v1/workloads/{workload_id}/edges",
+        "/api/v1/slas",
+        "/api/v1/migration-policies",
+        "/api/v1/placements/current",
+        "/api/v1/placements",
+        "/api/v1/migrations",
+        "/api/v1/costs",
+    ]:
+        assert path in paths, path
