@@ -3,7 +3,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from controlplane.models._common import utcnow
@@ -80,7 +80,7 @@ class Migration(SQLModel, table=True):
     from_device_class_id: int | None = Field(default=None, foreign_key="device_class.id", ondelete="RESTRICT")
     to_device_class_id: int | None = Field(default=None, foreign_key="device_class.id", ondelete="RESTRICT")
     replicas: int = Field(ge=0)
-    state: MigrationState = Field(default=MigrationState.pending, max_length=24, index=True)
+    state: MigrationState = Field(default=MigrationState.pending, sa_type=String(24), index=True)
     reason: str = Field("", max_length=500)
     error: str = Field("", max_length=1000)
     created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, String
 from sqlmodel import Field, SQLModel
 
 from controlplane.models._common import utcnow
@@ -51,7 +51,7 @@ class ApiToken(SQLModel, table=True):
     name: str = Field(max_length=100)
     prefix: str = Field(max_length=16, description="First characters of the secret, to recognise it in lists.")
     token_hash: str = Field(max_length=64, unique=True)
-    role: Role = Field(max_length=16)
+    role: Role = Field(sa_type=String(16))
     tenant_id: int | None = Field(default=None, foreign_key="tenant.id", index=True, ondelete="CASCADE")
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None

@@ -3,7 +3,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from controlplane.models._common import utcnow
@@ -57,7 +57,7 @@ class Fragment(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     workload_id: int = Field(foreign_key="workload.id", index=True, ondelete="CASCADE")
     key: str = Field(max_length=200)
-    kind: FragmentKind = Field(max_length=16)
+    kind: FragmentKind = Field(sa_type=String(16))
     name: str = Field(max_length=200)
     model: str = Field("", max_length=200)
     first_seen: datetime = Field(default_factory=utcnow)
