@@ -1,0 +1,219 @@
+"""Roofline estimates of how a fragment performs on a device class it has never run on.
+
+Notation (per replica of one fragment on one class):
+
+    P       parameters (count; ``params_b * 1e9``)
+    W       weight bytes = 2 * P (bf16)
+    s       slices the replica occupies; its share of a device is  u = s / slices_per_device
+    F       its peak compute  = u * bf16_tflops * 1e12   FLOP/s
+    B       its peak bandwidth = u * memory_gbps * 1e9   byte/s
+    t_in    mean input tokens per visit, t_out mean output tokens per visit
+    MFU     PREFILL_MFU (0.5): FLOP utilisation a compute-bound phase reaches
+    MBU     DECODE_MBU (0.6): fraction of peak bandwidth a memory-bound phase reaches
+
+Replica size. Memory needed is ``W * MEMORY_OVERHEAD`` (KV cache and activations at moderate
+batch). On a MIG-capable class a model that fits in part of a device takes the smallest MIG
+profile (1, 2, 3, 4 or 7 slices) that holds it; otherwise the replica spans whole devices,
+rounded up to a power of two (tensor parallelism), at most ``MAX_DEVICES_PER_REPLICA``, so
+``s = devices * slices_per_device``. Interconnect cost of tensor parallelism is not modelled.
+Given a latency bound, ``estimate_profiles`` takes a bigger MIG profile when the smallest one
+is too slow.
+
+LLM (prefill is compute-bound, decode memory-bandwidth-bound)::
+
+    prefill   = max(2 * P * t_in / (MFU * F),  W / (MBU * B))
+    step(b)   = max(W / (MBU * B),  2 * P * b / (MFU * F))        one decode step for a batch of b
+    latency   = prefill + t_out * step(DECODE_BATCH)
+    busy      = prefill + t_out * step(DECODE_BATCH) / DECODE_BATCH   device-seconds per visit
+    rps       = TARGET_UTILISATION / busy
+
+Decode reads only the weights per step; KV-cache reads, which grow with context, are not
+modelled yet.
+
+Embedding and rerank (small encoders, compute-bound; a visit's tokens are t_in + t_out)::
+
+    busy      = max(2 * P * (t_in + t_out) / (MFU * F),  W / (MBU * B) / ENCODER_BATCH)
+    latency   = ENCODER_BATCH * busy                              the visit waits for its batch
+    rps       = TARGET_UTILISATION / busy
+
+Retrieval, tool, agent, db and cpu fragments are CPU-bound with a fixed cost per visit::
+
+    core_ms   = CPU_MS_PER_VISIT[kind] + CPU_MS_PER_TOKEN * (t_in + t_out)
+    latency   = core_ms                                           one core serves one visit
+    rps       = TARGET_UTILISATION * cores_per_slice * 1000 / core_ms     one slice per replica
+
+They run only on CPU classes; accelerator-bound kinds run on a CPU class only for models below
+``CPU_MAX_PARAMS_B``. Where a fragment cannot run, ``estimate`` returns None. Every latency
+gets ``FRAMEWORK_OVERHEAD_MS`` for request handling.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+
+from optimizer.catalog import CATALOG, DeviceClassSpec
+from optimizer.types import ServiceProfile
+
+ACCELERATED_KINDS = frozenset({"llm", "embedding", "rerank"})
+CPU_KINDS = frozenset({"retrieval", "tool", "agent", "db", "cpu"})
+KINDS = ACCELERATED_KINDS | CPU_KINDS
+
+BYTES_PER_PARAM = 2  # bf16 weights
+MEMORY_OVERHEAD = 1.1  # KV cache and activations beside the weights
+PREFILL_MFU = 0.5
+DECODE_MBU = 0.6
+DECODE_BATCH = 16  # "moderate batch" of concurrent sequences in decode
+ENCODER_BATCH = 8
+TARGET_UTILISATION = 0.7  # SLA-safe operating point: queues stay short below it
+MAX_DEVICES_PER_REPLICA = 8  # one node
+CPU_MAX_PARAMS_B = 3.0
+FRAMEWORK_OVERHEAD_MS = 1.0
+MIG_PROFILE_SLICES = (1, 2, 3, 4, 7)  # compute slices of the MIG profiles of a 7-slice part
+
+# Core-milliseconds of one visit, before per-token (de)serialisation; tool and db calls that wait
+# on something external are measured by telemetry, these are only the CPU the fleet spends.
+CPU_MS_PER_VISIT = {"retrieval": 8.0, "tool": 20.0, "agent": 10.0, "db": 5.0, "cpu": 10.0}
+CPU_MS_PER_TOKEN = 0.002
+
+DEFAULT_PARAMS_B = {"llm": 8.0, "embedding": 0.335, "rerank": 0.568}  # llama-3.1-8b, bge-large, bge-reranker-large
+
+_PARAMS_TOKEN = re.compile(r"(?<![A-Za-z0-9.])(?:(\d+)x)?(\d+(?:\.\d+)?)([bm])(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated performance of one replica of a fragment on one device class."""
+
+    device_class: str
+    latency_ms: float  # one visit at moderate batch
+    throughput_rps: float  # per replica at TARGET_UTILISATION
+    slices: int  # per replica
+    prefill_ms: float = 0.0  # LLM only
+    decode_step_ms: float = 0.0  # LLM only: one decode step at DECODE_BATCH
+
+
+def params_from_model_name(model: str | None, kind: str = "llm") -> float:
+    """Parameters in billions read from a model name's "<n>b" token ("llama-3.1-70b" -> 70.0).
+
+    "<n>m" counts millions, "<k>x<n>b" (mixture of experts) counts k*n; with no such token the
+    kind's default applies (an 8B LLM, a bge-large-sized encoder, 0 for CPU-only kinds).
+    """
+    _check_kind(kind)
+    match = _PARAMS_TOKEN.search(model or "")
+    if match is None:
+        return DEFAULT_PARAMS_B.get(kind, 0.0)
+    experts, size, unit = match.groups()
+    value = float(size) * (int(experts) if experts else 1)
+    return value / 1000.0 if unit.lower() == "m" else value
+
+
+def estimate(
+    kind: str,
+    params_b: float,
+    tokens_in: float,
+    tokens_out: float,
+    spec: DeviceClassSpec,
+    slices: int | None = None,
+) -> Estimate | None:
+    """Roofline estimate for one replica on `spec`, or None where the fragment cannot run there.
+
+    `slices` asks for a bigger replica than the smallest that holds the model (None: smallest).
+    """
+    _check_kind(kind)
+    if tokens_in < 0 or tokens_out < 0:
+        raise ValueError(f"tokens_in and tokens_out must be >= 0, got {tokens_in} and {tokens_out}")
+    if kind in CPU_KINDS:
+        return _cpu_estimate(kind, tokens_in, tokens_out, spec) if spec.is_cpu else None
+    if params_b <= 0:
+        raise ValueError(f"a {kind} fragment needs params_b > 0, got {params_b}")
+    if spec.is_cpu and params_b >= CPU_MAX_PARAMS_B:
+        return None
+    weight_bytes = BYTES_PER_PARAM * params_b * 1e9
+    smallest = replica_slices(weight_bytes * MEMORY_OVERHEAD, spec)
+    if smallest is None:
+        return None
+    if slices is not None and slices < smallest:
+        raise ValueError(f"{slices} slices of {spec.name} cannot hold this model; it needs at least {smallest}")
+    slices = slices or smallest
+    share = slices / spec.slices_per_device
+    flops = share * spec.bf16_tflops * 1e12
+    bandwidth = share * spec.memory_gbps * 1e9
+    weight_read_s = weight_bytes / (DECODE_MBU * bandwidth)
+    flop_per_token = 2 * params_b * 1e9
+    overhead_s = FRAMEWORK_OVERHEAD_MS / 1000.0
+    if kind == "llm":
+        prefill_s = max(flop_per_token * tokens_in / (PREFILL_MFU * flops), weight_read_s)
+        step_s = max(weight_read_s, flop_per_token * DECODE_BATCH / (PREFILL_MFU * flops))
+        latency_s = prefill_s + tokens_out * step_s + overhead_s
+        busy_s = prefill_s + tokens_out * step_s / DECODE_BATCH
+        return Estimate(spec.name, latency_s * 1000, TARGET_UTILISATION / busy_s, slices,
+                        prefill_ms=prefill_s * 1000, decode_step_ms=step_s * 1000)
+    encode_s = flop_per_token * (tokens_in + tokens_out) / (PREFILL_MFU * flops)
+    busy_s = max(encode_s, weight_read_s / ENCODER_BATCH)
+    latency_s = ENCODER_BATCH * busy_s + overhead_s
+    return Estimate(spec.name, latency_s * 1000, TARGET_UTILISATION / busy_s, slices)
+
+
+def replica_slices(memory_bytes: float, spec: DeviceClassSpec) -> int | None:
+    """Slices one replica needing `memory_bytes` occupies on `spec`, or None if it cannot fit."""
+    device_bytes = spec.memory_gib * 2**30
+    if spec.slices_per_device > 1:
+        needed = max(1, math.ceil(memory_bytes / (device_bytes / spec.slices_per_device)))
+        if needed <= spec.slices_per_device:
+            sizes = MIG_PROFILE_SLICES if _is_mig(spec) else ()
+            return next((size for size in sizes if size >= needed), needed)
+    devices = max(1, math.ceil(memory_bytes / device_bytes))
+    devices = 1 << (devices - 1).bit_length()  # tensor-parallel degree: a power of two
+    if devices > MAX_DEVICES_PER_REPLICA:
+        return None
+    return devices * spec.slices_per_device
+
+
+def estimate_profiles(
+    kind: str,
+    model: str | None,
+    tokens_in: float,
+    tokens_out: float,
+    specs: tuple[DeviceClassSpec, ...] = CATALOG,
+    latency_bound_ms: float | None = None,
+) -> tuple[ServiceProfile, ...]:
+    """Estimated `ServiceProfile`s of a fragment, one per class in `specs` that can run it.
+
+    A replica gets the smallest size that holds the model; with `latency_bound_ms`, on a
+    MIG-capable class, the smallest MIG profile that also meets the bound (a bigger share of
+    the device is faster), falling back to the smallest when none does.
+    """
+    params_b = params_from_model_name(model, kind)
+    profiles = []
+    for spec in specs:
+        est = estimate(kind, params_b, tokens_in, tokens_out, spec)
+        if est is None:
+            continue
+        if latency_bound_ms is not None and est.latency_ms > latency_bound_ms:
+            for size in _larger_mig_profiles(est.slices, spec):
+                bigger = estimate(kind, params_b, tokens_in, tokens_out, spec, slices=size)
+                if bigger is not None and bigger.latency_ms <= latency_bound_ms:
+                    est = bigger
+                    break
+        profiles.append(ServiceProfile(spec.name, est.throughput_rps, est.latency_ms, est.slices, measured=False))
+    return tuple(profiles)
+
+
+def _larger_mig_profiles(slices: int, spec: DeviceClassSpec) -> tuple[int, ...]:
+    return tuple(size for size in MIG_PROFILE_SLICES if size > slices) if _is_mig(spec) else ()
+
+
+def _is_mig(spec: DeviceClassSpec) -> bool:
+    return not spec.is_cpu and spec.slices_per_device == max(MIG_PROFILE_SLICES)
+
+
+def _cpu_estimate(kind: str, tokens_in: float, tokens_out: float, spec: DeviceClassSpec) -> Estimate:
+    core_ms = CPU_MS_PER_VISIT[kind] + CPU_MS_PER_TOKEN * (tokens_in + tokens_out)
+    cores_per_slice = spec.cores / spec.slices_per_device
+    rps = TARGET_UTILISATION * cores_per_slice * 1000.0 / core_ms
+    return Estimate(spec.name, core_ms + FRAMEWORK_OVERHEAD_MS, rps, slices=1)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown fragment kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")

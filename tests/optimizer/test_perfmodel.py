@@ -1,0 +1,130 @@
+"""The roofline model: where fragments can run, how big a replica is, and sane orderings."""
+
+import csv
+import dataclasses
+import statistics
+from pathlib import Path
+
+import pytest
+
+from optimizer.catalog import CATALOG, by_name
+from optimizer.perfmodel import estimate, estimate_profiles, params_from_model_name
+
+SPLITWISE = Path("/work/shared/data/splitwise/perf_model.csv")
+GPUS = [spec for spec in CATALOG if not spec.is_cpu]
+CPU = next(spec for spec in CATALOG if spec.is_cpu)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "expected"),
+    [
+        ("llama-3.1-70b-instruct", "llm", 70.0),
+        ("llama2-70b", "llm", 70.0),
+        ("Meta-Llama-3-8B-Instruct", "llm", 8.0),
+        ("qwen2.5-0.5b", "llm", 0.5),
+        ("mixtral-8x7b", "llm", 56.0),
+        ("bert-335m", "embedding", 0.335),
+        ("gpt-4o", "llm", 8.0),  # no size token: the kind's default
+        (None, "embedding", 0.335),
+        ("search-tool", "tool", 0.0),
+    ],
+)
+def test_params_from_model_name(name, kind, expected) -> None:
+    assert params_from_model_name(name, kind) == pytest.approx(expected)
+
+
+def test_unknown_kind_is_rejected_with_the_known_kinds() -> None:
+    with pytest.raises(ValueError, match="unknown fragment kind 'gpu'.*llm"):
+        params_from_model_name("x", "gpu")
+
+
+@pytest.mark.parametrize("kind", ["retrieval", "tool", "agent", "db", "cpu"])
+def test_cpu_kinds_run_only_on_cpu(kind) -> None:
+    assert all(estimate(kind, 0.0, 100, 10, spec) is None for spec in GPUS)
+    est = estimate(kind, 0.0, 100, 10, CPU)
+    assert est is not None and est.slices == 1 and est.throughput_rps > 0
+
+
+def test_big_models_cannot_run_on_cpu_but_small_encoders_can() -> None:
+    assert estimate("llm", 8.0, 512, 128, CPU) is None
+    assert estimate("embedding", 3.0, 512, 0, CPU) is None
+    small = estimate("embedding", 0.335, 512, 0, CPU)
+    on_gpu = estimate("embedding", 0.335, 512, 0, by_name("L40S"))
+    assert small is not None and small.latency_ms > on_gpu.latency_ms
+
+
+def test_replica_size_follows_weight_memory() -> None:
+    # 70B bf16 = 140 GB of weights, x1.1 for KV = 143.4 GiB.
+    assert estimate("llm", 70, 512, 128, by_name("H100-SXM")).slices == 14  # 2 x 80 GiB, 7 slices each
+    assert estimate("llm", 70, 512, 128, by_name("MI300X")).slices == 1  # fits one 192 GiB device
+    assert estimate("llm", 70, 512, 128, by_name("L4")).slices == 8  # 6 x 24 GiB -> TP 8
+    # An 8B model (16.4 GiB) takes the 2-slice MIG profile of an H100 (80/7 = 11.4 GiB a slice).
+    assert estimate("llm", 8, 512, 128, by_name("H100-SXM")).slices == 2
+    # 405B needs 16 L40S: more than one node, so it cannot run there.
+    assert estimate("llm", 405, 512, 128, by_name("L40S")) is None
+
+
+def test_higher_bandwidth_decodes_no_slower() -> None:
+    # Whole-device replicas of a 70B model: decode step ordered by memory bandwidth.
+    steps = [estimate("llm", 70, 512, 128, by_name(n)).decode_step_ms for n in ("H200", "H100-SXM", "A100-80GB")]
+    assert steps == sorted(steps)
+    base = by_name("L40S")
+    faster = dataclasses.replace(base, name="L40S-fast", memory_gbps=base.memory_gbps * 2,
+                                 bf16_tflops=base.bf16_tflops * 2)
+    for params in (0.5, 8, 70):
+        slow, fast = estimate("llm", params, 512, 128, base), estimate("llm", params, 512, 128, faster)
+        assert fast.decode_step_ms <= slow.decode_step_ms and fast.latency_ms <= slow.latency_ms
+        assert fast.throughput_rps >= slow.throughput_rps
+
+
+RUNNABLE = [
+    pytest.param(spec, kind, params, id=f"{kind}-{params}b-{spec.name}")
+    for spec in CATALOG
+    for kind, params in [("llm", 8.0), ("llm", 1.0), ("embedding", 0.335), ("tool", 0.0)]
+    if estimate(kind, params, 256, 64, spec) is not None
+]
+
+
+@pytest.mark.parametrize(("spec", "kind", "params"), RUNNABLE)
+def test_more_tokens_means_more_latency(spec, kind, params) -> None:
+    short = estimate(kind, params, 256, 64, spec)
+    longer_prompt = estimate(kind, params, 2048, 64, spec)
+    longer_answer = estimate(kind, params, 256, 512, spec)
+    assert longer_prompt.latency_ms > short.latency_ms
+    assert longer_answer.latency_ms > short.latency_ms
+    assert longer_prompt.throughput_rps < short.throughput_rps
+
+
+def _splitwise_ms(model: str, hardware: str, column: str) -> float:
+    with SPLITWISE.open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["model"] == model and r["hardware"] == hardware
+                and r["prompt_size"] == "512" and r["batch_size"] == "1"]
+    return statistics.mean(float(r[column]) for r in rows)
+
+
+@pytest.mark.skipif(not SPLITWISE.exists(), reason=f"Splitwise measurements not present at {SPLITWISE}")
+def test_h100_llama2_70b_matches_splitwise_within_3x() -> None:
+    # Splitwise measured ~84 ms prefill and ~37 ms per token (TP2, batch 1); the model says
+    # 2 * 70e9 * 512 / (0.5 * 2 * 989e12) = 72 ms and 140e9 / (0.6 * 2 * 3350e9) = 35 ms.
+    est = estimate("llm", params_from_model_name("llama2-70b"), 512, 128, by_name("H100-SXM"))
+    prefill = _splitwise_ms("llama2-70b", "h100-80gb", "prompt_time")
+    token = _splitwise_ms("llama2-70b", "h100-80gb", "token_time")
+    assert prefill / 3 <= est.prefill_ms <= prefill * 3
+    assert token / 3 <= est.decode_step_ms <= token * 3
+
+
+def test_estimate_profiles_one_per_runnable_class() -> None:
+    profiles = estimate_profiles("llm", "llama-3.1-70b-instruct", 512, 128)
+    names = [p.device_class for p in profiles]
+    assert len(names) == len(set(names))
+    assert "CPU-EPYC-64C" not in names and "H100-SXM" in names
+    assert all(not p.measured and p.throughput_rps > 0 and p.latency_ms > 0 for p in profiles)
+    assert [p.device_class for p in estimate_profiles("db", None, 10, 10)] == ["CPU-EPYC-64C"]
+
+
+def test_latency_bound_picks_a_bigger_mig_profile() -> None:
+    (smallest,) = estimate_profiles("llm", "llama-3.1-8b", 512, 128, (by_name("H100-SXM"),))
+    (bounded,) = estimate_profiles("llm", "llama-3.1-8b", 512, 128, (by_name("H100-SXM"),),
+                                   latency_bound_ms=smallest.latency_ms * 0.6)
+    assert smallest.slices == 2 and bounded.slices > smallest.slices
+    assert bounded.latency_ms <= smallest.latency_ms * 0.6
