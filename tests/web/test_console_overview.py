@@ -1,0 +1,124 @@
+"""The overview's numbers, read back through GET /ui/data/overview and the server-rendered page.
+
+The seeded rows and the window are described in conftest.py; the arithmetic is written next to each assertion.
+"""
+
+import re
+from datetime import UTC, datetime
+
+from pytest import approx
+from sqlmodel import Session
+
+from controlplane.models import Fragment, FragmentKind, PlacementItem
+
+
+def signed_in(client, token: str):
+    form = client.get("/ui/login").text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    assert client.post("/ui/login", data={"token": token, "csrf_token": csrf}, follow_redirects=False).status_code == 303
+    return client
+
+
+def at(minute: str, series: list, minutes: list[str]):
+    return series[minutes.index(f"2026-05-01T{minute}:00Z")]
+
+
+def test_fleet_wide_overview_matches_the_seeded_rows(client, seeded):
+    d = signed_in(client, seeded.admin_token).get("/ui/data/overview").json()
+    assert d["tenant"] is None
+    minutes = d["minutes"]
+    # 30 minutes ending with the one NOW (12:30:20) falls in.
+    assert len(minutes) == 30 and minutes[0] == "2026-05-01T12:01:00Z" and minutes[-1] == "2026-05-01T12:30:00Z"
+
+    h = d["headline"]
+    assert h["placement_version"] == 2
+    # v2: llama 2 × 1 slice × $4.00 + bge 1 × 2/4 slices × $0.80 + qwen 1 × $4.00 = 8.00 + 0.40 + 4.00
+    assert h["placement_usd_per_hour"] == approx(12.40)
+    # recent minutes 12:25 … 12:29: $0.20 + ($0.40 + $0.10 + $0.20) = $0.90 over 5 minutes → × 12 per hour
+    assert h["metered_usd_per_hour"] == approx(10.80)
+    # window: 0.40 + 0.10 + 0.20 + 0.20 + 0.10 = $1.00 for 200k + 50k + 100k + 40k + 50k = 440k tokens (11:59 excluded)
+    assert h["window_cost_usd"] == approx(1.00) and h["window_tokens"] == 440_000
+    assert h["usd_per_million_tokens"] == approx(1.00 / 0.44)
+    # (95 + 50 + 150) / (100 + 50 + 200); the 12:00 row is before the window
+    assert h["window_requests"] == 350 and h["sla_attainment"] == approx(295 / 350)
+
+    cost = d["cost"]
+    assert at("12:29", cost["metered_usd_per_hour"], minutes) == approx(0.70 * 60)  # 0.40 + 0.10 + 0.20
+    assert at("12:25", cost["usd_per_million_tokens"], minutes) == approx(5.00)  # $0.20 / 40k × 1e6
+    assert at("12:10", cost["usd_per_million_tokens"], minutes) is None  # no tokens that minute
+    # v1 (11:50:20: $4 + $4) holds until v2 arrives at 12:20:20, which is in force at the end of 12:20
+    assert at("12:01", cost["placement_usd_per_hour"], minutes) == approx(8.00)
+    assert at("12:19", cost["placement_usd_per_hour"], minutes) == approx(8.00)
+    assert at("12:20", cost["placement_usd_per_hour"], minutes) == approx(12.40)
+
+    util = {u["device_class"]: u for u in d["utilisation"]}
+    assert set(util) == {"h100", "l4"}  # cpu has no nodes, usage or placement
+    h100 = util["h100"]
+    assert at("12:29", h100["busy_fraction"], minutes) == approx((60 + 45) / (120 + 60))
+    assert at("12:29", h100["allocated_devices"], minutes) == approx(3.0)  # 180 device-seconds / 60
+    assert at("12:28", h100["busy_fraction"], minutes) is None
+    assert h100["window_busy_fraction"] == approx((60 + 45 + 30 + 60) / (120 + 60 + 60 + 60))
+    assert h100["placed_devices"] == approx(3.0)  # llama 2 + qwen 1
+    assert h100["healthy_devices"] == 7  # gpu-a 8 less its unhealthy device 0; gpu-b is unhealthy
+    assert util["l4"]["placed_devices"] == approx(0.5)  # 2 of 4 slices
+    assert util["l4"]["healthy_devices"] == 4
+
+    sla = {w["workload"]: w for w in d["sla"]}
+    assert sla["support-bot"]["target"] == 0.99 and sla["research-agent"]["target"] is None
+    assert at("12:29", sla["support-bot"]["attainment"], minutes) == approx(0.95)
+    assert at("12:28", sla["support-bot"]["attainment"], minutes) == approx(1.0)
+    assert sla["research-agent"]["window_attainment"] == approx(0.75)
+
+    rows = {(p["workload"], p["fragment"], p["device_class"]): p for p in d["placements"]}
+    assert set(rows) == {
+        ("support-bot", "llm:llama-70b", "h100"),
+        ("support-bot", "embedding:bge", "l4"),
+        ("research-agent", "llm:qwen-32b", "h100"),
+    }
+    bge = rows[("support-bot", "embedding:bge", "l4")]
+    assert (bge["replicas"], bge["slices"], bge["usd_per_hour"]) == (1, 2, approx(0.40))
+
+    fleet = {f["device_class"]: f for f in d["fleet"]}
+    assert fleet["h100"] == {
+        "device_class": "h100", "vendor": "nvidia", "nodes": 2, "healthy_nodes": 1, "devices": 16,
+        "healthy_devices": 7, "usd_per_device_hour": 4.0,
+    }
+
+
+def test_tenant_token_sees_only_its_tenant(client, seeded):
+    signed_in(client, seeded.acme_token)
+    d = client.get("/ui/data/overview").json()
+    assert d["tenant"] == "acme"
+    h = d["headline"]
+    assert h["placement_usd_per_hour"] == approx(8.40)  # llama $8.00 + bge $0.40, not globex's qwen
+    assert h["metered_usd_per_hour"] == approx((0.20 + 0.40 + 0.10) * 12)  # globex's $0.20 at 12:29 left out
+    assert h["window_tokens"] == 340_000  # 200k + 50k + 40k + 50k
+    assert h["sla_attainment"] == approx(145 / 150)
+    assert {p["workload"] for p in d["placements"]} == {"support-bot"}
+    assert [w["workload"] for w in d["sla"]] == ["support-bot"]
+    util = {u["device_class"]: u for u in d["utilisation"]}
+    assert at("12:29", util["h100"]["busy_fraction"], d["minutes"]) == approx(60 / 120)
+    assert util["h100"]["placed_devices"] == approx(2.0)
+    assert at("12:01", d["cost"]["placement_usd_per_hour"], d["minutes"]) == approx(4.00)  # v1's llama only
+
+    page = client.get("/ui").text
+    assert "tenant acme" in page and "support-bot" in page
+    assert "research-agent" not in page and "qwen" not in page and "globex" not in page
+
+
+def test_page_renders_the_numbers_and_escapes_names(client, seeded, engine):
+    with Session(engine) as session:
+        hostile = Fragment(
+            workload_id=seeded.bot_id, key='tool:<script>alert("x")</script>', kind=FragmentKind.tool, name="t",
+            first_seen=datetime(2026, 5, 1, tzinfo=UTC), last_seen=datetime(2026, 5, 1, tzinfo=UTC),
+        )
+        session.add(hostile)
+        session.flush()
+        session.add(PlacementItem(placement_id=seeded.placement_v2_id, fragment_id=hostile.id, device_class_id=seeded.h100_id, replicas=0))
+        session.commit()
+    page = signed_in(client, seeded.admin_token).get("/ui").text
+    assert "$12.40" in page and "$10.80" in page and "84.3%" in page  # placement, metered, 295 / 350
+    assert '<script>alert("x")</script>' not in page
+    assert "tool:&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    for chart in ("chart-cost", "chart-tokens", "chart-busy", "chart-capacity", "chart-sla"):
+        assert f'id="{chart}" data-points="0"' in page
