@@ -1,11 +1,12 @@
 """Fleet endpoints: device classes (the priced catalog), nodes and their devices."""
 
 from fastapi import APIRouter, status
-from sqlmodel import Session, select
+from sqlmodel import select
 
 from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate
 from controlplane.deps import Admin, Operator, SessionDep, Viewer, fleet_writer
 from controlplane.errors import Conflict
+from controlplane.inventory import sync_devices
 from controlplane.models import Device, DeviceClass, Node
 from controlplane.models.fleet import (
     DeviceClassCreate,
@@ -83,15 +84,6 @@ def get_node(node_id: int, session: SessionDep, _: Viewer):
 def list_node_devices(node_id: int, session: SessionDep, _: Viewer):
     get_or_404(session, Node, node_id, "node")
     return session.exec(select(Device).where(Device.node_id == node_id).order_by(Device.index)).all()
-
-
-def sync_devices(session: Session, node: Node) -> None:
-    """Make the node's device rows match `device_count` (new ones healthy, surplus removed from the top)."""
-    devices = session.exec(select(Device).where(Device.node_id == node.id).order_by(Device.index)).all()
-    for index in range(len(devices), node.device_count):
-        session.add(Device(node_id=node.id, index=index))
-    for device in devices[node.device_count :]:
-        session.delete(device)
 
 
 @router.post("/nodes", response_model=NodePublic, status_code=status.HTTP_201_CREATED)

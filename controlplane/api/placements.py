@@ -7,7 +7,16 @@ from controlplane.api.common import Page, WindowDep, get_or_404, paginate
 from controlplane.auth import Principal
 from controlplane.deps import SessionDep, Viewer, check_tenant
 from controlplane.errors import NotFound
-from controlplane.models import DeviceClass, Fragment, Migration, MigrationState, Placement, PlacementItem, Workload
+from controlplane.models import (
+    DeviceClass,
+    Fragment,
+    Migration,
+    MigrationState,
+    Placement,
+    PlacementItem,
+    PlacementState,
+    Workload,
+)
 from controlplane.models.placements import MigrationPublic, PlacementItemPublic, PlacementPublic
 
 router = APIRouter(tags=["placements"])
@@ -45,9 +54,10 @@ def placement_public(session: Session, principal: Principal, placement: Placemen
 
 @router.get("/placements/current", response_model=PlacementPublic)
 def current_placement(session: SessionDep, principal: Viewer):
-    placement = session.exec(select(Placement).order_by(Placement.version.desc())).first()
+    statement = select(Placement).where(Placement.state == PlacementState.applied)
+    placement = session.exec(statement.order_by(Placement.version.desc())).first()
     if placement is None:
-        raise NotFound("no placement yet: the reconciler has not completed a cycle")
+        raise NotFound("no placement applied yet: the reconciler has not completed a cycle")
     return placement_public(session, principal, placement, with_items=True)
 
 

@@ -1,7 +1,7 @@
 """The data model: every table heteroplane stores, one module per area."""
 
 from controlplane.models.fleet import Device, DeviceClass, Node
-from controlplane.models.placements import Migration, MigrationState, Placement, PlacementItem
+from controlplane.models.placements import Migration, MigrationState, Placement, PlacementItem, PlacementState
 from controlplane.models.tenancy import ApiToken, AuditEvent, Role, Tenant
 from controlplane.models.usage import RequestStat, UsageRecord
 from controlplane.models.workloads import (
@@ -29,6 +29,7 @@ __all__ = [
     "Node",
     "Placement",
     "PlacementItem",
+    "PlacementState",
     "RequestStat",
     "Role",
     "Sla",

@@ -18,6 +18,7 @@ class DeviceClassBase(SQLModel):
     usd_per_hour: float = Field(ge=0, description="On-demand price of one device per hour, USD.")
     slices_per_device: int = Field(1, ge=1, le=64, description="How many slices one device can be partitioned into.")
     price_source: str = Field("", max_length=256)
+    cores: int = Field(0, ge=0, description="CPU cores per device for CPU classes; 0 for accelerators.")
 
 
 class DeviceClass(DeviceClassBase, table=True):
@@ -40,6 +41,7 @@ class DeviceClassUpdate(SQLModel):
     usd_per_hour: float | None = Field(None, ge=0)
     slices_per_device: int | None = Field(None, ge=1, le=64)
     price_source: str | None = Field(None, max_length=256)
+    cores: int | None = Field(None, ge=0)
 
 
 class DeviceClassPublic(DeviceClassBase):

@@ -9,12 +9,22 @@ from sqlmodel import Field, SQLModel
 from controlplane.models._common import utcnow
 
 
+class PlacementState(StrEnum):
+    """A placement is written before it is actuated; the current one is the newest `applied`."""
+
+    proposed = "proposed"  # dry-run or waiting for approval: recorded, never actuated
+    applying = "applying"  # written durably, actuation under way (a restart resumes it)
+    applied = "applied"
+    failed = "failed"
+
+
 class Placement(SQLModel, table=True):
-    """One version of the fleet-wide placement; the highest version is the current one."""
+    """One version of the fleet-wide placement."""
 
     __tablename__ = "placement"
     id: int | None = Field(default=None, primary_key=True)
     version: int = Field(unique=True)
+    state: PlacementState = Field(default=PlacementState.applying, sa_type=String(16), index=True)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     usd_per_hour: float = 0.0
     solver_status: str = Field("", max_length=32)
@@ -50,6 +60,7 @@ class PlacementItemPublic(SQLModel):
 class PlacementPublic(SQLModel):
     id: int
     version: int
+    state: PlacementState
     created_at: datetime
     usd_per_hour: float
     solver_status: str

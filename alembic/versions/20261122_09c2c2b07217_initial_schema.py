@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 05d6730014bb
+Revision ID: 09c2c2b07217
 Revises: 
-Create Date: 2026-11-22 03:05:53.205742
+Create Date: 2026-11-22 03:09:22.040642
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 
-revision: str = '05d6730014bb'
+revision: str = '09c2c2b07217'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -29,6 +29,7 @@ def upgrade() -> None:
     sa.Column('usd_per_hour', sa.Float(), nullable=False),
     sa.Column('slices_per_device', sa.Integer(), nullable=False),
     sa.Column('price_source', sqlmodel.sql.sqltypes.AutoString(length=256), nullable=False),
+    sa.Column('cores', sa.Integer(), nullable=False),
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
@@ -38,6 +39,7 @@ def upgrade() -> None:
     op.create_table('placement',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('usd_per_hour', sa.Float(), nullable=False),
     sa.Column('solver_status', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -48,6 +50,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('placement', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_placement_created_at'), ['created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_placement_state'), ['state'], unique=False)
 
     op.create_table('tenant',
     sa.Column('display_name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
@@ -363,6 +366,7 @@ def downgrade() -> None:
     op.drop_table('api_token')
     op.drop_table('tenant')
     with op.batch_alter_table('placement', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_placement_state'))
         batch_op.drop_index(batch_op.f('ix_placement_created_at'))
 
     op.drop_table('placement')

@@ -1,0 +1,239 @@
+"""The reconciler: the thin stateful shell around the pure stages.
+
+Each cycle: sync inventory -> snapshot -> build_problem -> solve -> decide -> write the placement
+and its migrations durably -> actuate -> mark the outcome -> meter. A placement left `applying`
+by a crash is actuated again at the start of the next cycle (actuation is idempotent).
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from controlplane.actuators.base import Actuator, DesiredPlacement, ReplicaSet
+from controlplane.db import session_scope
+from controlplane.decide import Action, Decision, decide
+from controlplane.inventory import sync_inventory
+from controlplane.metering import meter
+from controlplane.models import (
+    AuditEvent,
+    DeviceClass,
+    Fragment,
+    Migration,
+    MigrationState,
+    Placement,
+    PlacementItem,
+    PlacementState,
+    Tenant,
+    Workload,
+)
+from controlplane.models._common import utcnow
+from controlplane.planning import build_problem, take_snapshot
+from controlplane.settings import Settings
+from optimizer.perfmodel import TARGET_UTILISATION
+from optimizer.solver import solve
+from optimizer.types import Plan, Problem
+
+log = logging.getLogger(__name__)
+ACTOR = "reconciler"
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    """What one cycle did, for logs, health and tests."""
+
+    at: datetime
+    action: Action
+    reason: str
+    version: int | None
+    moves: int
+    usd_per_hour: float
+    solve_time_s: float
+    usage_lines: int
+
+
+class Reconciler:
+    def __init__(
+        self,
+        engine: Engine,
+        actuator: Actuator,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.actuator = actuator
+        self.settings = settings
+        self.clock = clock
+        self.last: CycleReport | None = None
+
+    def run_once(self) -> CycleReport:
+        now = self.clock()
+        with session_scope(self.engine) as session:
+            sync_inventory(session, self.actuator.inventory())
+        self._resume_unfinished()
+        with session_scope(self.engine) as session:
+            snapshot = take_snapshot(session, now)
+        problem = build_problem(snapshot, self.settings.demand_headroom, self.settings.solver_time_limit_s)
+        plan = solve(problem)
+        decision = decide(snapshot, problem, plan)
+        version = None
+        if decision.action is not Action.keep:
+            version = snapshot.latest_version + 1
+            self._record(version, decision, plan)
+            if decision.action is Action.apply:
+                self._actuate(version)
+        else:
+            with session_scope(self.engine) as session:
+                if not plan.feasible:
+                    session.add(_audit("plan.infeasible", "placement", "", {"reason": decision.reason}))
+        with session_scope(self.engine) as session:
+            lines = meter(session, now, busy_per_visit(problem))
+        self.last = CycleReport(
+            at=now,
+            action=decision.action,
+            reason=decision.reason,
+            version=version,
+            moves=len(decision.moves),
+            usd_per_hour=plan.usd_per_hour,
+            solve_time_s=plan.solve_time_s,
+            usage_lines=lines,
+        )
+        log.info("reconcile: %s (%s), %d moves", decision.action.value, decision.reason, len(decision.moves))
+        return self.last
+
+    def run_forever(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:
+        """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period."""
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception as exc:  # one bad cycle must not stop the control loop
+                log.exception("reconcile cycle failed")
+                if on_error is not None:
+                    on_error(exc)
+            stop.wait(self.settings.reconcile_period_s)
+
+    def _record(self, version: int, decision: Decision, plan: Plan) -> None:
+        """Write the placement and its migrations before anything is actuated."""
+        applying = decision.action is Action.apply
+        with session_scope(self.engine) as session:
+            class_ids = dict(session.exec(select(DeviceClass.name, DeviceClass.id)).all())
+            placement = Placement(
+                version=version,
+                state=PlacementState.applying if applying else PlacementState.proposed,
+                usd_per_hour=plan.usd_per_hour,
+                solver_status=plan.status.value,
+                solve_time_s=plan.solve_time_s,
+                reason=decision.reason[:500],
+            )
+            session.add(placement)
+            session.flush()
+            for (fragment_id, cls), (replicas, slices) in sorted(decision.assignments.items()):
+                session.add(
+                    PlacementItem(
+                        placement_id=placement.id,
+                        fragment_id=fragment_id,
+                        device_class_id=class_ids[cls],
+                        replicas=replicas,
+                        slices=slices,
+                    )
+                )
+            state = MigrationState.pending if applying else MigrationState.awaiting_approval
+            if not applying and "dry run" in decision.reason:
+                state = MigrationState.skipped
+            for move in decision.moves:
+                session.add(
+                    Migration(
+                        placement_id=placement.id,
+                        fragment_id=move.fragment_id,
+                        from_device_class_id=class_ids.get(move.from_class) if move.from_class else None,
+                        to_device_class_id=class_ids.get(move.to_class) if move.to_class else None,
+                        replicas=move.replicas,
+                        state=state,
+                        reason=decision.reason[:500],
+                    )
+                )
+            session.add(
+                _audit(
+                    "placement.record",
+                    "placement",
+                    str(version),
+                    {"state": placement.state.value, "moves": len(decision.moves), "usd_per_hour": plan.usd_per_hour},
+                )
+            )
+
+    def _resume_unfinished(self) -> None:
+        with Session(self.engine) as session:
+            versions = session.exec(
+                select(Placement.version).where(Placement.state == PlacementState.applying).order_by(Placement.version)
+            ).all()
+        for version in versions:
+            log.warning("resuming placement v%d left applying by an earlier run", version)
+            self._actuate(version)
+
+    def _actuate(self, version: int) -> None:
+        """Apply placement `version` through the actuator and record the outcome; safe to repeat."""
+        with session_scope(self.engine) as session:
+            placement = session.exec(select(Placement).where(Placement.version == version)).one()
+            desired = desired_placement(session, placement)
+            migrations = session.exec(
+                select(Migration).where(Migration.placement_id == placement.id, Migration.state == MigrationState.pending)
+            ).all()
+            for migration in migrations:
+                migration.state = MigrationState.applying
+                migration.started_at = utcnow()
+        try:
+            result = self.actuator.apply(desired)
+        except Exception as exc:  # an actuator fault is an outcome to record, not a crash
+            log.exception("actuator failed applying v%d", version)
+            ok, message = False, f"{type(exc).__name__}: {exc}"
+        else:
+            ok, message = result.ok, result.message
+        with session_scope(self.engine) as session:
+            placement = session.exec(select(Placement).where(Placement.version == version)).one()
+            placement.state = PlacementState.applied if ok else PlacementState.failed
+            if ok:
+                placement.created_at = utcnow()  # in force from now: metering counts from here
+            for migration in session.exec(
+                select(Migration).where(Migration.placement_id == placement.id, Migration.state == MigrationState.applying)
+            ).all():
+                migration.state = MigrationState.succeeded if ok else MigrationState.failed
+                migration.error = "" if ok else message[:1000]
+                migration.finished_at = utcnow()
+            session.add(_audit("placement.apply", "placement", str(version), {"ok": ok, "message": message[:300]}))
+
+
+def desired_placement(session: Session, placement: Placement) -> DesiredPlacement:
+    rows = session.exec(
+        select(PlacementItem, Fragment, Workload, Tenant, DeviceClass)
+        .join(Fragment, Fragment.id == PlacementItem.fragment_id)
+        .join(Workload, Workload.id == Fragment.workload_id)
+        .join(Tenant, Tenant.id == Workload.tenant_id)
+        .join(DeviceClass, DeviceClass.id == PlacementItem.device_class_id)
+        .where(PlacementItem.placement_id == placement.id)
+        .order_by(PlacementItem.id)
+    ).all()
+    return DesiredPlacement(
+        version=placement.version,
+        replica_sets=tuple(
+            ReplicaSet(tenant.name, workload.name, fragment.key, cls.name, item.replicas, item.slices)
+            for item, fragment, workload, tenant, cls in rows
+        ),
+    )
+
+
+def busy_per_visit(problem: Problem) -> dict[tuple[int, str], float]:
+    """Device-seconds one visit keeps a replica busy: the operating point's share of a second per visit."""
+    return {
+        (int(f.fragment), p.device_class): TARGET_UTILISATION / p.throughput_rps
+        for f in problem.fragments
+        for p in f.profiles
+        if p.throughput_rps > 0
+    }
+
+
+def _audit(action: str, target_type: str, target_id: str, detail: dict) -> AuditEvent:
+    return AuditEvent(actor=ACTOR, action=action, target_type=target_type, target_id=target_id, detail=detail)

@@ -1,0 +1,207 @@
+"""The simulated fleet's latency model: what one visit of a fragment costs, given where it runs and how loaded.
+
+Pure functions of values; the fleet supplies placement, load and random draws.
+
+Service time of one visit on one replica (model kinds), a roofline:
+
+    D       = slices / slices_per_device              devices one replica spans
+    F       = D * bf16_tflops * compute_eff * tp       achieved FLOP/s (tp = 0.9 when D > 1)
+    B       = D * memory_gbps * bandwidth_eff * tp     achieved bytes/s
+    W       = 2 * params                               bf16 weight bytes; streamed from host
+                                                       at OFFLOAD_GBPS when W > 0.9 * D * memory
+    prefill = max(2 * params * tokens_in / F, W / B)   compute-bound, floored by one weight read
+    step(b) = W / B + b * kv_per_token * (tokens_in + tokens_out / 2) / B
+                                                       one decode step for a batch of b
+    b_max   = KV cache that fits beside the weights, in requests (1..64)
+
+A visit occupies a replica for `occupancy = prefill + tokens_out * step(b_max) / b_max`
+(decode is shared with the rest of a full batch), which is what capacity means.
+Other kinds are `cpu_ms`, `accelerated_speedup` times faster on an accelerator.
+
+Queueing, per fragment over all its replica sets, with load routed in proportion
+to capacity (replicas / mean occupancy on each class), so every set sees
+
+    rho   = arrival_rate / sum_c(replicas_c / occupancy_c)
+    wait  = occupancy * r / (1 - r),  r = min(rho, 0.95)     M/M/1-ish
+    batch = 1 + (b_max - 1) * min(rho, 1)                     decode slows as batches fill
+    latency = (wait + prefill + tokens_out * step(batch)) * lognormal jitter
+
+For a fixed-cost kind that is `cpu_ms / (1 - r)` times jitter.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from controlplane.simfleet.apps import MODEL_KINDS, Fragment, Kind
+from controlplane.simfleet.devices import CPU, H100, OFFLOAD_GBPS, SimDeviceClass, device_class
+
+MAX_RHO = 0.95
+MAX_BATCH = 64
+MEMORY_HEADROOM = 0.9  # fraction of device memory usable for weights and KV
+JITTER_SIGMA = 0.25
+_GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Replicas of one fragment on one device class, `slices` each."""
+
+    device_class: str
+    replicas: int
+    slices: int = 1
+
+
+@dataclass(frozen=True)
+class Load:
+    """A fragment's recent load: arrival rate and typical token counts."""
+
+    rate_rps: float
+    mean_input_tokens: float = 0.0
+    mean_output_tokens: float = 0.0
+
+
+@dataclass(frozen=True)
+class Service:
+    """Unloaded cost of one visit on one replica."""
+
+    prefill_s: float  # whole visit for fixed-cost kinds
+    max_batch: int
+    weights_s: float  # weight-streaming part of one decode step
+    kv_s_per_request: float  # KV-streaming part of one decode step, per request in the batch
+    output_tokens: int
+    offloaded: bool
+
+    def step_s(self, batch: float) -> float:
+        return self.weights_s + batch * self.kv_s_per_request
+
+    @property
+    def occupancy_s(self) -> float:
+        return self.prefill_s + self.output_tokens * self.step_s(self.max_batch) / self.max_batch
+
+
+@dataclass(frozen=True)
+class Visit:
+    """One visit as the fleet served it."""
+
+    device_class: str
+    latency_s: float
+    ttft_s: float  # queueing + prefill
+    itl_s: float  # one decode step (0 when nothing is generated)
+    wait_s: float  # queueing part of ttft_s
+    occupancy_s: float  # replica-seconds of capacity it used
+    max_batch: int  # requests one replica batches at most
+    rho: float
+    offloaded: bool
+
+
+def replica_memory_bytes(spec: SimDeviceClass, slices: int) -> float:
+    return slices / spec.slices_per_device * spec.memory_gib * _GIB * MEMORY_HEADROOM
+
+
+def min_slices(fragment: Fragment, spec: SimDeviceClass) -> int:
+    """Fewest slices whose memory holds the fragment's weights (1 for fixed-cost kinds)."""
+    if fragment.model is None:
+        return 1
+    per_slice = replica_memory_bytes(spec, 1)
+    # Leave 5% of the weights' size again for KV cache and activations.
+    slices = max(1, math.ceil(fragment.model.weight_bytes * 1.05 / per_slice))
+    if slices > spec.slices_per_device:  # tensor parallel over whole devices
+        slices = math.ceil(slices / spec.slices_per_device) * spec.slices_per_device
+    return slices
+
+
+def initial_deployment(fragment: Fragment) -> Deployment:
+    """Where a fragment runs before heteroplane places it: models on H100, the rest on CPU."""
+    spec = device_class(H100 if fragment.kind in MODEL_KINDS else CPU)
+    return Deployment(spec.name, fragment.initial_replicas, min_slices(fragment, spec))
+
+
+def service(fragment: Fragment, deployment: Deployment, input_tokens: int, output_tokens: int) -> Service:
+    """Unloaded cost of one visit of `fragment` on one replica of `deployment`."""
+    spec = device_class(deployment.device_class)
+    if fragment.model is None:
+        seconds = fragment.cpu_ms / 1000.0
+        if spec.accelerator:
+            seconds /= fragment.accelerated_speedup
+        return Service(seconds, 1, 0.0, 0.0, 0, False)
+
+    devices = deployment.slices / spec.slices_per_device
+    tp = 0.9 if devices > 1 else 1.0
+    flops = devices * spec.bf16_tflops * 1e12 * spec.compute_efficiency * tp
+    bandwidth = devices * spec.memory_gbps * 1e9 * spec.bandwidth_efficiency * tp
+    memory = replica_memory_bytes(spec, deployment.slices)
+    weights = fragment.model.weight_bytes
+    offloaded = weights > memory
+    weights_s = weights / (OFFLOAD_GBPS * 1e9 if offloaded else bandwidth)
+    prefill = max(2 * fragment.model.params_b * 1e9 * input_tokens / flops, weights_s)
+    if fragment.kind is not Kind.llm or output_tokens == 0:
+        return Service(prefill, 1, 0.0, 0.0, 0, offloaded)
+
+    kv_per_request = fragment.model.kv_bytes_per_token * (input_tokens + output_tokens / 2)
+    free = max(memory - weights, 0.0) if not offloaded else memory * 0.5
+    max_batch = max(1, min(MAX_BATCH, int(free // max(kv_per_request, 1.0))))
+    return Service(prefill, max_batch, weights_s, kv_per_request / bandwidth, output_tokens, offloaded)
+
+
+def utilisation(
+    fragment: Fragment, deployments: Sequence[Deployment], load: Load
+) -> tuple[float, tuple[float, ...]]:
+    """rho of the fragment's replica sets, and each set's share of its arrivals (proportional to capacity)."""
+    tokens_in = max(1, round(load.mean_input_tokens))
+    tokens_out = round(load.mean_output_tokens)
+    capacities = tuple(
+        d.replicas / service(fragment, d, tokens_in, tokens_out).occupancy_s if d.replicas > 0 else 0.0
+        for d in deployments
+    )
+    total = sum(capacities)
+    if total <= 0:
+        raise ValueError(f"fragment {fragment.key} has no replicas to serve it")
+    return load.rate_rps / total, tuple(c / total for c in capacities)
+
+
+def choose(shares: Sequence[float], u: float) -> int:
+    """Index picked by a uniform draw `u` in [0, 1) over `shares` (which sum to 1)."""
+    acc = 0.0
+    for i, share in enumerate(shares):
+        acc += share
+        if u < acc:
+            return i
+    return max(i for i, share in enumerate(shares) if share > 0)
+
+
+def jitter(z: float) -> float:
+    """A mean-one lognormal multiplier from a standard normal draw."""
+    return math.exp(JITTER_SIGMA * z - JITTER_SIGMA**2 / 2)
+
+
+def visit(
+    fragment: Fragment,
+    deployments: Sequence[Deployment],
+    load: Load,
+    input_tokens: int,
+    output_tokens: int,
+    u: float,
+    z: float,
+) -> Visit:
+    """One visit: routed to a replica set by `u`, queued by the load, jittered by `z`."""
+    rho, shares = utilisation(fragment, deployments, load)
+    chosen = deployments[choose(shares, u)]
+    svc = service(fragment, chosen, input_tokens, output_tokens)
+    r = min(rho, MAX_RHO)
+    wait = svc.occupancy_s * r / (1 - r)
+    batch = 1 + (svc.max_batch - 1) * min(rho, 1.0)
+    step = svc.step_s(batch) if output_tokens and fragment.kind is Kind.llm else 0.0
+    noise = jitter(z)
+    ttft = (wait + svc.prefill_s) * noise
+    return Visit(
+        device_class=chosen.device_class,
+        latency_s=ttft + svc.output_tokens * step * noise,
+        ttft_s=ttft,
+        itl_s=step * noise,
+        wait_s=wait * noise,
+        occupancy_s=svc.occupancy_s,
+        max_batch=svc.max_batch,
+        rho=rho,
+        offloaded=svc.offloaded,
+    )
