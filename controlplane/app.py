@@ -7,6 +7,7 @@ from sqlalchemy.engine import Engine
 from controlplane.api import costs, fleet, health, placements, policies, tenants, tokens, workloads
 from controlplane.errors import install_problem_handlers
 from controlplane.settings import Settings
+from web.console import create_console_router
 
 
 def create_app(engine: Engine, settings: Settings) -> FastAPI:
@@ -26,12 +27,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
         api.include_router(module.router)
     app.include_router(api)
 
-    try:
-        from web.console import create_console_router
-    except ImportError:  # the console is being built alongside; the API stands alone without it
-        create_console_router = None
-    if create_console_router is not None:
-        app.include_router(create_console_router(engine))
+    app.include_router(create_console_router(engine))
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import BigInteger, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -19,7 +19,7 @@ class UsageRecord(SQLModel, table=True):
     device_class_id: int = Field(foreign_key="device_class.id", ondelete="RESTRICT")
     device_seconds_allocated: float = 0.0
     device_seconds_busy: float = 0.0
-    tokens: int = 0
+    tokens: int = Field(0, sa_type=BigInteger)
     cost_usd: float = 0.0
 
 
@@ -31,7 +31,7 @@ class RequestStat(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     workload_id: int = Field(foreign_key="workload.id", ondelete="CASCADE")
     minute: datetime = Field(index=True)
-    requests: int = 0
-    within_sla: int = 0
+    requests: int = Field(0, sa_type=BigInteger)
+    within_sla: int = Field(0, sa_type=BigInteger)
     latency_ms_sum: float = 0.0
-    tokens: int = 0
+    tokens: int = Field(0, sa_type=BigInteger)

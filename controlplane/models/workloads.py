@@ -3,7 +3,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import String, UniqueConstraint
+from sqlalchemy import BigInteger, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from controlplane.models._common import utcnow
@@ -86,8 +86,8 @@ class Edge(SQLModel, table=True):
     workload_id: int = Field(foreign_key="workload.id", index=True, ondelete="CASCADE")
     parent_id: int = Field(foreign_key="fragment.id", ondelete="CASCADE")
     child_id: int = Field(foreign_key="fragment.id", index=True, ondelete="CASCADE")
-    calls: int = 0
-    bytes_total: int = 0
+    calls: int = Field(0, sa_type=BigInteger)
+    bytes_total: int = Field(0, sa_type=BigInteger)
 
 
 class EdgePublic(SQLModel):
@@ -114,10 +114,10 @@ class FragmentProfile(SQLModel, table=True):
     fragment_id: int = Field(foreign_key="fragment.id", ondelete="CASCADE")
     device_class: str = Field("", max_length=64)
     minute: datetime = Field(index=True)
-    visits: int = 0
+    visits: int = Field(0, sa_type=BigInteger)
     latency_ms_sum: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
+    tokens_in: int = Field(0, sa_type=BigInteger)
+    tokens_out: int = Field(0, sa_type=BigInteger)
 
 
 class SlaBase(SQLModel):

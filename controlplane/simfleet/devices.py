@@ -2,7 +2,8 @@
 
 The sim is deliberately its own source of truth about hardware: it does not read
 the optimizer's catalog, so the control plane has something real-ish to
-discover. Spec numbers are public datasheet figures (dense bf16); the
+discover. Class names and slices per device do agree with the catalog
+(optimizer/catalog.py; a test checks it), so the optimizer's placements fit here. Spec numbers are public datasheet figures (dense bf16); the
 efficiency factors say how much of the datasheet a serving stack achieves on
 each vendor's parts, which is what the optimizer's estimates will be wrong about
 until telemetry corrects them.
@@ -34,15 +35,15 @@ class SimDeviceClass:
 H100 = "H100-SXM"
 L40S = "L40S"
 GAUDI2 = "Gaudi2"
-CPU = "CPU-EPYC"
+CPU = "CPU-EPYC-64C"
 
 DEVICE_CLASSES: tuple[SimDeviceClass, ...] = (
     SimDeviceClass(H100, "nvidia", "NVIDIA H100 80GB HBM3", 989.0, 80.0, 3350.0, 7, 0.55, 0.80, 70.0, 700.0),
     SimDeviceClass(L40S, "nvidia", "NVIDIA L40S", 362.0, 48.0, 864.0, 1, 0.50, 0.75, 35.0, 350.0),
     SimDeviceClass(GAUDI2, "intel", "HL-225", 432.0, 96.0, 2450.0, 1, 0.45, 0.70, 100.0, 600.0),
-    # One "device" of the CPU class is one 96-core socket; a slice is 12 cores.
+    # One "device" of the CPU class is one 64-core socket; a slice is 8 cores.
     SimDeviceClass(
-        CPU, "amd", "AMD EPYC 9654", 6.0, 384.0, 460.0, 8, 0.40, 0.60, 90.0, 360.0, accelerator=False
+        CPU, "amd", "AMD EPYC 9554 64-Core", 12.7, 256.0, 307.0, 8, 0.40, 0.60, 90.0, 360.0, accelerator=False
     ),
 )
 

@@ -182,7 +182,7 @@ class LoadDriver:
         if endpoint:
             url = endpoint if endpoint.rstrip("/").endswith("/v1/traces") else endpoint.rstrip("/") + "/v1/traces"
             self._processors = [
-                BatchSpanProcessor(OTLPSpanExporter(endpoint=url, headers=dict(headers or {}), timeout=5),
+                BatchSpanProcessor(OTLPSpanExporter(endpoint=url, headers=dict(headers or {}), timeout=3),
                                    schedule_delay_millis=1000)
                 for _ in self.fleet.apps
             ]
@@ -197,8 +197,14 @@ class LoadDriver:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
-        for processor in self._processors:
-            processor.shutdown(timeout_millis=int(timeout_s * 1000 / max(len(self._processors), 1)))
+        # Flush and shut the apps' processors down side by side, and give up waiting after `timeout_s`:
+        # an unreachable collector must not hold up the demo's exit.
+        closers = [threading.Thread(target=p.shutdown, name="simfleet-flush", daemon=True) for p in self._processors]
+        for closer in closers:
+            closer.start()
+        deadline = time.monotonic() + timeout_s
+        for closer in closers:
+            closer.join(max(0.0, deadline - time.monotonic()))
         self._processors = []
 
     # --- internals --------------------------------------------------------------------------

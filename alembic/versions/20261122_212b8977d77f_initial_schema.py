@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 09c2c2b07217
+Revision ID: 212b8977d77f
 Revises: 
-Create Date: 2026-11-22 03:09:22.040642
+Create Date: 2026-11-22 03:10:57.785875
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 
-revision: str = '09c2c2b07217'
+revision: str = '212b8977d77f'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -175,10 +175,10 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('workload_id', sa.Integer(), nullable=False),
     sa.Column('minute', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-    sa.Column('requests', sa.Integer(), nullable=False),
-    sa.Column('within_sla', sa.Integer(), nullable=False),
+    sa.Column('requests', sa.BigInteger(), nullable=False),
+    sa.Column('within_sla', sa.BigInteger(), nullable=False),
     sa.Column('latency_ms_sum', sa.Float(), nullable=False),
-    sa.Column('tokens', sa.Integer(), nullable=False),
+    sa.Column('tokens', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['workload_id'], ['workload.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('workload_id', 'minute', name='uq_request_stat_minute')
@@ -204,8 +204,8 @@ def upgrade() -> None:
     sa.Column('workload_id', sa.Integer(), nullable=False),
     sa.Column('parent_id', sa.Integer(), nullable=False),
     sa.Column('child_id', sa.Integer(), nullable=False),
-    sa.Column('calls', sa.Integer(), nullable=False),
-    sa.Column('bytes_total', sa.Integer(), nullable=False),
+    sa.Column('calls', sa.BigInteger(), nullable=False),
+    sa.Column('bytes_total', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['child_id'], ['fragment.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['parent_id'], ['fragment.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['workload_id'], ['workload.id'], ondelete='CASCADE'),
@@ -221,10 +221,10 @@ def upgrade() -> None:
     sa.Column('fragment_id', sa.Integer(), nullable=False),
     sa.Column('device_class', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('minute', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-    sa.Column('visits', sa.Integer(), nullable=False),
+    sa.Column('visits', sa.BigInteger(), nullable=False),
     sa.Column('latency_ms_sum', sa.Float(), nullable=False),
-    sa.Column('tokens_in', sa.Integer(), nullable=False),
-    sa.Column('tokens_out', sa.Integer(), nullable=False),
+    sa.Column('tokens_in', sa.BigInteger(), nullable=False),
+    sa.Column('tokens_out', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['fragment_id'], ['fragment.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('fragment_id', 'device_class', 'minute', name='uq_fragment_profile_minute')
@@ -283,7 +283,7 @@ def upgrade() -> None:
     sa.Column('device_class_id', sa.Integer(), nullable=False),
     sa.Column('device_seconds_allocated', sa.Float(), nullable=False),
     sa.Column('device_seconds_busy', sa.Float(), nullable=False),
-    sa.Column('tokens', sa.Integer(), nullable=False),
+    sa.Column('tokens', sa.BigInteger(), nullable=False),
     sa.Column('cost_usd', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['device_class_id'], ['device_class.id'], ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['fragment_id'], ['fragment.id'], ondelete='CASCADE'),

@@ -1,0 +1,219 @@
+"""The profile store: adds one assembled batch to the database, all or nothing.
+
+Every counter is written as ``INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n``
+(SQLite and PostgreSQL both support it), so any number of collectors can write
+the same rows concurrently and the database holds the sum. Rows are written in
+sorted order so concurrent PostgreSQL writers take row locks in the same order
+and cannot deadlock one another.
+
+The caller owns the transaction (`controlplane.db.session_scope`): nothing here
+commits, so a failure anywhere leaves nothing half-written.
+"""
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, case, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from collectors.assembly import AssembledBatch, RequestSample, WorkloadName
+from controlplane.models import Edge, Fragment, FragmentProfile, RequestStat, Sla, Tenant, Workload
+from controlplane.models._common import utcnow
+
+# Rows per INSERT: well under SQLite's 32766 and PostgreSQL's 65535 bound parameters.
+_CHUNK_ROWS = 1000
+
+
+def store_batch(session: Session, batch: AssembledBatch) -> None:
+    """Add `batch` to the stored graph, profiles and request stats, creating tenants and workloads it names."""
+    if batch.empty:
+        return
+    workload_ids = _workload_ids(session, sorted({f.workload for f in batch.fragments}))
+    fragment_ids = _upsert_fragments(session, batch, workload_ids)
+    _upsert_edges(session, batch, workload_ids, fragment_ids)
+    _upsert_profiles(session, batch, workload_ids, fragment_ids)
+    _upsert_request_stats(session, batch.requests, workload_ids)
+
+
+def _insert(session: Session, table: Table):
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"the profile store supports sqlite and postgresql, not {dialect}")
+
+
+def _chunks(rows: Sequence[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:
+    for start in range(0, len(rows), _CHUNK_ROWS):
+        yield rows[start : start + _CHUNK_ROWS]
+
+
+def _workload_ids(session: Session, names: Sequence[WorkloadName]) -> dict[WorkloadName, int]:
+    """Ids of the named workloads, creating missing tenants and workloads (race-safe: insert, ignore, re-read)."""
+    tenant_ids = _get_or_create(
+        session,
+        Tenant.__table__,
+        ["name"],
+        [{"name": t, "display_name": "", "created_at": utcnow()} for t in sorted({n.tenant for n in names})],
+    )
+    keyed = _get_or_create(
+        session,
+        Workload.__table__,
+        ["tenant_id", "name"],
+        [
+            {"tenant_id": tenant_ids[(n.tenant,)], "name": n.workload, "description": "", "created_at": utcnow()}
+            for n in names
+        ],
+    )
+    return {n: keyed[(tenant_ids[(n.tenant,)], n.workload)] for n in names}
+
+
+def _get_or_create(
+    session: Session, table: Table, unique: list[str], rows: list[dict[str, Any]]
+) -> dict[tuple, int]:
+    """Row ids keyed by the `unique` columns' values; rows not yet stored are inserted first."""
+    cols = [table.c[name] for name in unique]
+
+    def read() -> dict[tuple, int]:
+        found: dict[tuple, int] = {}
+        wanted = [tuple(row[name] for name in unique) for row in rows]
+        for start in range(0, len(wanted), _CHUNK_ROWS):
+            stmt = select(table.c.id, *cols).where(tuple_(*cols).in_(wanted[start : start + _CHUNK_ROWS]))
+            for row_id, *values in session.execute(stmt):
+                found[tuple(values)] = row_id
+        return found
+
+    found = read()
+    missing = [row for row in rows if tuple(row[name] for name in unique) not in found]
+    for chunk in _chunks(missing):
+        session.execute(_insert(session, table).values(chunk).on_conflict_do_nothing(index_elements=unique))
+    return read() if missing else found
+
+
+def _upsert_fragments(
+    session: Session, batch: AssembledBatch, workload_ids: dict[WorkloadName, int]
+) -> dict[tuple[int, str], int]:
+    """Fragment ids keyed by (workload id, key); first/last seen widen to cover the batch."""
+    table = Fragment.__table__
+    rows = [
+        {
+            "workload_id": workload_ids[f.workload],
+            "key": f.key,
+            "kind": f.kind,
+            "name": f.name,
+            "model": f.model,
+            "first_seen": f.first_seen,
+            "last_seen": f.last_seen,
+        }
+        for f in batch.fragments
+    ]
+    rows.sort(key=lambda row: (row["workload_id"], row["key"]))
+    ids: dict[tuple[int, str], int] = {}
+    for chunk in _chunks(rows):
+        stmt = _insert(session, table).values(chunk)
+        new = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["workload_id", "key"],
+            set_={
+                "first_seen": case((new.first_seen < table.c.first_seen, new.first_seen), else_=table.c.first_seen),
+                "last_seen": case((new.last_seen > table.c.last_seen, new.last_seen), else_=table.c.last_seen),
+                "model": case((table.c.model == "", new.model), else_=table.c.model),
+            },
+        ).returning(table.c.id, table.c.workload_id, table.c.key)
+        for row_id, workload_id, key in session.execute(stmt):
+            ids[(workload_id, key)] = row_id
+    return ids
+
+
+def _additive_upsert(session: Session, table: Table, unique: list[str], counters: list[str], rows: list[dict]) -> None:
+    """Insert `rows`, or add their `counters` to the stored row with the same `unique` values."""
+    rows.sort(key=lambda row: tuple(row[name] for name in unique))
+    for chunk in _chunks(rows):
+        stmt = _insert(session, table).values(chunk)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=unique,
+            set_={name: table.c[name] + stmt.excluded[name] for name in counters},
+        )
+        session.execute(stmt)
+
+
+def _upsert_edges(
+    session: Session,
+    batch: AssembledBatch,
+    workload_ids: dict[WorkloadName, int],
+    fragment_ids: dict[tuple[int, str], int],
+) -> None:
+    rows = []
+    for e in batch.edges:
+        workload_id = workload_ids[e.workload]
+        rows.append(
+            {
+                "workload_id": workload_id,
+                "parent_id": fragment_ids[(workload_id, e.parent_key)],
+                "child_id": fragment_ids[(workload_id, e.child_key)],
+                "calls": e.calls,
+                "bytes_total": 0,
+            }
+        )
+    _additive_upsert(session, Edge.__table__, ["parent_id", "child_id"], ["calls"], rows)
+
+
+def _upsert_profiles(
+    session: Session,
+    batch: AssembledBatch,
+    workload_ids: dict[WorkloadName, int],
+    fragment_ids: dict[tuple[int, str], int],
+) -> None:
+    rows = [
+        {
+            "fragment_id": fragment_ids[(workload_ids[v.workload], v.key)],
+            "device_class": v.device_class,
+            "minute": v.minute,
+            "visits": v.visits,
+            "latency_ms_sum": v.latency_ms_sum,
+            "tokens_in": v.tokens_in,
+            "tokens_out": v.tokens_out,
+        }
+        for v in batch.visits
+    ]
+    _additive_upsert(
+        session,
+        FragmentProfile.__table__,
+        ["fragment_id", "device_class", "minute"],
+        ["visits", "latency_ms_sum", "tokens_in", "tokens_out"],
+        rows,
+    )
+
+
+def _upsert_request_stats(
+    session: Session, requests: Iterable[RequestSample], workload_ids: dict[WorkloadName, int]
+) -> None:
+    """Requests per workload and minute; within SLA when no slower than the workload's p99 bound (or no SLA)."""
+    requests = list(requests)
+    if not requests:
+        return
+    ids = sorted({workload_ids[r.workload] for r in requests})
+    p99 = dict(session.execute(select(Sla.workload_id, Sla.p99_ms).where(Sla.workload_id.in_(ids))).all())
+    sums: dict[tuple[int, datetime], dict[str, Any]] = {}
+    for r in requests:
+        workload_id = workload_ids[r.workload]
+        row = sums.setdefault(
+            (workload_id, r.minute),
+            {"workload_id": workload_id, "minute": r.minute, "requests": 0, "within_sla": 0, "latency_ms_sum": 0.0,
+             "tokens": 0},
+        )
+        bound = p99.get(workload_id)
+        row["requests"] += 1
+        row["within_sla"] += int(bound is None or r.duration_ms <= bound)
+        row["latency_ms_sum"] += r.duration_ms
+        row["tokens"] += r.tokens
+    _additive_upsert(
+        session,
+        RequestStat.__table__,
+        ["workload_id", "minute"],
+        ["requests", "within_sla", "latency_ms_sum", "tokens"],
+        list(sums.values()),
+    )

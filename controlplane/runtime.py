@@ -1,0 +1,77 @@
+"""Running heteroplane's servers and loops in one process, and stopping them cleanly on Ctrl-C."""
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from controlplane.db import upgrade
+from controlplane.seed import seed_catalog
+from controlplane.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ServerThread:
+    """A uvicorn server on a background thread; signals stay with the main thread, which calls `stop`."""
+
+    def __init__(self, app: FastAPI, host: str, port: int, name: str) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.name = name
+        self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"{self.name} failed to start on port {self.server.config.port} (is it in use?)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start within {timeout_s:g}s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def prepare_database(engine: Engine, settings: Settings) -> None:
+    """Bring the schema to head and seed the device catalog: what every process does on start."""
+    upgrade(settings.effective_database_url)
+    with Session(engine) as session:
+        added = seed_catalog(session)
+        session.commit()
+    if added:
+        log.info("seeded %d device classes from the catalog", added)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def run_until_interrupted(stoppers: list[Callable[[], None]]) -> None:
+    """Block until Ctrl-C (or SIGTERM via KeyboardInterrupt), then run `stoppers` in reverse order."""
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        for stop in reversed(stoppers):
+            try:
+                stop()
+            except Exception:  # keep stopping the rest
+                log.exception("error while stopping")

@@ -1,0 +1,108 @@
+"""End to end: the official OTel SDK and OTLP/HTTP exporter talk to the receiver served by uvicorn."""
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlmodel import Session, select
+
+from collectors.receiver import create_receiver_app
+from controlplane.models import Edge, Fragment, FragmentProfile, Tenant, Workload
+
+RESOURCE = Resource.create(
+    {"service.name": "support-bot", "heteroplane.tenant": "acme", "heteroplane.device_class": "l40s"}
+)
+
+
+@pytest.fixture
+def receiver_url(engine, settings) -> Iterator[str]:
+    """The receiver listening on a free loopback port, in a background thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_receiver_app(engine, settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "receiver did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1/traces"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def run_agent(provider: TracerProvider, tool_calls: int) -> None:
+    """What an instrumented agent emits: an agent span around a chat and repeated tool calls."""
+    tracer = provider.get_tracer("test-agent")
+    with tracer.start_as_current_span("invoke_agent triage", attributes={
+        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "triage"}):
+        with tracer.start_as_current_span("chat gpt-4o", attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 20}):
+            pass
+        for _ in range(tool_calls):
+            with tracer.start_as_current_span("execute_tool search", attributes={
+                "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"}):
+                pass
+
+
+def test_official_exporter_batch_builds_the_graph(engine, receiver_url, admin_token):
+    recorded = InMemorySpanExporter()
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    run_agent(provider, tool_calls=3)
+    exporter = OTLPSpanExporter(
+        endpoint=receiver_url, headers={"authorization": f"Bearer {admin_token}"}, compression=Compression.Gzip
+    )
+
+    # One export request holding the whole trace, as a BatchSpanProcessor would send it.
+    assert exporter.export(recorded.get_finished_spans()) == SpanExportResult.SUCCESS
+    exporter.shutdown()
+
+    with Session(engine) as session:
+        workload = session.exec(select(Workload).join(Tenant).where(Tenant.name == "acme")).one()
+        assert workload.name == "support-bot"
+        fragments = {f.id: f for f in session.exec(select(Fragment).where(Fragment.workload_id == workload.id))}
+        keys = {f.id: f.key for f in fragments.values()}
+        edges = {(keys[e.parent_id], keys[e.child_id]): e.calls for e in session.exec(select(Edge))}
+        profiles = {keys[p.fragment_id]: (p.device_class, p.visits) for p in session.exec(select(FragmentProfile))}
+    assert sorted(keys.values()) == ["agent:triage", "llm:gpt-4o", "tool:search"]
+    assert edges == {("agent:triage", "llm:gpt-4o"): 1, ("agent:triage", "tool:search"): 3}
+    assert profiles["tool:search"] == ("l40s", 3)
+
+
+def test_span_at_a_time_export_records_visits(engine, receiver_url, admin_token):
+    exporter = OTLPSpanExporter(endpoint=receiver_url, headers={"authorization": f"Bearer {admin_token}"})
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    run_agent(provider, tool_calls=2)
+    provider.shutdown()
+
+    with Session(engine) as session:
+        keys = {f.id: f.key for f in session.exec(select(Fragment))}
+        visits = {keys[p.fragment_id]: p.visits for p in session.exec(select(FragmentProfile))}
+        edge_count = len(session.exec(select(Edge)).all())
+    assert visits == {"agent:triage": 1, "llm:gpt-4o": 1, "tool:search": 2}
+    # First cut: each span arrives alone, so no parent is in its batch and no edge is drawn.
+    assert edge_count == 0
+
+
+def test_exporter_with_a_viewer_token_fails(receiver_url, viewer_token):
+    recorded = InMemorySpanExporter()
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    run_agent(provider, tool_calls=1)
+    exporter = OTLPSpanExporter(endpoint=receiver_url, headers={"authorization": f"Bearer {viewer_token}"})
+
+    assert exporter.export(recorded.get_finished_spans()) == SpanExportResult.FAILURE
+    exporter.shutdown()

@@ -1,0 +1,143 @@
+"""The reconciler end to end over a real database and the in-memory actuator."""
+
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, select
+
+from controlplane.actuators.base import NodeInventory
+from controlplane.actuators.memory import InMemoryActuator
+from controlplane.decide import Action
+from controlplane.models import (
+    Fragment,
+    FragmentKind,
+    FragmentProfile,
+    Migration,
+    MigrationPolicy,
+    MigrationState,
+    Placement,
+    PlacementState,
+    Tenant,
+    UsageRecord,
+    Workload,
+)
+from controlplane.models._common import minute_of, utcnow
+from controlplane.reconciler import Reconciler
+from controlplane.seed import seed_catalog
+from controlplane.settings import Settings
+
+NOW = minute_of(utcnow()) + timedelta(seconds=30)
+NODES = (
+    NodeInventory("h100-0", "H100-SXM", devices=8, healthy_devices=8),
+    NodeInventory("l40s-0", "L40S", devices=4, healthy_devices=4),
+    NodeInventory("cpu-0", "CPU-EPYC-64C", devices=2, healthy_devices=2),
+)
+
+
+@pytest.fixture
+def graph(engine):
+    """A RAG-like workload whose fragments were seen 600 times in the last 30 s."""
+    with Session(engine) as session:
+        seed_catalog(session)
+        tenant = Tenant(name="acme")
+        session.add(tenant)
+        session.flush()
+        workload = Workload(name="rag", tenant_id=tenant.id)
+        session.add(workload)
+        session.flush()
+        for kind, name, model, tin, tout in [
+            (FragmentKind.llm, "llama-3.1-8b-instruct", "llama-3.1-8b-instruct", 500, 100),
+            (FragmentKind.embedding, "bge-large-en", "bge-large-en", 200, 0),
+            (FragmentKind.tool, "search", "", 0, 0),
+        ]:
+            fragment = Fragment(workload_id=workload.id, key=f"{kind.value}:{name}", kind=kind, name=name, model=model,
+                                first_seen=NOW - timedelta(minutes=10))
+            session.add(fragment)
+            session.flush()
+            session.add(FragmentProfile(fragment_id=fragment.id, minute=minute_of(NOW), visits=600,
+                                        latency_ms_sum=600 * 50.0, tokens_in=600 * tin, tokens_out=600 * tout))
+        session.commit()
+        return workload.id
+
+
+def reconciler(engine, actuator, now=NOW) -> Reconciler:
+    return Reconciler(engine, actuator, Settings(solver_time_limit_s=2), clock=lambda: now)
+
+
+def test_first_cycle_places_every_fragment_and_meters_it(engine, graph):
+    actuator = InMemoryActuator(NODES)
+    report = reconciler(engine, actuator).run_once()
+    assert report.action is Action.apply and report.version == 1
+    with Session(engine) as session:
+        placement = session.exec(select(Placement)).one()
+        assert placement.state == PlacementState.applied
+        migrations = session.exec(select(Migration)).all()
+        assert migrations and all(m.state == MigrationState.succeeded for m in migrations)
+        usage = session.exec(select(UsageRecord)).all()
+    placed = {rs.fragment_key: rs for rs in actuator.observe().replica_sets}
+    assert set(placed) == {"llm:llama-3.1-8b-instruct", "embedding:bge-large-en", "tool:search"}
+    assert placed["tool:search"].device_class == "CPU-EPYC-64C"  # tools run on CPU only
+    # 600 visits over the 30 s since the minute began: 20 visits/s per fragment, with 1.2x headroom.
+    assert all(u.cost_usd > 0 and u.device_seconds_allocated > 0 for u in usage)
+    assert sum(u.tokens for u in usage) == 600 * (600 + 200 + 0)
+
+
+def test_unchanged_world_changes_nothing(engine, graph):
+    actuator = InMemoryActuator(NODES)
+    reconciler(engine, actuator).run_once()
+    again = reconciler(engine, actuator).run_once()
+    assert again.action is Action.keep and again.version is None
+    with Session(engine) as session:
+        assert len(session.exec(select(Placement)).all()) == 1
+    assert len(actuator.applied) == 1
+
+
+def test_dry_run_policy_records_but_never_actuates(engine, graph):
+    with Session(engine) as session:
+        session.add(MigrationPolicy(name="look-only", dry_run=True))
+        session.commit()
+    actuator = InMemoryActuator(NODES)
+    report = reconciler(engine, actuator).run_once()
+    assert report.action is Action.propose
+    assert actuator.applied == []
+    with Session(engine) as session:
+        assert session.exec(select(Placement)).one().state == PlacementState.proposed
+        assert {m.state for m in session.exec(select(Migration)).all()} == {MigrationState.skipped}
+
+
+def test_actuator_failure_is_recorded_not_raised(engine, graph):
+    actuator = InMemoryActuator(NODES, fail_with="quota exceeded")
+    reconciler(engine, actuator).run_once()
+    with Session(engine) as session:
+        assert session.exec(select(Placement)).one().state == PlacementState.failed
+        migrations = session.exec(select(Migration)).all()
+    assert {m.state for m in migrations} == {MigrationState.failed}
+    assert all(m.error == "quota exceeded" for m in migrations)
+
+
+def test_a_placement_left_applying_by_a_crash_is_resumed(engine, graph):
+    actuator = InMemoryActuator(NODES, fail_with="boom")
+    reconciler(engine, actuator).run_once()
+    with Session(engine) as session:  # as if the process died between recording and actuating
+        placement = session.exec(select(Placement)).one()
+        placement.state = PlacementState.applying
+        for migration in session.exec(select(Migration)).all():
+            migration.state = MigrationState.pending
+        session.commit()
+    actuator.fail_with = None
+    reconciler(engine, actuator).run_once()
+    assert actuator.observe().version == 1
+    with Session(engine) as session:
+        assert session.exec(select(Placement).where(Placement.version == 1)).one().state == PlacementState.applied
+        assert {m.state for m in session.exec(select(Migration)).all()} == {MigrationState.succeeded}
+
+
+def test_unhealthy_capacity_is_not_planned_on(engine, graph):
+    nodes = (
+        NodeInventory("h100-0", "H100-SXM", devices=8, healthy_devices=0),
+        NodeInventory("l40s-0", "L40S", devices=4, healthy_devices=4),
+        NodeInventory("cpu-0", "CPU-EPYC-64C", devices=2, healthy_devices=2),
+    )
+    actuator = InMemoryActuator(nodes)
+    reconciler(engine, actuator).run_once()
+    assert actuator.applied and all(rs.device_class != "H100-SXM" for rs in actuator.observe().replica_sets)
