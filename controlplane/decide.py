@@ -42,6 +42,8 @@ def decide(snapshot: Snapshot, problem: Problem, plan: Plan) -> Decision:
         return Decision(Action.keep, "no feasible plan: " + "; ".join(plan.diagnosis), current, ())
     target = {(int(a.fragment), a.device_class): (a.replicas, a.slices) for a in plan.assignments if a.replicas}
     moves = diff(current, target)
+    if not target and not current:
+        return Decision(Action.keep, "nothing to place yet: no fragments observed", current, ())
     if not moves:
         return Decision(Action.keep, "the current placement is already the plan", current, ())
     gate = _gate(snapshot, problem, plan)

@@ -1,6 +1,7 @@
 """Running heteroplane's servers and loops in one process, and stopping them cleanly on Ctrl-C."""
 
 import logging
+import signal
 import socket
 import threading
 import time
@@ -63,15 +64,26 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def run_until_interrupted(stoppers: list[Callable[[], None]]) -> None:
-    """Block until Ctrl-C (or SIGTERM via KeyboardInterrupt), then run `stoppers` in reverse order."""
+    """Block until SIGINT (Ctrl-C) or SIGTERM (e.g. Kubernetes), then run `stoppers` in reverse order.
+
+    Handlers are installed here, in the main thread, so the shutdown path does not depend on
+    whatever SIGINT disposition the process inherited or a library left behind.
+    """
+    stop = threading.Event()
+
+    def _request_stop(signum, _frame) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        log.info("stopping")
+        while not stop.wait(0.5):
+            pass
     finally:
-        for stop in reversed(stoppers):
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for stop_one in reversed(stoppers):
             try:
-                stop()
+                stop_one()
             except Exception:  # keep stopping the rest
                 log.exception("error while stopping")

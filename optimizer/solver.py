@@ -79,6 +79,9 @@ def solve(problem: Problem) -> Plan:
     solver.parameters.max_time_in_seconds = problem.time_limit_s
     solver.parameters.num_workers = NUM_WORKERS
     solver.parameters.random_seed = RANDOM_SEED
+    # A library must not own the process's signals: CP-SAT would otherwise install a SIGINT handler
+    # during the solve (from whatever thread runs it) and leave SIGINT at its default afterwards.
+    solver.parameters.catch_sigint_signal = False
     status = solver.solve(model)
 
     if status == cp_model.MODEL_INVALID:

@@ -2,11 +2,11 @@
 
 The sim is deliberately its own source of truth about hardware: it does not read
 the optimizer's catalog, so the control plane has something real-ish to
-discover. Class names and slices per device do agree with the catalog
-(optimizer/catalog.py; a test checks it), so the optimizer's placements fit here. Spec numbers are public datasheet figures (dense bf16); the
+discover. Spec numbers are public datasheet figures (dense bf16); the
 efficiency factors say how much of the datasheet a serving stack achieves on
 each vendor's parts, which is what the optimizer's estimates will be wrong about
-until telemetry corrects them.
+until telemetry corrects them. Class names and slices per device do agree with
+optimizer/catalog.py (a test checks it), so the optimizer's placements fit here.
 """
 
 from dataclasses import dataclass

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from controlplane.simfleet.apps import App, Call, Fragment, Kind, Loop, Step, Trace
+from controlplane.simfleet.apps import App, Call, Fragment, Kind, Step, Trace
 from controlplane.simfleet.physics import Visit
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class LoadDriver:
         self._thread = threading.Thread(target=self._live, args=(tracers,), name="simfleet-driver", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 3.0) -> None:
         """Stop replaying, flush what was emitted, shut the exporters down; returns within about `timeout_s`."""
         self._stop.set()
         if self._thread is not None:
@@ -212,8 +212,10 @@ class LoadDriver:
     def _tracers(self, processors: Sequence[SpanProcessor]) -> dict[str, trace.Tracer]:
         tracers = {}
         for i, app in enumerate(self.fleet.apps):
-            provider = TracerProvider(resource=Resource.create({
-                "service.name": app.workload, "heteroplane.tenant": app.tenant, "heteroplane.workload": app.workload}))
+            resource = Resource.create(
+                {"service.name": app.workload, "heteroplane.tenant": app.tenant, "heteroplane.workload": app.workload})
+            # stop() owns the processors' lifecycle; no atexit hook keeps every provider alive.
+            provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             if i < len(processors):
                 provider.add_span_processor(processors[i])
             tracers[app.workload] = provider.get_tracer("heteroplane.simfleet")

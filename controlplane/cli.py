@@ -1,0 +1,92 @@
+"""The `heteroplane` command: serve, demo, database and token administration."""
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from sqlmodel import Session, select
+
+from controlplane.db import make_engine, upgrade
+from controlplane.models import Role, Tenant
+from controlplane.settings import Settings, get_settings
+
+app = typer.Typer(help="heteroplane: cost-optimal placement of agent workloads on heterogeneous fleets.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+console = Console()
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@app.command()
+def serve() -> None:
+    """Run the REST API and console (api_port) and the OTLP receiver (otlp_port) until Ctrl-C."""
+    from collectors.receiver import create_receiver_app
+    from controlplane.app import create_app
+    from controlplane.runtime import ServerThread, prepare_database, run_until_interrupted
+
+    settings = get_settings()
+    _setup_logging(settings)
+    engine = make_engine(settings.effective_database_url)
+    prepare_database(engine, settings)
+    api = ServerThread(create_app(engine, settings), settings.api_host, settings.api_port, "api")
+    otlp = ServerThread(create_receiver_app(engine, settings), settings.otlp_host, settings.otlp_port, "otlp")
+    api.start()
+    otlp.start()
+    console.print(f"API and console: http://{settings.api_host}:{settings.api_port}/ui  (OpenAPI at /docs)")
+    console.print(f"OTLP/HTTP receiver: http://{settings.otlp_host}:{settings.otlp_port}/v1/traces")
+    run_until_interrupted([api.stop, otlp.stop, engine.dispose])
+
+
+@app.command()
+def demo() -> None:
+    """Run everything on the embedded default with a simulated fleet and three sample agent apps."""
+    from controlplane.demo import run_demo
+
+    settings = get_settings()
+    _setup_logging(settings)
+    raise typer.Exit(run_demo(settings, console))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply the schema migrations (creates the SQLite file if needed)."""
+    settings = get_settings()
+    make_engine(settings.effective_database_url).dispose()  # creates the data directory for SQLite
+    upgrade(settings.effective_database_url, revision)
+    console.print(f"database at revision {revision}")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="What the token is for, e.g. 'ci-deployer'.")],
+    role: Annotated[Role, typer.Option(help="admin, operator or viewer.")] = Role.viewer,
+    tenant: Annotated[str | None, typer.Option(help="Limit the token to this tenant (by name).")] = None,
+) -> None:
+    """Mint an API token and print it once; only its hash is stored."""
+    from controlplane.auth import mint_token
+
+    settings = get_settings()
+    engine = make_engine(settings.effective_database_url)
+    upgrade(settings.effective_database_url)
+    with Session(engine) as session:
+        tenant_id = None
+        if tenant is not None:
+            row = session.exec(select(Tenant).where(Tenant.name == tenant)).first()
+            if row is None:
+                console.print(f"[red]no tenant named {tenant!r}; create it first (POST /api/v1/tenants)[/red]")
+                raise typer.Exit(2)
+            if role is Role.admin:
+                console.print("[red]a tenant-scoped token cannot be admin; use --role operator or viewer[/red]")
+                raise typer.Exit(2)
+            tenant_id = row.id
+        _, raw = mint_token(session, name, role, tenant_id)
+        session.commit()
+    engine.dispose()
+    typer.echo(raw)

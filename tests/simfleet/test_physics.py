@@ -1,0 +1,99 @@
+"""The latency model: load, hardware and memory change latency the way an operator would expect."""
+
+import math
+
+import pytest
+
+from controlplane.simfleet import physics
+from controlplane.simfleet.apps import CODING_AGENT, DOC_PIPELINE, LLAMA_70B, RAG_CHATBOT, Fragment, Kind
+from controlplane.simfleet.devices import CPU, GAUDI2, H100, L40S
+
+LLAMA_8B = next(f for f in DOC_PIPELINE.fragments() if f.key == "llm:llama-3.1-8b-instruct")
+LLAMA_70B_FRAGMENT = next(f for f in RAG_CHATBOT.fragments() if f.kind is Kind.llm)
+
+
+def latency(fragment, deployments, rate, tokens_in=1000, tokens_out=200, u=0.5, z=0.0):
+    load = physics.Load(rate, tokens_in, tokens_out)
+    return physics.visit(fragment, deployments, load, tokens_in, tokens_out, u, z).latency_s
+
+
+def test_more_load_means_higher_latency():
+    deployments = [physics.Deployment(H100, 1, 7)]
+    latencies = [latency(LLAMA_8B, deployments, rate) for rate in (0.0, 2.0, 8.0, 50.0)]
+    assert latencies == sorted(latencies)
+    assert latencies[-1] > 2 * latencies[0]
+
+
+def test_more_replicas_means_lower_latency_under_load():
+    one = latency(LLAMA_8B, [physics.Deployment(H100, 1, 7)], rate=8.0)
+    four = latency(LLAMA_8B, [physics.Deployment(H100, 4, 7)], rate=8.0)
+    assert four < one
+
+
+def test_faster_class_means_lower_latency():
+    h100 = latency(LLAMA_8B, [physics.Deployment(H100, 1, 7)], rate=0.0)
+    l40s = latency(LLAMA_8B, [physics.Deployment(L40S, 1, 1)], rate=0.0)
+    cpu = latency(LLAMA_8B, [physics.Deployment(CPU, 1, 8)], rate=0.0)
+    assert h100 < l40s < cpu
+
+
+def test_decode_heavy_request_favours_bandwidth_over_flops():
+    # Gaudi2 has 2.8x the memory bandwidth of L40S but only 1.2x its FLOP/s: long decodes gain most.
+    def ratio(tokens_in, tokens_out):
+        return (latency(LLAMA_8B, [physics.Deployment(L40S, 1, 1)], 0.0, tokens_in, tokens_out)
+                / latency(LLAMA_8B, [physics.Deployment(GAUDI2, 1, 1)], 0.0, tokens_in, tokens_out))
+
+    assert ratio(100, 800) > ratio(6000, 1) > 1.0
+
+
+def test_model_that_does_not_fit_is_offloaded_and_slow():
+    fits = physics.visit(LLAMA_70B_FRAGMENT, [physics.Deployment(GAUDI2, 1, 2)], physics.Load(0.0), 500, 100, 0.5, 0.0)
+    squeezed = physics.visit(LLAMA_70B_FRAGMENT, [physics.Deployment(L40S, 1, 1)], physics.Load(0.0),
+                             500, 100, 0.5, 0.0)
+    assert not fits.offloaded and squeezed.offloaded
+    assert squeezed.latency_s > 10 * fits.latency_s
+
+
+def test_fixed_cost_kind_queues_like_mm1():
+    fragment = Fragment(Kind.tool, "grep", cpu_ms=10.0)
+    visit = physics.visit(fragment, [physics.Deployment(CPU, 1)], physics.Load(50.0), 0, 0, 0.5, 0.0)
+    # rho = 50/s * 10 ms / 1 replica = 0.5; latency = 10 ms / (1 - 0.5) * exp(-sigma^2 / 2)
+    assert visit.rho == pytest.approx(0.5)
+    assert visit.latency_s == pytest.approx(0.020 * math.exp(-physics.JITTER_SIGMA**2 / 2))
+
+
+def test_saturation_is_capped_not_infinite():
+    fragment = Fragment(Kind.tool, "grep", cpu_ms=10.0)
+    visit = physics.visit(fragment, [physics.Deployment(CPU, 1)], physics.Load(1000.0), 0, 0, 0.5, 0.0)
+    assert visit.rho == pytest.approx(10.0)
+    assert visit.latency_s == pytest.approx(0.010 / (1 - physics.MAX_RHO) * math.exp(-physics.JITTER_SIGMA**2 / 2))
+
+
+def test_load_is_routed_in_proportion_to_capacity():
+    fragment = Fragment(Kind.tool, "grep", cpu_ms=10.0)
+    rho, shares = physics.utilisation(
+        fragment, [physics.Deployment(CPU, 3), physics.Deployment(H100, 1)], physics.Load(100.0)
+    )
+    # capacity 3/0.01 + 1/0.01 = 400/s, so rho = 100/400 and shares are 3:1
+    assert rho == pytest.approx(0.25)
+    assert shares == pytest.approx((0.75, 0.25))
+    assert physics.choose(shares, 0.74) == 0 and physics.choose(shares, 0.76) == 1
+
+
+def test_no_replicas_is_an_error():
+    with pytest.raises(ValueError, match="no replicas"):
+        physics.visit(LLAMA_8B, [physics.Deployment(H100, 0, 2)], physics.Load(1.0), 10, 10, 0.5, 0.0)
+
+
+def test_initial_deployment_puts_models_on_h100_and_the_rest_on_cpu():
+    deployments = {f.key: physics.initial_deployment(f) for app in (RAG_CHATBOT, CODING_AGENT) for f in app.fragments()}
+    assert deployments["llm:llama-3.1-70b-instruct"] == physics.Deployment(H100, 4, 14)  # 141 GB -> 2 whole H100s
+    assert deployments["embedding:bge-large-en"].device_class == H100
+    assert deployments["tool:run_tests"] == physics.Deployment(CPU, 6, 1)
+    assert LLAMA_70B.weight_bytes == pytest.approx(141.2e9)
+
+
+def test_same_draws_give_the_same_visit():
+    args = (LLAMA_8B, [physics.Deployment(H100, 1, 7), physics.Deployment(L40S, 2, 1)], physics.Load(3.0, 900, 150),
+            1200, 300, 0.3, -0.7)
+    assert physics.visit(*args) == physics.visit(*args)
