@@ -184,7 +184,7 @@ class Reconciler:
             ).all()
             for migration in migrations:
                 migration.state = MigrationState.applying
-                migration.started_at = utcnow()
+                migration.started_at = self.clock()
         try:
             result = self.actuator.apply(desired)
         except Exception as exc:  # an actuator fault is an outcome to record, not a crash
@@ -196,13 +196,13 @@ class Reconciler:
             placement = session.exec(select(Placement).where(Placement.version == version)).one()
             placement.state = PlacementState.applied if ok else PlacementState.failed
             if ok:
-                placement.created_at = utcnow()  # in force from now: metering counts from here
+                placement.created_at = self.clock()  # in force from now: metering counts from here
             for migration in session.exec(
                 select(Migration).where(Migration.placement_id == placement.id, Migration.state == MigrationState.applying)
             ).all():
                 migration.state = MigrationState.succeeded if ok else MigrationState.failed
                 migration.error = "" if ok else message[:1000]
-                migration.finished_at = utcnow()
+                migration.finished_at = self.clock()
             session.add(_audit("placement.apply", "placement", str(version), {"ok": ok, "message": message[:300]}))
 
 

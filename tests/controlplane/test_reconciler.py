@@ -25,6 +25,7 @@ from controlplane.models._common import minute_of, utcnow
 from controlplane.reconciler import Reconciler
 from controlplane.seed import seed_catalog
 from controlplane.settings import Settings
+from optimizer.catalog import by_name
 
 NOW = minute_of(utcnow()) + timedelta(seconds=30)
 NODES = (
@@ -73,13 +74,26 @@ def test_first_cycle_places_every_fragment_and_meters_it(engine, graph):
         assert placement.state == PlacementState.applied
         migrations = session.exec(select(Migration)).all()
         assert migrations and all(m.state == MigrationState.succeeded for m in migrations)
-        usage = session.exec(select(UsageRecord)).all()
     placed = {rs.fragment_key: rs for rs in actuator.observe().replica_sets}
     assert set(placed) == {"llm:llama-3.1-8b-instruct", "embedding:bge-large-en", "tool:search"}
     assert placed["tool:search"].device_class == "CPU-EPYC-64C"  # tools run on CPU only
-    # 600 visits over the 30 s since the minute began: 20 visits/s per fragment, with 1.2x headroom.
-    assert all(u.cost_usd > 0 and u.device_seconds_allocated > 0 for u in usage)
-    assert sum(u.tokens for u in usage) == 600 * (600 + 200 + 0)
+
+
+def test_usage_accrues_while_a_placement_is_in_force(engine, graph):
+    actuator = InMemoryActuator(NODES)
+    reconciler(engine, actuator, now=NOW).run_once()
+    reconciler(engine, actuator, now=NOW + timedelta(seconds=20)).run_once()
+    with Session(engine) as session:
+        usage = session.exec(select(UsageRecord)).all()
+    # In force for 20 s: allocated device-seconds = 20 x replicas x slices / slices_per_device per replica set.
+    expected = {
+        rs.fragment_key: 20 * rs.replicas * rs.slices / by_name(rs.device_class).slices_per_device
+        for rs in actuator.observe().replica_sets
+    }
+    assert len(usage) == len(expected) == 3
+    assert sum(u.device_seconds_allocated for u in usage) == pytest.approx(sum(expected.values()))
+    assert all(0 < u.device_seconds_busy <= u.device_seconds_allocated and u.cost_usd > 0 for u in usage)
+    assert sum(u.tokens for u in usage) == 600 * (500 + 100) + 600 * 200  # llm in+out, embedding in
 
 
 def test_unchanged_world_changes_nothing(engine, graph):
