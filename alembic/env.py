@@ -1,9 +1,9 @@
 """Alembic environment: the SQLModel metadata is the target; the URL comes from heteroplane's settings."""
 
-from alembic import context
 from sqlmodel import SQLModel
 
 import controlplane.models  # noqa: F401  (registers every table)
+from alembic import context
 from controlplane.db import make_engine
 from controlplane.settings import Settings
 

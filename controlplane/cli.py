@@ -90,3 +90,7 @@ def token_create(
         session.commit()
     engine.dispose()
     typer.echo(raw)
+
+
+if __name__ == "__main__":
+    app()

@@ -111,7 +111,7 @@ def diff(
             gains[0][1] -= n
             losses[0][1] -= n
             gains = [g for g in gains if g[1]]
-            losses = [l for l in losses if l[1]]
+            losses = [loss for loss in losses if loss[1]]
         moves += [Move(fid, None, cls, n) for cls, n in gains]
         moves += [Move(fid, cls, None, n) for cls, n in losses]
     return tuple(moves)

@@ -38,6 +38,11 @@ class ServerThread:
                 raise RuntimeError(f"{self.name} did not start within {timeout_s:g}s")
             time.sleep(0.05)
 
+    @property
+    def port(self) -> int:
+        """The bound port (useful when started on port 0)."""
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)

@@ -12,15 +12,9 @@ from sqlmodel import Session, SQLModel
 
 import controlplane.models  # noqa: F401  (registers every table)
 from controlplane.db import make_engine
+from tests.support import missing_component
 
 PG_ADMIN_URL = os.environ.get("HETEROPLANE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-def missing_component(name: str, reason: str) -> None:
-    """Skip on a laptop without `name`; under CI=true a missing real component fails the run."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{name} is required under CI=true but unavailable: {reason}")
-    pytest.skip(f"{name} unavailable: {reason}")
 
 
 @contextmanager

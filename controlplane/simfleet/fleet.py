@@ -371,7 +371,7 @@ class SimulatedFleet:
         try:
             return self._by_id[(node, index)]
         except KeyError:
-            raise KeyError(f"no device {index} on node {node!r}; nodes are {[n.name for n in self._nodes]}")
+            raise KeyError(f"no device {index} on node {node!r}; nodes are {[n.name for n in self._nodes]}") from None
 
     def _validate(self, replica_sets: tuple[ReplicaSet, ...]) -> str:
         seen: set[SetKey] = set()

@@ -1,10 +1,10 @@
 """The normaliser: which span attributes make which fragment, and where tenant, workload and device come from."""
 
 import pytest
-from tests.collectors.otlp_builders import T0_NS, make_request, make_span, span_id, trace_id
 
 from collectors.normalise import InvalidSpan, normalise_request, normalise_span, sanitise_name
 from controlplane.models import FragmentKind
+from tests.collectors.otlp_builders import T0_NS, make_request, make_span, span_id, trace_id
 
 CASES = [
     # (case, span name, span attributes, kind, fragment key, model, tokens in, tokens out)

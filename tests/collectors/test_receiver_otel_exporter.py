@@ -1,12 +1,8 @@
 """End to end: the official OTel SDK and OTLP/HTTP exporter talk to the receiver served by uvicorn."""
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -17,6 +13,7 @@ from sqlmodel import Session, select
 
 from collectors.receiver import create_receiver_app
 from controlplane.models import Edge, Fragment, FragmentProfile, Tenant, Workload
+from controlplane.runtime import ServerThread
 
 RESOURCE = Resource.create(
     {"service.name": "support-bot", "heteroplane.tenant": "acme", "heteroplane.device_class": "l40s"}
@@ -26,19 +23,10 @@ RESOURCE = Resource.create(
 @pytest.fixture
 def receiver_url(engine, settings) -> Iterator[str]:
     """The receiver listening on a free loopback port, in a background thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_receiver_app(engine, settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "receiver did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1/traces"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    server = ServerThread(create_receiver_app(engine, settings), "127.0.0.1", 0, "otlp")
+    server.start()
+    yield f"http://127.0.0.1:{server.port}/v1/traces"
+    server.stop()
 
 
 def run_agent(provider: TracerProvider, tool_calls: int) -> None:

@@ -56,7 +56,7 @@ def test_usage_of_a_minute_follows_the_placements_in_force():
     observed = {(10, "H100"): (100, 5000), (11, ""): (50, 0)}
     busy = {(10, "H100"): 0.1, (11, "CPU"): 2.0}
     now = minute + timedelta(seconds=50)  # the minute is still open: count up to now
-    lines = {(l.fragment_id, l.device_class_id): l for l in usage_for_minute(minute, now, intervals, classes, observed, busy)}
+    lines = {(line.fragment_id, line.device_class_id): line for line in usage_for_minute(minute, now, intervals, classes, observed, busy)}
 
     h100 = lines[(10, 1)]
     assert h100.allocated_s == 2 * 20 + 1 * 30  # 70 device-seconds

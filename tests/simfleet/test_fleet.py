@@ -164,9 +164,8 @@ def test_concurrent_applies_and_observes_are_consistent():
 
 def test_device_classes_agree_with_the_optimizer_catalog():
     # The sim's physics is its own ground truth, but the optimizer's placements must fit its inventory.
-    from optimizer.catalog import by_name
-
     from controlplane.simfleet.devices import DEVICE_CLASSES
+    from optimizer.catalog import by_name
 
     for sim in DEVICE_CLASSES:
         assert by_name(sim.name).slices_per_device == sim.slices_per_device

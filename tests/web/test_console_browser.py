@@ -1,33 +1,17 @@
 """The console in a real headless Chromium: sign in through the form, watch the charts fill, no JS errors."""
 
 import math
-import os
-import socket
-import threading
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlmodel import select
 
 from controlplane.db import session_scope
 from controlplane.models import Fragment, RequestStat, UsageRecord, Workload
+from controlplane.runtime import ServerThread
+from tests.support import ARTIFACTS, CHROMIUM_ARGS, require_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 CHARTS = ("chart-cost", "chart-tokens", "chart-busy", "chart-capacity", "chart-sla")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -64,31 +48,20 @@ def busy_history(engine, seeded, now):
 @pytest.fixture
 def server(console_app, busy_history):
     """The console app under uvicorn on a free port, in a background thread."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(console_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
+    server = ServerThread(console_app, "127.0.0.1", 0, "console")
+    server.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.stop()
 
 
 @pytest.mark.real_component("browser")
 def test_sign_in_and_watch_the_live_overview(server, seeded):
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium to run the browser test"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    chromium = require_chromium()
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 900})
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)

@@ -1,0 +1,141 @@
+"""`heteroplane demo` as a user runs it: placements for the three sample apps, live charts, clean Ctrl-C."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import ARTIFACTS, CHROMIUM_ARGS, free_port, require_chromium
+
+SAMPLE_APPS = {"rag-chatbot", "coding-agent", "doc-pipeline"}
+CHARTS = ("chart-cost", "chart-tokens", "chart-busy", "chart-capacity", "chart-sla")
+
+
+@dataclass
+class Demo:
+    base: str
+    token: str
+    process: subprocess.Popen
+    log: Path
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"{self.base}{path}", headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+    def wait_for(self, what: str, predicate, timeout_s: float = 90.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"demo exited early:\n{self.log.read_text()[-3000:]}"
+            value = predicate()
+            if value:
+                return value
+            time.sleep(1)
+        pytest.fail(f"timed out after {timeout_s:g}s waiting for {what}\n{self.log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Iterator[Demo]:
+    """The real `heteroplane demo` on free ports and a fresh data directory, re-planning every 2 s."""
+    data = tmp_path_factory.mktemp("demo")
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "HETEROPLANE_DATA_DIR": str(data),
+        "HETEROPLANE_API_PORT": str(api_port),
+        "HETEROPLANE_OTLP_PORT": str(free_port()),
+        "HETEROPLANE_SIM_METRICS_PORT": str(free_port()),
+        "HETEROPLANE_RECONCILE_PERIOD_S": "2",
+        "HETEROPLANE_SOLVER_TIME_LIMIT_S": "2",
+    }
+    log = data / "demo.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "controlplane.cli", "demo"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    demo = Demo(f"http://127.0.0.1:{api_port}", "", process, log)
+    demo.token = demo.wait_for("the admin token", lambda: (re.findall(r"\bhp_[A-Za-z0-9_-]{20,}", log.read_text()) or [""])[0], 60)
+    yield demo
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+
+
+def test_demo_places_every_fragment_of_the_three_apps(demo):
+    workloads = demo.wait_for("the sample workloads", lambda: demo.get("/api/v1/workloads").json()["items"])
+    assert {w["name"] for w in workloads} == SAMPLE_APPS
+
+    def placed_everywhere():
+        current = demo.get("/api/v1/placements/current")
+        if current.status_code != 200:
+            return None
+        placed = {item["workload_id"] for item in current.json()["items"]}
+        return current.json() if placed == {w["id"] for w in workloads} else None
+
+    placement = demo.wait_for("a placement covering all three apps", placed_everywhere)
+    classes = {item["device_class"] for item in placement["items"]}
+    assert len(classes) >= 2, f"a heterogeneous placement was expected, got {classes}"
+    assert "CPU-EPYC-64C" in classes  # tools, retrieval and glue run on CPU
+
+    # The graphs came in as real OTLP from the simulated apps and are readable through the API.
+    rag = next(w for w in workloads if w["name"] == "rag-chatbot")
+    fragments = {f["key"] for f in demo.get(f"/api/v1/workloads/{rag['id']}/fragments").json()["items"]}
+    assert {"cpu:api", "embedding:bge-large-en", "llm:llama-3.1-70b-instruct"} <= fragments
+    assert demo.get(f"/api/v1/workloads/{rag['id']}/edges").json()["total"] >= 3
+
+    costs = demo.wait_for(
+        "metered cost for every app",
+        lambda: (lambda r: r if {i["name"] for i in r["items"] if i["cost_usd"] > 0} == SAMPLE_APPS else None)(
+            demo.get("/api/v1/costs?group_by=workload").json()
+        ),
+    )
+    assert costs["total_cost_usd"] > 0 and costs["total_tokens"] > 0
+
+
+@pytest.mark.real_component("browser")
+def test_console_shows_live_charts_in_chromium(demo):
+    chromium = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    demo.wait_for("a current placement", lambda: demo.get("/api/v1/placements/current").status_code == 200)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{demo.base}/ui")
+            assert page.url.endswith("/ui/login")
+            page.fill("#token", demo.token)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{demo.base}/ui")
+            page.wait_for_function(
+                "ids => ids.every(id => Number(document.getElementById(id).dataset.points) > 0)",
+                arg=list(CHARTS),
+                timeout=90_000,
+            )
+            assert page.locator("#placements-body tr").count() >= 10
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "demo-console.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+
+
+def test_ctrl_c_stops_everything_cleanly(demo):
+    demo.process.send_signal(signal.SIGINT)
+    assert demo.process.wait(timeout=30) == 0
+    output = demo.log.read_text()
+    assert "stopped" in output and "Traceback" not in output
+    with pytest.raises(httpx.ConnectError):
+        demo.get("/api/v1/health")
