@@ -11,6 +11,16 @@ from sqlmodel import Session, create_engine
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
 
+def migrations_dir() -> Path:
+    """The repository's alembic folder; heteroplane runs from a source checkout (`pip install -e .`)."""
+    if not (ALEMBIC_DIR / "versions").is_dir():
+        raise RuntimeError(
+            f"heteroplane's migrations are not at {ALEMBIC_DIR}; install from a source checkout with "
+            "`pip install -e .` so the top-level alembic/ folder ships beside the code"
+        )
+    return ALEMBIC_DIR
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets foreign keys, WAL and a busy timeout for concurrent writers."""
     if url.startswith("sqlite"):
@@ -48,7 +58,7 @@ def alembic_config(url: str):
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
