@@ -70,7 +70,7 @@ def usage_for_minute(
         if overlap <= 0:
             continue
         for (fid, cid), (replicas, slices) in interval.items.items():
-            allocated[(fid, cid)] += replicas * slices / classes[cid].slices_per_device * overlap
+            allocated[(fid, cid)] += classes[cid].devices_for(replicas, slices) * overlap
     by_name = {c.name: cid for cid, c in classes.items()}
     visits: dict[tuple[int, int], int] = defaultdict(int)
     tokens: dict[tuple[int, int], int] = defaultdict(int)

@@ -37,6 +37,7 @@ from controlplane.models import (
     Node,
     Placement,
     PlacementItem,
+    PlacementState,
     RequestStat,
     Sla,
     Tenant,
@@ -133,10 +134,6 @@ class OverviewData(BaseModel):
 
 def _ratio(num: float, den: float, scale: float = 1.0) -> float | None:
     return num / den * scale if den else None
-
-
-def item_usd_per_hour(replicas: int, slices: int, device_class: DeviceClass) -> float:
-    return replicas * slices / device_class.slices_per_device * device_class.usd_per_hour
 
 
 def overview(session: Session, principal: Principal, now: datetime, minutes: int = 30) -> OverviewData:
@@ -245,6 +242,11 @@ def _fleet(session: Session, classes: dict[int, DeviceClass]) -> list[FleetRow]:
     return [row for row in rows.values() if row.nodes]
 
 
+def _applied():
+    """Placements that were actually applied: proposed (dry-run, awaiting approval) and failed ones never ran."""
+    return select(Placement).where(Placement.state == PlacementState.applied)
+
+
 def _items(session: Session, placement_id: int, tenant_id: int | None):
     query = (
         select(PlacementItem, Fragment, Workload)
@@ -262,7 +264,7 @@ def _current_placement(
     session: Session, tenant_id: int | None, classes: dict[int, DeviceClass]
 ) -> tuple[Placement | None, list[PlacementRow], dict[int, float]]:
     """The highest placement version, its rows, and the devices it places per class."""
-    current = session.exec(select(Placement).order_by(Placement.version.desc()).limit(1)).first()
+    current = session.exec(_applied().order_by(Placement.version.desc()).limit(1)).first()
     rows: list[PlacementRow] = []
     placed: dict[int, float] = defaultdict(float)
     if current is None:
@@ -277,10 +279,10 @@ def _current_placement(
                 device_class=dc.name,
                 replicas=item.replicas,
                 slices=item.slices,
-                usd_per_hour=item_usd_per_hour(item.replicas, item.slices, dc),
+                usd_per_hour=dc.usd_per_hour_for(item.replicas, item.slices),
             )
         )
-        placed[dc.id] += item.replicas * item.slices / dc.slices_per_device
+        placed[dc.id] += dc.devices_for(item.replicas, item.slices)
     return current, rows, placed
 
 
@@ -290,16 +292,16 @@ def _placement_cost_series(
     """$/hour of the placement in force at the end of each minute; None before the first placement."""
     end = axis[-1] + _MINUTE
     in_window = session.exec(
-        select(Placement).where(Placement.created_at >= axis[0], Placement.created_at < end).order_by(Placement.created_at)
+        _applied().where(Placement.created_at >= axis[0], Placement.created_at < end).order_by(Placement.created_at)
     ).all()
     before = session.exec(
-        select(Placement).where(Placement.created_at < axis[0]).order_by(Placement.created_at.desc()).limit(1)
+        _applied().where(Placement.created_at < axis[0]).order_by(Placement.created_at.desc()).limit(1)
     ).first()
     versions = ([before] if before else []) + list(in_window)
     priced = [
         (
             p.created_at,
-            sum(item_usd_per_hour(i.replicas, i.slices, classes[i.device_class_id]) for i, _, _ in _items(session, p.id, tenant_id)),
+            sum(classes[i.device_class_id].usd_per_hour_for(i.replicas, i.slices) for i, _, _ in _items(session, p.id, tenant_id)),
         )
         for p in versions
     ]

@@ -42,7 +42,7 @@ def placement_public(session: Session, principal: Principal, placement: Placemen
             device_class=device_class.name,
             replicas=item.replicas,
             slices=item.slices,
-            usd_per_hour=item.replicas * item.slices / device_class.slices_per_device * device_class.usd_per_hour,
+            usd_per_hour=device_class.usd_per_hour_for(item.replicas, item.slices),
         )
         for item, fragment, workload, device_class in session.exec(statement).all()
     ]

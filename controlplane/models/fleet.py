@@ -27,6 +27,14 @@ class DeviceClass(DeviceClassBase, table=True):
     name: str = Field(max_length=64, unique=True)
     created_at: datetime = Field(default_factory=utcnow)
 
+    def devices_for(self, replicas: int, slices: int) -> float:
+        """Whole devices that `replicas` replicas of `slices` slices each occupy."""
+        return replicas * slices / self.slices_per_device
+
+    def usd_per_hour_for(self, replicas: int, slices: int) -> float:
+        """What `replicas` replicas of `slices` slices each cost per hour."""
+        return self.devices_for(replicas, slices) * self.usd_per_hour
+
 
 class DeviceClassCreate(DeviceClassBase):
     pass

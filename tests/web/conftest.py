@@ -37,6 +37,7 @@ from controlplane.models import (
     Node,
     Placement,
     PlacementItem,
+    PlacementState,
     RequestStat,
     Role,
     Sla,
@@ -96,9 +97,12 @@ def seed(engine: Engine) -> Seed:
         llama = Fragment(workload_id=bot.id, key="llm:llama-70b", kind=FragmentKind.llm, name="chat", model="llama-70b")
         bge = Fragment(workload_id=bot.id, key="embedding:bge", kind=FragmentKind.embedding, name="embed", model="bge")
         qwen = Fragment(workload_id=research.id, key="llm:qwen-32b", kind=FragmentKind.llm, name="chat", model="qwen-32b")
-        v1 = Placement(version=1, created_at=NOW - timedelta(minutes=40), usd_per_hour=8.0)
-        v2 = Placement(version=2, created_at=NOW - timedelta(minutes=10), usd_per_hour=12.4)
-        s.add_all([llama, bge, qwen, v1, v2, Sla(workload_id=bot.id, p99_ms=2000, attainment_target=0.99)])
+        applied = PlacementState.applied
+        v1 = Placement(version=1, state=applied, created_at=NOW - timedelta(minutes=40), usd_per_hour=8.0)
+        v2 = Placement(version=2, state=applied, created_at=NOW - timedelta(minutes=10), usd_per_hour=12.4)
+        # A newer plan that never ran (dry run / awaiting approval): the console must not show it as current.
+        v3 = Placement(version=3, state=PlacementState.proposed, created_at=NOW - timedelta(minutes=5), usd_per_hour=99.0)
+        s.add_all([llama, bge, qwen, v1, v2, v3, Sla(workload_id=bot.id, p99_ms=2000, attainment_target=0.99)])
         s.flush()
         s.add_all(
             [
@@ -107,6 +111,7 @@ def seed(engine: Engine) -> Seed:
                 PlacementItem(placement_id=v2.id, fragment_id=llama.id, device_class_id=h100.id, replicas=2),
                 PlacementItem(placement_id=v2.id, fragment_id=bge.id, device_class_id=l4.id, replicas=1, slices=2),
                 PlacementItem(placement_id=v2.id, fragment_id=qwen.id, device_class_id=h100.id, replicas=1),
+                PlacementItem(placement_id=v3.id, fragment_id=qwen.id, device_class_id=h100.id, replicas=9),
             ]
         )
 
