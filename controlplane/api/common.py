@@ -84,3 +84,33 @@ def audit(
             detail={k: (v if isinstance(v, int | float | bool | str | None) else str(v)) for k, v in (detail or {}).items()},
         )
     )
+
+
+def save(
+    session: Session,
+    principal: Principal,
+    row: M,
+    action: str,
+    tenant_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> M:
+    """Write `row` and its audit event in one commit: a change is never stored without its record."""
+    session.add(row)
+    session.flush()
+    audit(session, principal, action, row, tenant_id=tenant_id, detail=detail)
+    session.commit()
+    return row
+
+
+def remove(
+    session: Session,
+    principal: Principal,
+    row: SQLModel,
+    action: str,
+    tenant_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Delete `row` and record who did, in one commit."""
+    audit(session, principal, action, row, tenant_id=tenant_id, detail=detail)
+    session.delete(row)
+    session.commit()

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, status
 from sqlmodel import select
 
-from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate
+from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate, remove, save
 from controlplane.deps import Admin, Operator, SessionDep, Viewer, fleet_writer
 from controlplane.errors import Conflict
 from controlplane.inventory import sync_devices
@@ -38,21 +38,14 @@ def create_device_class(body: DeviceClassCreate, session: SessionDep, principal:
     if session.exec(select(DeviceClass).where(DeviceClass.name == body.name)).first():
         raise Conflict(f"a device class named {body.name!r} already exists", field="name")
     row = DeviceClass.model_validate(body)
-    session.add(row)
-    session.flush()
-    audit(session, principal, "device_class.create", row, detail=body.model_dump())
-    session.commit()
-    return row
+    return save(session, principal, row, "device_class.create", detail=body.model_dump())
 
 
 @router.patch("/device-classes/{device_class_id}", response_model=DeviceClassPublic)
 def update_device_class(device_class_id: int, body: DeviceClassUpdate, session: SessionDep, principal: Admin):
     fleet_writer(principal)
     row = get_or_404(session, DeviceClass, device_class_id, "device class")
-    changes = apply_update(row, body)
-    audit(session, principal, "device_class.update", row, detail=changes)
-    session.commit()
-    return row
+    return save(session, principal, row, "device_class.update", detail=apply_update(row, body))
 
 
 @router.delete("/device-classes/{device_class_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -61,9 +54,7 @@ def delete_device_class(device_class_id: int, session: SessionDep, principal: Ad
     row = get_or_404(session, DeviceClass, device_class_id, "device class")
     if session.exec(select(Node.id).where(Node.device_class_id == device_class_id)).first():
         raise Conflict("nodes of this device class still exist; delete or move them first", field="device_class_id")
-    audit(session, principal, "device_class.delete", row, detail={"name": row.name})
-    session.delete(row)
-    session.commit()
+    remove(session, principal, row, "device_class.delete", detail={"name": row.name})
 
 
 @router.get("/nodes", response_model=Page[NodePublic])
@@ -107,15 +98,11 @@ def update_node(node_id: int, body: NodeUpdate, session: SessionDep, principal: 
     row = get_or_404(session, Node, node_id, "node")
     changes = apply_update(row, body)
     sync_devices(session, row)
-    audit(session, principal, "node.update", row, detail=changes)
-    session.commit()
-    return row
+    return save(session, principal, row, "node.update", detail=changes)
 
 
 @router.delete("/nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_node(node_id: int, session: SessionDep, principal: Operator):
     fleet_writer(principal)
     row = get_or_404(session, Node, node_id, "node")
-    audit(session, principal, "node.delete", row, detail={"name": row.name})
-    session.delete(row)
-    session.commit()
+    remove(session, principal, row, "node.delete", detail={"name": row.name})

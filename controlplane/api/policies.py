@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 from sqlalchemy import or_
 from sqlmodel import Session, select
 
-from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate
+from controlplane.api.common import Page, WindowDep, apply_update, get_or_404, paginate, remove, save
 from controlplane.api.workloads import visible_workload
 from controlplane.auth import Principal
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
@@ -72,25 +72,16 @@ def create_policy(body: MigrationPolicyCreate, session: SessionDep, principal: O
     if session.exec(select(MigrationPolicy).where(MigrationPolicy.name == body.name)).first():
         raise Conflict(f"a migration policy named {body.name!r} already exists", field="name")
     row = MigrationPolicy.model_validate(body)
-    session.add(row)
-    session.flush()
-    audit(session, principal, "migration_policy.create", row, tenant_id=owner, detail=body.model_dump())
-    session.commit()
-    return row
+    return save(session, principal, row, "migration_policy.create", tenant_id=owner, detail=body.model_dump())
 
 
 @router.patch("/migration-policies/{policy_id}", response_model=MigrationPolicyPublic)
 def update_policy(policy_id: int, body: MigrationPolicyUpdate, session: SessionDep, principal: Operator):
     row = writable_policy(session, principal, policy_id)
-    changes = apply_update(row, body)
-    audit(session, principal, "migration_policy.update", row, tenant_id=row.tenant_id, detail=changes)
-    session.commit()
-    return row
+    return save(session, principal, row, "migration_policy.update", tenant_id=row.tenant_id, detail=apply_update(row, body))
 
 
 @router.delete("/migration-policies/{policy_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_policy(policy_id: int, session: SessionDep, principal: Operator):
     row = writable_policy(session, principal, policy_id)
-    audit(session, principal, "migration_policy.delete", row, tenant_id=row.tenant_id, detail={"name": row.name})
-    session.delete(row)
-    session.commit()
+    remove(session, principal, row, "migration_policy.delete", tenant_id=row.tenant_id, detail={"name": row.name})

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, status
 from sqlmodel import select
 
-from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate
+from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate, remove, save
 from controlplane.deps import Admin, SessionDep, Viewer, check_tenant, fleet_writer
 from controlplane.errors import Conflict
 from controlplane.models import Tenant
@@ -44,10 +44,7 @@ def create_tenant(body: TenantCreate, session: SessionDep, principal: Admin):
 def update_tenant(tenant_id: int, body: TenantUpdate, session: SessionDep, principal: Admin):
     fleet_writer(principal)
     row = get_or_404(session, Tenant, tenant_id, "tenant")
-    changes = apply_update(row, body)
-    audit(session, principal, "tenant.update", row, tenant_id=row.id, detail=changes)
-    session.commit()
-    return row
+    return save(session, principal, row, "tenant.update", tenant_id=row.id, detail=apply_update(row, body))
 
 
 @router.delete("/tenants/{tenant_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -55,6 +52,4 @@ def delete_tenant(tenant_id: int, session: SessionDep, principal: Admin):
     """Deletes the tenant with its workloads, their graphs, usage and tokens."""
     fleet_writer(principal)
     row = get_or_404(session, Tenant, tenant_id, "tenant")
-    audit(session, principal, "tenant.delete", row, detail={"name": row.name})
-    session.delete(row)
-    session.commit()
+    remove(session, principal, row, "tenant.delete", detail={"name": row.name})

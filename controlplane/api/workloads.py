@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate
+from controlplane.api.common import Page, WindowDep, apply_update, get_or_404, paginate, remove, save
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
 from controlplane.errors import Conflict
 from controlplane.models import Edge, Fragment, FragmentProfile, Sla, Tenant, Workload
@@ -53,28 +53,19 @@ def create_workload(body: WorkloadCreate, session: SessionDep, principal: Operat
     if session.exec(exists).first():
         raise Conflict(f"tenant {body.tenant_id} already has a workload named {body.name!r}", field="name")
     row = Workload.model_validate(body)
-    session.add(row)
-    session.flush()
-    audit(session, principal, "workload.create", row, tenant_id=row.tenant_id, detail=body.model_dump())
-    session.commit()
-    return row
+    return save(session, principal, row, "workload.create", tenant_id=row.tenant_id, detail=body.model_dump())
 
 
 @router.patch("/workloads/{workload_id}", response_model=WorkloadPublic)
 def update_workload(workload_id: int, body: WorkloadUpdate, session: SessionDep, principal: Operator):
     row = visible_workload(session, principal, workload_id)
-    changes = apply_update(row, body)
-    audit(session, principal, "workload.update", row, tenant_id=row.tenant_id, detail=changes)
-    session.commit()
-    return row
+    return save(session, principal, row, "workload.update", tenant_id=row.tenant_id, detail=apply_update(row, body))
 
 
 @router.delete("/workloads/{workload_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_workload(workload_id: int, session: SessionDep, principal: Operator):
     row = visible_workload(session, principal, workload_id)
-    audit(session, principal, "workload.delete", row, tenant_id=row.tenant_id, detail={"name": row.name})
-    session.delete(row)
-    session.commit()
+    remove(session, principal, row, "workload.delete", tenant_id=row.tenant_id, detail={"name": row.name})
 
 
 @router.get("/workloads/{workload_id}/fragments", response_model=Page[FragmentPublic])
@@ -145,25 +136,16 @@ def create_sla(body: SlaCreate, session: SessionDep, principal: Operator):
     if session.exec(select(Sla).where(Sla.workload_id == workload.id)).first():
         raise Conflict(f"workload {workload.id} already has an SLA; update it instead", field="workload_id")
     row = Sla.model_validate(body)
-    session.add(row)
-    session.flush()
-    audit(session, principal, "sla.create", row, tenant_id=workload.tenant_id, detail=body.model_dump())
-    session.commit()
-    return row
+    return save(session, principal, row, "sla.create", tenant_id=workload.tenant_id, detail=body.model_dump())
 
 
 @router.patch("/slas/{sla_id}", response_model=SlaPublic)
 def update_sla(sla_id: int, body: SlaUpdate, session: SessionDep, principal: Operator):
     row, workload = visible_sla(session, principal, sla_id)
-    changes = apply_update(row, body)
-    audit(session, principal, "sla.update", row, tenant_id=workload.tenant_id, detail=changes)
-    session.commit()
-    return row
+    return save(session, principal, row, "sla.update", tenant_id=workload.tenant_id, detail=apply_update(row, body))
 
 
 @router.delete("/slas/{sla_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_sla(sla_id: int, session: SessionDep, principal: Operator):
     row, workload = visible_sla(session, principal, sla_id)
-    audit(session, principal, "sla.delete", row, tenant_id=workload.tenant_id)
-    session.delete(row)
-    session.commit()
+    remove(session, principal, row, "sla.delete", tenant_id=workload.tenant_id)

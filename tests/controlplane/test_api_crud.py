@@ -132,3 +132,26 @@ def test_openapi_documents_every_resource(client):
         "/api/v1/costs",
     ]:
         assert path in paths, path
+
+
+def test_every_change_is_audited_with_its_actor_and_never_a_secret(client, callers, engine):
+    from sqlmodel import Session, select
+
+    from controlplane.models import AuditEvent
+
+    h = auth(callers.operator)
+    wid = client.post("/api/v1/workloads", json={"name": "audited", "tenant_id": callers.acme_id}, headers=h).json()["id"]
+    client.patch(f"/api/v1/workloads/{wid}", json={"description": "v2"}, headers=h)
+    client.delete(f"/api/v1/workloads/{wid}", headers=h)
+    minted = client.post("/api/v1/tokens", json={"name": "bot", "role": "viewer"}, headers=auth(callers.admin)).json()
+    with Session(engine) as session:
+        events = session.exec(select(AuditEvent).order_by(AuditEvent.id)).all()
+    trail = [(e.action, e.target_id, e.tenant_id) for e in events]
+    assert trail == [
+        ("workload.create", str(wid), callers.acme_id),
+        ("workload.update", str(wid), callers.acme_id),
+        ("workload.delete", str(wid), callers.acme_id),
+        ("token.create", str(minted["id"]), None),
+    ]
+    assert events[1].detail == {"description": "v2"} and events[0].actor.endswith(":ops")
+    assert all(minted["token"] not in str(e.detail) and minted["token"] not in e.actor for e in events)
