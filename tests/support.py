@@ -32,3 +32,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+CONSOLE_CHARTS = ("chart-cost", "chart-tokens", "chart-busy", "chart-capacity", "chart-sla")
+
+
+def wait_for_charts(page, timeout_ms: int) -> None:
+    """Wait until every overview chart holds data (the console marks each with `data-points`)."""
+    page.wait_for_function(
+        "ids => ids.every(id => Number(document.getElementById(id).dataset.points) > 0)",
+        arg=list(CONSOLE_CHARTS),
+        timeout=timeout_ms,
+    )

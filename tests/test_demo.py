@@ -13,10 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ARTIFACTS, CHROMIUM_ARGS, free_port, require_chromium
+from tests.support import ARTIFACTS, CHROMIUM_ARGS, free_port, require_chromium, wait_for_charts
 
 SAMPLE_APPS = {"rag-chatbot", "coding-agent", "doc-pipeline"}
-CHARTS = ("chart-cost", "chart-tokens", "chart-busy", "chart-capacity", "chart-sla")
 
 
 @dataclass
@@ -119,11 +118,7 @@ def test_console_shows_live_charts_in_chromium(demo):
             page.fill("#token", demo.token)
             page.click("button[type=submit]")
             page.wait_for_url(f"{demo.base}/ui")
-            page.wait_for_function(
-                "ids => ids.every(id => Number(document.getElementById(id).dataset.points) > 0)",
-                arg=list(CHARTS),
-                timeout=90_000,
-            )
+            wait_for_charts(page, timeout_ms=90_000)
             assert page.locator("#placements-body tr").count() >= 10
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "demo-console.png"), full_page=True)

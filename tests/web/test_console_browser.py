@@ -9,9 +9,7 @@ from sqlmodel import select
 from controlplane.db import session_scope
 from controlplane.models import Fragment, RequestStat, UsageRecord, Workload
 from controlplane.runtime import ServerThread
-from tests.support import ARTIFACTS, CHROMIUM_ARGS, require_chromium
-
-CHARTS = ("chart-cost", "chart-tokens", "chart-busy", "chart-capacity", "chart-sla")
+from tests.support import ARTIFACTS, CHROMIUM_ARGS, require_chromium, wait_for_charts
 
 
 @pytest.fixture
@@ -80,11 +78,7 @@ def test_sign_in_and_watch_the_live_overview(server, seeded):
             page.fill("#token", seeded.admin_token)
             page.click("button[type=submit]")
             page.wait_for_url(f"{server}/ui")
-            page.wait_for_function(
-                "ids => ids.every(id => Number(document.getElementById(id).dataset.points) > 0)",
-                arg=list(CHARTS),
-                timeout=10_000,
-            )
+            wait_for_charts(page, timeout_ms=10_000)
             assert page.inner_text("#status") == "updated 12:30:20"
             assert page.locator("#placements-body tr").count() == 3
             assert page.inner_text("[data-kpi=placement_usd_per_hour]") == "$12.40"
