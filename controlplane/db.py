@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import BigInteger, cast, event, func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -19,6 +19,11 @@ def migrations_dir() -> Path:
             "`pip install -e .` so the top-level alembic/ folder ships beside the code"
         )
     return ALEMBIC_DIR
+
+
+def int_sum(column):
+    """SUM of an integer column as BIGINT: PostgreSQL would answer NUMERIC, which Python sees as Decimal."""
+    return cast(func.sum(column), BigInteger)
 
 
 def make_engine(url: str) -> Engine:

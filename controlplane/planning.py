@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from controlplane.db import int_sum
 from controlplane.models import (
     Device,
     DeviceClass,
@@ -109,10 +110,10 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         select(
             FragmentProfile.fragment_id,
             FragmentProfile.device_class,
-            func.sum(FragmentProfile.visits),
+            int_sum(FragmentProfile.visits),
             func.sum(FragmentProfile.latency_ms_sum),
-            func.sum(FragmentProfile.tokens_in),
-            func.sum(FragmentProfile.tokens_out),
+            int_sum(FragmentProfile.tokens_in),
+            int_sum(FragmentProfile.tokens_out),
         )
         .where(FragmentProfile.minute >= since)
         .group_by(FragmentProfile.fragment_id, FragmentProfile.device_class)
@@ -151,7 +152,7 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
 
     requests = dict(
         session.exec(
-            select(RequestStat.workload_id, func.sum(RequestStat.requests))
+            select(RequestStat.workload_id, int_sum(RequestStat.requests))
             .where(RequestStat.minute >= since)
             .group_by(RequestStat.workload_id)
         ).all()

@@ -30,6 +30,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from controlplane.auth import Principal
+from controlplane.db import int_sum
 from controlplane.models import (
     Device,
     DeviceClass,
@@ -157,7 +158,7 @@ def overview(session: Session, principal: Principal, now: datetime, minutes: int
             UsageRecord.minute,
             UsageRecord.device_class_id,
             func.sum(UsageRecord.cost_usd),
-            func.sum(UsageRecord.tokens),
+            int_sum(UsageRecord.tokens),
             func.sum(UsageRecord.device_seconds_allocated),
             func.sum(UsageRecord.device_seconds_busy),
         )

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import select
 
+from controlplane.db import int_sum
 from controlplane.deps import SessionDep, Viewer
 from controlplane.errors import ApiError
 from controlplane.models import DeviceClass, Fragment, Tenant, UsageRecord, Workload
@@ -70,7 +71,7 @@ def costs(
             key,
             name,
             func.sum(UsageRecord.cost_usd),
-            func.sum(UsageRecord.tokens),
+            int_sum(UsageRecord.tokens),
             func.sum(UsageRecord.device_seconds_allocated),
             func.sum(UsageRecord.device_seconds_busy),
         )

@@ -5,6 +5,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from controlplane.api.common import Page, WindowDep, apply_update, get_or_404, paginate, remove, save
+from controlplane.db import int_sum
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
 from controlplane.errors import Conflict
 from controlplane.models import Edge, Fragment, FragmentProfile, Sla, Tenant, Workload
@@ -75,7 +76,7 @@ def list_fragments(workload_id: int, session: SessionDep, principal: Viewer, win
     totals = dict(
         (fid, (visits, latency))
         for fid, visits, latency in session.exec(
-            select(FragmentProfile.fragment_id, func.sum(FragmentProfile.visits), func.sum(FragmentProfile.latency_ms_sum))
+            select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits), func.sum(FragmentProfile.latency_ms_sum))
             .where(FragmentProfile.fragment_id.in_([f.id for f in fragments]))
             .group_by(FragmentProfile.fragment_id)
         ).all()
@@ -95,7 +96,7 @@ def list_edges(workload_id: int, session: SessionDep, principal: Viewer, win: Wi
     edges, total = paginate(session, select(Edge).where(Edge.workload_id == workload_id), win, Edge.id)
     parent_visits = dict(
         session.exec(
-            select(FragmentProfile.fragment_id, func.sum(FragmentProfile.visits))
+            select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits))
             .where(FragmentProfile.fragment_id.in_([e.parent_id for e in edges]))
             .group_by(FragmentProfile.fragment_id)
         ).all()

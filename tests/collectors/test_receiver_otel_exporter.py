@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
+from fastapi.testclient import TestClient
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -12,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlmodel import Session, select
 
 from collectors.receiver import create_receiver_app
+from controlplane.app import create_app
 from controlplane.models import Edge, Fragment, FragmentProfile, Tenant, Workload
 from controlplane.runtime import ServerThread
 
@@ -94,3 +96,24 @@ def test_exporter_with_a_viewer_token_fails(receiver_url, viewer_token):
 
     assert exporter.export(recorded.get_finished_spans()) == SpanExportResult.FAILURE
     exporter.shutdown()
+
+
+def test_exported_graph_is_readable_through_the_rest_api(engine, settings, receiver_url, admin_token):
+    recorded = InMemorySpanExporter()
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    run_agent(provider, tool_calls=3)
+    exporter = OTLPSpanExporter(endpoint=receiver_url, headers={"authorization": f"Bearer {admin_token}"})
+    assert exporter.export(recorded.get_finished_spans()) == SpanExportResult.SUCCESS
+    exporter.shutdown()
+
+    with TestClient(create_app(engine, settings)) as api:
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        workload = api.get("/api/v1/workloads", headers=headers).json()["items"][0]
+        fragments = api.get(f"/api/v1/workloads/{workload['id']}/fragments", headers=headers).json()["items"]
+        edges = api.get(f"/api/v1/workloads/{workload['id']}/edges", headers=headers).json()["items"]
+    by_id = {f["id"]: f for f in fragments}
+    assert {f["key"]: f["visits"] for f in fragments} == {"agent:triage": 1, "llm:gpt-4o": 1, "tool:search": 3}
+    # The agent called the tool 3 times in its one visit: 3 calls per parent call.
+    calls = {(by_id[e["parent_id"]]["key"], by_id[e["child_id"]]["key"]): e["calls_per_parent_call"] for e in edges}
+    assert calls == {("agent:triage", "llm:gpt-4o"): 1.0, ("agent:triage", "tool:search"): 3.0}

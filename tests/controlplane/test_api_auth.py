@@ -2,10 +2,11 @@
 
 from datetime import timedelta
 
+import pytest
 from sqlmodel import Session, select
 
 from controlplane.auth import hash_token, mint_token
-from controlplane.models import ApiToken, Role
+from controlplane.models import ApiToken, DeviceClass, Role
 from controlplane.models._common import utcnow
 from tests.controlplane.conftest import auth
 
@@ -101,3 +102,53 @@ def test_tenant_token_cannot_touch_fleet_wide_objects(client, callers):
     )
     assert own.status_code == 201
     assert client.get(f"/api/v1/migration-policies/{own.json()['id']}", headers=auth(callers.globex_viewer)).status_code == 404
+
+
+def test_tenant_token_sees_only_its_own_costs_and_placements(client, callers, engine):
+    from controlplane.models import (
+        Fragment,
+        FragmentKind,
+        Placement,
+        PlacementItem,
+        PlacementState,
+        UsageRecord,
+        Workload,
+    )
+    from controlplane.models._common import minute_of
+    from controlplane.seed import seed_catalog
+
+    with Session(engine) as session:
+        seed_catalog(session)
+        session.flush()
+        h100 = session.exec(select(DeviceClass).where(DeviceClass.name == "H100-SXM")).one()
+        h100_price = h100.usd_per_hour
+        placement = Placement(version=1, state=PlacementState.applied, usd_per_hour=2 * h100.usd_per_hour)
+        session.add(placement)
+        session.flush()
+        for tenant_id, name in [(callers.acme_id, "acme-bot"), (callers.globex_id, "globex-bot")]:
+            workload = Workload(tenant_id=tenant_id, name=name)
+            session.add(workload)
+            session.flush()
+            fragment = Fragment(workload_id=workload.id, key="llm:m", kind=FragmentKind.llm, name="m", model="m")
+            session.add(fragment)
+            session.flush()
+            session.add(PlacementItem(placement_id=placement.id, fragment_id=fragment.id, device_class_id=h100.id, replicas=7 if tenant_id == callers.acme_id else 14, slices=1))
+            session.add(UsageRecord(minute=minute_of(utcnow()) - timedelta(minutes=2), tenant_id=tenant_id, workload_id=workload.id,
+                                    fragment_id=fragment.id, device_class_id=h100.id, device_seconds_allocated=60, tokens=1000,
+                                    cost_usd=1.0 if tenant_id == callers.acme_id else 5.0))
+        session.commit()
+
+    acme = auth(callers.acme_operator)
+    costs = client.get("/api/v1/costs?group_by=tenant", headers=acme).json()
+    assert [(line["name"], line["cost_usd"]) for line in costs["items"]] == [("acme", 1.0)]
+    assert costs["total_cost_usd"] == 1.0
+    assert {line["name"] for line in client.get("/api/v1/costs?group_by=workload", headers=acme).json()["items"]} == {"acme-bot"}
+
+    current = client.get("/api/v1/placements/current", headers=acme).json()
+    assert [item["replicas"] for item in current["items"]] == [7]
+    # 7 replicas of 1 slice = 1 H100 device: a tenant's headline cost is its own share, not the fleet's.
+    assert current["usd_per_hour"] == pytest.approx(h100_price)
+    history = client.get("/api/v1/placements", headers=acme).json()["items"]
+    assert history[0]["usd_per_hour"] == pytest.approx(h100_price)
+    # The admin sees both tenants.
+    assert client.get("/api/v1/costs?group_by=tenant", headers=auth(callers.admin)).json()["total_cost_usd"] == 6.0

@@ -25,9 +25,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel
 
-from controlplane.db import make_engine, session_scope
+from controlplane.db import session_scope
 from controlplane.models import (
     ApiToken,
     Device,
@@ -149,14 +148,6 @@ def seed(engine: Engine) -> Seed:
 def now() -> datetime:
     """The console's pinned clock."""
     return NOW
-
-
-@pytest.fixture
-def engine(tmp_path) -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path / 'console.db'}")
-    SQLModel.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
