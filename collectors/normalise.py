@@ -2,28 +2,76 @@
 
 Pure functions over the OTel protobuf messages; no I/O, no clock.
 
-Attribute contract (OTel GenAI semantic conventions, first cut):
+Dialects, in order of precedence when one span carries several (the first that
+recognises the span decides its kind and name; unknown values fall through):
 
-=====================================================  =========  ==========================================
-span attribute                                         kind       fragment name
-=====================================================  =========  ==========================================
-gen_ai.operation.name = chat | text_completion |       llm        gen_ai.request.model, else
-generate_content                                                  gen_ai.response.model, else span name
-gen_ai.operation.name = embeddings                     embedding  model (as llm), else span name
-gen_ai.operation.name = rerank                         rerank     model (as llm), else span name
-gen_ai.operation.name = execute_tool                   tool       gen_ai.tool.name, else span name
-gen_ai.operation.name = invoke_agent | create_agent    agent      gen_ai.agent.name, else span name
-gen_ai.operation.name = retrieval                      retrieval  gen_ai.data_source.id, else span name
-db.system.name or db.system (no GenAI operation)       db         that attribute's value
-anything else                                          cpu        span name
-=====================================================  =========  ==========================================
+1. OTel GenAI semantic conventions >= 1.37, ``gen_ai.operation.name``;
+2. OpenInference (Arize), ``openinference.span.kind``;
+3. OpenLLMetry (Traceloop), ``llm.request.type``, then ``traceloop.span.kind``;
+4. older GenAI names: a provider (``gen_ai.system`` or ``gen_ai.provider.name``) and a model;
+5. well-known attributes: ``db.system.name`` / ``db.system``, then HTTP / RPC / messaging;
+6. anything else.
+
+===================================================  =========  ==========================================
+span attribute = value                               kind       fragment name (first present)
+===================================================  =========  ==========================================
+gen_ai.operation.name = chat | text_completion |     llm        model, else span name
+generate_content
+gen_ai.operation.name = embeddings                   embedding  model, else span name
+gen_ai.operation.name = rerank                       rerank     model, else span name
+gen_ai.operation.name = execute_tool                 tool       gen_ai.tool.name, span name
+gen_ai.operation.name = invoke_agent | create_agent  agent      gen_ai.agent.name, span name
+gen_ai.operation.name = retrieval                    retrieval  gen_ai.data_source.id, span name
+openinference.span.kind = LLM                        llm        model, else span name
+openinference.span.kind = EMBEDDING                  embedding  model, else span name
+openinference.span.kind = RERANKER                   rerank     model, else span name
+openinference.span.kind = RETRIEVER                  retrieval  gen_ai.data_source.id, span name
+openinference.span.kind = TOOL                       tool       tool.name, span name
+openinference.span.kind = AGENT                      agent      agent.name, span name
+openinference.span.kind = CHAIN | GUARDRAIL |        cpu        span name
+EVALUATOR | PROMPT
+llm.request.type = chat | completion                 llm        model, else span name
+llm.request.type = embedding                         embedding  model, else span name
+llm.request.type = rerank                            rerank     model, else span name
+traceloop.span.kind = workflow | task                cpu        traceloop.entity.name, span name
+traceloop.span.kind = agent                          agent      traceloop.entity.name, span name
+traceloop.span.kind = tool                           tool       traceloop.entity.name, span name
+gen_ai.system | gen_ai.provider.name, and a model    llm        model
+db.system.name | db.system                           db         that value (e.g. postgresql)
+http.request.method | http.method, rpc.system,       cpu        outbound: peer.service, server.address,
+messaging.system                                                net.peer.name, span name; inbound (SERVER
+                                                                / CONSUMER span): "{method} {http.route}"
+                                                                for HTTP, else span name. HTTP span names
+                                                                lose any URL path ("GET /u/42" -> "GET").
+anything else                                        cpu        span name
+===================================================  =========  ==========================================
+
+"model" is the first of gen_ai.request.model, gen_ai.response.model, llm.request.model,
+llm.response.model, llm.model_name, embedding.model_name, reranker.model_name; it is
+kept on every kind but db and cpu. Names are stripped and capped, never lower-cased, so
+keys stay as apps spell their models ("llm:llama-3.1-70b-instruct").
 
 The fragment key is ``f"{kind}:{name}"``: stable across traces, never a span id.
-Tokens come from gen_ai.usage.input_tokens / output_tokens, or the older
-gen_ai.usage.prompt_tokens / completion_tokens. Resource attributes
-``heteroplane.tenant`` / ``heteroplane.workload`` name the tenant and workload
-(falling back to service.namespace / service.name), and ``heteroplane.device_class``
-(span attribute first, then resource attribute) names the device class.
+
+Tokens: input from gen_ai.usage.input_tokens, gen_ai.usage.prompt_tokens,
+llm.token_count.prompt, llm.usage.prompt_tokens; output from the matching output /
+completion names. A total (llm.usage.total_tokens, llm.token_count.total,
+gen_ai.usage.total_tokens) only fills in what is missing: the other side's remainder,
+or, with neither side given, all of it as input (the prompt dominates agent traffic,
+and input tokens are what prefill capacity is sized by). Ints, floats and numeric
+strings are accepted; anything else counts as absent and never raises.
+
+Bytes moved on the call into the span: ``heteroplane.bytes`` when the app says so, else
+the sum of http.request.body.size, http.response.body.size (or the older
+http.request_content_length / http.response_content_length),
+messaging.message.body.size (or messaging.message_payload_size_bytes), and
+rpc.message.uncompressed_size (else compressed_size) over the span's "message" events;
+0 when unknown.
+
+Resource attributes ``heteroplane.tenant`` / ``heteroplane.workload`` name the tenant and
+workload (falling back to service.namespace / service.name), and
+``heteroplane.device_class`` (span attribute first, then resource attribute) names the
+device class.
 """
 
 import re
@@ -46,31 +94,147 @@ NAME_MAX = 63
 KEY_MAX = 200
 MODEL_MAX = 200
 DEVICE_CLASS_MAX = 64
+# Larger token or byte counts on one span are corrupt telemetry; the cap keeps additive
+# aggregates far from BIGINT overflow.
+COUNT_MAX = 10**12
 
 TENANT_ATTR = "heteroplane.tenant"
 WORKLOAD_ATTR = "heteroplane.workload"
 DEVICE_CLASS_ATTR = "heteroplane.device_class"
+BYTES_ATTR = "heteroplane.bytes"
 
-_MODEL_ATTRS = ("gen_ai.request.model", "gen_ai.response.model")
-
-# gen_ai.operation.name -> (kind, attributes naming the fragment, first present wins).
-_GENAI_OPERATIONS: dict[str, tuple[FragmentKind, tuple[str, ...]]] = {
-    "chat": (FragmentKind.llm, _MODEL_ATTRS),
-    "text_completion": (FragmentKind.llm, _MODEL_ATTRS),
-    "generate_content": (FragmentKind.llm, _MODEL_ATTRS),
-    "embeddings": (FragmentKind.embedding, _MODEL_ATTRS),
-    "rerank": (FragmentKind.rerank, _MODEL_ATTRS),
-    "execute_tool": (FragmentKind.tool, ("gen_ai.tool.name",)),
-    "invoke_agent": (FragmentKind.agent, ("gen_ai.agent.name",)),
-    "create_agent": (FragmentKind.agent, ("gen_ai.agent.name",)),
-    "retrieval": (FragmentKind.retrieval, ("gen_ai.data_source.id",)),
-}
+_MODEL_ATTRS = (
+    "gen_ai.request.model",
+    "gen_ai.response.model",  # GenAI semconv, OpenLLMetry
+    "llm.request.model",
+    "llm.response.model",  # older OpenLLMetry
+    "llm.model_name",
+    "embedding.model_name",
+    "reranker.model_name",  # OpenInference
+)
+_PROVIDER_ATTRS = ("gen_ai.provider.name", "gen_ai.system")
 _DB_SYSTEM_ATTRS = ("db.system.name", "db.system")
-_INPUT_TOKEN_ATTRS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
-_OUTPUT_TOKEN_ATTRS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+_HTTP_METHOD_ATTRS = ("http.request.method", "http.method")
+_REMOTE_SYSTEM_ATTRS = ("rpc.system", "messaging.system")
+_PEER_ATTRS = ("peer.service", "server.address", "net.peer.name")
+_HTTP_ROUTE_ATTR = "http.route"
+_INPUT_TOKEN_ATTRS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "llm.token_count.prompt",
+    "llm.usage.prompt_tokens",
+)
+_OUTPUT_TOKEN_ATTRS = (
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+    "llm.usage.completion_tokens",
+)
+_TOTAL_TOKEN_ATTRS = ("llm.usage.total_tokens", "llm.token_count.total", "gen_ai.usage.total_tokens")
+# Each group is one transfer, named by the current semconv attribute then its older name.
+_BYTE_ATTR_GROUPS = (
+    ("http.request.body.size", "http.request_content_length"),
+    ("http.response.body.size", "http.response_content_length"),
+    ("messaging.message.body.size", "messaging.message_payload_size_bytes"),
+)
+_BYTE_ATTRS = frozenset({BYTES_ATTR, *(name for group in _BYTE_ATTR_GROUPS for name in group)})
+_RPC_MESSAGE_EVENT = "message"
+_RPC_MESSAGE_SIZE_ATTRS = ("rpc.message.uncompressed_size", "rpc.message.compressed_size")
+_INBOUND_SPAN_KINDS = frozenset({Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CONSUMER})
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """What a recognised dialect value makes of a span: its kind, and the attributes naming it."""
+
+    kind: FragmentKind
+    name_attrs: tuple[str, ...]
+
+
+_LLM = _Rule(FragmentKind.llm, _MODEL_ATTRS)
+_EMBEDDING = _Rule(FragmentKind.embedding, _MODEL_ATTRS)
+_RERANK = _Rule(FragmentKind.rerank, _MODEL_ATTRS)
+_RETRIEVAL = _Rule(FragmentKind.retrieval, ("gen_ai.data_source.id",))
+_CPU = _Rule(FragmentKind.cpu, ())
+_TRACELOOP_ENTITY = ("traceloop.entity.name",)
+
+# (attribute, its value lower-cased -> rule), in order of precedence.
+_DIALECTS: tuple[tuple[str, dict[str, _Rule]], ...] = (
+    (
+        "gen_ai.operation.name",
+        {
+            "chat": _LLM,
+            "text_completion": _LLM,
+            "generate_content": _LLM,
+            "embeddings": _EMBEDDING,
+            "rerank": _RERANK,
+            "execute_tool": _Rule(FragmentKind.tool, ("gen_ai.tool.name",)),
+            "invoke_agent": _Rule(FragmentKind.agent, ("gen_ai.agent.name",)),
+            "create_agent": _Rule(FragmentKind.agent, ("gen_ai.agent.name",)),
+            "retrieval": _RETRIEVAL,
+        },
+    ),
+    (
+        "openinference.span.kind",
+        {
+            "llm": _LLM,
+            "embedding": _EMBEDDING,
+            "reranker": _RERANK,
+            "retriever": _RETRIEVAL,
+            "tool": _Rule(FragmentKind.tool, ("tool.name",)),
+            "agent": _Rule(FragmentKind.agent, ("agent.name",)),
+            "chain": _CPU,
+            "guardrail": _CPU,
+            "evaluator": _CPU,
+            "prompt": _CPU,
+        },
+    ),
+    (
+        "llm.request.type",
+        {
+            "chat": _LLM,
+            "completion": _LLM,
+            "embedding": _EMBEDDING,
+            "rerank": _RERANK,
+        },
+    ),
+    (
+        "traceloop.span.kind",
+        {
+            "workflow": _Rule(FragmentKind.cpu, _TRACELOOP_ENTITY),
+            "task": _Rule(FragmentKind.cpu, _TRACELOOP_ENTITY),
+            "agent": _Rule(FragmentKind.agent, _TRACELOOP_ENTITY),
+            "tool": _Rule(FragmentKind.tool, _TRACELOOP_ENTITY),
+        },
+    ),
+)
+_NO_MODEL_KINDS = frozenset({FragmentKind.db, FragmentKind.cpu})
+_KEY_PREFIXES = {kind: f"{kind.value}:" for kind in FragmentKind}
+
+# Every span attribute the normaliser reads: the one pass over a span's attributes keeps only these.
+_KNOWN_ATTRS = frozenset(
+    {
+        DEVICE_CLASS_ATTR,
+        _HTTP_ROUTE_ATTR,
+        *(attr for attr, _ in _DIALECTS),
+        *(name for _, rules in _DIALECTS for rule in rules.values() for name in rule.name_attrs),
+        *_MODEL_ATTRS,
+        *_PROVIDER_ATTRS,
+        *_DB_SYSTEM_ATTRS,
+        *_HTTP_METHOD_ATTRS,
+        *_REMOTE_SYSTEM_ATTRS,
+        *_PEER_ATTRS,
+        *_INPUT_TOKEN_ATTRS,
+        *_OUTPUT_TOKEN_ATTRS,
+        *_TOTAL_TOKEN_ATTRS,
+        *_BYTE_ATTRS,
+    }
+)
+_SCALAR_FIELDS = frozenset({"string_value", "bool_value", "int_value", "double_value"})
 
 _NOT_NAME_CHARS = re.compile(r"[^a-z0-9-]+")
 _DASH_RUNS = re.compile(r"-{2,}")
+_ZERO_IDS = {16: bytes(16), 8: bytes(8)}
 
 
 class InvalidSpan(ValueError):
@@ -96,6 +260,7 @@ class SpanRecord:
     duration_ms: float
     tokens_in: int
     tokens_out: int
+    bytes: int = 0  # moved on the call from the parent into this span, when the telemetry says so
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +270,15 @@ class NormalisedRequest:
     records: tuple[SpanRecord, ...]
     rejected: int
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceOrigin:
+    """What a span's resource says about it, worked out once per resource rather than once per span."""
+
+    tenant: str
+    workload: str
+    device_class: str
 
 
 def attributes_of(key_values: Iterable[KeyValue]) -> dict[str, str | bool | int | float]:
@@ -117,9 +291,22 @@ def attributes_of(key_values: Iterable[KeyValue]) -> dict[str, str | bool | int 
     return out
 
 
+def _known_attributes(key_values: Iterable[KeyValue]) -> dict[str, str | bool | int | float]:
+    """`attributes_of`, restricted to the attributes the normaliser reads (most of a span's are not)."""
+    out: dict[str, str | bool | int | float] = {}
+    for kv in key_values:
+        key = kv.key
+        if key in _KNOWN_ATTRS:
+            value = kv.value
+            field = value.WhichOneof("value")
+            if field in _SCALAR_FIELDS:
+                out[key] = getattr(value, field)
+    return out
+
+
 def _scalar(value: AnyValue) -> str | bool | int | float | None:
     field = value.WhichOneof("value")
-    if field in ("string_value", "bool_value", "int_value", "double_value"):
+    if field in _SCALAR_FIELDS:
         return getattr(value, field)
     return None
 
@@ -131,17 +318,43 @@ def sanitise_name(raw: str, fallback: str) -> str:
     return name or fallback
 
 
-def classify(span_name: str, attrs: Attributes) -> tuple[FragmentKind, str, str]:
-    """The fragment a span is a visit of: (kind, name, model)."""
-    model = _first_str(attrs, _MODEL_ATTRS)
-    operation = _first_str(attrs, ("gen_ai.operation.name",)).lower()
-    if operation in _GENAI_OPERATIONS:
-        kind, name_attrs = _GENAI_OPERATIONS[operation]
-        return kind, _first_str(attrs, name_attrs) or span_name, model
-    db_system = _first_str(attrs, _DB_SYSTEM_ATTRS)
+def classify(
+    span_name: str, attrs: Attributes, span_kind: int = Span.SPAN_KIND_UNSPECIFIED
+) -> tuple[FragmentKind, str, str]:
+    """The fragment a span is a visit of: (kind, name, model). `span_kind` is the OTLP `Span.kind`."""
+    for dialect_attr, rules in _DIALECTS:
+        value = attrs.get(dialect_attr)
+        if isinstance(value, str):
+            rule = rules.get(value.strip().lower())
+            if rule is not None:
+                model = "" if rule.kind in _NO_MODEL_KINDS else first_str(attrs, _MODEL_ATTRS)
+                return rule.kind, first_str(attrs, rule.name_attrs) or span_name, model
+    model = first_str(attrs, _MODEL_ATTRS)
+    if model and first_str(attrs, _PROVIDER_ATTRS):
+        return FragmentKind.llm, model, model
+    db_system = first_str(attrs, _DB_SYSTEM_ATTRS)
     if db_system:
         return FragmentKind.db, db_system, ""
+    http_method = first_str(attrs, _HTTP_METHOD_ATTRS)
+    if http_method or first_str(attrs, _REMOTE_SYSTEM_ATTRS):
+        return FragmentKind.cpu, _remote_call_name(span_name, attrs, span_kind, http_method), ""
     return FragmentKind.cpu, span_name, ""
+
+
+def _remote_call_name(span_name: str, attrs: Attributes, span_kind: int, http_method: str) -> str:
+    """A low-cardinality name for an HTTP / RPC / messaging span: who is called, or which route serves."""
+    if span_kind not in _INBOUND_SPAN_KINDS:
+        peer = first_str(attrs, _PEER_ATTRS)  # on an inbound span these name this service, not a callee
+        if peer:
+            return peer
+    elif http_method:
+        route = first_str(attrs, (_HTTP_ROUTE_ATTR,))
+        if route:
+            return f"{http_method} {route}"
+    if http_method:
+        # Old HTTP instrumentations name spans by raw URL ("GET /users/42"): keep what precedes the path.
+        return span_name.partition("/")[0].strip() or http_method
+    return span_name
 
 
 def fragment_key(kind: FragmentKind, name: str) -> str:
@@ -151,32 +364,7 @@ def fragment_key(kind: FragmentKind, name: str) -> str:
 
 def normalise_span(span: Span, resource: Attributes) -> SpanRecord:
     """One span and its resource's attributes as a `SpanRecord`; raises `InvalidSpan` for bad ids."""
-    trace_id = _hex_id(span.trace_id, 16, "trace_id")
-    span_id = _hex_id(span.span_id, 8, "span_id")
-    parent_span_id = _hex_id(span.parent_span_id, 8, "parent_span_id") if span.parent_span_id else None
-    attrs = attributes_of(span.attributes)
-    kind, name, model = classify(span.name.strip() or UNNAMED, attrs)
-    name = name[: KEY_MAX - len(kind.value) - 1]  # so the key fits the Fragment.key column
-    start_ns = span.start_time_unix_nano
-    end_ns = max(span.end_time_unix_nano, start_ns)
-    device_class = _first_str(attrs, (DEVICE_CLASS_ATTR,)) or _first_str(resource, (DEVICE_CLASS_ATTR,))
-    return SpanRecord(
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=parent_span_id,
-        tenant=sanitise_name(_first_str(resource, (TENANT_ATTR, "service.namespace")), DEFAULT_TENANT),
-        workload=sanitise_name(_first_str(resource, (WORKLOAD_ATTR, "service.name")), DEFAULT_WORKLOAD),
-        kind=kind,
-        name=name,
-        model=model[:MODEL_MAX],
-        key=fragment_key(kind, name),
-        device_class=device_class[:DEVICE_CLASS_MAX],
-        start_ns=start_ns,
-        end_ns=end_ns,
-        duration_ms=(end_ns - start_ns) / 1e6,
-        tokens_in=_first_count(attrs, _INPUT_TOKEN_ATTRS),
-        tokens_out=_first_count(attrs, _OUTPUT_TOKEN_ATTRS),
-    )
+    return _normalise(span, resource_origin(resource))
 
 
 def normalise_request(request: ExportTraceServiceRequest) -> NormalisedRequest:
@@ -185,39 +373,119 @@ def normalise_request(request: ExportTraceServiceRequest) -> NormalisedRequest:
     rejected = 0
     error = ""
     for resource_spans in request.resource_spans:
-        resource = attributes_of(resource_spans.resource.attributes)
+        origin = resource_origin(attributes_of(resource_spans.resource.attributes))
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 try:
-                    records.append(normalise_span(span, resource))
+                    records.append(_normalise(span, origin))
                 except InvalidSpan as exc:
                     rejected += 1
                     error = error or str(exc)
     return NormalisedRequest(records=tuple(records), rejected=rejected, error=error)
 
 
+def resource_origin(resource: Attributes) -> ResourceOrigin:
+    """Tenant, workload and device class a resource's attributes give its spans and metric points."""
+    return ResourceOrigin(
+        tenant=sanitise_name(first_str(resource, (TENANT_ATTR, "service.namespace")), DEFAULT_TENANT),
+        workload=sanitise_name(first_str(resource, (WORKLOAD_ATTR, "service.name")), DEFAULT_WORKLOAD),
+        device_class=first_str(resource, (DEVICE_CLASS_ATTR,))[:DEVICE_CLASS_MAX],
+    )
+
+
+def _normalise(span: Span, origin: ResourceOrigin) -> SpanRecord:
+    trace_id = _hex_id(span.trace_id, 16, "trace_id")
+    span_id = _hex_id(span.span_id, 8, "span_id")
+    parent = span.parent_span_id
+    parent_span_id = _hex_id(parent, 8, "parent_span_id") if parent else None
+    attrs = _known_attributes(span.attributes)
+    kind, name, model = classify(span.name.strip() or UNNAMED, attrs, span.kind)
+    prefix = _KEY_PREFIXES[kind]
+    name = name[: KEY_MAX - len(prefix)]  # so the key fits the Fragment.key column
+    start_ns = span.start_time_unix_nano
+    end_ns = max(span.end_time_unix_nano, start_ns)
+    tokens_in, tokens_out = _tokens(attrs)
+    return SpanRecord(
+        trace_id,
+        span_id,
+        parent_span_id,
+        origin.tenant,
+        origin.workload,
+        kind,
+        name,
+        model[:MODEL_MAX],
+        prefix + name,  # fragment_key, without its enum lookups: this runs once per span
+        first_str(attrs, (DEVICE_CLASS_ATTR,))[:DEVICE_CLASS_MAX] or origin.device_class,
+        start_ns,
+        end_ns,
+        (end_ns - start_ns) / 1e6,
+        tokens_in,
+        tokens_out,
+        _bytes(span, attrs),
+    )
+
+
+def _tokens(attrs: Attributes) -> tuple[int, int]:
+    """(input, output) tokens: explicit counts first, a total only fills in what is missing."""
+    tokens_in = _count(attrs, _INPUT_TOKEN_ATTRS)
+    tokens_out = _count(attrs, _OUTPUT_TOKEN_ATTRS)
+    if tokens_in is None or tokens_out is None:
+        total = _count(attrs, _TOTAL_TOKEN_ATTRS)
+        if total is not None:
+            if tokens_in is None and tokens_out is None:
+                tokens_in = total
+            elif tokens_in is None:
+                tokens_in = max(total - tokens_out, 0)
+            else:
+                tokens_out = max(total - tokens_in, 0)
+    return tokens_in or 0, tokens_out or 0
+
+
+def _bytes(span: Span, attrs: Attributes) -> int:
+    """Bytes moved on the call into `span`; 0 when its telemetry does not say."""
+    total = 0
+    if not _BYTE_ATTRS.isdisjoint(attrs):
+        explicit = _count(attrs, (BYTES_ATTR,))
+        if explicit is not None:
+            return explicit
+        for group in _BYTE_ATTR_GROUPS:
+            total += _count(attrs, group) or 0
+    if span.events:
+        for event in span.events:
+            if event.name == _RPC_MESSAGE_EVENT:
+                total += _count(attributes_of(event.attributes), _RPC_MESSAGE_SIZE_ATTRS) or 0
+    return min(total, COUNT_MAX)
+
+
 def _hex_id(raw: bytes, size: int, field: str) -> str:
-    if len(raw) != size or not any(raw):
+    if len(raw) != size or raw == _ZERO_IDS[size]:
         raise InvalidSpan(f"{field} must be {size} bytes and not all zero; got {raw.hex() or 'empty'}")
     return raw.hex()
 
 
-def _first_str(attrs: Attributes, names: Iterable[str]) -> str:
+def first_str(attrs: Attributes, names: Iterable[str]) -> str:
     for name in names:
         value = attrs.get(name)
-        if value is not None and not isinstance(value, bool) and str(value).strip():
-            return str(value).strip()
+        if value is not None and not isinstance(value, bool):
+            text = str(value).strip()
+            if text:
+                return text
     return ""
 
 
-def _first_count(attrs: Attributes, names: Iterable[str]) -> int:
-    """A non-negative token count; SDKs send ints, some send numeric strings or floats."""
+def _count(attrs: Attributes, names: Iterable[str]) -> int | None:
+    """The first valid non-negative count among `names`, capped; None when none is given.
+
+    SDKs send ints, some send numeric strings or floats; junk (text, NaN, bools) counts as absent.
+    """
     for name in names:
         value = attrs.get(name)
         if value is None or isinstance(value, bool):
             continue
-        try:
-            return max(int(float(value)), 0)
-        except (TypeError, ValueError, OverflowError):
-            continue
-    return 0
+        if type(value) is not int:
+            try:
+                value = int(float(value))
+            except (TypeError, ValueError, OverflowError):
+                continue
+        return min(max(value, 0), COUNT_MAX)
+    return None

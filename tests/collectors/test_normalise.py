@@ -1,60 +1,25 @@
-"""The normaliser: which span attributes make which fragment, and where tenant, workload and device come from."""
+"""The normaliser: ids, times, tenant, workload, device, bytes, and that no span attribute can crash it.
+
+Which attributes make which fragment, dialect by dialect, is in test_dialects.py.
+"""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 
-from collectors.normalise import InvalidSpan, normalise_request, normalise_span, sanitise_name
-from controlplane.models import FragmentKind
-from tests.collectors.otlp_builders import T0_NS, make_request, make_span, span_id, trace_id
-
-CASES = [
-    # (case, span name, span attributes, kind, fragment key, model, tokens in, tokens out)
-    ("chat, new token names", "chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
-     "gen_ai.usage.input_tokens": 120, "gen_ai.usage.output_tokens": 30},
-     FragmentKind.llm, "llm:gpt-4o", "gpt-4o", 120, 30),
-    ("chat, older token names", "chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "llama-3-70b",
-     "gen_ai.usage.prompt_tokens": 7, "gen_ai.usage.completion_tokens": 3},
-     FragmentKind.llm, "llm:llama-3-70b", "llama-3-70b", 7, 3),
-    ("token counts sent as strings", "chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
-     "gen_ai.usage.input_tokens": "12", "gen_ai.usage.output_tokens": "x"},
-     FragmentKind.llm, "llm:m", "m", 12, 0),
-    ("text completion names the response model", "complete", {"gen_ai.operation.name": "text_completion",
-     "gen_ai.response.model": "mistral-7b"}, FragmentKind.llm, "llm:mistral-7b", "mistral-7b", 0, 0),
-    ("generate_content without a model", "gen", {"gen_ai.operation.name": "generate_content"},
-     FragmentKind.llm, "llm:gen", "", 0, 0),
-    ("embeddings", "embed", {"gen_ai.operation.name": "embeddings", "gen_ai.request.model": "bge-m3",
-     "gen_ai.usage.input_tokens": 64}, FragmentKind.embedding, "embedding:bge-m3", "bge-m3", 64, 0),
-    ("rerank", "rerank", {"gen_ai.operation.name": "rerank", "gen_ai.request.model": "bge-reranker"},
-     FragmentKind.rerank, "rerank:bge-reranker", "bge-reranker", 0, 0),
-    ("tool", "execute_tool search", {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "web_search"},
-     FragmentKind.tool, "tool:web_search", "", 0, 0),
-    ("agent", "invoke_agent", {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "triage",
-     "gen_ai.request.model": "gpt-4o"}, FragmentKind.agent, "agent:triage", "gpt-4o", 0, 0),
-    ("create_agent", "create", {"gen_ai.operation.name": "create_agent", "gen_ai.agent.name": "triage"},
-     FragmentKind.agent, "agent:triage", "", 0, 0),
-    ("retrieval names its data source", "retrieve", {"gen_ai.operation.name": "retrieval",
-     "gen_ai.data_source.id": "kb-docs"}, FragmentKind.retrieval, "retrieval:kb-docs", "", 0, 0),
-    ("retrieval without a data source", "vector lookup", {"gen_ai.operation.name": "retrieval"},
-     FragmentKind.retrieval, "retrieval:vector lookup", "", 0, 0),
-    ("db.system", "SELECT orders", {"db.system": "postgresql", "db.statement": "SELECT 1"},
-     FragmentKind.db, "db:postgresql", "", 0, 0),
-    ("db.system.name (semconv >= 1.26)", "GET", {"db.system.name": "redis"}, FragmentKind.db, "db:redis", "", 0, 0),
-    ("plain span is CPU glue", "parse_request", {"http.method": "POST"},
-     FragmentKind.cpu, "cpu:parse_request", "", 0, 0),
-    ("unknown GenAI operation is CPU glue", "weird", {"gen_ai.operation.name": "telepathy"},
-     FragmentKind.cpu, "cpu:weird", "", 0, 0),
-]
-
-
-@pytest.mark.parametrize(
-    ("span_name", "attrs", "kind", "key", "model", "tokens_in", "tokens_out"),
-    [case[1:] for case in CASES],
-    ids=[case[0] for case in CASES],
+from collectors.normalise import (
+    _KNOWN_ATTRS,
+    COUNT_MAX,
+    KEY_MAX,
+    MODEL_MAX,
+    InvalidSpan,
+    SpanRecord,
+    normalise_request,
+    normalise_span,
+    sanitise_name,
 )
-def test_span_attributes_decide_the_fragment(span_name, attrs, kind, key, model, tokens_in, tokens_out):
-    record = normalise_span(make_span(span_name, span=1, attrs=attrs), {})
-    assert (record.kind, record.key, record.model) == (kind, key, model)
-    assert record.key == f"{record.kind.value}:{record.name}"
-    assert (record.tokens_in, record.tokens_out) == (tokens_in, tokens_out)
+from tests.collectors.otlp_builders import T0_NS, key_values, make_request, make_span, span_id, trace_id
 
 
 def test_ids_times_and_duration():
@@ -76,8 +41,11 @@ def test_end_before_start_counts_as_zero_duration():
 @pytest.mark.parametrize(
     ("resource", "tenant", "workload"),
     [
-        ({"heteroplane.tenant": "acme", "heteroplane.workload": "support-bot", "service.name": "ignored"},
-         "acme", "support-bot"),
+        (
+            {"heteroplane.tenant": "acme", "heteroplane.workload": "support-bot", "service.name": "ignored"},
+            "acme",
+            "support-bot",
+        ),
         ({"service.namespace": "Acme Corp", "service.name": "Support_Bot.v2"}, "acme-corp", "support-bot-v2"),
         ({}, "default", "unknown"),
         ({"service.name": "!!!"}, "default", "unknown"),
@@ -86,6 +54,18 @@ def test_end_before_start_counts_as_zero_duration():
 def test_tenant_and_workload_come_from_the_resource(resource, tenant, workload):
     record = normalise_span(make_span("x", span=1), resource)
     assert (record.tenant, record.workload) == (tenant, workload)
+
+
+def test_each_resource_names_its_own_spans():
+    request = make_request([make_span("a", span=1)], {"heteroplane.tenant": "acme", "service.name": "bot"})
+    other = request.resource_spans.add()
+    other.resource.attributes.extend(key_values({"service.name": "indexer", "heteroplane.device_class": "L4"}))
+    other.scope_spans.add().spans.append(make_span("b", span=2))
+    records = normalise_request(request).records
+    assert [(r.tenant, r.workload, r.device_class) for r in records] == [
+        ("acme", "bot", ""),
+        ("default", "indexer", "L4"),
+    ]
 
 
 def test_names_are_sanitised_to_dns_labels():
@@ -102,9 +82,18 @@ def test_device_class_from_span_then_resource_else_empty():
     assert normalise_span(make_span("x", span=1), {}).device_class == ""
 
 
+def test_array_attributes_are_ignored():
+    span = make_span("chat", span=1, attrs={"gen_ai.operation.name": "chat"})
+    array = AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="gpt-4o")]))
+    span.attributes.append(KeyValue(key="gen_ai.request.model", value=array))
+    record = normalise_span(span, {})
+    assert (record.key, record.model) == ("llm:chat", "")
+
+
 def test_long_names_keep_the_key_within_its_column():
-    record = normalise_span(make_span("x", span=1, attrs={"gen_ai.operation.name": "execute_tool",
-                                                            "gen_ai.tool.name": "t" * 500}), {})
+    record = normalise_span(
+        make_span("x", span=1, attrs={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "t" * 500}), {}
+    )
     assert len(record.key) == 200 and record.key == f"tool:{record.name}"
 
 
@@ -123,3 +112,77 @@ def test_request_counts_rejected_spans_and_keeps_the_rest():
     assert [r.name for r in result.records] == ["good"]
     assert result.rejected == 1 and "trace_id" in result.error
     assert result.records[0].workload == "app"
+
+
+# (case, attributes, bytes)
+BYTES = [
+    (
+        "HTTP request and response bodies",
+        {"http.request.method": "POST", "http.request.body.size": 1200, "http.response.body.size": 800},
+        2000,
+    ),
+    (
+        "older HTTP content lengths",
+        {"http.method": "POST", "http.request_content_length": 100, "http.response_content_length": "50"},
+        150,
+    ),
+    ("current names win over older ones", {"http.request.body.size": 10, "http.request_content_length": 999}, 10),
+    ("a message body", {"messaging.system": "kafka", "messaging.message.body.size": 4096}, 4096),
+    ("heteroplane.bytes says it all", {"heteroplane.bytes": 7, "http.request.body.size": 1200}, 7),
+    ("unknown", {"gen_ai.operation.name": "chat"}, 0),
+    ("junk and negative values count 0", {"http.request.body.size": "big", "http.response.body.size": -3}, 0),
+    ("absurdly large is capped", {"http.request.body.size": 2**62, "http.response.body.size": 2**62}, COUNT_MAX),
+]
+
+
+@pytest.mark.parametrize(("attrs", "moved"), [row[1:] for row in BYTES], ids=[row[0] for row in BYTES])
+def test_bytes_moved_on_the_call(attrs, moved):
+    assert normalise_span(make_span("call", span=1, attrs=attrs), {}).bytes == moved
+
+
+def test_rpc_bytes_from_message_events():
+    span = make_span("inventory.Stock/Reserve", span=1, attrs={"rpc.system": "grpc"})
+    for name, attrs in [
+        (
+            "message",
+            {"rpc.message.type": "SENT", "rpc.message.uncompressed_size": 100, "rpc.message.compressed_size": 60},
+        ),
+        ("message", {"rpc.message.type": "RECEIVED", "rpc.message.compressed_size": 40}),
+        ("exception", {"rpc.message.uncompressed_size": 5000}),  # not a message event
+    ]:
+        span.events.add(name=name, time_unix_nano=T0_NS).attributes.extend(key_values(attrs))
+    assert normalise_span(span, {}).bytes == 140
+
+
+# Attribute maps drawn from the names the normaliser reads, with values of any type OTLP allows.
+_values = st.one_of(
+    st.text(max_size=300),
+    st.sampled_from(["chat", "LLM", "tool", "workflow", "embedding", "12", "1e400", "nan", "-inf", " ", ""]),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+)
+_attribute_maps = st.dictionaries(st.sampled_from(sorted(_KNOWN_ATTRS)) | st.text(max_size=20), _values, max_size=16)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    attrs=_attribute_maps,
+    name=st.text(max_size=300),
+    kind=st.integers(min_value=0, max_value=6),
+    ids=st.tuples(st.binary(min_size=15, max_size=17), st.binary(min_size=7, max_size=9)),
+    event_attrs=st.lists(_attribute_maps, max_size=2),
+)
+def test_no_attribute_map_breaks_the_normaliser(attrs, name, kind, ids, event_attrs):
+    span = make_span(name, span=1, attrs=attrs)
+    span.kind, span.trace_id, span.span_id = kind, *ids
+    for event in event_attrs:
+        span.events.add(name="message").attributes.extend(key_values(event))
+    try:
+        record = normalise_span(span, attrs)
+    except InvalidSpan:
+        return
+    assert isinstance(record, SpanRecord)
+    assert record.name and record.key == f"{record.kind.value}:{record.name}" and len(record.key) <= KEY_MAX
+    assert len(record.model) <= MODEL_MAX
+    assert all(0 <= n <= COUNT_MAX for n in (record.tokens_in, record.tokens_out, record.bytes))
