@@ -1,29 +1,34 @@
-"""Trace assembly: a batch of span records becomes fragment visits, edges and end-to-end requests.
+"""Aggregation: span records (and metric samples) become additive profile rows.
 
-Pure: values in, values out. Every aggregate is additive, so the store can add a
-batch to whatever other collectors have already written.
+Pure: values in, values out. `assemble` turns what one flush collected into fragments,
+per-minute visits, distribution buckets (latency sketch, token histograms), edges and
+end-to-end requests. Edges come from a `TraceWindow` that links spans across batches;
+without one, spans are linked within the records given (a parent in another batch is
+then an orphan: a visit, but no edge).
 
-First-cut limitation: a batch is assembled on its own. A span whose parent span
-is not in the same batch (the parent arrived, or will arrive, in another export
-request) still counts as a visit of its fragment, but yields no edge; a windowed
-assembler that holds open traces across batches replaces this later. Likewise a
-request's tokens are those of its trace's spans within the batch.
+Every aggregate is additive, so the store can add a batch to whatever other collectors
+have already written. Edges join fragments of one workload (`Edge` has a single
+workload); calls between workloads are counted in `cross_workload_calls`.
 
-Edges join fragments of one workload (`Edge` has a single workload); a call
-from one workload's span into another workload's span is counted in
-`AssembledBatch.cross_workload_calls` and not stored as an edge.
+Hot path: one pass per record with integer minute keys; datetimes are built once per key.
 """
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from collectors.normalise import SpanRecord
+from collectors.records import MetricSample, Series
+from collectors.sketch import latency_bucket, token_bucket
+from collectors.window import Links, TraceWindow
 from controlplane.models._common import minute_of
 from controlplane.models.workloads import FragmentKind
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NS_PER_MINUTE = 60_000_000_000
+_TOKEN_KINDS = frozenset({FragmentKind.llm, FragmentKind.embedding, FragmentKind.rerank})
+_TOKEN_SERIES = frozenset({Series.tokens_in, Series.tokens_out})
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -63,12 +68,26 @@ class FragmentVisits:
 
 @dataclass(frozen=True, slots=True)
 class EdgeCalls:
-    """Calls from a parent fragment to a child fragment of the same workload."""
+    """Calls from a parent fragment to a child fragment of the same workload, and the bytes they moved."""
 
     workload: WorkloadName
     parent_key: str
     child_key: str
     calls: int
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BucketCount:
+    """Observations of one distribution series of a fragment on a class in a minute, in one bucket."""
+
+    workload: WorkloadName
+    key: str
+    device_class: str
+    minute: datetime
+    series: Series
+    bucket: int
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +110,7 @@ class AssembledBatch:
     requests: tuple[RequestSample, ...]
     orphan_spans: int
     cross_workload_calls: int
+    buckets: tuple[BucketCount, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -102,72 +122,92 @@ def ns_to_datetime(ns: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
-def assemble(records: Sequence[SpanRecord]) -> AssembledBatch:
-    """Fragment visits, edges and requests of one batch of span records."""
-    by_span = {(r.trace_id, r.span_id): r for r in records}
-    edges: dict[tuple[WorkloadName, str, str], int] = defaultdict(int)
-    orphans = cross = 0
-    for record in records:
-        if record.parent_span_id is None:
-            continue
-        parent = by_span.get((record.trace_id, record.parent_span_id))
-        if parent is None:
-            orphans += 1
-        elif _workload(parent) != _workload(record):
-            cross += 1
+def assemble(
+    records: Sequence[SpanRecord],
+    links: Links | None = None,
+    samples: Sequence[MetricSample] = (),
+) -> AssembledBatch:
+    """Fragments, visits, buckets, edges and requests of `records` and metric `samples`.
+
+    `links` are the edges a `TraceWindow` found for these records; None links the records
+    among themselves only.
+    """
+    orphans = 0
+    if links is None:
+        window = TraceWindow(max_traces=len(records) + 1)
+        links = window.link(records, now_s=0.0)
+        orphans = sum(len(children) for t in window._traces.values() for children in t.waiting.values())
+    # Hot loop: keys are plain tuples ((tenant, workload), ...); dataclasses are built once per key below.
+    seen: dict[tuple[tuple[str, str], str], list] = {}  # -> [kind, name, model, first_ns, last_ns]
+    visits: dict[tuple, list] = {}  # (wl, key, class, minute) -> [visits, latency, tokens in, tokens out]
+    buckets: dict[tuple, int] = defaultdict(int)  # (wl, key, class, minute, series, bucket) -> count
+    lat, tin_s, tout_s = Series.latency_ms, Series.tokens_in, Series.tokens_out
+    for r in records:
+        wl = (r.tenant, r.workload)
+        key = r.key
+        _see(seen, wl, key, r.kind, r.name, r.model, r.start_ns, r.end_ns)
+        where = (wl, key, r.device_class, r.end_ns // _NS_PER_MINUTE)
+        acc = visits.get(where)
+        if acc is None:
+            visits[where] = [1, r.duration_ms, r.tokens_in, r.tokens_out]
         else:
-            edges[(_workload(record), parent.key, record.key)] += 1
+            acc[0] += 1
+            acc[1] += r.duration_ms
+            acc[2] += r.tokens_in
+            acc[3] += r.tokens_out
+        buckets[(*where, lat, latency_bucket(r.duration_ms))] += 1
+        if r.kind in _TOKEN_KINDS:
+            buckets[(*where, tin_s, token_bucket(r.tokens_in))] += 1
+            buckets[(*where, tout_s, token_bucket(r.tokens_out))] += 1
+    for m in samples:
+        wl = (m.tenant, m.workload)
+        _see(seen, wl, m.fragment_key, FragmentKind(m.kind), m.name, m.model, m.end_ns, m.end_ns)
+        series = Series(m.series)
+        bucket = token_bucket(m.value) if series in _TOKEN_SERIES else latency_bucket(m.value)
+        buckets[(wl, m.fragment_key, m.device_class, m.end_ns // _NS_PER_MINUTE, series, bucket)] += m.count
+    names = {wl: WorkloadName(*wl) for wl in {k[0] for k in seen}}
+    minutes: dict[int, datetime] = {}
+
+    def minute_at(index: int) -> datetime:
+        value = minutes.get(index)
+        if value is None:
+            value = minutes[index] = _EPOCH + timedelta(minutes=index)
+        return value
+
     return AssembledBatch(
-        fragments=_fragments(records),
-        visits=_visits(records),
+        fragments=tuple(
+            FragmentSeen(names[wl], key, kind, name, model, ns_to_datetime(first), ns_to_datetime(last))
+            for (wl, key), (kind, name, model, first, last) in sorted(seen.items())
+        ),
+        visits=tuple(
+            FragmentVisits(names[wl], key, dc, minute_at(m), v, latency, ti, to)
+            for (wl, key, dc, m), (v, latency, ti, to) in sorted(visits.items())
+        ),
         edges=tuple(
-            EdgeCalls(workload=w, parent_key=p, child_key=c, calls=n) for (w, p, c), n in sorted(edges.items())
+            EdgeCalls(WorkloadName(*wl), parent, child, calls, nbytes)
+            for (wl, parent, child), (calls, nbytes) in sorted(links.edges.items())
         ),
         requests=_requests(records),
         orphan_spans=orphans,
-        cross_workload_calls=cross,
+        cross_workload_calls=links.cross_workload_calls,
+        buckets=tuple(
+            BucketCount(names[wl], key, dc, minute_at(m), series, bucket, count)
+            for (wl, key, dc, m, series, bucket), count in sorted(buckets.items())
+        ),
     )
 
 
-def _workload(record: SpanRecord) -> WorkloadName:
-    return WorkloadName(record.tenant, record.workload)
-
-
-def _fragments(records: Iterable[SpanRecord]) -> tuple[FragmentSeen, ...]:
-    seen: dict[tuple[WorkloadName, str], FragmentSeen] = {}
-    for r in records:
-        ident = (_workload(r), r.key)
-        first, last = ns_to_datetime(r.start_ns), ns_to_datetime(r.end_ns)
-        old = seen.get(ident)
-        if old is not None:
-            first, last = min(first, old.first_seen), max(last, old.last_seen)
-        seen[ident] = FragmentSeen(
-            workload=ident[0],
-            key=r.key,
-            kind=r.kind,
-            name=r.name,
-            model=(old.model if old is not None and old.model else r.model),
-            first_seen=first,
-            last_seen=last,
-        )
-    return tuple(seen[ident] for ident in sorted(seen))
-
-
-def _visits(records: Iterable[SpanRecord]) -> tuple[FragmentVisits, ...]:
-    # visits, latency_ms_sum, tokens_in, tokens_out
-    sums: dict[tuple[WorkloadName, str, str, datetime], list[int | float]] = defaultdict(lambda: [0, 0.0, 0, 0])
-    for r in records:
-        acc = sums[(_workload(r), r.key, r.device_class, minute_of(ns_to_datetime(r.end_ns)))]
-        acc[0] += 1
-        acc[1] += r.duration_ms
-        acc[2] += r.tokens_in
-        acc[3] += r.tokens_out
-    return tuple(
-        FragmentVisits(
-            workload=w, key=k, device_class=d, minute=m, visits=v, latency_ms_sum=lat, tokens_in=ti, tokens_out=to
-        )
-        for (w, k, d, m), (v, lat, ti, to) in sorted(sums.items())
-    )
+def _see(seen: dict, wl: tuple[str, str], key: str, kind, name: str, model: str, start_ns: int, end_ns: int) -> None:
+    acc = seen.get((wl, key))
+    if acc is None:
+        seen[(wl, key)] = [kind, name, model, start_ns, end_ns]
+        return
+    if not acc[2] and model:
+        acc[2] = model
+    if start_ns < acc[3]:
+        acc[3] = start_ns
+    if end_ns > acc[4]:
+        acc[4] = end_ns
 
 
 def _requests(records: Sequence[SpanRecord]) -> tuple[RequestSample, ...]:
@@ -181,7 +221,7 @@ def _requests(records: Sequence[SpanRecord]) -> tuple[RequestSample, ...]:
         tokens = tokens_by_trace.pop(root.trace_id, 0)
         samples.append(
             RequestSample(
-                workload=_workload(root),
+                workload=WorkloadName(root.tenant, root.workload),
                 minute=minute_of(ns_to_datetime(root.end_ns)),
                 duration_ms=root.duration_ms,
                 tokens=tokens,

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from collectors.assembly import AssembledBatch, RequestSample, WorkloadName
-from controlplane.models import Edge, Fragment, FragmentProfile, RequestStat, Sla, Tenant, Workload
+from controlplane.models import Edge, Fragment, FragmentProfile, ProfileBucket, RequestStat, Sla, Tenant, Workload
 from controlplane.models._common import utcnow
 
 # Rows per INSERT: well under SQLite's 32766 and PostgreSQL's 65535 bound parameters.
@@ -30,10 +30,12 @@ def store_batch(session: Session, batch: AssembledBatch) -> None:
     """Add `batch` to the stored graph, profiles and request stats, creating tenants and workloads it names."""
     if batch.empty:
         return
-    workload_ids = _workload_ids(session, sorted({f.workload for f in batch.fragments}))
+    workload_ids = _workload_ids(session, sorted({f.workload for f in batch.fragments} | {e.workload for e in batch.edges}))
     fragment_ids = _upsert_fragments(session, batch, workload_ids)
+    _add_edge_ends(session, batch, workload_ids, fragment_ids)
     _upsert_edges(session, batch, workload_ids, fragment_ids)
     _upsert_profiles(session, batch, workload_ids, fragment_ids)
+    _upsert_buckets(session, batch, workload_ids, fragment_ids)
     _upsert_request_stats(session, batch.requests, workload_ids)
 
 
@@ -128,6 +130,31 @@ def _upsert_fragments(
     return ids
 
 
+def _add_edge_ends(
+    session: Session,
+    batch: AssembledBatch,
+    workload_ids: dict[WorkloadName, int],
+    fragment_ids: dict[tuple[int, str], int],
+) -> None:
+    """Ids of edge ends stored by an earlier flush: the trace window may link a span seen long before."""
+    missing = {
+        (workload_ids[e.workload], key)
+        for e in batch.edges
+        for key in (e.parent_key, e.child_key)
+        if (workload_ids[e.workload], key) not in fragment_ids
+    }
+    if not missing:
+        return
+    table = Fragment.__table__
+    for row_id, workload_id, key in session.execute(
+        select(table.c.id, table.c.workload_id, table.c.key).where(tuple_(table.c.workload_id, table.c.key).in_(sorted(missing)))
+    ):
+        fragment_ids[(workload_id, key)] = row_id
+    unknown = missing - set(fragment_ids)
+    if unknown:  # cannot happen while flushes are written in order; never write a dangling edge
+        raise RuntimeError(f"edge ends were never stored as fragments: {sorted(unknown)[:5]}")
+
+
 def _additive_upsert(session: Session, table: Table, unique: list[str], counters: list[str], rows: list[dict]) -> None:
     """Insert `rows`, or add their `counters` to the stored row with the same `unique` values."""
     rows.sort(key=lambda row: tuple(row[name] for name in unique))
@@ -155,10 +182,10 @@ def _upsert_edges(
                 "parent_id": fragment_ids[(workload_id, e.parent_key)],
                 "child_id": fragment_ids[(workload_id, e.child_key)],
                 "calls": e.calls,
-                "bytes_total": 0,
+                "bytes_total": e.bytes,
             }
         )
-    _additive_upsert(session, Edge.__table__, ["parent_id", "child_id"], ["calls"], rows)
+    _additive_upsert(session, Edge.__table__, ["parent_id", "child_id"], ["calls", "bytes_total"], rows)
 
 
 def _upsert_profiles(
@@ -184,6 +211,32 @@ def _upsert_profiles(
         FragmentProfile.__table__,
         ["fragment_id", "device_class", "minute"],
         ["visits", "latency_ms_sum", "tokens_in", "tokens_out"],
+        rows,
+    )
+
+
+def _upsert_buckets(
+    session: Session,
+    batch: AssembledBatch,
+    workload_ids: dict[WorkloadName, int],
+    fragment_ids: dict[tuple[int, str], int],
+) -> None:
+    rows = [
+        {
+            "fragment_id": fragment_ids[(workload_ids[b.workload], b.key)],
+            "device_class": b.device_class,
+            "minute": b.minute,
+            "series": b.series.value,
+            "bucket": b.bucket,
+            "count": b.count,
+        }
+        for b in batch.buckets
+    ]
+    _additive_upsert(
+        session,
+        ProfileBucket.__table__,
+        ["fragment_id", "device_class", "minute", "series", "bucket"],
+        ["count"],
         rows,
     )
 

@@ -4,14 +4,15 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse
 from sqlalchemy.engine import Engine
 
+from collectors.pipeline import Ingest
 from controlplane.api import costs, fleet, health, placements, policies, tenants, tokens, workloads
 from controlplane.errors import install_problem_handlers
 from controlplane.settings import Settings
 from web.console import create_console_router
 
 
-def create_app(engine: Engine, settings: Settings) -> FastAPI:
-    """The API and console over `engine`; nothing is built at import time."""
+def create_app(engine: Engine, settings: Settings, ingest: Ingest | None = None) -> FastAPI:
+    """The API and console over `engine`; `ingest` is this process's OTLP pipeline, reported by /health."""
     app = FastAPI(
         title="heteroplane",
         version="0.1.0",
@@ -20,6 +21,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.settings = settings
     app.state.components = {}
+    app.state.ingest = ingest
     install_problem_handlers(app)
 
     api = APIRouter(prefix="/api/v1")

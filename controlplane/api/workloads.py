@@ -1,14 +1,16 @@
 """Workloads (agent applications), their graphs, and their SLAs."""
 
-from fastapi import APIRouter, status
-from sqlalchemy import func
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 from sqlmodel import Session, select
 
 from controlplane.api.common import Page, WindowDep, apply_update, get_or_404, paginate, remove, save
-from controlplane.db import int_sum
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
 from controlplane.errors import Conflict
-from controlplane.models import Edge, Fragment, FragmentProfile, Sla, Tenant, Workload
+from controlplane.models import Edge, Fragment, Sla, Tenant, Workload
+from controlplane.models._common import utcnow
 from controlplane.models.workloads import (
     EdgePublic,
     FragmentPublic,
@@ -19,6 +21,7 @@ from controlplane.models.workloads import (
     WorkloadPublic,
     WorkloadUpdate,
 )
+from controlplane.profiles import Graph, Profiles, edge_views, fragment_views, graph_of, profiles_of
 
 router = APIRouter(tags=["workloads"])
 
@@ -73,41 +76,33 @@ def delete_workload(workload_id: int, session: SessionDep, principal: Operator):
 def list_fragments(workload_id: int, session: SessionDep, principal: Viewer, win: WindowDep):
     visible_workload(session, principal, workload_id)
     fragments, total = paginate(session, select(Fragment).where(Fragment.workload_id == workload_id), win, Fragment.id)
-    totals = dict(
-        (fid, (visits, latency))
-        for fid, visits, latency in session.exec(
-            select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits), func.sum(FragmentProfile.latency_ms_sum))
-            .where(FragmentProfile.fragment_id.in_([f.id for f in fragments]))
-            .group_by(FragmentProfile.fragment_id)
-        ).all()
-    )
-    items = []
-    for fragment in fragments:
-        visits, latency = totals.get(fragment.id, (0, 0.0))
-        public = FragmentPublic.model_validate(fragment, update={"visits": int(visits or 0)})
-        public.mean_latency_ms = float(latency) / visits if visits else None
-        items.append(public)
-    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+    return Page(items=fragment_views(session, fragments), total=total, limit=win.limit, offset=win.offset)
 
 
 @router.get("/workloads/{workload_id}/edges", response_model=Page[EdgePublic])
 def list_edges(workload_id: int, session: SessionDep, principal: Viewer, win: WindowDep):
     visible_workload(session, principal, workload_id)
     edges, total = paginate(session, select(Edge).where(Edge.workload_id == workload_id), win, Edge.id)
-    parent_visits = dict(
-        session.exec(
-            select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits))
-            .where(FragmentProfile.fragment_id.in_([e.parent_id for e in edges]))
-            .group_by(FragmentProfile.fragment_id)
-        ).all()
-    )
-    items = []
-    for edge in edges:
-        visits = parent_visits.get(edge.parent_id) or 0
-        public = EdgePublic.model_validate(edge)
-        public.calls_per_parent_call = edge.calls / visits if visits else None
-        items.append(public)
-    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+    return Page(items=edge_views(session, edges), total=total, limit=win.limit, offset=win.offset)
+
+
+@router.get("/workloads/{workload_id}/graph", response_model=Graph, summary="The observed data-flow graph")
+def get_graph(workload_id: int, session: SessionDep, principal: Viewer):
+    visible_workload(session, principal, workload_id)
+    return graph_of(session, workload_id)
+
+
+@router.get("/workloads/{workload_id}/profiles", response_model=Profiles, summary="Profiles per fragment and class")
+def get_profiles(
+    workload_id: int,
+    session: SessionDep,
+    principal: Viewer,
+    minutes: Annotated[int, Query(ge=1, le=1440, description="Window: this many minutes up to `until`.")] = 15,
+    until: Annotated[datetime | None, Query(description="End of the window (UTC); default now.")] = None,
+):
+    """Arrival rate, latency p50/p95/p99 (1% sketch), TTFT/TPOT and token histograms per fragment and class."""
+    visible_workload(session, principal, workload_id)
+    return profiles_of(session, workload_id, until or utcnow(), minutes)
 
 
 @router.get("/slas", response_model=Page[SlaPublic])

@@ -98,6 +98,7 @@ class EdgePublic(SQLModel):
     calls: int
     bytes_total: int
     calls_per_parent_call: float | None = None
+    bytes_per_call: float | None = None
 
 
 class FragmentProfile(SQLModel, table=True):
@@ -118,6 +119,26 @@ class FragmentProfile(SQLModel, table=True):
     latency_ms_sum: float = 0.0
     tokens_in: int = Field(0, sa_type=BigInteger)
     tokens_out: int = Field(0, sa_type=BigInteger)
+
+
+class ProfileBucket(SQLModel, table=True):
+    """One bucket of a per-minute distribution of a fragment on a device class, additive like the profile.
+
+    series: latency_ms, ttft_ms, tpot_ms (bucket = a 1%-relative-accuracy log-sketch key, see
+    collectors.sketch) or tokens_in, tokens_out (bucket = index over edges 0/25/100/250/500/1000/2000/inf).
+    """
+
+    __tablename__ = "profile_bucket"
+    __table_args__ = (
+        UniqueConstraint("fragment_id", "device_class", "minute", "series", "bucket", name="uq_profile_bucket"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    fragment_id: int = Field(foreign_key="fragment.id", ondelete="CASCADE")
+    device_class: str = Field("", max_length=64)
+    minute: datetime = Field(index=True)
+    series: str = Field(max_length=16)
+    bucket: int
+    count: int = Field(0, sa_type=BigInteger)
 
 
 class SlaBase(SQLModel):

@@ -1,0 +1,156 @@
+"""The ingest pipeline: a bounded queue between the receiver and the profile store.
+
+The receiver decodes and normalises on its request thread, then `submit`s records here;
+a full queue answers False, which the receiver turns into 503 + Retry-After. One worker
+links spans across batches (`TraceWindow`), aggregates what arrived since the last flush
+(`assemble`) and adds it to the database every `flush_interval_s`, in one transaction. A
+failed write keeps its aggregates and is retried next period; meanwhile the queue fills
+and exporters are asked to back off, so nothing accepted is lost. `flush()` drains
+everything now (tests, shutdown).
+"""
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from collectors.assembly import AssembledBatch, assemble
+from collectors.normalise import SpanRecord
+from collectors.records import MetricSample
+from collectors.store import store_batch
+from collectors.window import Links, TraceWindow
+from controlplane.db import session_scope
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestStats:
+    """What the pipeline has done, for /api/v1/health and the benchmarks."""
+
+    queued_batches: int
+    accepted_batches: int
+    refused_batches: int
+    open_traces: int
+    evicted_traces: int
+    orphan_spans: int
+    cross_workload_calls: int
+    last_error: str
+
+
+class Ingest:
+    """Accepts normalised batches; `start()` runs the worker, or call `flush()` yourself (tests)."""
+
+    def __init__(
+        self,
+        engine: Engine | None,
+        max_queued_batches: int = 256,
+        flush_interval_s: float = 1.0,
+        window: TraceWindow | None = None,
+    ) -> None:
+        self.engine = engine  # None: aggregate only (benchmarks)
+        self.flush_interval_s = flush_interval_s
+        self.window = window or TraceWindow()
+        self._queue: queue.Queue[tuple[Sequence[SpanRecord], Sequence[MetricSample]]] = queue.Queue(
+            maxsize=max_queued_batches
+        )
+        self._lock = threading.Lock()  # one drain at a time: the worker's or a caller's flush()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unstored: AssembledBatch | None = None
+        self._accepted = self._refused = self._cross = 0
+        self._last_error = ""
+
+    def submit(self, records: Sequence[SpanRecord]) -> bool:
+        """Queue a batch of spans; False when the queue is full (the caller should answer 503)."""
+        return self._put((records, ()))
+
+    def submit_metrics(self, samples: Sequence[MetricSample]) -> bool:
+        """Queue metric samples; False when the queue is full."""
+        return self._put(((), samples))
+
+    def flush(self) -> AssembledBatch | None:
+        """Process everything queued so far and write it before returning; returns what was aggregated."""
+        with self._lock:
+            return self._drain()
+
+    def stats(self) -> IngestStats:
+        return IngestStats(
+            queued_batches=self._queue.qsize(),
+            accepted_batches=self._accepted,
+            refused_batches=self._refused,
+            open_traces=self.window.open_traces,
+            evicted_traces=self.window.evicted_traces,
+            orphan_spans=self.window.orphan_spans,
+            cross_workload_calls=self._cross,
+            last_error=self._last_error,
+        )
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the worker after writing what is queued."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.flush()
+
+    def _put(self, item: tuple[Sequence[SpanRecord], Sequence[MetricSample]]) -> bool:
+        if not item[0] and not item[1]:
+            return True
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._refused += 1
+            return False
+        self._accepted += 1
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            try:
+                self.flush()
+            except Exception as exc:  # retried next period; telemetry never crashes the host
+                self._last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("ingest flush failed, will retry: %s", self._last_error)
+
+    def _drain(self) -> AssembledBatch | None:
+        if self._unstored is not None:
+            self._store(self._unstored)  # an earlier failed write goes first, in order
+        spans: list[SpanRecord] = []
+        samples: list[MetricSample] = []
+        links = Links()
+        now = time.monotonic()
+        while True:
+            try:
+                records, metric_samples = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if records:
+                self.window.link(records, now, into=links)
+                spans.extend(records)
+            samples.extend(metric_samples)
+        self.window.evict(now)
+        if not spans and not samples:
+            return None
+        batch = assemble(spans, links, samples)
+        self._cross += batch.cross_workload_calls
+        self._store(batch)
+        return batch
+
+    def _store(self, batch: AssembledBatch) -> None:
+        if self.engine is None:
+            return
+        self._unstored = batch
+        with session_scope(self.engine) as session:
+            store_batch(session, batch)
+        self._unstored = None
+        self._last_error = ""

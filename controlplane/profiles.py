@@ -1,0 +1,188 @@
+"""Reading a workload's graph and profiles back from the additive tables (queries only, no writes)."""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from collectors.records import Series
+from collectors.sketch import TOKEN_EDGES, quantiles
+from controlplane.db import int_sum
+from controlplane.models import Edge, Fragment, FragmentProfile, ProfileBucket
+from controlplane.models._common import minute_of, to_utc
+from controlplane.models.workloads import EdgePublic, FragmentPublic
+
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def fragment_views(session: Session, fragments: Sequence[Fragment]) -> list[FragmentPublic]:
+    """Fragments with their total visits and mean latency."""
+    totals = {
+        fid: (int(visits or 0), float(latency or 0.0))
+        for fid, visits, latency in session.exec(
+            select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits), func.sum(FragmentProfile.latency_ms_sum))
+            .where(FragmentProfile.fragment_id.in_([f.id for f in fragments]))
+            .group_by(FragmentProfile.fragment_id)
+        ).all()
+    }
+    views = []
+    for fragment in fragments:
+        visits, latency = totals.get(fragment.id, (0, 0.0))
+        view = FragmentPublic.model_validate(fragment, update={"visits": visits})
+        view.mean_latency_ms = latency / visits if visits else None
+        views.append(view)
+    return views
+
+
+def edge_views(session: Session, edges: Sequence[Edge]) -> list[EdgePublic]:
+    """Edges with calls and bytes per call of the parent fragment."""
+    parent_visits = dict(
+        session.exec(
+            select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits))
+            .where(FragmentProfile.fragment_id.in_([e.parent_id for e in edges]))
+            .group_by(FragmentProfile.fragment_id)
+        ).all()
+    )
+    views = []
+    for edge in edges:
+        visits = int(parent_visits.get(edge.parent_id) or 0)
+        view = EdgePublic.model_validate(edge)
+        view.calls_per_parent_call = edge.calls / visits if visits else None
+        view.bytes_per_call = edge.bytes_total / edge.calls if edge.calls and edge.bytes_total else None
+        views.append(view)
+    return views
+
+
+class Graph(BaseModel):
+    """A workload's data-flow graph as observed: every fragment and every edge."""
+
+    workload_id: int
+    fragments: list[FragmentPublic]
+    edges: list[EdgePublic]
+
+
+def graph_of(session: Session, workload_id: int) -> Graph:
+    fragments = session.exec(select(Fragment).where(Fragment.workload_id == workload_id).order_by(Fragment.id)).all()
+    edges = session.exec(select(Edge).where(Edge.workload_id == workload_id).order_by(Edge.id)).all()
+    return Graph(workload_id=workload_id, fragments=fragment_views(session, fragments), edges=edge_views(session, edges))
+
+
+class Distribution(BaseModel):
+    """Quantiles of a latency series (ms), from a sketch within 1% relative error."""
+
+    count: int
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class TokenHistogram(BaseModel):
+    """Counts per token bucket; bucket i holds [edges[i], edges[i+1]), the last is open-ended."""
+
+    edges: list[int]
+    counts: list[int]
+
+
+class Profile(BaseModel):
+    """What one fragment does on one device class ('' when telemetry did not say) over the window."""
+
+    fragment_id: int
+    fragment_key: str
+    device_class: str
+    visits: int
+    arrival_rate_rps: float
+    mean_latency_ms: float | None
+    mean_tokens_in: float | None
+    mean_tokens_out: float | None
+    latency_ms: Distribution
+    ttft_ms: Distribution
+    tpot_ms: Distribution
+    tokens_in: TokenHistogram
+    tokens_out: TokenHistogram
+
+
+class Profiles(BaseModel):
+    workload_id: int
+    since: datetime
+    until: datetime
+    items: list[Profile]
+
+
+def profiles_of(session: Session, workload_id: int, now: datetime, minutes: int) -> Profiles:
+    """Per (fragment, device class) profiles over the last `minutes` whole minutes plus the open one."""
+    until = to_utc(now)
+    since = minute_of(until) - timedelta(minutes=minutes - 1)
+    seconds = max(1.0, (until - since).total_seconds())
+    keys = dict(session.exec(select(Fragment.id, Fragment.key).where(Fragment.workload_id == workload_id)).all())
+    if not keys:
+        return Profiles(workload_id=workload_id, since=since, until=until, items=[])
+    sums = {
+        (fid, cls): (int(v or 0), float(lat or 0.0), int(tin or 0), int(tout or 0))
+        for fid, cls, v, lat, tin, tout in session.exec(
+            select(
+                FragmentProfile.fragment_id,
+                FragmentProfile.device_class,
+                int_sum(FragmentProfile.visits),
+                func.sum(FragmentProfile.latency_ms_sum),
+                int_sum(FragmentProfile.tokens_in),
+                int_sum(FragmentProfile.tokens_out),
+            )
+            .where(
+                FragmentProfile.fragment_id.in_(list(keys)),
+                FragmentProfile.minute >= since,
+                FragmentProfile.minute <= minute_of(until),
+            )
+            .group_by(FragmentProfile.fragment_id, FragmentProfile.device_class)
+        ).all()
+    }
+    buckets: dict[tuple[int, str], dict[str, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
+    for fid, cls, series, bucket, count in session.exec(
+        select(
+            ProfileBucket.fragment_id,
+            ProfileBucket.device_class,
+            ProfileBucket.series,
+            ProfileBucket.bucket,
+            int_sum(ProfileBucket.count),
+        )
+        .where(
+            ProfileBucket.fragment_id.in_(list(keys)),
+            ProfileBucket.minute >= since,
+            ProfileBucket.minute <= minute_of(until),
+        )
+        .group_by(ProfileBucket.fragment_id, ProfileBucket.device_class, ProfileBucket.series, ProfileBucket.bucket)
+    ).all():
+        buckets[(fid, cls)][series][bucket] = int(count)
+    items = []
+    for fid, cls in sorted(set(sums) | set(buckets)):
+        visits, latency, tokens_in, tokens_out = sums.get((fid, cls), (0, 0.0, 0, 0))
+        series = buckets.get((fid, cls), {})
+        items.append(
+            Profile(
+                fragment_id=fid,
+                fragment_key=keys[fid],
+                device_class=cls,
+                visits=visits,
+                arrival_rate_rps=visits / seconds,
+                mean_latency_ms=latency / visits if visits else None,
+                mean_tokens_in=tokens_in / visits if visits else None,
+                mean_tokens_out=tokens_out / visits if visits else None,
+                latency_ms=_distribution(series.get(Series.latency_ms, {})),
+                ttft_ms=_distribution(series.get(Series.ttft_ms, {})),
+                tpot_ms=_distribution(series.get(Series.tpot_ms, {})),
+                tokens_in=_histogram(series.get(Series.tokens_in, {})),
+                tokens_out=_histogram(series.get(Series.tokens_out, {})),
+            )
+        )
+    return Profiles(workload_id=workload_id, since=since, until=until, items=items)
+
+
+def _distribution(counts: dict[int, int]) -> Distribution:
+    q = quantiles(counts, QUANTILES)
+    return Distribution(count=sum(counts.values()), p50=q[0.5], p95=q[0.95], p99=q[0.99])
+
+
+def _histogram(counts: dict[int, int]) -> TokenHistogram:
+    return TokenHistogram(edges=list(TOKEN_EDGES), counts=[counts.get(i, 0) for i in range(len(TOKEN_EDGES))])
