@@ -1,21 +1,43 @@
-"""The OTLP/HTTP trace receiver: `POST /v1/traces` in, profiles stored, an OTLP response out.
+"""The OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/metrics` in, batches queued for ingest, OTLP replies out.
 
-A thin shell: authenticate, read a bounded body, decode (`otlp_codec`), normalise,
-assemble, store, all database and CPU-heavy work in the threadpool so the event
+A thin shell: authenticate, read a bounded body, decode (`otlp_codec`), normalise
+spans (`normalise`) or GenAI metrics (`metrics_decode`), then hand the batch to
+the bounded ingest queue (`pipeline.Ingest`), which assembles, aggregates and
+stores it off the request path. Decoding runs in the threadpool so the event
 loop keeps accepting requests.
 
-Who may send: a bearer API token of role operator or admin (401 without a valid
-token, 403 for viewers). Such tokens may create the tenants and workloads their
-spans name. A tenant-scoped token cannot write into another tenant: every span
-it sends is attributed to the token's tenant, whatever `heteroplane.tenant` or
-`service.namespace` the span's resource claims.
+Replies, as the OTLP/HTTP specification prescribes, in the request's content type
+(JSON when the content type itself is refused):
+
+====  ==========================================================================
+200   accepted; `partial_success` counts spans / data points rejected one by one
+400   malformed body (bad protobuf, JSON, gzip or hex id): a `google.rpc.Status`
+401   no valid bearer token (`WWW-Authenticate: Bearer`)
+403   a viewer token
+413   body over `otlp_max_body_bytes`, after decompression
+415   Content-Type not protobuf or JSON, or Content-Encoding not gzip / identity
+503   ingest queue full or token store unavailable, with `Retry-After`: retryable
+====  ==========================================================================
+
+Who may send: a bearer API token of role operator or admin. A tenant-scoped token
+cannot write into another tenant: all it sends is attributed to the token's
+tenant, whatever `heteroplane.tenant` or `service.namespace` the resource claims.
 """
 
 import logging
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import TypeVar
 
 from fastapi import FastAPI, Request, Response
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -24,12 +46,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from collectors.assembly import assemble
-from collectors.normalise import NormalisedRequest, SpanRecord, normalise_request
+from collectors.metrics_decode import CumulativeStreams, DecodedMetrics, decode_metrics
+from collectors.normalise import NormalisedRequest, normalise_request
 from collectors.otlp_codec import (
     JSON,
     MEDIA_TYPES,
     BodyTooLarge,
+    MalformedBody,
     OtlpError,
     UnsupportedMediaType,
     decode_body,
@@ -38,15 +61,15 @@ from collectors.otlp_codec import (
     parse_message,
     serialise,
 )
-from collectors.store import store_batch
-from controlplane.auth import Principal, authenticate
+from collectors.pipeline import Ingest
+from controlplane.auth import authenticate
 from controlplane.db import session_scope
 from controlplane.models import Role, Tenant
 from controlplane.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_S = 1
+T = TypeVar("T")
 
 
 class _Unauthorized(OtlpError):
@@ -61,59 +84,113 @@ class _Unavailable(OtlpError):
     status = 503
 
 
-def create_receiver_app(engine: Engine, settings: Settings) -> FastAPI:
-    """The OTLP/HTTP receiver over `engine`; serve it on settings.otlp_host:otlp_port (4318 by default)."""
-    app = FastAPI(title="heteroplane OTLP receiver", version="0.1.0")
+# One export: (payload, media type, the token's tenant or None) -> the reply; raises OtlpError.
+_Export = Callable[[bytes, str, str | None], Message]
+
+
+def create_receiver_app(engine: Engine, settings: Settings, ingest: Ingest | None = None) -> FastAPI:
+    """The OTLP/HTTP receiver; serve it on settings.otlp_host:otlp_port (4318 by default).
+
+    Batches go to `ingest`; without one the app makes its own, started with the app and
+    flushed when it stops. A caller that passes `ingest` starts, flushes and stops it.
+    """
+    owned = ingest is None
+    queue = ingest if ingest is not None else Ingest(engine)
+    streams = CumulativeStreams(started_ns=time.time_ns())
+    # A full queue drains within a flush interval: that is when a retry can next succeed.
+    retry_after_s = max(1, math.ceil(queue.flush_interval_s))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if owned:
+            queue.start()
+        try:
+            yield
+        finally:
+            if owned:
+                await run_in_threadpool(queue.stop)
+
+    app = FastAPI(title="heteroplane OTLP receiver", version="0.1.0", lifespan=lifespan)
+    app.state.ingest = queue
+
+    def export_traces(payload: bytes, media: str, tenant: str | None) -> ExportTraceServiceResponse:
+        normalised = _decoded(lambda: normalise_request(parse_message(payload, media, ExportTraceServiceRequest())))
+        records = normalised.records
+        if tenant is not None:
+            records = [replace(r, tenant=tenant) for r in records]
+        if not queue.submit(records):
+            raise _Unavailable("the ingest queue is full; retry later")
+        return _trace_response(normalised)
+
+    def export_metrics(payload: bytes, media: str, tenant: str | None) -> ExportMetricsServiceResponse:
+        decoded = _decoded(lambda: decode_metrics(parse_message(payload, media, ExportMetricsServiceRequest()), tenant))
+        if not streams.submit(decoded, queue.submit_metrics):
+            raise _Unavailable("the ingest queue is full; retry later")
+        return _metrics_response(decoded)
+
+    async def handle(request: Request, export: _Export) -> Response:
+        media = media_type(request.headers.get("content-type"))
+        reply_media = media if media in MEDIA_TYPES else JSON
+        try:
+            tenant = await run_in_threadpool(_authorise, engine, request.headers.get("authorization"))
+            if media not in MEDIA_TYPES:
+                raise UnsupportedMediaType(f"Content-Type {media!r} is not supported; use one of {MEDIA_TYPES}")
+            body = await _read_body(request, settings.otlp_max_body_bytes)
+            encoding = request.headers.get("content-encoding")
+
+            def work() -> Message:
+                return export(decode_body(body, encoding, settings.otlp_max_body_bytes), media, tenant)
+
+            reply = await run_in_threadpool(work)
+        except OperationalError as exc:
+            # Locked or unreachable token store: the exporter retries on 503 after Retry-After.
+            log.warning("OTLP export refused, asking the exporter to retry: %s", exc)
+            return _error(_Unavailable("the token store is unavailable; retry later"), reply_media, retry_after_s)
+        except OtlpError as exc:
+            return _error(exc, reply_media, retry_after_s)
+        return Response(serialise(reply, media), 200, media_type=media)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.post("/v1/traces")
-    async def export_traces(request: Request) -> Response:
-        media = media_type(request.headers.get("content-type"))
-        reply_media = media if media in MEDIA_TYPES else JSON
-        try:
-            principal = await run_in_threadpool(_authorise, engine, request.headers.get("authorization"))
-            if media not in MEDIA_TYPES:
-                raise UnsupportedMediaType(f"Content-Type {media!r} is not supported; use one of {MEDIA_TYPES}")
-            body = await _read_body(request, settings.otlp_max_body_bytes)
-            normalised = await run_in_threadpool(
-                _decode, body, request.headers.get("content-encoding"), media, settings.otlp_max_body_bytes
-            )
-            await run_in_threadpool(_ingest, engine, normalised.records, principal)
-        except OperationalError as exc:
-            # Locked or unreachable database: the exporter retries on 503 after Retry-After.
-            log.warning("OTLP export not stored, asking the exporter to retry: %s", exc)
-            return _error(_Unavailable("the profile store is unavailable; retry later"), reply_media)
-        except OtlpError as exc:
-            return _error(exc, reply_media)
-        return Response(serialise(_export_response(normalised), media), 200, media_type=media)
+    async def traces(request: Request) -> Response:
+        return await handle(request, export_traces)
+
+    @app.post("/v1/metrics")
+    async def metrics(request: Request) -> Response:
+        return await handle(request, export_metrics)
 
     return app
 
 
-def _error(exc: OtlpError, media: str) -> Response:
+def _error(exc: OtlpError, media: str, retry_after_s: int) -> Response:
     headers = {}
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if exc.status == 503:
-        headers["Retry-After"] = str(RETRY_AFTER_S)
+        headers["Retry-After"] = str(retry_after_s)
     return Response(error_body(exc.status, str(exc), media), exc.status, headers, media)
 
 
-
-def _authorise(engine: Engine, authorization: str | None) -> Principal:
+def _authorise(engine: Engine, authorization: str | None) -> str | None:
+    """Check the bearer token; the name of its tenant when it is tenant-scoped, else None."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _Unauthorized("send an API token as `Authorization: Bearer <token>`")
     with session_scope(engine) as session:
         principal = authenticate(session, token.strip())
-    if principal is None:
-        raise _Unauthorized("the API token is unknown, revoked or expired")
-    if principal.role == Role.viewer:
-        raise _Forbidden("a viewer token cannot send telemetry; use an operator or admin token")
-    return principal
+        if principal is None:
+            raise _Unauthorized("the API token is unknown, revoked or expired")
+        if principal.role == Role.viewer:
+            raise _Forbidden("a viewer token cannot send telemetry; use an operator or admin token")
+        if principal.tenant_id is None:
+            return None
+        tenant = session.get(Tenant, principal.tenant_id)
+        if tenant is None:
+            raise _Unauthorized("the API token's tenant no longer exists")
+        return tenant.name
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -129,27 +206,32 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _decode(body: bytes, content_encoding: str | None, media: str, limit: int) -> NormalisedRequest:
-    payload = decode_body(body, content_encoding, limit)
-    return normalise_request(parse_message(payload, media, ExportTraceServiceRequest()))
+def _decoded(decode: Callable[[], T]) -> T:
+    """`decode()`, with any failure on a hostile body a 400 rather than a 500.
+
+    The codec raises only `OtlpError`; anything else comes from deeper in a parser or
+    the normaliser, is logged for us, and answered as a body we could not read.
+    """
+    try:
+        return decode()
+    except OtlpError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a body must never make the receiver answer 500
+        log.exception("OTLP body could not be decoded")
+        raise MalformedBody(f"body could not be decoded: {type(exc).__name__}: {exc}"[:500]) from exc
 
 
-def _ingest(engine: Engine, records: Sequence[SpanRecord], principal: Principal) -> None:
-    """Assemble and store `records` in one transaction, in the principal's tenant when it is tenant-scoped."""
-    if not records:
-        return
-    with session_scope(engine) as session:
-        if principal.tenant_id is not None:
-            tenant = session.get(Tenant, principal.tenant_id)
-            if tenant is None:
-                raise _Unauthorized("the API token's tenant no longer exists")
-            records = [replace(r, tenant=tenant.name) for r in records]
-        store_batch(session, assemble(records))
-
-
-def _export_response(normalised: NormalisedRequest) -> ExportTraceServiceResponse:
+def _trace_response(normalised: NormalisedRequest) -> ExportTraceServiceResponse:
     response = ExportTraceServiceResponse()
     if normalised.rejected:
         response.partial_success.rejected_spans = normalised.rejected
         response.partial_success.error_message = normalised.error
+    return response
+
+
+def _metrics_response(decoded: DecodedMetrics) -> ExportMetricsServiceResponse:
+    response = ExportMetricsServiceResponse()
+    if decoded.rejected:
+        response.partial_success.rejected_data_points = decoded.rejected
+        response.partial_success.error_message = decoded.error
     return response

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
+from collectors.pipeline import Ingest
 from collectors.receiver import create_receiver_app
 from controlplane.auth import mint_token
 from controlplane.db import session_scope
@@ -53,6 +54,12 @@ def scoped_token(engine, scoped_tenant) -> str:
 
 
 @pytest.fixture
-def client(engine, settings) -> Iterator[TestClient]:
-    with TestClient(create_receiver_app(engine, settings)) as test_client:
+def ingest(engine) -> Ingest:
+    """An ingest queue with no worker: a test calls `flush()` to write what the receiver queued."""
+    return Ingest(engine)
+
+
+@pytest.fixture
+def client(engine, settings, ingest) -> Iterator[TestClient]:
+    with TestClient(create_receiver_app(engine, settings, ingest)) as test_client:
         yield test_client

@@ -1,12 +1,21 @@
-"""Builders of OTLP trace messages for the collector tests, so each test states only what it varies."""
+"""Builders of OTLP trace and metric messages for the collector tests, so each test states only what it varies."""
 
 import json
 from base64 import b64decode
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
+    ExponentialHistogramDataPoint,
+    HistogramDataPoint,
+    Metric,
+)
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 # 2026-01-01T12:00:00Z: every span starts in the same, known minute unless a test says otherwise.
@@ -67,16 +76,96 @@ def make_request(spans: Iterable[Span], resource: Mapping[str, str] | None = Non
     return request
 
 
-def to_otlp_json(request: ExportTraceServiceRequest) -> bytes:
+def to_otlp_json(message: Message) -> bytes:
     """OTLP JSON as exporters send it: camelCase, int64 as strings, ids as hex (not protobuf's base64)."""
-    document = json_format.MessageToDict(request)
-    for resource_spans in document.get("resourceSpans", []):
-        for scope_spans in resource_spans.get("scopeSpans", []):
-            for span in scope_spans.get("spans", []):
-                for field in ("traceId", "spanId", "parentSpanId"):
-                    if field in span:
-                        span[field] = b64decode(span[field]).hex()
+    document = json_format.MessageToDict(message)
+    _base64_ids_to_hex(document)
     return json.dumps(document).encode()
+
+
+def _base64_ids_to_hex(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _base64_ids_to_hex(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
+                node[key] = b64decode(value).hex()
+            else:
+                _base64_ids_to_hex(value)
+
+
+DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+CHAT = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}
+
+
+def histogram_point(
+    bounds: Sequence[float],
+    counts: Sequence[int],
+    attrs: Mapping[str, str | bool | int | float] | None = None,
+    *,
+    start_ms: float = 0,
+    end_ms: float = 60_000,
+    **fields: float,
+) -> HistogramDataPoint:
+    """An explicit-bucket point; `fields` sets sum, min or max. Count is the sum of `counts`."""
+    return HistogramDataPoint(
+        attributes=key_values(CHAT if attrs is None else attrs),
+        start_time_unix_nano=T0_NS + int(start_ms * MS),
+        time_unix_nano=T0_NS + int(end_ms * MS),
+        count=sum(counts),
+        explicit_bounds=bounds,
+        bucket_counts=counts,
+        **fields,
+    )
+
+
+def exponential_point(
+    scale: int,
+    offset: int,
+    counts: Sequence[int],
+    attrs: Mapping[str, str | bool | int | float] | None = None,
+    *,
+    zero_count: int = 0,
+    end_ms: float = 60_000,
+) -> ExponentialHistogramDataPoint:
+    point = ExponentialHistogramDataPoint(
+        attributes=key_values(CHAT if attrs is None else attrs),
+        start_time_unix_nano=T0_NS,
+        time_unix_nano=T0_NS + int(end_ms * MS),
+        count=sum(counts) + zero_count,
+        scale=scale,
+        zero_count=zero_count,
+    )
+    point.positive.offset = offset
+    point.positive.bucket_counts.extend(counts)
+    return point
+
+
+def histogram_metric(
+    name: str,
+    points: Iterable[HistogramDataPoint | ExponentialHistogramDataPoint],
+    *,
+    unit: str = "s",
+    temporality: int = DELTA,
+) -> Metric:
+    points = list(points)
+    metric = Metric(name=name, unit=unit)
+    data = metric.histogram if isinstance(points[0], HistogramDataPoint) else metric.exponential_histogram
+    data.aggregation_temporality = temporality
+    data.data_points.extend(points)
+    return metric
+
+
+def make_metrics_request(
+    metrics: Iterable[Metric], resource: Mapping[str, str] | None = None
+) -> ExportMetricsServiceRequest:
+    request = ExportMetricsServiceRequest()
+    resource_metrics = request.resource_metrics.add()
+    resource_metrics.resource.attributes.extend(key_values(resource or {"service.name": "support-bot"}))
+    resource_metrics.scope_metrics.add().metrics.extend(metrics)
+    return request
 
 
 def agent_loop(trace: int = 1, tool_calls: int = 3) -> list[Span]:
