@@ -1,6 +1,7 @@
 """The `heteroplane` command: serve, demo, database and token administration."""
 
 import logging
+import threading
 from typing import Annotated
 
 import typer
@@ -27,6 +28,8 @@ def _setup_logging(settings: Settings) -> None:
 @app.command()
 def serve() -> None:
     """Run the REST API and console (api_port) and the OTLP receiver (otlp_port) until Ctrl-C."""
+    from collectors.pipeline import Ingest
+    from collectors.prometheus import PrometheusPuller
     from collectors.receiver import create_receiver_app
     from controlplane.app import create_app
     from controlplane.runtime import ServerThread, prepare_database, run_until_interrupted
@@ -35,13 +38,27 @@ def serve() -> None:
     _setup_logging(settings)
     engine = make_engine(settings.effective_database_url)
     prepare_database(engine, settings)
-    api = ServerThread(create_app(engine, settings), settings.api_host, settings.api_port, "api")
-    otlp = ServerThread(create_receiver_app(engine, settings), settings.otlp_host, settings.otlp_port, "otlp")
+    ingest = Ingest(engine)
+    api_app = create_app(engine, settings, ingest)
+    api = ServerThread(api_app, settings.api_host, settings.api_port, "api")
+    otlp = ServerThread(create_receiver_app(engine, settings, ingest), settings.otlp_host, settings.otlp_port, "otlp")
+    stoppers = [engine.dispose, ingest.stop]
+    ingest.start()
     api.start()
     otlp.start()
+    stoppers += [api.stop, otlp.stop]
+    puller = PrometheusPuller.from_settings(
+        engine, settings, on_status=lambda status: api_app.state.components.__setitem__("prometheus", status.component())
+    )
+    if puller is not None:
+        stop = threading.Event()
+        thread = threading.Thread(target=puller.run_forever, args=(stop,), name="prometheus", daemon=True)
+        thread.start()
+        stoppers.append(lambda: (stop.set(), thread.join(timeout=30), puller.close()))
+        console.print(f"Pulling DCGM and vLLM metrics from {settings.prometheus_url}")
     console.print(f"API and console: http://{settings.api_host}:{settings.api_port}/ui  (OpenAPI at /docs)")
-    console.print(f"OTLP/HTTP receiver: http://{settings.otlp_host}:{settings.otlp_port}/v1/traces")
-    run_until_interrupted([api.stop, otlp.stop, engine.dispose])
+    console.print(f"OTLP/HTTP receiver: http://{settings.otlp_host}:{settings.otlp_port}/v1/traces and /v1/metrics")
+    run_until_interrupted(stoppers)
 
 
 @app.command()

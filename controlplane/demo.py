@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from sqlmodel import Session, select
 
+from collectors.pipeline import Ingest
 from collectors.receiver import create_receiver_app
 from controlplane.app import create_app
 from controlplane.auth import mint_token
@@ -73,9 +74,10 @@ def run_demo(settings: Settings, console: Console) -> int:
         _, fleet_token = mint_token(session, "demo-fleet-telemetry", Role.operator)
         session.commit()
 
-    app = create_app(engine, settings)
+    ingest = Ingest(engine)
+    app = create_app(engine, settings, ingest)
     api = ServerThread(app, settings.api_host, settings.api_port, "api")
-    otlp = ServerThread(create_receiver_app(engine, settings), settings.otlp_host, settings.otlp_port, "otlp")
+    otlp = ServerThread(create_receiver_app(engine, settings, ingest), settings.otlp_host, settings.otlp_port, "otlp")
     fleet = SimulatedFleet(
         seed=settings.sim_seed,
         speedup=settings.sim_speedup,
@@ -95,6 +97,7 @@ def run_demo(settings: Settings, console: Console) -> int:
         reconciler.run_forever(stop, on_error=note_error)
 
     loop = threading.Thread(target=reconcile, name="reconciler", daemon=True)
+    ingest.start()
     api.start()
     otlp.start()
     fleet.start()
@@ -115,6 +118,6 @@ def run_demo(settings: Settings, console: Console) -> int:
         stop.set()
         loop.join(timeout=30)
 
-    run_until_interrupted([engine.dispose, api.stop, otlp.stop, fleet.stop, stop_loop])
+    run_until_interrupted([engine.dispose, ingest.stop, api.stop, otlp.stop, fleet.stop, stop_loop])
     console.print("stopped")
     return 0

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     sim_metrics_port: int = Field(9400, ge=1, le=65535, description="Port of the simulated fleet's Prometheus /metrics.")
     sim_speedup: float = Field(1.0, gt=0, description="Simulated fleet: trace seconds replayed per wall second.")
     sim_seed: int = Field(7, description="Simulated fleet: random seed.")
+    prometheus_url: str = Field("", description="Prometheus to pull DCGM and vLLM metrics from; empty turns the puller off.")
+    prometheus_interval_s: float = Field(15.0, gt=0, description="Seconds between Prometheus pulls.")
+    prometheus_window: str = Field(
+        "1m", pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$", description="PromQL range of the latency histograms' rate()."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
 
     @field_validator("database_url")

@@ -2,6 +2,7 @@
 
 from controlplane.models.fleet import Device, DeviceClass, Node
 from controlplane.models.placements import Migration, MigrationState, Placement, PlacementItem, PlacementState
+from controlplane.models.telemetry import DeviceTelemetry, ModelTelemetry
 from controlplane.models.tenancy import ApiToken, AuditEvent, Role, Tenant
 from controlplane.models.usage import RequestStat, UsageRecord
 from controlplane.models.workloads import (
@@ -10,6 +11,7 @@ from controlplane.models.workloads import (
     FragmentKind,
     FragmentProfile,
     MigrationPolicy,
+    ProfileBucket,
     Sla,
     Workload,
 )
@@ -19,6 +21,7 @@ __all__ = [
     "AuditEvent",
     "Device",
     "DeviceClass",
+    "DeviceTelemetry",
     "Edge",
     "Fragment",
     "FragmentKind",
@@ -26,10 +29,12 @@ __all__ = [
     "Migration",
     "MigrationPolicy",
     "MigrationState",
+    "ModelTelemetry",
     "Node",
     "Placement",
     "PlacementItem",
     "PlacementState",
+    "ProfileBucket",
     "RequestStat",
     "Role",
     "Sla",

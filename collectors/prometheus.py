@@ -1,0 +1,424 @@
+"""The Prometheus puller: device and model telemetry from DCGM exporter and vLLM metrics.
+
+Three layers, in the order a pull runs them:
+
+1. Queries (PromQL, instant, evaluated at the pull's `now`):
+   - devices: the DCGM gauges DCGM_FI_DEV_GPU_UTIL (%), DCGM_FI_DEV_FB_USED
+     (MiB) and DCGM_FI_DEV_XID_ERRORS (last XID code, 0 when healthy), one
+     series per device, identified by the labels `gpu` (index) and `Hostname`
+     (dcgm-exporter's spelling) or `hostname` (a common relabelling);
+   - models: vLLM's queue depth and running requests summed, and KV-cache use
+     averaged, `by (model_name, device_class)`; TTFT and inter-token latency
+     quantiles q ∈ {0.5, 0.95, 0.99} from the histograms,
+     ``histogram_quantile(q, sum by (le, model_name, device_class) (rate(<name>_bucket[window])))``.
+     Inter-token latency is `vllm:inter_token_latency_seconds`, or on older
+     vLLM `vllm:time_per_output_token_seconds` (PromQL `or` prefers the former);
+     every vLLM name is also tried as `vllm_…` (see `_vllm`).
+2. Parsing: pure functions from the result lists Prometheus answers to frozen
+   `DeviceSample` / `ModelSample` values. A series missing its identifying
+   labels or holding a non-number is skipped, never raised.
+3. Storing: one transaction upserts the minute's `DeviceTelemetry` and
+   `ModelTelemetry` rows (latest reading wins) and sets the health of each
+   known `Device`: healthy exactly when its XID is 0. Hosts with no `Node` of
+   that name are counted and ignored, never created.
+
+`PrometheusPuller.run_forever` repeats this every `interval_s`. No failure
+stops it: Prometheus unreachable makes the status "down", a query Prometheus
+rejects (HTTP 4xx/5xx) or answers with something that is not its API makes it
+"degraded" while the other queries still count, and anything else a pull
+raises is logged and makes it "degraded". Each change of status is logged once.
+"""
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from urllib3.util.retry import Retry
+
+from controlplane.db import session_scope
+from controlplane.models import Device, DeviceTelemetry, ModelTelemetry, Node
+from controlplane.models._common import minute_of, to_utc, utcnow
+from controlplane.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# What Prometheus answers for an instant query: [{"metric": {label: value}, "value": [ts, "1.5"]}, ...]
+PromResult = Sequence[Mapping[str, Any]]
+
+QUANTILES = (0.5, 0.95, 0.99)
+_MODEL_LABELS = "model_name, device_class"
+
+
+# ---------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class DeviceSample:
+    """One device's reading; a field is None when its metric was not reported."""
+
+    hostname: str
+    index: int
+    uuid: str = ""
+    utilisation: float | None = None  # fraction busy, 0..1
+    memory_used_mib: float | None = None
+    xid: int | None = None  # last XID error code, 0 when healthy
+
+
+@dataclass(frozen=True)
+class ModelSample:
+    """One model on one device class ('' when unlabelled); latencies in seconds, None without traffic."""
+
+    model: str
+    device_class: str = ""
+    queue_depth: float | None = None
+    running: float | None = None
+    kv_cache_usage: float | None = None  # 0..1
+    ttft_p50: float | None = None
+    ttft_p95: float | None = None
+    ttft_p99: float | None = None
+    itl_p50: float | None = None
+    itl_p95: float | None = None
+    itl_p99: float | None = None
+
+
+@dataclass(frozen=True)
+class PullReport:
+    """What one pull found and changed."""
+
+    devices: int = 0
+    models: int = 0
+    unknown_hosts: tuple[str, ...] = ()  # reported hosts with no Node of that name
+    unknown_devices: int = 0  # devices of a known Node with no Device of that index
+    unhealthy_devices: int = 0  # known devices whose XID is non-zero
+    failed_queries: tuple[str, ...] = ()
+
+
+State = Literal["ok", "degraded", "down"]
+
+
+@dataclass(frozen=True)
+class PullerStatus:
+    """The puller's health as `/api/v1/health` reports it."""
+
+    state: State
+    message: str = ""
+    last_success_at: datetime | None = None
+    last_error_at: datetime | None = None
+
+    def component(self) -> str:
+        """'ok', or '<state>: <message>' — the value of the health endpoint's `components["prometheus"]`."""
+        return "ok" if self.state == "ok" else f"{self.state}: {self.message}"
+
+
+# ---------------------------------------------------------------------------- queries
+
+
+def device_queries() -> dict[str, str]:
+    """The DCGM gauges, by the DeviceSample field each fills."""
+    return {
+        "utilisation": "DCGM_FI_DEV_GPU_UTIL",
+        "memory_used_mib": "DCGM_FI_DEV_FB_USED",
+        "xid": "DCGM_FI_DEV_XID_ERRORS",
+    }
+
+
+def _vllm(*names: str, template: str = "{}") -> str:
+    """`template` over each vLLM metric name in both spellings, joined with `or` (the first found wins).
+
+    prometheus_client (vLLM's exporter library) writes `vllm:x` as `vllm_x` when
+    Prometheus negotiates OpenMetrics 1.0 with underscore escaping, as 2.x does
+    (prometheus/client_python#1177), so a fleet may store either name. `or`
+    matches on labels without the metric name, so a series found under both
+    spellings counts once.
+    """
+    return " or ".join(template.format(spelling) for name in names for spelling in (name, name.replace(":", "_")))
+
+
+def model_queries(window: str) -> dict[str, str]:
+    """The vLLM queries, by the ModelSample field each fills; `window` is the PromQL range of rate()."""
+    rate = f"rate({{}}[{window}])"
+    ttft = _vllm("vllm:time_to_first_token_seconds_bucket", template=rate)
+    itl = _vllm("vllm:inter_token_latency_seconds_bucket", "vllm:time_per_output_token_seconds_bucket", template=rate)
+    queries = {
+        "queue_depth": f"sum by ({_MODEL_LABELS}) ({_vllm('vllm:num_requests_waiting')})",
+        "running": f"sum by ({_MODEL_LABELS}) ({_vllm('vllm:num_requests_running')})",
+        "kv_cache_usage": f"avg by ({_MODEL_LABELS}) ({_vllm('vllm:kv_cache_usage_perc')})",
+    }
+    for q in QUANTILES:
+        suffix = f"p{round(q * 100)}"
+        queries[f"ttft_{suffix}"] = f"histogram_quantile({q}, sum by (le, {_MODEL_LABELS}) ({ttft}))"
+        queries[f"itl_{suffix}"] = f"histogram_quantile({q}, sum by (le, {_MODEL_LABELS}) ({itl}))"
+    return queries
+
+
+# ---------------------------------------------------------------------------- parsing (pure)
+
+
+def _number(series: Mapping[str, Any]) -> float | None:
+    """The series' value, or None for a missing, non-numeric, NaN or infinite one."""
+    try:
+        value = float(series["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _device_key(labels: Mapping[str, str]) -> tuple[str, int] | None:
+    hostname = labels.get("Hostname") or labels.get("hostname")
+    try:
+        index = int(labels["gpu"])
+    except (KeyError, ValueError):
+        return None
+    return (hostname, index) if hostname and index >= 0 else None
+
+
+def parse_device_samples(
+    utilisation: PromResult, memory_used_mib: PromResult, xid: PromResult
+) -> tuple[DeviceSample, ...]:
+    """Devices from the three DCGM results, joined on (host, gpu index), sorted by that key."""
+    fields: dict[tuple[str, int], dict[str, Any]] = {}
+    for name, result in (("utilisation", utilisation), ("memory_used_mib", memory_used_mib), ("xid", xid)):
+        for series in result:
+            labels = series.get("metric", {})
+            key = _device_key(labels)
+            value = _number(series)
+            if key is None or value is None:
+                continue
+            device = fields.setdefault(key, {})
+            device.setdefault("uuid", labels.get("UUID", ""))
+            device[name] = value
+    samples = []
+    for (hostname, index), f in sorted(fields.items()):
+        util = f.get("utilisation")
+        xid_value = f.get("xid")
+        samples.append(
+            DeviceSample(
+                hostname=hostname,
+                index=index,
+                uuid=f["uuid"],
+                utilisation=None if util is None else min(max(util / 100.0, 0.0), 1.0),
+                memory_used_mib=f.get("memory_used_mib"),
+                xid=None if xid_value is None else int(xid_value),
+            )
+        )
+    return tuple(samples)
+
+
+def parse_model_samples(results: Mapping[str, PromResult]) -> tuple[ModelSample, ...]:
+    """Models from the vLLM results keyed as `model_queries` keys them, joined on (model, device class)."""
+    fields: dict[tuple[str, str], dict[str, float]] = {}
+    for name, result in results.items():
+        for series in result:
+            labels = series.get("metric", {})
+            model = labels.get("model_name")
+            value = _number(series)
+            if not model or value is None:
+                continue
+            fields.setdefault((model, labels.get("device_class", "")), {})[name] = value
+    return tuple(ModelSample(model=m, device_class=dc, **f) for (m, dc), f in sorted(fields.items()))
+
+
+# ---------------------------------------------------------------------------- storing
+
+
+def _insert(session: Session, table: Table):
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"telemetry is stored on sqlite or postgresql, not {dialect}")
+
+
+def _upsert_latest(session: Session, table: Table, unique: list[str], rows: list[dict[str, Any]]) -> None:
+    """Insert `rows`, or overwrite every other column of the stored row with the same `unique` values."""
+    if not rows:
+        return
+    rows.sort(key=lambda row: tuple(row[name] for name in unique))  # one lock order for concurrent writers
+    stmt = _insert(session, table).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=unique,
+        set_={name: stmt.excluded[name] for name in rows[0] if name not in unique},
+    )
+    session.execute(stmt)
+
+
+def store_samples(
+    session: Session, now: datetime, devices: Sequence[DeviceSample], models: Sequence[ModelSample]
+) -> PullReport:
+    """Upsert the minute's telemetry rows and set each known device's health; the caller commits."""
+    stamp = {"minute": minute_of(now), "updated_at": to_utc(now)}
+    _upsert_latest(
+        session,
+        DeviceTelemetry.__table__,
+        ["minute", "hostname", "index"],
+        [asdict(d) | stamp for d in devices],
+    )
+    _upsert_latest(
+        session,
+        ModelTelemetry.__table__,
+        ["minute", "model", "device_class"],
+        [asdict(m) | stamp for m in models],
+    )
+    unknown_hosts, unknown_devices, unhealthy = _apply_device_health(session, devices)
+    return PullReport(
+        devices=len(devices),
+        models=len(models),
+        unknown_hosts=unknown_hosts,
+        unknown_devices=unknown_devices,
+        unhealthy_devices=unhealthy,
+    )
+
+
+def _apply_device_health(session: Session, samples: Sequence[DeviceSample]) -> tuple[tuple[str, ...], int, int]:
+    """Set xid_errors and healthy on each known Device with an XID reading; (unknown hosts, unknown devices, unhealthy)."""
+    hosts = sorted({s.hostname for s in samples})
+    if not hosts:
+        return (), 0, 0
+    known_hosts = set(session.execute(select(Node.name).where(Node.name.in_(hosts))).scalars())
+    stmt = select(Node.name, Device).join(Device, Device.node_id == Node.id).where(Node.name.in_(hosts))
+    devices = {(name, device.index): device for name, device in session.execute(stmt)}
+    unknown_devices = unhealthy = 0
+    for sample in samples:
+        device = devices.get((sample.hostname, sample.index))
+        if device is None:
+            unknown_devices += sample.hostname in known_hosts
+        elif sample.xid is not None:
+            device.xid_errors = sample.xid
+            device.healthy = sample.xid == 0
+            session.add(device)
+        unhealthy += device is not None and not device.healthy
+    return tuple(h for h in hosts if h not in known_hosts), unknown_devices, unhealthy
+
+
+# ---------------------------------------------------------------------------- the puller (I/O)
+
+
+class PrometheusPuller:
+    """Pulls device and model telemetry from Prometheus into the database, every `interval_s`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        url: str,
+        interval_s: float = 15.0,
+        window: str = "1m",
+        *,
+        timeout_s: float = 5.0,
+        on_status: Callable[[PullerStatus], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.url = url.rstrip("/")
+        self.interval_s = interval_s
+        self.window = window
+        self._queries = device_queries() | model_queries(window)
+        self._on_status = on_status
+        self._unknown_hosts: tuple[str, ...] = ()
+        # No retries inside a pull: the loop is the retry, and a dead server must not stall it.
+        self._prom = PrometheusConnect(url=self.url, retry=Retry(total=0, raise_on_status=False), timeout=timeout_s)
+        self._status = PullerStatus(state="degraded", message="no pull yet")
+
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: Settings, **kwargs: Any) -> "PrometheusPuller | None":
+        """The puller `settings` configure, or None when `prometheus_url` is empty (puller off)."""
+        if not settings.prometheus_url:
+            return None
+        return cls(
+            engine, settings.prometheus_url, settings.prometheus_interval_s, settings.prometheus_window, **kwargs
+        )
+
+    @property
+    def status(self) -> PullerStatus:
+        return self._status
+
+    def health_component(self) -> str:
+        """'ok', 'degraded: <why>' or 'down: <why>', for `app.state.components["prometheus"]`."""
+        return self._status.component()
+
+    def pull_once(self, now: datetime) -> PullReport:
+        """Query, parse and store one reading at `now`; Prometheus failures set the status, never raise."""
+        at = to_utc(now)
+        results: dict[str, PromResult] = {}
+        failures: dict[str, str] = {}
+        for name, query in self._queries.items():
+            try:
+                results[name] = self._prom.custom_query(query, params={"time": at.timestamp()})
+            except requests.RequestException as exc:  # unreachable: every other query would fail the same way
+                self._set_status("down", f"{self.url} unreachable ({type(exc).__name__})", at)
+                return PullReport(failed_queries=tuple(self._queries))
+            except PrometheusApiClientException as exc:
+                failures[name] = _short(str(exc))
+            except (ValueError, KeyError, TypeError) as exc:  # a 200 whose body is not Prometheus' API
+                failures[name] = f"not a Prometheus API answer ({type(exc).__name__})"
+
+        devices = parse_device_samples(*(results.get(name, ()) for name in device_queries()))
+        models = parse_model_samples({k: v for k, v in results.items() if k not in device_queries()})
+        with session_scope(self.engine) as session:
+            report = replace(store_samples(session, at, devices, models), failed_queries=tuple(failures))
+        self._note_unknown_hosts(report.unknown_hosts)
+
+        if failures:
+            first = next(iter(failures))
+            self._set_status(
+                "degraded",
+                f"{len(failures)} of {len(results) + len(failures)} queries failed; {first}: {failures[first]}",
+                at,
+            )
+        elif not devices and not models:
+            self._set_status("ok", "no DCGM or vLLM series", at)
+        else:
+            self._set_status("ok", "", at)
+        return report
+
+    def run_forever(self, stop_event: threading.Event) -> None:
+        """Pull every `interval_s` until `stop_event` is set; nothing a pull raises ends the loop."""
+        while not stop_event.is_set():
+            try:
+                self.pull_once(utcnow())
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one bad pull
+                self._set_status("degraded", f"pull failed: {type(exc).__name__}: {_short(str(exc))}", utcnow(), exc)
+            stop_event.wait(self.interval_s)
+
+    def close(self) -> None:
+        self._prom.close()
+
+    def _set_status(self, state: State, message: str, at: datetime, exc: BaseException | None = None) -> None:
+        previous = self._status
+        ok = state == "ok"
+        self._status = PullerStatus(
+            state=state,
+            message=message,
+            last_success_at=at if ok else previous.last_success_at,
+            last_error_at=previous.last_error_at if ok else at,
+        )
+        if (state, message) == (previous.state, previous.message):
+            return
+        if ok:
+            logger.info("Prometheus puller ok%s", f": {message}" if message else "")
+        else:
+            logger.warning("Prometheus puller %s: %s", state, message, exc_info=exc)
+        if self._on_status is not None:
+            try:
+                self._on_status(self._status)
+            except Exception:  # a broken listener must not break the loop that reports to it
+                logger.exception("Prometheus puller status listener failed")
+
+    def _note_unknown_hosts(self, hosts: tuple[str, ...]) -> None:
+        if hosts and hosts != self._unknown_hosts:
+            logger.warning("Prometheus reports hosts with no node of that name (ignored): %s", ", ".join(hosts))
+        self._unknown_hosts = hosts
+
+
+def _short(message: str, limit: int = 200) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 1] + "…"
