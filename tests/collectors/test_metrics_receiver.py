@@ -234,3 +234,26 @@ def test_exemplar_ids_from_protobuf_are_ignored(client, engine, ingest, admin_to
     point.exemplars.add(as_double=0.7, trace_id=trace_id(1), span_id=span_id(1))
     assert post(client, to_otlp_json(request), admin_token, JSON).status_code == 200
     assert stored_counts(engine, ingest) == GENAI_COUNTS
+
+
+def test_metric_profiles_are_readable_through_the_rest_api(client, engine, ingest, admin_token):
+    from fastapi.testclient import TestClient
+
+    from controlplane.app import create_app
+    from controlplane.settings import Settings
+
+    assert post(client, genai_request().SerializeToString(), admin_token).status_code == 200
+    ingest.flush()
+    with TestClient(create_app(engine, Settings())) as api:
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        workload = api.get("/api/v1/workloads", headers=headers).json()["items"][0]
+        body = api.get(
+            f"/api/v1/workloads/{workload['id']}/profiles?minutes=5&until=2026-01-01T12:02:00Z", headers=headers
+        ).json()
+    (profile,) = body["items"]
+    assert profile["fragment_key"] == "llm:gpt-4o" and profile["visits"] == 0  # metrics carry no visits
+    assert (profile["ttft_ms"]["count"], profile["tpot_ms"]["count"], profile["latency_ms"]["count"]) == (2, 5, 3)
+    # Time per output token: 5 values in the (0.01 s, 0.05 s] bucket, represented by its midpoint, 30 ms.
+    assert profile["tpot_ms"]["p50"] == pytest.approx(30, rel=0.01)
+    # Input tokens: 1 below 25, 2 in [25, 100), 3 at 100 or more (represented by the last bound, 100).
+    assert profile["tokens_in"]["counts"][:3] == [1, 2, 3]
