@@ -40,12 +40,11 @@ from typing import Any, Literal
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from sqlalchemy import Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from urllib3.util.retry import Retry
 
-from controlplane.db import session_scope
+from controlplane.db import dialect_insert, session_scope
 from controlplane.models import Device, DeviceTelemetry, ModelTelemetry, Node
 from controlplane.models._common import minute_of, to_utc, utcnow
 from controlplane.settings import Settings
@@ -231,21 +230,12 @@ def parse_model_samples(results: Mapping[str, PromResult]) -> tuple[ModelSample,
 # ---------------------------------------------------------------------------- storing
 
 
-def _insert(session: Session, table: Table):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"telemetry is stored on sqlite or postgresql, not {dialect}")
-
-
 def _upsert_latest(session: Session, table: Table, unique: list[str], rows: list[dict[str, Any]]) -> None:
     """Insert `rows`, or overwrite every other column of the stored row with the same `unique` values."""
     if not rows:
         return
     rows.sort(key=lambda row: tuple(row[name] for name in unique))  # one lock order for concurrent writers
-    stmt = _insert(session, table).values(rows)
+    stmt = dialect_insert(session, table).values(rows)
     stmt = stmt.on_conflict_do_update(
         index_elements=unique,
         set_={name: stmt.excluded[name] for name in rows[0] if name not in unique},

@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, case, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from collectors.assembly import AssembledBatch, RequestSample, WorkloadName
+from controlplane.db import dialect_insert
 from controlplane.models import Edge, Fragment, FragmentProfile, ProfileBucket, RequestStat, Sla, Tenant, Workload
 from controlplane.models._common import utcnow
 
@@ -37,15 +37,6 @@ def store_batch(session: Session, batch: AssembledBatch) -> None:
     _upsert_profiles(session, batch, workload_ids, fragment_ids)
     _upsert_buckets(session, batch, workload_ids, fragment_ids)
     _upsert_request_stats(session, batch.requests, workload_ids)
-
-
-def _insert(session: Session, table: Table):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"the profile store supports sqlite and postgresql, not {dialect}")
 
 
 def _chunks(rows: Sequence[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:
@@ -91,7 +82,7 @@ def _get_or_create(
     found = read()
     missing = [row for row in rows if tuple(row[name] for name in unique) not in found]
     for chunk in _chunks(missing):
-        session.execute(_insert(session, table).values(chunk).on_conflict_do_nothing(index_elements=unique))
+        session.execute(dialect_insert(session, table).values(chunk).on_conflict_do_nothing(index_elements=unique))
     return read() if missing else found
 
 
@@ -115,7 +106,7 @@ def _upsert_fragments(
     rows.sort(key=lambda row: (row["workload_id"], row["key"]))
     ids: dict[tuple[int, str], int] = {}
     for chunk in _chunks(rows):
-        stmt = _insert(session, table).values(chunk)
+        stmt = dialect_insert(session, table).values(chunk)
         new = stmt.excluded
         stmt = stmt.on_conflict_do_update(
             index_elements=["workload_id", "key"],
@@ -159,7 +150,7 @@ def _additive_upsert(session: Session, table: Table, unique: list[str], counters
     """Insert `rows`, or add their `counters` to the stored row with the same `unique` values."""
     rows.sort(key=lambda row: tuple(row[name] for name in unique))
     for chunk in _chunks(rows):
-        stmt = _insert(session, table).values(chunk)
+        stmt = dialect_insert(session, table).values(chunk)
         stmt = stmt.on_conflict_do_update(
             index_elements=unique,
             set_={name: table.c[name] + stmt.excluded[name] for name in counters},

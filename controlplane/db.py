@@ -4,7 +4,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import BigInteger, cast, event, func
+from sqlalchemy import BigInteger, Table, cast, event, func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -24,6 +25,16 @@ def migrations_dir() -> Path:
 def int_sum(column):
     """SUM of an integer column as BIGINT: PostgreSQL would answer NUMERIC, which Python sees as Decimal."""
     return cast(func.sum(column), BigInteger)
+
+
+def dialect_insert(session: Session, table: Table):
+    """INSERT for the session's backend, with `on_conflict_do_update` (SQLite and PostgreSQL both have it)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"heteroplane stores data on sqlite or postgresql, not {dialect}")
 
 
 def make_engine(url: str) -> Engine:

@@ -1,6 +1,5 @@
 """Liveness and readiness: is the database reachable, when did the reconciler last finish a cycle."""
 
-from dataclasses import asdict
 from datetime import datetime
 
 from fastapi import APIRouter, Request
@@ -9,23 +8,11 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlmodel import select
 
+from collectors.pipeline import IngestStats
 from controlplane.deps import SessionDep
 from controlplane.models import Placement
 
 router = APIRouter(tags=["health"])
-
-
-class IngestHealth(BaseModel):
-    """The OTLP ingest pipeline of this process: backlog, refusals, and the trace window."""
-
-    queued_batches: int
-    accepted_batches: int
-    refused_batches: int
-    open_traces: int
-    evicted_traces: int
-    orphan_spans: int
-    cross_workload_calls: int
-    last_error: str
 
 
 class Health(BaseModel):
@@ -33,7 +20,7 @@ class Health(BaseModel):
     database: str
     last_placement_at: datetime | None
     components: dict[str, str]
-    ingest: IngestHealth | None = None
+    ingest: IngestStats | None = None
 
 
 @router.get("/health", response_model=Health, summary="Health of the service (no token needed)")
@@ -46,7 +33,7 @@ def health(session: SessionDep, request: Request):
     except Exception as exc:  # the point of a health check is to report, not raise
         last, database = None, f"error: {type(exc).__name__}"
     ingest = getattr(request.app.state, "ingest", None)
-    stats = IngestHealth(**asdict(ingest.stats())) if ingest is not None else None
+    stats = ingest.stats() if ingest is not None else None
     if stats is not None and stats.last_error:
         components["ingest"] = f"degraded: {stats.last_error}"
     ok = database == "ok" and all(v == "ok" for v in components.values())
