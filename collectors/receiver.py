@@ -29,7 +29,6 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import TypeVar
 
 from fastapi import FastAPI, Request, Response
@@ -117,7 +116,7 @@ def create_receiver_app(engine: Engine, settings: Settings, ingest: Ingest | Non
         normalised = _decoded(lambda: normalise_request(parse_message(payload, media, ExportTraceServiceRequest())))
         records = normalised.records
         if tenant is not None:
-            records = [replace(r, tenant=tenant) for r in records]
+            records = [r._replace(tenant=tenant) for r in records]
         if not queue.submit(records):
             raise _Unavailable("the ingest queue is full; retry later")
         return _trace_response(normalised)
