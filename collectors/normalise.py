@@ -132,6 +132,7 @@ _OUTPUT_TOKEN_ATTRS = (
     "llm.usage.completion_tokens",
 )
 _TOTAL_TOKEN_ATTRS = ("llm.usage.total_tokens", "llm.token_count.total", "gen_ai.usage.total_tokens")
+_TOKEN_ATTRS = frozenset(_INPUT_TOKEN_ATTRS + _OUTPUT_TOKEN_ATTRS + _TOTAL_TOKEN_ATTRS)
 # Each group is one transfer, named by the current semconv attribute then its older name.
 _BYTE_ATTR_GROUPS = (
     ("http.request.body.size", "http.request_content_length"),
@@ -419,7 +420,8 @@ def _normalise(span: Span, origin: ResourceOrigin) -> SpanRecord:
         name,
         model[:MODEL_MAX],
         prefix + name,  # fragment_key, without its enum lookups: this runs once per span
-        first_str(attrs, (DEVICE_CLASS_ATTR,))[:DEVICE_CLASS_MAX] or origin.device_class,
+        (first_str(attrs, (DEVICE_CLASS_ATTR,))[:DEVICE_CLASS_MAX] if DEVICE_CLASS_ATTR in attrs else "")
+        or origin.device_class,
         start_ns,
         end_ns,
         (end_ns - start_ns) / 1e6,
@@ -431,6 +433,8 @@ def _normalise(span: Span, origin: ResourceOrigin) -> SpanRecord:
 
 def _tokens(attrs: Attributes) -> tuple[int, int]:
     """(input, output) tokens: explicit counts first, a total only fills in what is missing."""
+    if _TOKEN_ATTRS.isdisjoint(attrs):  # most spans (tools, databases, glue) carry none
+        return 0, 0
     tokens_in = _count(attrs, _INPUT_TOKEN_ATTRS)
     tokens_out = _count(attrs, _OUTPUT_TOKEN_ATTRS)
     if tokens_in is None or tokens_out is None:
