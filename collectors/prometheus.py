@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -227,6 +228,16 @@ def parse_model_samples(results: Mapping[str, PromResult]) -> tuple[ModelSample,
     return tuple(ModelSample(model=m, device_class=dc, **f) for (m, dc), f in sorted(fields.items()))
 
 
+def redacted(url: str) -> str:
+    """`url` without credentials (``http://user:secret@host`` -> ``http://***@host``), for logs and health."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 # ---------------------------------------------------------------------------- storing
 
 
@@ -309,6 +320,7 @@ class PrometheusPuller:
     ) -> None:
         self.engine = engine
         self.url = url.rstrip("/")
+        self.display_url = redacted(self.url)  # what logs and /api/v1/health may show
         self.interval_s = interval_s
         self.window = window
         self._queries = device_queries() | model_queries(window)
@@ -344,7 +356,7 @@ class PrometheusPuller:
             try:
                 results[name] = self._prom.custom_query(query, params={"time": at.timestamp()})
             except requests.RequestException as exc:  # unreachable: every other query would fail the same way
-                self._set_status("down", f"{self.url} unreachable ({type(exc).__name__})", at)
+                self._set_status("down", f"{self.display_url} unreachable ({type(exc).__name__})", at)
                 return PullReport(failed_queries=tuple(self._queries))
             except PrometheusApiClientException as exc:
                 failures[name] = _short(str(exc))

@@ -55,7 +55,7 @@ def serve() -> None:
         thread = threading.Thread(target=puller.run_forever, args=(stop,), name="prometheus", daemon=True)
         thread.start()
         stoppers.append(lambda: (stop.set(), thread.join(timeout=30), puller.close()))
-        console.print(f"Pulling DCGM and vLLM metrics from {settings.prometheus_url}")
+        console.print(f"Pulling DCGM and vLLM metrics from {puller.display_url}")
     console.print(f"API and console: http://{settings.api_host}:{settings.api_port}/ui  (OpenAPI at /docs)")
     console.print(f"OTLP/HTTP receiver: http://{settings.otlp_host}:{settings.otlp_port}/v1/traces and /v1/metrics")
     run_until_interrupted(stoppers)

@@ -439,3 +439,14 @@ def test_health_endpoint_shows_the_puller(engine, tmp_path, dead_url, fleet_prom
     assert down.json()["status"] == "degraded"
     assert down.json()["components"] == {"prometheus": f"down: {dead_url} unreachable (ConnectionError)"}
     assert ok.status_code == 200 and ok.json()["components"] == {"prometheus": "ok"}
+
+
+def test_credentials_in_the_url_never_reach_logs_or_health():
+    from collectors.prometheus import PrometheusPuller, redacted
+
+    assert redacted("http://ops:s3cret@prom.internal:9090/") == "http://***@prom.internal:9090/"
+    assert redacted("http://prom.internal:9090") == "http://prom.internal:9090"
+    puller = PrometheusPuller(None, "http://ops:s3cret@127.0.0.1:1", interval_s=1, timeout_s=0.5)
+    puller.pull_once(datetime.now(UTC))
+    assert puller.status.state == "down" and "s3cret" not in puller.health_component()
+    puller.close()
