@@ -1,7 +1,9 @@
-"""The `heteroplane` command: serve, demo, database and token administration."""
+"""The `heteroplane` command: serve, demo, plan, database and token administration."""
 
+import json
 import logging
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -69,6 +71,39 @@ def demo() -> None:
     settings = get_settings()
     _setup_logging(settings)
     raise typer.Exit(run_demo(settings, console))
+
+
+@app.command()
+def plan(
+    problem_file: Annotated[Path, typer.Argument(help="A Problem as JSON (see examples/problem.json).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON only.")] = False,
+) -> None:
+    """Solve a placement problem from a file and print the plan; exit 1 if infeasible, 2 if the file is bad."""
+    from rich.table import Table
+
+    from optimizer.problem_io import plan_to_json, problem_from_json
+    from optimizer.solver import solve
+
+    try:
+        problem = problem_from_json(json.loads(problem_file.read_text()))
+        result = solve(problem)
+    except (OSError, ValueError) as exc:  # unreadable, not JSON, a bad field, or the solver's cross-field checks
+        console.print(f"[red]{problem_file}: {exc}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(plan_to_json(result), indent=2))
+        raise typer.Exit(0 if result.feasible else 1)
+    table = Table("fragment", "class", "replicas", "slices", "$/h", title="plan")
+    for a in sorted(result.assignments, key=lambda a: (a.fragment, a.device_class)):
+        if a.replicas:
+            table.add_row(a.fragment, a.device_class, str(a.replicas), str(a.slices), f"{a.usd_per_hour:.2f}")
+    if result.assignments:
+        console.print(table)
+    console.print(f"status: {result.status.value}   total: ${result.usd_per_hour:.2f}/h   "
+                  f"gap: {result.gap:.1%}   solve time: {result.solve_time_s:.3f} s")
+    for line in result.diagnosis:
+        console.print(f"[yellow]{line}[/yellow]", soft_wrap=True)
+    raise typer.Exit(0 if result.feasible else 1)
 
 
 @db_app.command("upgrade")

@@ -21,14 +21,19 @@ is too slow.
 
 LLM (prefill is compute-bound, decode memory-bandwidth-bound)::
 
-    prefill   = max(2 * P * t_in / (MFU * F),  W / (MBU * B))
-    step(b)   = max(W / (MBU * B),  2 * P * b / (MFU * F))        one decode step for a batch of b
+    prefill   = max(2 * P * t_in / (MFU * F),  W / (MBU * B))  +  sync
+    step(b)   = max(W / (MBU * B),  2 * P * b / (MFU * F))  +  sync     one decode step, batch b
+    sync      = TP_SYNC_MS_PER_PEER * (tp - 1)                   tp: devices the replica spans
     latency   = prefill + t_out * step(DECODE_BATCH)
     busy      = prefill + t_out * step(DECODE_BATCH) / DECODE_BATCH   device-seconds per visit
     rps       = TARGET_UTILISATION / busy
 
 Decode reads only the weights per step; KV-cache reads, which grow with context, are not
-modelled yet.
+modelled yet. ``sync`` is the tensor-parallel all-reduce latency of one forward pass (two
+all-reduces per layer, each a ring of tp - 1 hops): it is why a 70B model decodes no faster on
+8 GPUs than on 4 in the Splitwise measurements. ``phase_times`` gives prefill and decode-step
+times of whole-device replicas at any batch and tensor-parallel degree, and ``splitwise_errors``
+checks them against those measurements.
 
 Embedding and rerank (small encoders, compute-bound; a visit's tokens are t_in + t_out)::
 
@@ -47,11 +52,15 @@ They run only on CPU classes; accelerator-bound kinds run on a CPU class only fo
 gets ``FRAMEWORK_OVERHEAD_MS`` for request handling.
 """
 
+import csv
 import math
 import re
+import statistics
+from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
-from optimizer.catalog import CATALOG, DeviceClassSpec
+from optimizer.catalog import CATALOG, DeviceClassSpec, by_name
 from optimizer.types import ServiceProfile
 
 ACCELERATED_KINDS = frozenset({"llm", "embedding", "rerank"})
@@ -68,7 +77,11 @@ TARGET_UTILISATION = 0.7  # SLA-safe operating point: queues stay short below it
 MAX_DEVICES_PER_REPLICA = 8  # one node
 CPU_MAX_PARAMS_B = 3.0
 FRAMEWORK_OVERHEAD_MS = 1.0
-MIG_PROFILE_SLICES = (1, 2, 3, 4, 7)  # compute slices of the MIG profiles of a 7-slice part
+MIG_PROFILE_SLICES = (1, 2, 3, 4, 7)
+# Calibrated on the Splitwise A100/H100 measurements (grid 0..8 ms, MFU and MBU left at their
+# textbook values): 5 ms per peer is ~30 us per all-reduce hop over 160 all-reduces of a 70B
+# model's forward pass, in line with NCCL's small-message latency on NVLink.
+TP_SYNC_MS_PER_PEER = 5.0  # compute slices of the MIG profiles of a 7-slice part
 
 # Core-milliseconds of one visit, before per-token (de)serialisation; tool and db calls that wait
 # on something external are measured by telemetry, these are only the CPU the fleet spends.
@@ -90,6 +103,14 @@ class Estimate:
     slices: int  # per replica
     prefill_ms: float = 0.0  # LLM only
     decode_step_ms: float = 0.0  # LLM only: one decode step at DECODE_BATCH
+
+
+@dataclass(frozen=True)
+class PhaseTimes:
+    """Roofline prefill and decode-step times of one LLM replica."""
+
+    prefill_ms: float  # the whole batch's prompts
+    decode_step_ms: float  # one token for every sequence of the batch
 
 
 def params_from_model_name(model: str | None, kind: str = "llm") -> float:
@@ -136,22 +157,84 @@ def estimate(
         raise ValueError(f"{slices} slices of {spec.name} cannot hold this model; it needs at least {smallest}")
     slices = slices or smallest
     share = slices / spec.slices_per_device
-    flops = share * spec.bf16_tflops * 1e12
-    bandwidth = share * spec.memory_gbps * 1e9
-    weight_read_s = weight_bytes / (DECODE_MBU * bandwidth)
-    flop_per_token = 2 * params_b * 1e9
     overhead_s = FRAMEWORK_OVERHEAD_MS / 1000.0
     if kind == "llm":
-        prefill_s = max(flop_per_token * tokens_in / (PREFILL_MFU * flops), weight_read_s)
-        step_s = max(weight_read_s, flop_per_token * DECODE_BATCH / (PREFILL_MFU * flops))
+        times = _llm_times(params_b, tokens_in, DECODE_BATCH, spec, share)
+        prefill_s, step_s = times.prefill_ms / 1000, times.decode_step_ms / 1000
         latency_s = prefill_s + tokens_out * step_s + overhead_s
         busy_s = prefill_s + tokens_out * step_s / DECODE_BATCH
         return Estimate(spec.name, latency_s * 1000, TARGET_UTILISATION / busy_s, slices,
-                        prefill_ms=prefill_s * 1000, decode_step_ms=step_s * 1000)
+                        prefill_ms=times.prefill_ms, decode_step_ms=times.decode_step_ms)
+    flops = share * spec.bf16_tflops * 1e12
+    weight_read_s = weight_bytes / (DECODE_MBU * share * spec.memory_gbps * 1e9)
+    flop_per_token = 2 * params_b * 1e9
     encode_s = flop_per_token * (tokens_in + tokens_out) / (PREFILL_MFU * flops)
     busy_s = max(encode_s, weight_read_s / ENCODER_BATCH)
     latency_s = ENCODER_BATCH * busy_s + overhead_s
     return Estimate(spec.name, latency_s * 1000, TARGET_UTILISATION / busy_s, slices)
+
+
+def phase_times(
+    params_b: float, prompt_tokens: float, spec: DeviceClassSpec, *, batch: int = 1, tensor_parallel: int = 1
+) -> PhaseTimes:
+    """Prefill of `batch` prompts and one decode step of `batch` sequences on `tensor_parallel` whole devices."""
+    if params_b <= 0 or prompt_tokens < 0 or batch < 1 or tensor_parallel < 1:
+        raise ValueError(f"need params_b > 0, prompt_tokens >= 0, batch >= 1, tensor_parallel >= 1; got "
+                         f"{params_b}, {prompt_tokens}, {batch}, {tensor_parallel}")
+    return _llm_times(params_b, prompt_tokens * batch, batch, spec, float(tensor_parallel))
+
+
+def _llm_times(params_b: float, prefill_tokens: float, batch: int, spec: DeviceClassSpec, share: float) -> PhaseTimes:
+    """Roofline times for a replica holding `share` devices' worth of compute and bandwidth."""
+    flops = share * spec.bf16_tflops * 1e12
+    bandwidth = share * spec.memory_gbps * 1e9
+    weight_read_s = BYTES_PER_PARAM * params_b * 1e9 / (DECODE_MBU * bandwidth)
+    flop_per_token = 2 * params_b * 1e9
+    sync_s = TP_SYNC_MS_PER_PEER * max(0, math.ceil(share) - 1) / 1000
+    prefill_s = max(flop_per_token * prefill_tokens / (PREFILL_MFU * flops), weight_read_s) + sync_s
+    step_s = max(weight_read_s, flop_per_token * batch / (PREFILL_MFU * flops)) + sync_s
+    return PhaseTimes(prefill_s * 1000, step_s * 1000)
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Absolute relative error |estimate / measured - 1| of one phase on one hardware, over groups."""
+
+    hardware: str  # catalog class name
+    phase: str  # "prefill" or "decode"
+    groups: int
+    median: float
+    p90: float
+
+
+# Splitwise hardware names -> catalog classes; the power-capped H100 is left out on purpose.
+SPLITWISE_HARDWARE = {"a100-80gb": "A100-80GB", "h100-80gb": "H100-SXM"}
+
+
+def splitwise_errors(path: str | Path) -> tuple[ErrorStats, ...]:
+    """How far `phase_times` is from the Splitwise measurements (splitwise/perf_model.csv).
+
+    Repeated runs of one (model, hardware, tensor_parallel, prompt_size, batch_size) group are
+    reduced to their median; each group then contributes one relative error for prefill
+    (``prompt_time``) and one for a decode step (``token_time``).
+    """
+    groups: dict[tuple[str, str, int, int, int], list[tuple[float, float]]] = defaultdict(list)
+    with Path(path).open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["hardware"] in SPLITWISE_HARDWARE:
+                key = (row["model"], row["hardware"], int(row["tensor_parallel"]), int(row["prompt_size"]),
+                       int(row["batch_size"]))
+                groups[key].append((float(row["prompt_time"]), float(row["token_time"])))
+    errors: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (model, hardware, tp, prompt, batch), runs in groups.items():
+        name = SPLITWISE_HARDWARE[hardware]
+        est = phase_times(params_from_model_name(model), prompt, by_name(name), batch=batch, tensor_parallel=tp)
+        errors[name, "prefill"].append(abs(est.prefill_ms / statistics.median(r[0] for r in runs) - 1))
+        errors[name, "decode"].append(abs(est.decode_step_ms / statistics.median(r[1] for r in runs) - 1))
+    return tuple(
+        ErrorStats(name, phase, len(errs), statistics.median(errs), statistics.quantiles(errs, n=10)[-1])
+        for (name, phase), errs in sorted(errors.items())
+    )
 
 
 def replica_slices(memory_bytes: float, spec: DeviceClassSpec) -> int | None:
