@@ -2,13 +2,14 @@
 
 from collections import defaultdict
 
-from optimizer.types import FragmentDemand, Plan, Problem, ServiceProfile
+from optimizer.types import ClassCapacity, FragmentDemand, Plan, Problem, ServiceProfile
 
 _REL_TOL = 1e-9
 
 
 def check(problem: Problem, plan: Plan) -> list[str]:
-    """Every way `plan` breaks `problem` (capacity, demand x headroom, min replicas, latency, names)."""
+    """Every way `plan` breaks `problem`: capacity, demand x headroom, min replicas, latency bounds,
+    memory, pins and forbids, names, and every SLA along the call graph (with transfers)."""
     if not plan.feasible:
         violations = [] if plan.diagnosis else ["infeasible plan has no diagnosis"]
         if plan.assignments:
@@ -40,6 +41,14 @@ def check(problem: Problem, plan: Plan) -> list[str]:
             continue
         if a.slices != profile.slices:
             violations.append(f"{where}: {a.slices} slices per replica, profile says {profile.slices}")
+        if fragment.pinned and a.device_class not in fragment.pinned:
+            violations.append(f"{where}: fragment is pinned to {', '.join(fragment.pinned)}")
+        if a.device_class in fragment.forbidden:
+            violations.append(f"{where}: class is forbidden for this fragment")
+        if fragment.memory_gib_per_replica is not None and cls.memory_gib_per_device > 0:
+            has = cls.memory_gib_per_device * profile.slices / cls.slices_per_device
+            if fragment.memory_gib_per_replica > has * (1 + _REL_TOL):
+                violations.append(f"{where}: a replica needs {fragment.memory_gib_per_replica} GiB > {has} GiB")
         if fragment.latency_bound_ms is not None and profile.latency_ms > fragment.latency_bound_ms:
             violations.append(f"{where}: latency {profile.latency_ms} ms > bound {fragment.latency_bound_ms} ms")
         expected_usd = a.replicas * a.slices * cls.usd_per_hour / cls.slices_per_device
@@ -59,11 +68,72 @@ def check(problem: Problem, plan: Plan) -> list[str]:
             violations.append(f"fragment {f.fragment}: serves {served[f.fragment]} rps < {required} rps required")
         if replicas[f.fragment] < f.min_replicas:
             violations.append(f"fragment {f.fragment}: {replicas[f.fragment]} replicas < min {f.min_replicas}")
+    violations += _sla_violations(problem, plan, classes, fragments)
     if not _close(plan.usd_per_hour, cost):
         violations.append(f"plan costs {plan.usd_per_hour} $/h but its assignments sum to {cost}")
     if plan.lower_bound_usd_per_hour > plan.usd_per_hour * (1 + _REL_TOL) + _REL_TOL:
         violations.append(f"lower bound {plan.lower_bound_usd_per_hour} exceeds cost {plan.usd_per_hour}")
     return violations
+
+
+def _sla_violations(
+    problem: Problem, plan: Plan, classes: dict[str, ClassCapacity], fragments: dict[str, FragmentDemand]
+) -> list[str]:
+    """Each SLA workload's worst root-to-leaf path, recomputed from scratch.
+
+    Path latency from f = f's slowest used class + max over edges (f, g) of calls x (slowest
+    transfer between a class f uses and a different class g uses + path latency from g); a root is
+    a fragment of the workload that no edge from the same workload calls.
+    """
+    if not problem.slas:
+        return []
+    used: dict[str, set[str]] = defaultdict(set)
+    for a in plan.assignments:
+        if a.replicas > 0 and a.fragment in fragments and a.device_class in classes:
+            used[a.fragment].add(a.device_class)
+    out_edges = defaultdict(list)
+    for e in problem.edges:
+        out_edges[e.parent].append(e)
+    memo: dict[str, float] = {}
+    active: set[str] = set()
+
+    def latency_from(f: str) -> float:
+        if f in memo:
+            return memo[f]
+        if f in active:
+            raise _Cycle(f)
+        active.add(f)
+        own = max((_profile(fragments[f], c).latency_ms for c in used[f]), default=0.0)
+        worst = 0.0
+        for e in out_edges[f]:
+            hop = max((problem.transfer.ms(e.bytes_per_call, classes[a], classes[b])
+                       for a in used[f] for b in used[e.child] if a != b), default=0.0)
+            worst = max(worst, e.calls_per_parent_call * (hop + latency_from(e.child)))
+        active.discard(f)
+        memo[f] = own + worst
+        return memo[f]
+
+    violations = []
+    for sla in problem.slas:
+        members = [f for f in problem.fragments if f.workload == sla.workload]
+        called = {e.child for e in problem.edges if fragments[e.parent].workload == sla.workload}
+        try:
+            worst = max((latency_from(f.fragment) for f in members if f.fragment not in called), default=0.0)
+            if members and all(f.fragment in called for f in members):
+                raise _Cycle(members[0].fragment)
+        except _Cycle as cycle:
+            violations.append(f"workload {sla.workload}: call graph has a cycle through {cycle.args[0]}")
+            continue
+        if worst > sla.p99_ms * (1 + _REL_TOL):
+            violations.append(f"workload {sla.workload}: worst path {worst} ms > p99 {sla.p99_ms} ms")
+        predicted = plan.predicted_p99_ms.get(sla.workload)
+        if predicted is not None and not _close(predicted, worst):
+            violations.append(f"workload {sla.workload}: predicted p99 {predicted} ms, recomputed {worst} ms")
+    return violations
+
+
+class _Cycle(Exception):
+    pass
 
 
 def _profile(fragment: FragmentDemand, device_class: str) -> ServiceProfile | None:

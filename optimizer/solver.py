@@ -6,313 +6,298 @@ Notation
     C                 device classes c, with S_c = devices_c * slices_per_device_c slices and
                       price p_c $/hour for one whole device
     h                 headroom (demand is served with a margin: d_f * h)
-    A                 allowed (f, c) pairs: f has a service profile on c, c is in the fleet, and
-                      (when L_f is set) latency_fc <= L_f. One profile per (f, c): a measured one
-                      beats an estimate, otherwise the first listed wins.
-    s_fc, r_fc        slices per replica and throughput (visits/s) per replica of f on c
+    A                 allowed (f, c) pairs: f has a service profile on c, c is in the fleet, one
+                      replica fits c's slices and memory (its slices' share of the device's GiB),
+                      c is in f's pins (when f has any) and not in its forbids, and (when L_f is
+                      set) latency_fc <= L_f. One profile per (f, c): a measured one beats an
+                      estimate, otherwise the first listed wins.
+    s_fc, r_fc, u_fc  slices per replica, throughput (visits/s) per replica and micro-dollars per
+                      hour per replica (round(1e6 * s_fc / slices_per_device_c * p_c)) of f on c
+    X_fc              floor(S_c / s_fc): most replicas of f that c could hold
+    E                 edges (f, g) with k_fg calls of g per visit of f and b_fg bytes per call
+    W                 workloads w with an SLA P_w (p99 ms, end to end); R_w their roots (fragments
+                      of w no edge from w leads into); V the fragments reachable from any R_w
+    lat_fc            latency of one visit of f on c, in integer microseconds (rounded up)
+    tau_fg(c, c')     transfer of b_fg bytes from class c to c' (optimizer.transfer), microseconds,
+                      rounded up; 0 when c = c'
+    cur_fc            replicas of f on c in the current placement; mu = ceil(1e6 * migration_cost / 2)
 
 Variables
 
-    x_fc in {0, .., floor(S_c / s_fc)}   replicas of f on c, for (f, c) in A
+    x_fc in {0, .., X_fc}     replicas of f on c, for (f, c) in A
+    y_fc in {0, 1}            f uses c
+    l_f, B_f >= 0             for f in V: f's own latency and its worst path latency down from f (us)
+    t_fg >= 0                 for (f, g) in E with f in V: transfer latency on the edge (us)
+    z_fc >= 0                 for (f, c) in A, when a current placement is given: |x_fc - cur_fc|
 
 Objective (integer micro-dollars per hour; the plan's cost is recomputed from the floats)
 
-    minimise  sum_{(f,c) in A}  x_fc * round(1e6 * s_fc / slices_per_device_c * p_c)
+    minimise  sum_A x_fc * u_fc  +  mu * sum_A z_fc  +  sum_A y_fc
+
+The last term (1 micro-dollar per hour per class a fragment uses) breaks ties toward fewer
+classes per fragment; it can only override cost differences below $1e-6/h per class. A move
+(one replica stopped on A, started on B) costs migration_cost once; a start or stop alone, half.
 
 Constraints
 
     capacity   sum_f x_fc * s_fc <= S_c                                   for every c
     demand     sum_c x_fc * floor(1e6 * r_fc) >= ceil(1e6 * d_f * h)       for every f
     replicas   sum_c x_fc >= m_f                                          for every f
+    use        y_fc <= x_fc <= X_fc * y_fc                                for (f, c) in A
+    own lat    l_f >= lat_fc * y_fc                                       f in V, (f, c) in A
+    transfer   t_fg >= tau_fg(c, c') * (y_fc + y_gc' - 1)                 (f, g) in E, c != c'
+    path       K * B_f >= K * l_f + ceil(K * k_fg) * (t_fg + B_g)         (f, g) in E, K = 1000
+               B_f >= l_f                                                 f in V
+    sla        B_r <= floor(1000 * P_w)                                   w in W, r in R_w
+    migration  z_fc >= x_fc - cur_fc,  z_fc >= cur_fc - x_fc
 
-Throughput is rounded down and demand up (in micro-visits/s), so an integer solution also
-satisfies the real-valued demand constraint. Fragments no class can serve, or that the whole
-fleet cannot serve even alone, are diagnosed before the model is built; when the joint model is
-infeasible the diagnosis names the classes that run short.
+B_f is optimizer.graph's recurrence B_f = l_f + max(0, max_g k_fg (t_fg + B_g)) as inequalities:
+any feasible B bounds every root-to-leaf path, counting k-fold visits and transfers, so the
+model needs no path enumeration. A fragment split over several classes is charged its slowest
+class and its slowest transfer. Throughput and k are rounded so that an integer solution also
+satisfies the real-valued constraints. Fragments no class can serve, SLAs no placement meets
+even on the fastest classes, cycles and demand beyond the whole fleet are diagnosed before the
+model is built; when the joint model is infeasible the diagnosis names the classes that run short
+or, when capacity alone would do, the SLAs that compete for the fast classes.
 
-Search uses NUM_WORKERS threads with a fixed seed. The cost is reproducible whenever the solve
-ends optimal; which of several exactly equal-cost placements comes back may differ between runs
-(CP-SAT's deterministic ``interleave_search`` was ~30x slower on a 60-fragment fleet). The
-migration cost from the current placement, a later addition, is what should break such ties.
+Search uses NUM_WORKERS threads with a fixed seed, hinted with the greedy plan (which itself
+keeps the current placement where it is still allowed); when the time limit ends before CP-SAT
+has any solution, the greedy plan is returned as feasible. The cost is reproducible whenever the
+solve ends optimal; ties between equal-cost placements are broken by the y and z terms.
 """
 
 import math
 import time
-from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from optimizer.types import Assignment, ClassCapacity, FragmentDemand, Plan, PlanStatus, Problem, ServiceProfile
+from optimizer.candidates import (
+    USD_SCALE,
+    Candidate,
+    allowed_candidates,
+    needed_units,
+    supply_units,
+    validate,
+)
+from optimizer.diagnose import diagnose_capacity, diagnose_fragments, diagnose_sla_with_capacity, diagnose_slas
+from optimizer.explain import migration_usd, plan_fields
+from optimizer.graph import Graph, build_graph, longest_paths, workload_p99
+from optimizer.greedy import fractional_bound, greedy_assignments
+from optimizer.types import Assignment, ClassCapacity, Edge, Plan, PlanStatus, Problem
 
-RPS_SCALE = 1_000_000  # micro-visits per second
-USD_SCALE = 1_000_000  # micro-dollars per hour
+IntVar = cp_model.IntVar
+
+__all__ = ["solve", "validate", "allowed_candidates", "Candidate"]
+
 NUM_WORKERS = 2
 RANDOM_SEED = 0
-_ROUNDING_SLACK = 1e-6  # in scaled units: absorbs float noise such as 1.2 * 100 = 120.00000000000001
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One allowed (fragment, class) pair with the numbers the model needs."""
-
-    fragment: str
-    device_class: str
-    slices: int  # per replica
-    throughput_rps: float  # per replica
-    latency_ms: float
-    usd_per_replica: float
-    max_replicas: int  # replicas the class could hold if f had it alone
+US_PER_MS = 1000
+CALL_SCALE = 1000  # k_fg in thousandths of a call
 
 
 def solve(problem: Problem) -> Plan:
-    """The cheapest placement meeting capacity, demand x headroom, min replicas and latency bounds."""
+    """The cheapest placement meeting capacity, demand x headroom, memory, pins and SLAs along the graph."""
     started = time.perf_counter()
     validate(problem)
     classes = {cls.device_class: cls for cls in problem.device_classes}
     candidates = {f.fragment: allowed_candidates(f, classes) for f in problem.fragments}
-    diagnosis = _diagnose_fragments(problem, classes, candidates)
+    graph = build_graph(problem)
+    diagnosis = diagnose_fragments(problem, classes, candidates) or diagnose_slas(problem, graph, classes, candidates)
     if diagnosis:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
 
-    model, replicas = _build_model(problem, candidates)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = problem.time_limit_s
-    solver.parameters.num_workers = NUM_WORKERS
-    solver.parameters.random_seed = RANDOM_SEED
-    # A library must not own the process's signals: CP-SAT would otherwise install a SIGINT handler
-    # during the solve (from whatever thread runs it) and leave SIGINT at its default afterwards.
-    solver.parameters.catch_sigint_signal = False
-    status = solver.solve(model)
 
-    if status == cp_model.MODEL_INVALID:
-        raise RuntimeError(f"optimizer built an invalid CP-SAT model: {model.validate()}")
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        if status == cp_model.INFEASIBLE:
-            diagnosis = _diagnose_capacity(problem, candidates)
-        else:
-            diagnosis = (f"no feasible plan found within the {problem.time_limit_s} s time limit "
-                         "(not proven infeasible); raise time_limit_s",)
-        return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
+    model = _Model(problem, classes, candidates, graph)
+    hint = greedy_assignments(problem, classes, candidates, graph)
+    model.hint(hint)
+    status, solver = model.solve(problem.time_limit_s)
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        replicas = {key: solver.value(x) for key, x in model.x.items()}
+    elif status != cp_model.INFEASIBLE and hint:
+        replicas = hint  # CP-SAT ran out of time before a solution: the greedy plan still holds
+    else:
+        return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started,
+                    diagnosis=_diagnose_infeasible(problem, classes, candidates, graph, status))
 
     assignments = tuple(
         Assignment(f.fragment, c.device_class, n, c.slices, n * c.usd_per_replica)
         for f in problem.fragments
         for c in candidates[f.fragment]
-        if (n := solver.value(replicas[f.fragment, c.device_class])) > 0
+        if (n := replicas.get((f.fragment, c.device_class), 0)) > 0
     )
     usd = sum((a.usd_per_hour for a in assignments), 0.0)
     optimal = status == cp_model.OPTIMAL
-    bound = usd if optimal else min(usd, max(0.0, solver.best_objective_bound / USD_SCALE))
+    # The bound is on the whole objective (cost + migration + tie-break >= the cost's fractional
+    # bound); expressed in $/h it is the plan's cost less the objective's gap.
+    best_bound = fractional_bound(problem, candidates)
+    if status == cp_model.FEASIBLE:
+        best_bound = max(best_bound, solver.best_objective_bound / USD_SCALE)
+        objective = solver.objective_value / USD_SCALE
+    else:
+        objective = usd + plan_fields_migration(problem, assignments)
+    bound = usd if optimal else max(0.0, usd - max(0.0, objective - best_bound))
     return Plan(
         PlanStatus.optimal if optimal else PlanStatus.feasible,
         assignments=assignments,
         usd_per_hour=usd,
         lower_bound_usd_per_hour=bound,
         solve_time_s=time.perf_counter() - started,
+        **plan_fields(problem, graph, classes, candidates, assignments),
     )
 
 
-def _build_model(
-    problem: Problem, candidates: dict[str, tuple[Candidate, ...]]
-) -> tuple[cp_model.CpModel, dict[tuple[str, str], cp_model.IntVar]]:
-    """The CP-SAT model of the module docstring, with x_fc keyed by (fragment, class)."""
-    model = cp_model.CpModel()
-    replicas: dict[tuple[str, str], cp_model.IntVar] = {}
-    used: dict[str, list[cp_model.LinearExpr]] = {}
-    for f in problem.fragments:
-        cands = candidates[f.fragment]
-        for c in cands:
-            x = model.new_int_var(0, c.max_replicas, f"x[{f.fragment}@{c.device_class}]")
-            replicas[f.fragment, c.device_class] = x
-            used.setdefault(c.device_class, []).append(x * c.slices)
-        need = _needed_units(f, problem.headroom)
-        if need > 0:
-            supply = (replicas[f.fragment, c.device_class] * _supply_units(c.throughput_rps) for c in cands)
-            model.add(sum(supply) >= need)
-        if f.min_replicas > 0:
-            model.add(sum(replicas[f.fragment, c.device_class] for c in cands) >= f.min_replicas)
-    for cls in problem.device_classes:
-        if cls.device_class in used:
-            model.add(sum(used[cls.device_class]) <= cls.slices)
-    model.minimize(
-        sum(
-            replicas[f.fragment, c.device_class] * round(c.usd_per_replica * USD_SCALE)
-            for f in problem.fragments
-            for c in candidates[f.fragment]
-        )
-    )
-    return model, replicas
+def plan_fields_migration(problem: Problem, assignments: tuple[Assignment, ...]) -> float:
+    used: dict[str, dict[str, int]] = {}
+    for a in assignments:
+        used.setdefault(a.fragment, {})[a.device_class] = a.replicas
+    return migration_usd(problem, used)
 
 
-def validate(problem: Problem) -> None:
-    """Raise ValueError naming the field when `problem` cannot be solved as given."""
-    if problem.headroom <= 0:
-        raise ValueError(f"headroom must be > 0, got {problem.headroom}")
-    if problem.time_limit_s <= 0:
-        raise ValueError(f"time_limit_s must be > 0, got {problem.time_limit_s}")
-    _require_unique([c.device_class for c in problem.device_classes], "device_classes[].device_class")
-    _require_unique([f.fragment for f in problem.fragments], "fragments[].fragment")
-    for cls in problem.device_classes:
-        if cls.devices < 0 or cls.slices_per_device < 1 or cls.usd_per_hour < 0:
-            raise ValueError(
-                f"device class {cls.device_class!r}: need devices >= 0, slices_per_device >= 1 and "
-                f"usd_per_hour >= 0, got {cls.devices}, {cls.slices_per_device}, {cls.usd_per_hour}"
-            )
-    for f in problem.fragments:
-        if f.demand_rps < 0 or f.min_replicas < 0:
-            raise ValueError(
-                f"fragment {f.fragment!r}: demand_rps and min_replicas must be >= 0, "
-                f"got {f.demand_rps} and {f.min_replicas}"
-            )
-        for p in f.profiles:
-            if p.slices < 1 or p.throughput_rps < 0 or p.latency_ms < 0:
-                raise ValueError(
-                    f"fragment {f.fragment!r} profile on {p.device_class!r}: need slices >= 1, "
-                    f"throughput_rps >= 0 and latency_ms >= 0"
-                )
+class _Model:
+    """The CP-SAT model of the module docstring; x and y keyed by (fragment, class)."""
+
+    def __init__(self, problem: Problem, classes: dict[str, ClassCapacity],
+                 candidates: dict[str, tuple[Candidate, ...]], graph: Graph, with_slas: bool = True) -> None:
+        self.model = m = cp_model.CpModel()
+        self.x: dict[tuple[str, str], cp_model.IntVar] = {}
+        self.y: dict[tuple[str, str], cp_model.IntVar] = {}
+        self.max_x: dict[tuple[str, str], int] = {}
+        self.z: dict[tuple[str, str], tuple[cp_model.IntVar, int]] = {}
+        self.own: dict[str, cp_model.IntVar] = {}
+        self.below: dict[str, cp_model.IntVar] = {}
+        self.max_below: dict[str, int] = {}
+        self.edges: list[tuple[Edge, int, cp_model.IntVar]] = []
+        used: dict[str, list[cp_model.LinearExpr]] = {}
+        cost: list[cp_model.LinearExpr] = []
+        current = {(a.fragment, a.device_class): a.replicas for a in problem.current}
+        mu = math.ceil(problem.migration_cost_usd / 2 * USD_SCALE) if problem.current else 0
+        for f in problem.fragments:
+            cands = candidates[f.fragment]
+            for c in cands:
+                key = (f.fragment, c.device_class)
+                self.max_x[key] = c.max_replicas
+                x = self.x[key] = m.new_int_var(0, c.max_replicas, f"x[{f.fragment}@{c.device_class}]")
+                y = self.y[key] = m.new_bool_var(f"y[{f.fragment}@{c.device_class}]")
+                m.add(x <= c.max_replicas * y)
+                m.add(x >= y)
+                used.setdefault(c.device_class, []).append(x * c.slices)
+                cost += [x * round(c.usd_per_replica * USD_SCALE), y]
+                if mu:
+                    z = m.new_int_var(0, max(c.max_replicas, current.get(key, 0)), f"z[{f.fragment}@{c.device_class}]")
+                    m.add_abs_equality(z, x - current.get(key, 0))
+                    self.z[key] = (z, current.get(key, 0))
+                    cost.append(mu * z)
+            need = needed_units(f, problem.headroom)
+            if need > 0:
+                m.add(sum(self.x[f.fragment, c.device_class] * supply_units(c.throughput_rps) for c in cands) >= need)
+            if f.min_replicas > 0:
+                m.add(sum(self.x[f.fragment, c.device_class] for c in cands) >= f.min_replicas)
+        for cls in problem.device_classes:
+            if cls.device_class in used:
+                m.add(sum(used[cls.device_class]) <= cls.slices)
+        if with_slas and problem.slas:
+            self._add_paths(problem, classes, candidates, graph)
+        m.minimize(sum(cost))
+
+    def _add_paths(self, problem: Problem, classes: dict[str, ClassCapacity],
+                   candidates: dict[str, tuple[Candidate, ...]], graph: Graph) -> None:
+        m = self.model
+        lat = self.lat = {(f, c.device_class): math.ceil(c.latency_ms * US_PER_MS) for f in graph.order for c in candidates[f]}
+
+        def tau(e, a: str, b: str) -> int:
+            return 0 if a == b else math.ceil(problem.transfer.ms(e.bytes_per_call, classes[a], classes[b]) * US_PER_MS)
+
+        def worst_tau(e) -> int:
+            return max((tau(e, a.device_class, b.device_class)
+                        for a in candidates[e.parent] for b in candidates[e.child]), default=0)
+
+        self.graph, self.tau = graph, tau
+        # Upper bounds from the slowest class and transfer everywhere keep the domains tight.
+        upper, _ = longest_paths(graph, lambda f: max((lat[f, c.device_class] for c in candidates[f]), default=0),
+                                 lambda e: worst_tau(e) + 1)
+        own, below = self.own, self.below
+        for f in graph.order:
+            hi = self.max_below[f] = math.ceil(upper[f]) + 1
+            own[f] = m.new_int_var(0, hi, f"l[{f}]")
+            below[f] = m.new_int_var(0, hi, f"B[{f}]")
+            for c in candidates[f]:
+                m.add(own[f] >= lat[f, c.device_class] * self.y[f, c.device_class])
+            m.add(below[f] >= own[f])
+        for f in graph.order:
+            for e in graph.children.get(f, ()):
+                k = math.ceil(e.calls_per_parent_call * CALL_SCALE - 1e-9)
+                if k == 0:
+                    continue
+                t = m.new_int_var(0, worst_tau(e), f"t[{e.parent}->{e.child}]")
+                self.edges.append((e, k, t))
+                for a in candidates[e.parent]:
+                    for b in candidates[e.child]:
+                        if (v := tau(e, a.device_class, b.device_class)) > 0:
+                            m.add(t >= v * (self.y[e.parent, a.device_class] + self.y[e.child, b.device_class] - 1))
+                m.add(CALL_SCALE * below[f] >= CALL_SCALE * own[f] + k * (t + below[e.child]))
+        for sla in problem.slas:
+            for r in graph.roots.get(sla.workload, ()):
+                m.add(below[r] <= math.floor(sla.p99_ms * US_PER_MS + 1e-9))
+
+    def hint(self, replicas: dict[tuple[str, str], int] | None) -> None:
+        """A complete hint (every variable) from a placement, so CP-SAT starts from a known solution."""
+        if not replicas:
+            return
+        m = self.model
+        for key, x in self.x.items():
+            n = min(replicas.get(key, 0), self.max_x[key])
+            m.add_hint(x, n)
+            m.add_hint(self.y[key], int(n > 0))
+            if key in self.z:
+                z, cur = self.z[key]
+                m.add_hint(z, abs(n - cur))
+        if not self.below:
+            return
+        used: dict[str, list[str]] = {}
+        for (f, c), n in replicas.items():
+            if n > 0:
+                used.setdefault(f, []).append(c)
+        own = {f: max((self.lat[f, c] for c in used.get(f, ())), default=0) for f in self.graph.order}
+        t_value = {id(t): max((self.tau(e, a, b) for a in used.get(e.parent, ()) for b in used.get(e.child, ())),
+                              default=0) for e, _, t in self.edges}
+        by_parent: dict[str, list[tuple[int, IntVar, str]]] = {}
+        for e, k, t in self.edges:
+            by_parent.setdefault(e.parent, []).append((k, t, e.child))
+        below: dict[str, int] = {}
+        for f in self.graph.order:  # children first
+            b = own[f]
+            for k, t, child in by_parent.get(f, ()):
+                b = max(b, own[f] + -(-k * (t_value[id(t)] + below[child]) // CALL_SCALE))
+            below[f] = b
+            m.add_hint(self.own[f], own[f])
+            m.add_hint(self.below[f], min(b, self.max_below[f]))
+        for _, _, t in self.edges:
+            m.add_hint(t, t_value[id(t)])
+
+    def solve(self, time_limit_s: float) -> tuple[int, cp_model.CpSolver]:
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = time_limit_s
+        solver.parameters.num_workers = NUM_WORKERS
+        solver.parameters.random_seed = RANDOM_SEED
+        # A library must not own the process's signals: CP-SAT would otherwise install a SIGINT handler
+        # during the solve (from whatever thread runs it) and leave SIGINT at its default afterwards.
+        solver.parameters.catch_sigint_signal = False
+        status = solver.solve(self.model)
+        if status == cp_model.MODEL_INVALID:
+            raise RuntimeError(f"optimizer built an invalid CP-SAT model: {self.model.validate()}")
+        return status, solver
 
 
-def allowed_candidates(fragment: FragmentDemand, classes: dict[str, ClassCapacity]) -> tuple[Candidate, ...]:
-    """The (fragment, class) pairs the model may use, in the fleet's class order."""
-    profiles = effective_profiles(fragment)
-    out = []
-    for name, cls in classes.items():
-        p = profiles.get(name)
-        if p is None or not _within_bound(p, fragment) or p.slices > cls.slices:
-            continue
-        usd = p.slices / cls.slices_per_device * cls.usd_per_hour
-        out.append(Candidate(fragment.fragment, name, p.slices, p.throughput_rps, p.latency_ms, usd,
-                             cls.slices // p.slices))
-    return tuple(out)
-
-
-def effective_profiles(fragment: FragmentDemand) -> dict[str, ServiceProfile]:
-    """One profile per class: a measured one beats an estimate, else the first listed wins."""
-    chosen: dict[str, ServiceProfile] = {}
-    for p in fragment.profiles:
-        current = chosen.get(p.device_class)
-        if current is None or (p.measured and not current.measured):
-            chosen[p.device_class] = p
-    return chosen
-
-
-def _within_bound(profile: ServiceProfile, fragment: FragmentDemand) -> bool:
-    return fragment.latency_bound_ms is None or profile.latency_ms <= fragment.latency_bound_ms
-
-
-def _needed_units(fragment: FragmentDemand, headroom: float) -> int:
-    return max(0, math.ceil(fragment.demand_rps * headroom * RPS_SCALE - _ROUNDING_SLACK))
-
-
-def _supply_units(throughput_rps: float) -> int:
-    return math.floor(throughput_rps * RPS_SCALE + _ROUNDING_SLACK)
-
-
-def _replicas_alone(fragment: FragmentDemand, cand: Candidate, headroom: float) -> int | None:
-    """Replicas f needs on one candidate class alone, ignoring capacity; None if it cannot serve."""
-    need = _needed_units(fragment, headroom)
-    supply = _supply_units(cand.throughput_rps)
-    if need > 0 and supply == 0:
-        return None
-    by_demand = -(-need // supply) if need > 0 else 0
-    return max(fragment.min_replicas, by_demand)
-
-
-def _diagnose_fragments(
-    problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]]
-) -> tuple[str, ...]:
-    """Fragments that cannot be served even with the whole fleet to themselves."""
-    messages = []
-    for f in problem.fragments:
-        need = _needed_units(f, problem.headroom)
-        if need == 0 and f.min_replicas == 0:
-            continue
-        cands = candidates[f.fragment]
-        if not cands:
-            messages.append(f"fragment {f.fragment!r}: no allowed device class: {_why_no_class(f, classes)}")
-            continue
-        supply = sum(c.max_replicas * _supply_units(c.throughput_rps) for c in cands)
-        if supply < need:
-            detail = ", ".join(f"{c.device_class} {c.max_replicas} x {c.throughput_rps:.3g} rps" for c in cands)
-            messages.append(
-                f"fragment {f.fragment!r}: needs {f.demand_rps * problem.headroom:.3g} rps "
-                f"(demand {f.demand_rps:.3g} x headroom {problem.headroom:g}) but the whole fleet serves at "
-                f"most {supply / RPS_SCALE:.3g} rps of it ({detail})"
-            )
-        room = sum(c.max_replicas for c in cands)
-        if room < f.min_replicas:
-            messages.append(
-                f"fragment {f.fragment!r}: needs at least {f.min_replicas} replicas "
-                f"but the fleet has room for {room}"
-            )
-    return tuple(messages)
-
-
-def _why_no_class(fragment: FragmentDemand, classes: dict[str, ClassCapacity]) -> str:
-    profiles = effective_profiles(fragment)
-    if not profiles:
-        return "it has no service profile"
-    in_fleet = {name: p for name, p in profiles.items() if name in classes}
-    if not in_fleet:
-        return f"its profiles are only for classes not in the fleet ({', '.join(sorted(profiles))})"
-    reasons = []
-    fitting = {n: p for n, p in in_fleet.items() if p.slices <= classes[n].slices}
-    for name, p in in_fleet.items():
-        if name not in fitting:
-            reasons.append(
-                f"one replica needs {p.slices} slices of {name} but the fleet has {classes[name].slices}"
-            )
-    if fitting and fragment.latency_bound_ms is not None:
-        best_name, best = min(fitting.items(), key=lambda item: item[1].latency_ms)
-        reasons.append(
-            f"latency bound too tight: best latency {best.latency_ms:.4g} ms (on {best_name}) "
-            f"> bound {fragment.latency_bound_ms:.4g} ms"
-        )
-    return "; ".join(reasons)
-
-
-def _diagnose_capacity(problem: Problem, candidates: dict[str, tuple[Candidate, ...]]) -> tuple[str, ...]:
-    """Which classes run short when every fragment fits alone but not all of them together."""
-    capacity = {cls.device_class: cls.slices for cls in problem.device_classes}
-    pinned: dict[str, list[tuple[str, int]]] = {}
-    cheapest: dict[str, list[tuple[str, int]]] = {}
-    for f in problem.fragments:
-        options = [(c, n) for c in candidates[f.fragment] if (n := _replicas_alone(f, c, problem.headroom))]
-        if not options:
-            continue
-        if len(options) == 1:
-            cand, n = options[0]
-            pinned.setdefault(cand.device_class, []).append((f.fragment, n * cand.slices))
-        cand, n = min(options, key=lambda o: o[1] * o[0].usd_per_replica)
-        cheapest.setdefault(cand.device_class, []).append((f.fragment, n * cand.slices))
-
-    messages = [
-        _shortage(name, needs, capacity[name], "fragments that can only run there")
-        for name, needs in pinned.items()
-        if sum(s for _, s in needs) > capacity[name]
-    ]
-    if not messages:
-        messages = [
-            _shortage(name, needs, capacity[name], "fragments for which it is the cheapest class")
-            for name, needs in cheapest.items()
-            if sum(s for _, s in needs) > capacity[name]
-        ]
-    if not messages:
-        fleet = ", ".join(f"{name} {slices} slices" for name, slices in capacity.items())
-        messages = [f"every fragment fits alone but not all together; more capacity is needed in: {fleet}"]
-    return tuple(messages)
-
-
-def _shortage(device_class: str, needs: list[tuple[str, int]], capacity: int, who: str) -> str:
-    total = sum(s for _, s in needs)
-    detail = ", ".join(f"{name} {s}" for name, s in needs)
-    return (
-        f"class {device_class!r} is short by {total - capacity} slices: {who} need {total} ({detail}) "
-        f"but it has {capacity}"
-    )
-
-
-def _require_unique(names: list[str], field_name: str) -> None:
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"{field_name} must be unique; duplicated: {', '.join(duplicates)}")
+def _diagnose_infeasible(problem: Problem, classes: dict[str, ClassCapacity],
+                         candidates: dict[str, tuple[Candidate, ...]], graph: Graph, status: int) -> tuple[str, ...]:
+    if status != cp_model.INFEASIBLE:
+        return (f"no feasible plan found within the {problem.time_limit_s} s time limit "
+                "(not proven infeasible); raise time_limit_s",)
+    if problem.slas:
+        relaxed_status, _ = _Model(problem, classes, candidates, graph, with_slas=False).solve(problem.time_limit_s)
+        if relaxed_status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            fastest = {f: min((c.latency_ms for c in cands), default=0.0) for f, cands in candidates.items()}
+            below, _ = longest_paths(graph, fastest.__getitem__, lambda e: 0.0)
+            best = {w: v for w, (v, _) in workload_p99(graph, below).items()}
+            return diagnose_sla_with_capacity(problem, best)
+    return diagnose_capacity(problem, candidates)

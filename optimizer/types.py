@@ -1,7 +1,11 @@
 """The typed stages of the optimizer: what a `Problem` holds and what a `Plan` answers."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from optimizer.transfer import TransferModel
 
 
 @dataclass(frozen=True)
@@ -12,6 +16,9 @@ class ClassCapacity:
     usd_per_hour: float  # one whole device
     devices: int  # healthy devices
     slices_per_device: int = 1
+    vendor: str = ""  # e.g. nvidia, amd, intel; "" when unknown (treated as its own vendor)
+    fabric: str = ""  # scale-up interconnect, e.g. nvlink; "" when unknown
+    memory_gib_per_device: float = 0.0  # 0 means memory is not checked
 
     @property
     def slices(self) -> int:
@@ -39,6 +46,27 @@ class FragmentDemand:
     profiles: tuple[ServiceProfile, ...]
     latency_bound_ms: float | None = None
     min_replicas: int = 1
+    memory_gib_per_replica: float | None = None  # checked where the class states its memory
+    pinned: tuple[str, ...] = ()  # when set, only these classes may run the fragment
+    forbidden: tuple[str, ...] = ()  # classes that may never run it
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A call from one fragment to another: per parent visit, how many child visits and bytes each."""
+
+    parent: str
+    child: str
+    calls_per_parent_call: float = 1.0
+    bytes_per_call: float = 0.0
+
+
+@dataclass(frozen=True)
+class WorkloadSla:
+    """End-to-end p99 latency bound for every root-to-leaf path of one workload's graph."""
+
+    workload: str
+    p99_ms: float
 
 
 @dataclass(frozen=True)
@@ -49,6 +77,14 @@ class Problem:
     fragments: tuple[FragmentDemand, ...]
     headroom: float = 1.2
     time_limit_s: float = 5.0
+    edges: tuple[Edge, ...] = ()
+    slas: tuple[WorkloadSla, ...] = ()
+    current: tuple[Assignment, ...] = ()  # the placement running now (warm start, migration cost)
+    # $/hour charged per replica moved: the one-off cost of a move divided by the hours it is
+    # amortised over. A move (one replica stopped on A, one started on B) costs this once; a
+    # replica only started or only stopped costs half of it.
+    migration_cost_usd: float = 0.0
+    transfer: TransferModel = field(default_factory=TransferModel)
 
 
 class PlanStatus(StrEnum):
@@ -78,6 +114,11 @@ class Plan:
     lower_bound_usd_per_hour: float = 0.0
     solve_time_s: float = 0.0
     diagnosis: tuple[str, ...] = field(default=())
+    predicted_p99_ms: dict[str, float] = field(default_factory=dict)  # per workload with an SLA
+    moves: tuple[ReplicaMove, ...] = ()  # against problem.current
+    explanations: dict[str, Explanation] = field(default_factory=dict)  # per fragment
+    cost_breakdown: CostBreakdown = field(default_factory=lambda: CostBreakdown())
+    migration_usd_per_hour: float = 0.0  # the objective's migration term for this plan
 
     @property
     def feasible(self) -> bool:
@@ -92,3 +133,30 @@ class Plan:
 
     def replicas_of(self, fragment: str) -> dict[str, int]:
         return {a.device_class: a.replicas for a in self.assignments if a.fragment == fragment and a.replicas}
+
+
+@dataclass(frozen=True)
+class ReplicaMove:
+    """Replicas of a fragment that stop on one class and start on another (None: only start or stop)."""
+
+    fragment: str
+    from_class: str | None
+    to_class: str | None
+    replicas: int
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a fragment runs where it does, and what the next-best class would cost."""
+
+    binding: str  # e.g. "cheapest per throughput", "capacity of L40S", "latency bound of workload w"
+    runner_up: str | None = None
+    runner_up_delta_usd_per_hour: float | None = None  # runner-up cost minus this plan's cost of the fragment
+
+
+@dataclass(frozen=True)
+class CostBreakdown:
+    """A plan's $/hour split by device class and by workload."""
+
+    by_class: dict[str, float] = field(default_factory=dict)
+    by_workload: dict[str, float] = field(default_factory=dict)

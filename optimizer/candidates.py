@@ -1,0 +1,168 @@
+"""Which (fragment, device class) pairs a placement may use, with the integer units the solvers share."""
+
+import math
+from collections import Counter
+from typing import NamedTuple
+
+from optimizer.types import ClassCapacity, FragmentDemand, Problem, ServiceProfile
+
+RPS_SCALE = 1_000_000  # micro-visits per second
+USD_SCALE = 1_000_000  # micro-dollars per hour
+_ROUNDING_SLACK = 1e-6  # in scaled units: absorbs float noise such as 1.2 * 100 = 120.00000000000001
+
+
+class Candidate(NamedTuple):
+    """One allowed (fragment, class) pair with the numbers the model needs (a tuple: thousands are built per solve)."""
+
+    fragment: str
+    device_class: str
+    slices: int  # per replica
+    throughput_rps: float  # per replica
+    latency_ms: float
+    usd_per_replica: float
+    max_replicas: int  # replicas the class could hold if f had it alone
+
+
+def validate(problem: Problem) -> None:
+    """Raise ValueError naming the field when `problem` cannot be solved as given."""
+    if problem.headroom <= 0:
+        raise ValueError(f"headroom must be > 0, got {problem.headroom}")
+    if problem.time_limit_s <= 0:
+        raise ValueError(f"time_limit_s must be > 0, got {problem.time_limit_s}")
+    if problem.migration_cost_usd < 0:
+        raise ValueError(f"migration_cost_usd must be >= 0, got {problem.migration_cost_usd}")
+    _require_unique([c.device_class for c in problem.device_classes], "device_classes[].device_class")
+    _require_unique([f.fragment for f in problem.fragments], "fragments[].fragment")
+    _require_unique([s.workload for s in problem.slas], "slas[].workload")
+    for cls in problem.device_classes:
+        if cls.devices < 0 or cls.slices_per_device < 1 or cls.usd_per_hour < 0 or cls.memory_gib_per_device < 0:
+            raise ValueError(
+                f"device class {cls.device_class!r}: need devices >= 0, slices_per_device >= 1, "
+                f"usd_per_hour >= 0 and memory_gib_per_device >= 0, got {cls.devices}, "
+                f"{cls.slices_per_device}, {cls.usd_per_hour}, {cls.memory_gib_per_device}"
+            )
+    for f in problem.fragments:
+        if f.demand_rps < 0 or f.min_replicas < 0:
+            raise ValueError(
+                f"fragment {f.fragment!r}: demand_rps and min_replicas must be >= 0, "
+                f"got {f.demand_rps} and {f.min_replicas}"
+            )
+        if f.memory_gib_per_replica is not None and f.memory_gib_per_replica < 0:
+            raise ValueError(f"fragment {f.fragment!r}: memory_gib_per_replica must be >= 0")
+        for p in f.profiles:
+            if p.slices < 1 or p.throughput_rps < 0 or p.latency_ms < 0:
+                raise ValueError(
+                    f"fragment {f.fragment!r} profile on {p.device_class!r}: need slices >= 1, "
+                    f"throughput_rps >= 0 and latency_ms >= 0"
+                )
+    names = {f.fragment for f in problem.fragments}
+    for e in problem.edges:
+        if e.parent not in names or e.child not in names:
+            raise ValueError(f"edge {e.parent!r} -> {e.child!r}: both ends must be fragments of the problem")
+        if e.calls_per_parent_call < 0 or e.bytes_per_call < 0:
+            raise ValueError(f"edge {e.parent!r} -> {e.child!r}: calls_per_parent_call and bytes_per_call must be >= 0")
+    for s in problem.slas:
+        if s.p99_ms <= 0:
+            raise ValueError(f"sla of workload {s.workload!r}: p99_ms must be > 0, got {s.p99_ms}")
+
+
+def allowed_candidates(fragment: FragmentDemand, classes: dict[str, ClassCapacity]) -> tuple[Candidate, ...]:
+    """The (fragment, class) pairs the model may use, in the fleet's class order.
+
+    A pair is allowed when f has a profile on c, one replica fits in c's slices and memory, c is
+    in f's pins (if any) and not in its forbids, and the profile's latency is within f's own bound.
+    """
+    profiles = effective_profiles(fragment)
+    out = []
+    for name, cls in classes.items():
+        p = profiles.get(name)
+        if p is None or p.slices > cls.slices or not _within_bound(p, fragment):
+            continue
+        if not _permitted(fragment, name) or not memory_fits(fragment, p, cls):
+            continue
+        usd = p.slices / cls.slices_per_device * cls.usd_per_hour
+        out.append(Candidate(fragment.fragment, name, p.slices, p.throughput_rps, p.latency_ms, usd,
+                             cls.slices // p.slices))
+    return tuple(out)
+
+
+def effective_profiles(fragment: FragmentDemand) -> dict[str, ServiceProfile]:
+    """One profile per class: a measured one beats an estimate, else the first listed wins."""
+    chosen: dict[str, ServiceProfile] = {}
+    for p in fragment.profiles:
+        current = chosen.get(p.device_class)
+        if current is None or (p.measured and not current.measured):
+            chosen[p.device_class] = p
+    return chosen
+
+
+def memory_fits(fragment: FragmentDemand, profile: ServiceProfile, cls: ClassCapacity) -> bool:
+    """A replica gets its slices' share of the device's memory; 0 GiB on the class means unchecked."""
+    if fragment.memory_gib_per_replica is None or cls.memory_gib_per_device <= 0:
+        return True
+    return fragment.memory_gib_per_replica <= cls.memory_gib_per_device * profile.slices / cls.slices_per_device
+
+
+def _permitted(fragment: FragmentDemand, device_class: str) -> bool:
+    if fragment.pinned and device_class not in fragment.pinned:
+        return False
+    return device_class not in fragment.forbidden
+
+
+def _within_bound(profile: ServiceProfile, fragment: FragmentDemand) -> bool:
+    return fragment.latency_bound_ms is None or profile.latency_ms <= fragment.latency_bound_ms
+
+
+def needed_units(fragment: FragmentDemand, headroom: float) -> int:
+    return max(0, math.ceil(fragment.demand_rps * headroom * RPS_SCALE - _ROUNDING_SLACK))
+
+
+def supply_units(throughput_rps: float) -> int:
+    return math.floor(throughput_rps * RPS_SCALE + _ROUNDING_SLACK)
+
+
+def replicas_alone(fragment: FragmentDemand, cand: Candidate, headroom: float, need: int | None = None) -> int | None:
+    """Replicas f needs on one candidate class alone, ignoring capacity; None if it cannot serve.
+    `need` is needed_units(fragment, headroom) when the caller has it already."""
+    need = needed_units(fragment, headroom) if need is None else need
+    supply = supply_units(cand.throughput_rps)
+    if need > 0 and supply == 0:
+        return None
+    by_demand = -(-need // supply) if need > 0 else 0
+    return max(fragment.min_replicas, by_demand)
+
+
+def why_no_class(fragment: FragmentDemand, classes: dict[str, ClassCapacity]) -> str:
+    """Why `allowed_candidates` returned nothing for `fragment`, in words."""
+    profiles = effective_profiles(fragment)
+    if not profiles:
+        return "it has no service profile"
+    in_fleet = {name: p for name, p in profiles.items() if name in classes}
+    if not in_fleet:
+        return f"its profiles are only for classes not in the fleet ({', '.join(sorted(profiles))})"
+    reasons = []
+    fitting = {}
+    for name, p in in_fleet.items():
+        cls = classes[name]
+        if p.slices > cls.slices:
+            reasons.append(f"one replica needs {p.slices} slices of {name} but the fleet has {cls.slices}")
+        elif not _permitted(fragment, name):
+            reasons.append(f"{name} is {'not pinned' if fragment.pinned else 'forbidden'}")
+        elif not memory_fits(fragment, p, cls):
+            have = cls.memory_gib_per_device * p.slices / cls.slices_per_device
+            reasons.append(f"a replica needs {fragment.memory_gib_per_replica:.4g} GiB but {name} gives it {have:.4g} GiB")
+        else:
+            fitting[name] = p
+    if fitting and fragment.latency_bound_ms is not None:
+        best_name, best = min(fitting.items(), key=lambda item: item[1].latency_ms)
+        reasons.append(
+            f"latency bound too tight: best latency {best.latency_ms:.4g} ms (on {best_name}) "
+            f"> bound {fragment.latency_bound_ms:.4g} ms"
+        )
+    return "; ".join(reasons)
+
+
+def _require_unique(names: list[str], field_name: str) -> None:
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"{field_name} must be unique; duplicated: {', '.join(duplicates)}")

@@ -1,0 +1,132 @@
+"""Why no placement exists: which fragment, capacity or SLA cannot be met, and by how much."""
+
+from optimizer.candidates import (
+    RPS_SCALE,
+    Candidate,
+    needed_units,
+    replicas_alone,
+    supply_units,
+    why_no_class,
+)
+from optimizer.graph import Graph, longest_paths, path_from, workload_p99
+from optimizer.types import ClassCapacity, Edge, Problem
+
+
+def diagnose_fragments(
+    problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]]
+) -> tuple[str, ...]:
+    """Fragments that cannot be served even with the whole fleet to themselves."""
+    messages = []
+    for f in problem.fragments:
+        need = needed_units(f, problem.headroom)
+        if need == 0 and f.min_replicas == 0:
+            continue
+        cands = candidates[f.fragment]
+        if not cands:
+            messages.append(f"fragment {f.fragment!r}: no allowed device class: {why_no_class(f, classes)}")
+            continue
+        supply = sum(c.max_replicas * supply_units(c.throughput_rps) for c in cands)
+        if supply < need:
+            detail = ", ".join(f"{c.device_class} {c.max_replicas} x {c.throughput_rps:.3g} rps" for c in cands)
+            messages.append(
+                f"fragment {f.fragment!r}: needs {f.demand_rps * problem.headroom:.3g} rps "
+                f"(demand {f.demand_rps:.3g} x headroom {problem.headroom:g}) but the whole fleet serves at "
+                f"most {supply / RPS_SCALE:.3g} rps of it ({detail})"
+            )
+        room = sum(c.max_replicas for c in cands)
+        if room < f.min_replicas:
+            messages.append(
+                f"fragment {f.fragment!r}: needs at least {f.min_replicas} replicas "
+                f"but the fleet has room for {room}"
+            )
+    return tuple(messages)
+
+
+def diagnose_slas(
+    problem: Problem, graph: Graph, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]]
+) -> tuple[str, ...]:
+    """SLAs no placement can meet even with unlimited capacity: each fragment on its fastest class.
+
+    The bound uses, per fragment, its lowest allowed latency and, per edge, no transfer when both
+    ends may share a class and otherwise the cheapest transfer between allowed classes.
+    """
+    if graph.cycle:
+        return (f"the call graph has a cycle ({' -> '.join(graph.cycle)}): its path latency is unbounded",)
+    fastest = {f: min((c.latency_ms for c in cands), default=0.0) for f, cands in candidates.items()}
+    below, via = longest_paths(graph, fastest.__getitem__, lambda e: min_transfer_ms(problem, classes, candidates, e))
+    messages = []
+    worst = workload_p99(graph, below)
+    for sla in problem.slas:
+        best, root = worst.get(sla.workload, (0.0, None))
+        if root is not None and best > sla.p99_ms:
+            messages.append(
+                f"workload {sla.workload!r}: best possible path {best:.4g} ms > p99 {sla.p99_ms:.4g} ms "
+                f"by {best - sla.p99_ms:.4g} ms ({' -> '.join(path_from(root, via))})"
+            )
+    return tuple(messages)
+
+
+def min_transfer_ms(
+    problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]], edge: Edge
+) -> float:
+    ends = [c.device_class for c in candidates[edge.parent]], [c.device_class for c in candidates[edge.child]]
+    if set(ends[0]) & set(ends[1]):
+        return 0.0
+    return min(
+        (problem.transfer.ms(edge.bytes_per_call, classes[a], classes[b]) for a in ends[0] for b in ends[1]),
+        default=0.0,
+    )
+
+
+def diagnose_capacity(problem: Problem, candidates: dict[str, tuple[Candidate, ...]]) -> tuple[str, ...]:
+    """Which classes run short when every fragment fits alone but not all of them together."""
+    capacity = {cls.device_class: cls.slices for cls in problem.device_classes}
+    pinned: dict[str, list[tuple[str, int]]] = {}
+    cheapest: dict[str, list[tuple[str, int]]] = {}
+    for f in problem.fragments:
+        options = [(c, n) for c in candidates[f.fragment] if (n := replicas_alone(f, c, problem.headroom))]
+        if not options:
+            continue
+        if len(options) == 1:
+            cand, n = options[0]
+            pinned.setdefault(cand.device_class, []).append((f.fragment, n * cand.slices))
+        cand, n = min(options, key=lambda o: o[1] * o[0].usd_per_replica)
+        cheapest.setdefault(cand.device_class, []).append((f.fragment, n * cand.slices))
+
+    messages = [
+        _shortage(name, needs, capacity[name], "fragments that can only run there")
+        for name, needs in pinned.items()
+        if sum(s for _, s in needs) > capacity[name]
+    ]
+    if not messages:
+        messages = [
+            _shortage(name, needs, capacity[name], "fragments for which it is the cheapest class")
+            for name, needs in cheapest.items()
+            if sum(s for _, s in needs) > capacity[name]
+        ]
+    if not messages:
+        fleet = ", ".join(f"{name} {slices} slices" for name, slices in capacity.items())
+        messages = [f"every fragment fits alone but not all together; more capacity is needed in: {fleet}"]
+    return tuple(messages)
+
+
+def diagnose_sla_with_capacity(problem: Problem, best_paths: dict[str, float]) -> tuple[str, ...]:
+    """Capacity alone and each SLA alone can be met, but not all of them together."""
+    detail = ", ".join(
+        f"{s.workload!r} p99 {s.p99_ms:.4g} ms (best possible path {best_paths.get(s.workload, 0.0):.4g} ms, "
+        f"{s.p99_ms - best_paths.get(s.workload, 0.0):.4g} ms of slack)"
+        for s in problem.slas
+    )
+    return (
+        "the fleet has capacity for the demand, but not on classes fast enough for these SLAs together: "
+        f"{detail}; add capacity on the fast classes or relax a p99",
+    )
+
+
+def _shortage(device_class: str, needs: list[tuple[str, int]], capacity: int, who: str) -> str:
+    total = sum(s for _, s in needs)
+    detail = ", ".join(f"{name} {s}" for name, s in needs)
+    return (
+        f"class {device_class!r} is short by {total - capacity} slices: {who} need {total} ({detail}) "
+        f"but it has {capacity}"
+    )

@@ -1,0 +1,185 @@
+"""The fast path: a placement in milliseconds from the same candidates, and the CP-SAT hint.
+
+1. Keep the current placement of every fragment whose current classes are all still allowed
+   (as much of it as capacity holds): a warm re-solve starts from what runs.
+2. Place the rest of each fragment's demand x headroom (and min replicas) on its classes in order
+   of the price of serving it alone there (replicas needed x price per replica, so rounding up to
+   whole replicas counts), spilling to the next class when one runs out of slices. Fragments
+   with the fewest allowed classes go first, then the most expensive.
+3. Repair SLAs: while a workload's worst path exceeds its p99, move one fragment on that path
+   wholly to another class (faster, or the same class as a neighbour, saving a transfer) where
+   capacity allows, choosing the move that cuts the path most per extra $/h.
+
+The plan's lower bound is `fractional_bound`: every fragment at its best price per visit/s (or
+its min replicas at the cheapest price per replica), ignoring capacity and whole replicas.
+"""
+
+import time
+from collections import defaultdict
+from math import inf
+
+from optimizer.candidates import Candidate, allowed_candidates, needed_units, replicas_alone, supply_units, validate
+from optimizer.diagnose import diagnose_fragments, diagnose_slas
+from optimizer.explain import plan_fields
+from optimizer.graph import Graph, build_graph, longest_paths, path_from, reachable, workload_p99
+from optimizer.types import Assignment, ClassCapacity, Plan, PlanStatus, Problem
+
+_MAX_REPAIRS_PER_FRAGMENT = 3
+
+
+def greedy(problem: Problem) -> Plan:
+    """A feasible plan fast, or an infeasible one naming why (a diagnosis, or that greedy gave up)."""
+    started = time.perf_counter()
+    validate(problem)
+    classes = {cls.device_class: cls for cls in problem.device_classes}
+    candidates = {f.fragment: allowed_candidates(f, classes) for f in problem.fragments}
+    graph = build_graph(problem)
+    diagnosis = diagnose_fragments(problem, classes, candidates) or diagnose_slas(problem, graph, classes, candidates)
+    placed = None if diagnosis else greedy_assignments(problem, classes, candidates, graph)
+    if placed is None:
+        diagnosis = diagnosis or ("the greedy fast path found no placement (not proven infeasible); run solve",)
+        return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
+    by_key = {(c.fragment, c.device_class): c for cands in candidates.values() for c in cands}
+    assignments = tuple(
+        Assignment(f, c, n, by_key[f, c].slices, n * by_key[f, c].usd_per_replica)
+        for (f, c), n in placed.items() if n > 0
+    )
+    usd = sum((a.usd_per_hour for a in assignments), 0.0)
+    bound = fractional_bound(problem, candidates)
+    return Plan(PlanStatus.feasible, assignments, usd_per_hour=usd, lower_bound_usd_per_hour=min(usd, bound),
+                solve_time_s=time.perf_counter() - started,
+                **plan_fields(problem, graph, classes, candidates, assignments))
+
+
+def fractional_bound(problem: Problem, candidates: dict[str, tuple[Candidate, ...]]) -> float:
+    """sum_f max(min_c (d_f * h / r_fc) * u_fc, m_f * min_c u_fc) in $/h: a lower bound on any
+    plan's cost (each fragment at its best price per visit/s, and at least m_f of its cheapest replicas)."""
+    total = 0.0
+    for f in problem.fragments:
+        cands = candidates[f.fragment]
+        per_rps = min((f.demand_rps * problem.headroom / c.throughput_rps * c.usd_per_replica
+                       for c in cands if c.throughput_rps > 0), default=0.0)
+        total += max(per_rps, f.min_replicas * min((c.usd_per_replica for c in cands), default=0.0))
+    return total
+
+
+def greedy_assignments(
+    problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]], graph: Graph
+) -> dict[tuple[str, str], int] | None:
+    """Replicas per (fragment, class) by the module docstring's steps; None when they find none."""
+    free = {name: cls.slices for name, cls in classes.items()}
+    placed: dict[str, dict[str, int]] = defaultdict(dict)
+    current: dict[str, dict[str, int]] = defaultdict(dict)
+    for a in problem.current:
+        current[a.fragment][a.device_class] = a.replicas
+    alone: dict[str, dict[str, float]] = {}
+    for f in problem.fragments:
+        need = needed_units(f, problem.headroom)
+        alone[f.fragment] = {
+            c.device_class: inf if (n := replicas_alone(f, c, problem.headroom, need)) is None else n * c.usd_per_replica
+            for c in candidates[f.fragment]
+        }
+    order = sorted(problem.fragments,
+                   key=lambda f: (len(candidates[f.fragment]), -min(alone[f.fragment].values(), default=0.0)))
+    for f in order:
+        cands = {c.device_class: c for c in candidates[f.fragment]}
+        need, count = needed_units(f, problem.headroom), f.min_replicas
+        mine = placed[f.fragment]
+        if current[f.fragment] and all(c in cands for c in current[f.fragment]):
+            for name, n in current[f.fragment].items():
+                n = min(n, free[name] // cands[name].slices)
+                if n > 0:
+                    mine[name] = n
+                    free[name] -= n * cands[name].slices
+                    need -= n * supply_units(cands[name].throughput_rps)
+                    count -= n
+        for name in sorted(cands, key=alone[f.fragment].get):
+            if need <= 0 and count <= 0:
+                break
+            c = cands[name]
+            supply = supply_units(c.throughput_rps)
+            wanted = max(count, -(-need // supply) if supply else (0 if need <= 0 else 0))
+            n = min(wanted, free[name] // c.slices)
+            if n > 0:
+                mine[name] = mine.get(name, 0) + n
+                free[name] -= n * c.slices
+                need -= n * supply
+                count -= n
+        if need > 0 or count > 0:
+            return None
+    if problem.slas and not _repair_slas(problem, classes, candidates, graph, placed, free):
+        return None
+    return {(f, c): n for f, by_class in placed.items() for c, n in by_class.items()}
+
+
+def _repair_slas(problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]],
+                 graph: Graph, placed: dict[str, dict[str, int]], free: dict[str, int]) -> bool:
+    """Step 3 of the module docstring, workload by workload over the fragments its paths reach."""
+    repair = _Repair(problem, classes, candidates, graph, placed, free)
+    p99 = {s.workload: s.p99_ms for s in problem.slas}
+    for _ in range(2):  # a repair for one workload may slow a fragment another workload shares
+        for w, roots in graph.roots.items():
+            if not repair.workload(roots, reachable(graph, roots), p99[w]):
+                return False
+    below, _ = repair.evaluate(graph.order)
+    return all(v <= p99[w] + 1e-9 for w, (v, _) in workload_p99(graph, below).items())
+
+
+class _Repair:
+    """The placement being repaired (`placed`, `free` are updated in place) and how to evaluate it."""
+
+    def __init__(self, problem: Problem, classes: dict[str, ClassCapacity],
+                 candidates: dict[str, tuple[Candidate, ...]], graph: Graph,
+                 placed: dict[str, dict[str, int]], free: dict[str, int]) -> None:
+        self.problem, self.classes, self.graph, self.placed, self.free = problem, classes, graph, placed, free
+        self.fragments = {f.fragment: f for f in problem.fragments}
+        self.cands = {f: {c.device_class: c for c in cs} for f, cs in candidates.items()}
+        self.repairs: dict[str, int] = defaultdict(int)
+
+    def evaluate(self, order: tuple[str, ...], override: tuple[str, str] | None = None):
+        """longest_paths over `order` with the current placement, or with one fragment moved."""
+        def used(f: str):
+            return (override[1],) if override and override[0] == f else tuple(self.placed[f])
+
+        def lat(f: str) -> float:
+            return max((self.cands[f][c].latency_ms for c in used(f)), default=0.0)
+
+        def xfer(e) -> float:
+            return max((self.problem.transfer.ms(e.bytes_per_call, self.classes[a], self.classes[b])
+                        for a in used(e.parent) for b in used(e.child) if a != b), default=0.0)
+        return longest_paths(self.graph, lat, xfer, order)
+
+    def workload(self, roots: tuple[str, ...], order: tuple[str, ...], p99: float) -> bool:
+        """Move fragments of the worst path until it meets p99; False when no move helps."""
+        while True:
+            below, via = self.evaluate(order)
+            worst, root = max(((below[r], r) for r in roots), default=(0.0, None))
+            if root is None or worst <= p99 + 1e-9:
+                return True
+            best = None
+            for f in path_from(root, via):
+                if self.repairs[f] >= _MAX_REPAIRS_PER_FRAGMENT:
+                    continue
+                for option in self._options(f):
+                    gain = worst - self.evaluate(order, (f, option[0]))[0][root]
+                    if gain > 1e-9 and (best is None or gain / option[2] > best[0]):
+                        best = (gain / option[2], f, option)
+            if best is None:
+                return False
+            _, f, (name, n, _) = best
+            for c, k in self.placed[f].items():
+                self.free[c] += k * self.cands[f][c].slices
+            self.placed[f] = {name: n}
+            self.free[name] -= n * self.cands[f][name].slices
+            self.repairs[f] += 1
+
+    def _options(self, f: str):
+        """(class, replicas, extra $/h, at least 1e-6) for moving all of f to one other class that has room."""
+        mine = self.placed[f]
+        before = sum(n * self.cands[f][c].usd_per_replica for c, n in mine.items())
+        for name, c in self.cands[f].items():
+            if set(mine) == {name}:
+                continue
+            n = replicas_alone(self.fragments[f], c, self.problem.headroom)
+            if n is not None and n * c.slices <= self.free[name] + mine.get(name, 0) * c.slices:
+                yield name, n, max(n * c.usd_per_replica - before, 1e-6)
