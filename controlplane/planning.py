@@ -4,6 +4,7 @@
 """
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -14,6 +15,7 @@ from controlplane.db import int_sum
 from controlplane.models import (
     Device,
     DeviceClass,
+    Edge,
     Fragment,
     FragmentProfile,
     MigrationPolicy,
@@ -30,7 +32,8 @@ from controlplane.models._common import minute_of, to_utc
 from controlplane.seed import spec_of
 from optimizer.catalog import DeviceClassSpec
 from optimizer.perfmodel import estimate_profiles
-from optimizer.types import ClassCapacity, FragmentDemand, Problem, ServiceProfile
+from optimizer.types import Assignment, ClassCapacity, FragmentDemand, Problem, ServiceProfile, WorkloadSla
+from optimizer.types import Edge as OptEdge
 
 WINDOW_MINUTES = 5  # demand and measured latency are averaged over this many minutes
 MIN_ELAPSED_S = 10.0  # a fragment seen for less than this is rated over this long
@@ -86,6 +89,17 @@ class Snapshot:
     current_version: int | None
     latest_version: int
     policy: PolicyView
+    edges: tuple["EdgeView", ...] = ()
+
+
+@dataclass(frozen=True)
+class EdgeView:
+    """Calls from one fragment to another, per call of the parent, and bytes per call, all-time."""
+
+    parent_id: int
+    child_id: int
+    calls_per_parent_call: float
+    bytes_per_call: float
 
 
 def take_snapshot(session: Session, now: datetime) -> Snapshot:
@@ -176,6 +190,17 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
             current[(item.fragment_id, name)] = (item.replicas, item.slices)
     latest = session.exec(select(func.max(Placement.version))).one() or 0
 
+    visits_ever = dict(
+        session.exec(
+            select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits)).group_by(FragmentProfile.fragment_id)
+        ).all()
+    )
+    edges = tuple(
+        EdgeView(e.parent_id, e.child_id, e.calls / int(visits_ever[e.parent_id]), e.bytes_total / e.calls)
+        for e in session.exec(select(Edge).order_by(Edge.id)).all()
+        if e.calls > 0 and int(visits_ever.get(e.parent_id) or 0) > 0
+    )
+
     policy_row = session.exec(
         select(MigrationPolicy)
         .where(MigrationPolicy.enabled, MigrationPolicy.tenant_id.is_(None), MigrationPolicy.workload_id.is_(None))
@@ -197,36 +222,91 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         current_version=current_placement.version if current_placement else None,
         latest_version=int(latest),
         policy=policy,
+        edges=edges,
     )
 
 
-def build_problem(snapshot: Snapshot, headroom: float, time_limit_s: float) -> Problem:
-    """The optimizer's problem: estimated profiles (measured latency where telemetry has it) and bounds.
+def build_problem(
+    snapshot: Snapshot, headroom: float, time_limit_s: float, migration_cost_usd: float = 0.0
+) -> Problem:
+    """The optimizer's problem: the observed graph with its SLAs, the fleet, and what runs now.
 
-    Latency bound per visit of fragment f in workload w, from w's p99 SLA:
-        bound_f = p99_w * e_f / sum_g(v_g * e_g)
-    where e_g is g's best estimated latency and v_g its visits per request. If every fragment
-    meets its bound, a request's latency along the graph, sum_g(v_g * latency_g), meets p99_w.
+    Profiles are estimated by the performance model, with measured mean latency where
+    telemetry has enough visits on a class. Each workload's p99 SLA bounds every path of its
+    graph (the solver adds transfer latency where an edge crosses classes). Edges that would
+    close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
+    lightest first, since a path bound needs an acyclic graph.
     """
-    profiles = {f.id: _profiles(f, snapshot.classes) for f in snapshot.fragments}
-    bounds = _latency_bounds(snapshot, profiles)
+    specs = {c.name: c for c in snapshot.classes}
     capacity = tuple(
-        ClassCapacity(c.name, c.usd_per_hour, snapshot.healthy_devices.get(c.name, 0), c.slices_per_device)
+        ClassCapacity(
+            c.name,
+            c.usd_per_hour,
+            snapshot.healthy_devices.get(c.name, 0),
+            c.slices_per_device,
+            vendor=c.vendor,
+            fabric=c.fabric,
+        )
         for c in snapshot.classes
         if snapshot.healthy_devices.get(c.name, 0) > 0
     )
     fragments = tuple(
-        FragmentDemand(
-            fragment=str(f.id),
-            workload=str(f.workload_id),
-            demand_rps=f.rate_rps,
-            profiles=profiles[f.id],
-            latency_bound_ms=bounds.get(f.id),
-        )
+        FragmentDemand(fragment=str(f.id), workload=str(f.workload_id), demand_rps=f.rate_rps, profiles=profiles)
         for f in snapshot.fragments
-        if profiles[f.id]
+        if (profiles := _profiles(f, snapshot.classes))
     )
-    return Problem(device_classes=capacity, fragments=fragments, headroom=headroom, time_limit_s=time_limit_s)
+    placed = {f.fragment for f in fragments}
+    edges = acyclic(
+        OptEdge(str(e.parent_id), str(e.child_id), e.calls_per_parent_call, e.bytes_per_call)
+        for e in snapshot.edges
+        if str(e.parent_id) in placed and str(e.child_id) in placed and e.parent_id != e.child_id
+    )
+    workloads = {f.workload for f in fragments}
+    slas = tuple(
+        WorkloadSla(str(w.id), w.p99_ms)
+        for w in snapshot.workloads.values()
+        if w.p99_ms is not None and str(w.id) in workloads
+    )
+    current = tuple(
+        Assignment(str(fid), cls, replicas, slices, specs[cls].usd_per_hour * replicas * slices / specs[cls].slices_per_device)
+        for (fid, cls), (replicas, slices) in sorted(snapshot.current.items())
+        if str(fid) in placed and cls in specs
+    )
+    return Problem(
+        device_classes=capacity,
+        fragments=fragments,
+        headroom=headroom,
+        time_limit_s=time_limit_s,
+        edges=edges,
+        slas=slas,
+        current=current,
+        migration_cost_usd=migration_cost_usd,
+    )
+
+
+def acyclic(edges: Iterable[OptEdge]) -> tuple[OptEdge, ...]:
+    """The edges, heaviest (most calls per parent call) first, skipping any that would close a cycle."""
+    children: dict[str, set[str]] = defaultdict(set)
+    kept = []
+    for edge in sorted(edges, key=lambda e: (-e.calls_per_parent_call, e.parent, e.child)):
+        if _reaches(children, edge.child, edge.parent):
+            continue
+        children[edge.parent].add(edge.child)
+        kept.append(edge)
+    return tuple(sorted(kept, key=lambda e: (e.parent, e.child)))
+
+
+def _reaches(children: dict[str, set[str]], start: str, goal: str) -> bool:
+    stack, seen = [start], {start}
+    while stack:
+        node = stack.pop()
+        if node == goal:
+            return True
+        for child in children.get(node, ()):
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return False
 
 
 def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...]) -> tuple[ServiceProfile, ...]:
@@ -237,22 +317,3 @@ def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...]) -> t
         else p
         for p in estimated
     )
-
-
-def _latency_bounds(snapshot: Snapshot, profiles: dict[int, tuple[ServiceProfile, ...]]) -> dict[int, float]:
-    by_workload: dict[int, list[FragmentView]] = defaultdict(list)
-    for f in snapshot.fragments:
-        by_workload[f.workload_id].append(f)
-    bounds = {}
-    for wid, fragments in by_workload.items():
-        workload = snapshot.workloads.get(wid)
-        if workload is None or workload.p99_ms is None or workload.requests == 0:
-            continue
-        best = {f.id: min((p.latency_ms for p in profiles[f.id]), default=0.0) for f in fragments}
-        path_ms = sum(f.visits / workload.requests * best[f.id] for f in fragments)
-        if path_ms <= 0:
-            continue
-        for f in fragments:
-            if best[f.id] > 0:
-                bounds[f.id] = workload.p99_ms * best[f.id] / path_ms
-    return bounds

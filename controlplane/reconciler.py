@@ -77,7 +77,9 @@ class Reconciler:
         self._resume_unfinished()
         with session_scope(self.engine) as session:
             snapshot = take_snapshot(session, now)
-        problem = build_problem(snapshot, self.settings.demand_headroom, self.settings.solver_time_limit_s)
+        problem = build_problem(
+            snapshot, self.settings.demand_headroom, self.settings.solver_time_limit_s, self.settings.migration_cost_usd
+        )
         plan = solve(problem)
         decision = decide(snapshot, problem, plan)
         version = None

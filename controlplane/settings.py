@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     reconcile_period_s: float = Field(10.0, gt=0, description="Seconds between reconciler cycles.")
     solver_time_limit_s: float = Field(5.0, gt=0, description="CP-SAT time limit per solve.")
     demand_headroom: float = Field(1.2, ge=1.0, description="Capacity planned per unit of observed demand.")
+    migration_cost_usd: float = Field(
+        0.05, ge=0, description="$/hour the optimizer charges per replica moved (a move's one-off cost, amortised)."
+    )
     sim_metrics_port: int = Field(9400, ge=1, le=65535, description="Port of the simulated fleet's Prometheus /metrics.")
     sim_speedup: float = Field(1.0, gt=0, description="Simulated fleet: trace seconds replayed per wall second.")
     sim_seed: int = Field(7, description="Simulated fleet: random seed.")
