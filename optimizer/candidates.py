@@ -47,6 +47,16 @@ def validate(problem: Problem) -> None:
                 f"fragment {f.fragment!r}: demand_rps and min_replicas must be >= 0, "
                 f"got {f.demand_rps} and {f.min_replicas}"
             )
+        if f.buckets:
+            _require_unique([b.bucket for b in f.buckets], f"fragment {f.fragment!r} buckets[].bucket")
+            total = sum(b.rate_rps for b in f.buckets)
+            if any(b.rate_rps < 0 or any(t < 0 for _, t in b.throughput) for b in f.buckets):
+                raise ValueError(f"fragment {f.fragment!r}: bucket rate_rps and throughputs must be >= 0")
+            if f.demand_rps and abs(f.demand_rps - total) > 1e-9 * max(1.0, total):
+                raise ValueError(
+                    f"fragment {f.fragment!r}: demand_rps must be 0 or the buckets' total rate "
+                    f"({total:g}) when buckets are given, got {f.demand_rps:g}"
+                )
         if f.memory_gib_per_replica is not None and f.memory_gib_per_replica < 0:
             raise ValueError(f"fragment {f.fragment!r}: memory_gib_per_replica must be >= 0")
         for p in f.profiles:
@@ -114,6 +124,9 @@ def _within_bound(profile: ServiceProfile, fragment: FragmentDemand) -> bool:
 
 
 def needed_units(fragment: FragmentDemand, headroom: float) -> int:
+    """Micro-visits/s of plain (unbucketed) demand; 0 for a bucketed fragment (see optimizer.buckets)."""
+    if fragment.buckets:
+        return 0
     return max(0, math.ceil(fragment.demand_rps * headroom * RPS_SCALE - _ROUNDING_SLACK))
 
 
@@ -124,6 +137,11 @@ def supply_units(throughput_rps: float) -> int:
 def replicas_alone(fragment: FragmentDemand, cand: Candidate, headroom: float, need: int | None = None) -> int | None:
     """Replicas f needs on one candidate class alone, ignoring capacity; None if it cannot serve.
     `need` is needed_units(fragment, headroom) when the caller has it already."""
+    if fragment.buckets:
+        from optimizer.buckets import bucket_loads, replicas_for_buckets
+
+        n = replicas_for_buckets(bucket_loads(fragment, (cand,), headroom), cand.device_class)
+        return None if n is None else max(fragment.min_replicas, n)
     need = needed_units(fragment, headroom) if need is None else need
     supply = supply_units(cand.throughput_rps)
     if need > 0 and supply == 0:

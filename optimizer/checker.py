@@ -5,6 +5,8 @@ from collections import defaultdict
 from optimizer.types import ClassCapacity, FragmentDemand, Plan, Problem, ServiceProfile
 
 _REL_TOL = 1e-9
+# Bucketed loads are honoured to within this many replicas (the solver's documented float tolerance).
+_BUCKET_LOAD_TOL = 1e-5
 
 
 def check(problem: Problem, plan: Plan) -> list[str]:
@@ -62,8 +64,13 @@ def check(problem: Problem, plan: Plan) -> list[str]:
     for name, used in slices_used.items():
         if used > classes[name].devices * classes[name].slices_per_device:
             violations.append(f"class {name}: {used} slices used > {classes[name].slices} available")
+    on_class: dict[str, dict[str, int]] = defaultdict(dict)
+    for a in plan.assignments:
+        on_class[a.fragment][a.device_class] = on_class[a.fragment].get(a.device_class, 0) + a.replicas
     for f in problem.fragments:
-        required = f.demand_rps * problem.headroom
+        if f.buckets:
+            violations += _bucket_violations(problem, plan, f, on_class[f.fragment])
+        required = 0.0 if f.buckets else f.demand_rps * problem.headroom
         if served[f.fragment] < required * (1 - _REL_TOL):
             violations.append(f"fragment {f.fragment}: serves {served[f.fragment]} rps < {required} rps required")
         if replicas[f.fragment] < f.min_replicas:
@@ -73,6 +80,39 @@ def check(problem: Problem, plan: Plan) -> list[str]:
         violations.append(f"plan costs {plan.usd_per_hour} $/h but its assignments sum to {cost}")
     if plan.lower_bound_usd_per_hour > plan.usd_per_hour * (1 + _REL_TOL) + _REL_TOL:
         violations.append(f"lower bound {plan.lower_bound_usd_per_hour} exceeds cost {plan.usd_per_hour}")
+    return violations
+
+
+def _bucket_violations(problem: Problem, plan: Plan, fragment: FragmentDemand, replicas: dict[str, int]) -> list[str]:
+    """Bucketed demand: every bucket's rate x headroom is served by the plan's split, only on classes
+    with throughput for it, and on each class sum_b served_b / T_bc <= the replicas there."""
+    violations = []
+    split = plan.bucket_split.get(fragment.fragment, {})
+    load: dict[str, float] = defaultdict(float)
+    known = {b.bucket for b in fragment.buckets}
+    for name in split:
+        if name not in known:
+            violations.append(f"fragment {fragment.fragment}: split names unknown bucket {name!r}")
+    for b in fragment.buckets:
+        tput = dict(b.throughput)
+        served = split.get(b.bucket, {})
+        required = b.rate_rps * problem.headroom
+        total = sum(served.values())
+        if total < required * (1 - _REL_TOL) - _REL_TOL:
+            violations.append(f"fragment {fragment.fragment} bucket {b.bucket}: serves {total} rps < {required} required")
+        for c, rps in served.items():
+            if rps < 0:
+                violations.append(f"fragment {fragment.fragment} bucket {b.bucket}: {rps} rps on {c}")
+            elif rps > 0:
+                if tput.get(c, 0.0) <= 0:
+                    violations.append(f"fragment {fragment.fragment} bucket {b.bucket}: served on {c}, "
+                                      "which has no throughput for it")
+                else:
+                    load[c] += rps / tput[c]
+    for c, replicas_needed in load.items():
+        have = replicas.get(c, 0)
+        if replicas_needed > have + _BUCKET_LOAD_TOL:
+            violations.append(f"fragment {fragment.fragment}@{c}: bucket load {replicas_needed} replicas > {have}")
     return violations
 
 

@@ -19,12 +19,19 @@ def diagnose_fragments(
     messages = []
     for f in problem.fragments:
         need = needed_units(f, problem.headroom)
-        if need == 0 and f.min_replicas == 0:
+        if need == 0 and f.min_replicas == 0 and not any(b.rate_rps > 0 for b in f.buckets):
             continue
         cands = candidates[f.fragment]
         if not cands:
             messages.append(f"fragment {f.fragment!r}: no allowed device class: {why_no_class(f, classes)}")
             continue
+        allowed = {c.device_class for c in cands}
+        for b in f.buckets:
+            if b.rate_rps > 0 and not any(t > 0 and c in allowed for c, t in b.throughput):
+                messages.append(
+                    f"fragment {f.fragment!r}: bucket {b.bucket!r} ({b.rate_rps:.3g} rps) has no throughput on any "
+                    f"allowed class ({', '.join(sorted(allowed))})"
+                )
         supply = sum(c.max_replicas * supply_units(c.throughput_rps) for c in cands)
         if supply < need:
             detail = ", ".join(f"{c.device_class} {c.max_replicas} x {c.throughput_rps:.3g} rps" for c in cands)

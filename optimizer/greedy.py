@@ -18,10 +18,11 @@ import time
 from collections import defaultdict
 from math import inf
 
-from optimizer.candidates import Candidate, allowed_candidates, needed_units, replicas_alone, supply_units, validate
-from optimizer.diagnose import diagnose_fragments, diagnose_slas
+from optimizer.buckets import bucket_loads, fill_buckets
+from optimizer.candidates import Candidate, needed_units, replicas_alone, supply_units
 from optimizer.explain import plan_fields
-from optimizer.graph import Graph, build_graph, longest_paths, path_from, reachable, workload_p99
+from optimizer.graph import Graph, longest_paths, path_from, reachable, workload_p99
+from optimizer.prepare import prepare, unpack
 from optimizer.types import Assignment, ClassCapacity, Plan, PlanStatus, Problem
 
 _MAX_REPAIRS_PER_FRAGMENT = 3
@@ -30,11 +31,7 @@ _MAX_REPAIRS_PER_FRAGMENT = 3
 def greedy(problem: Problem) -> Plan:
     """A feasible plan fast, or an infeasible one naming why (a diagnosis, or that greedy gave up)."""
     started = time.perf_counter()
-    validate(problem)
-    classes = {cls.device_class: cls for cls in problem.device_classes}
-    candidates = {f.fragment: allowed_candidates(f, classes) for f in problem.fragments}
-    graph = build_graph(problem)
-    diagnosis = diagnose_fragments(problem, classes, candidates) or diagnose_slas(problem, graph, classes, candidates)
+    classes, candidates, graph, diagnosis = unpack(prepare(problem))
     placed = None if diagnosis else greedy_assignments(problem, classes, candidates, graph)
     if placed is None:
         diagnosis = diagnosis or ("the greedy fast path found no placement (not proven infeasible); run solve",)
@@ -46,9 +43,33 @@ def greedy(problem: Problem) -> Plan:
     )
     usd = sum((a.usd_per_hour for a in assignments), 0.0)
     bound = fractional_bound(problem, candidates)
+    split = bucket_split(problem, candidates, placed)
+    if any(f.buckets and f.fragment not in split for f in problem.fragments):
+        # The split re-derived from the final replicas did not fit: never hand out a plan that violates.
+        diagnosis = ("the greedy fast path could not split bucketed demand over its replicas (not proven "
+                     "infeasible); run solve",)
+        return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
     return Plan(PlanStatus.feasible, assignments, usd_per_hour=usd, lower_bound_usd_per_hour=min(usd, bound),
                 solve_time_s=time.perf_counter() - started,
+                bucket_split=split,
                 **plan_fields(problem, graph, classes, candidates, assignments))
+
+
+def bucket_split(problem: Problem, candidates: dict[str, tuple[Candidate, ...]],
+                 replicas: dict[tuple[str, str], int]) -> dict[str, dict[str, dict[str, float]]]:
+    """The served split of every bucketed fragment over the replicas it has (fill_buckets, no new replicas)."""
+    out = {}
+    for f in problem.fragments:
+        if not f.buckets:
+            continue
+        cands = {c.device_class: c for c in candidates[f.fragment]}
+        placed = {c: replicas.get((f.fragment, c), 0) for c in cands}
+        loads = bucket_loads(f, candidates[f.fragment], problem.headroom)
+        split = fill_buckets(loads, {c: x.usd_per_replica for c, x in cands.items()},
+                             {c: x.slices for c, x in cands.items()}, placed, None)
+        if split is not None:
+            out[f.fragment] = loads.split_rps(split)
+    return out
 
 
 def fractional_bound(problem: Problem, candidates: dict[str, tuple[Candidate, ...]]) -> float:
@@ -57,8 +78,14 @@ def fractional_bound(problem: Problem, candidates: dict[str, tuple[Candidate, ..
     total = 0.0
     for f in problem.fragments:
         cands = candidates[f.fragment]
-        per_rps = min((f.demand_rps * problem.headroom / c.throughput_rps * c.usd_per_replica
-                       for c in cands if c.throughput_rps > 0), default=0.0)
+        if f.buckets:
+            by_class = {c.device_class: c for c in cands}
+            per_rps = sum(min((b.rate_rps * problem.headroom / t * by_class[name].usd_per_replica
+                               for name, t in b.throughput if t > 0 and name in by_class), default=0.0)
+                          for b in f.buckets)
+        else:
+            per_rps = min((f.demand_rps * problem.headroom / c.throughput_rps * c.usd_per_replica
+                           for c in cands if c.throughput_rps > 0), default=0.0)
         total += max(per_rps, f.min_replicas * min((c.usd_per_replica for c in cands), default=0.0))
     return total
 
@@ -93,6 +120,14 @@ def greedy_assignments(
                     free[name] -= n * cands[name].slices
                     need -= n * supply_units(cands[name].throughput_rps)
                     count -= n
+        if f.buckets:
+            before = sum(mine.values())
+            split = fill_buckets(bucket_loads(f, candidates[f.fragment], problem.headroom),
+                                 {c: x.usd_per_replica for c, x in cands.items()},
+                                 {c: x.slices for c, x in cands.items()}, mine, free)
+            if split is None:
+                return None
+            count -= sum(mine.values()) - before
         for name in sorted(cands, key=alone[f.fragment].get):
             if need <= 0 and count <= 0:
                 break

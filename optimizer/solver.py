@@ -30,6 +30,22 @@ Variables
     t_fg >= 0                 for (f, g) in E with f in V: transfer latency on the edge (us)
     z_fc >= 0                 for (f, c) in A, when a current placement is given: |x_fc - cur_fc|
 
+Bucketed demand (Mélange's request-size buckets; a fragment with buckets has no plain d_f)
+
+    B_f               buckets b of f with rate d_fb and T_fbc: max req/s of bucket b per replica of
+                      f on c (0: c cannot serve b); Q = 1000 shares per bucket, each d_fb * h / Q req/s
+    v_fbc in {0, .., Q}   served split: shares of bucket b of f served on c (T_fbc > 0)
+    split      sum_c v_fbc = Q                                             f, b in B_f with d_fb > 0
+    load       sum_b v_fbc * k_fbc <= K_fc * x_fc                          (f, c) in A, f bucketed
+               (the real sum_b v_fbc * (d_fb h / Q) / T_fbc <= x_fc times an integer K_fc, with
+               k_fbc = ceil(K_fc * d_fb h / (Q T_fbc)) rounded up: optimizer.buckets)
+
+This is Mélange's formulation (split each bucket's rate over GPU types; a type's load, rate over
+its profiled throughput, fits its integer count) with a bucket cut into Q = 1000 shares instead
+of Mélange's k = 8 slices (8 divides 1000, so every Mélange split is one of ours), plus integer replicas per fragment, capacity, memory, pins, SLAs and migration.
+With ample capacity and headroom 1 any Mélange solution is a solution here, so this optimum is
+never costlier than Mélange's (up to 1e-12 relative float noise in k_fbc).
+
 Objective (integer micro-dollars per hour; the plan's cost is recomputed from the floats)
 
     minimise  sum_A x_fc * u_fc  +  mu * sum_A z_fc  +  sum_A y_fc
@@ -60,7 +76,7 @@ even on the fastest classes, cycles and demand beyond the whole fleet are diagno
 model is built; when the joint model is infeasible the diagnosis names the classes that run short
 or, when capacity alone would do, the SLAs that compete for the fast classes.
 
-Search uses NUM_WORKERS threads with a fixed seed, hinted with the greedy plan (which itself
+Search uses NUM_WORKERS threads (BUCKET_WORKERS when some fragment is bucketed) with a fixed seed, hinted with the greedy plan (which itself
 keeps the current placement where it is still allowed); when the time limit ends before CP-SAT
 has any solution, the greedy plan is returned as feasible. The cost is reproducible whenever the
 solve ends optimal; ties between equal-cost placements are broken by the y and z terms.
@@ -71,6 +87,7 @@ import time
 
 from ortools.sat.python import cp_model
 
+from optimizer.buckets import BucketLoads, bucket_loads, fill_buckets, load_slack
 from optimizer.candidates import (
     USD_SCALE,
     Candidate,
@@ -79,10 +96,11 @@ from optimizer.candidates import (
     supply_units,
     validate,
 )
-from optimizer.diagnose import diagnose_capacity, diagnose_fragments, diagnose_sla_with_capacity, diagnose_slas
+from optimizer.diagnose import diagnose_capacity, diagnose_sla_with_capacity
 from optimizer.explain import migration_usd, plan_fields
-from optimizer.graph import Graph, build_graph, longest_paths, workload_p99
+from optimizer.graph import Graph, longest_paths, workload_p99
 from optimizer.greedy import fractional_bound, greedy_assignments
+from optimizer.prepare import prepare, unpack
 from optimizer.types import Assignment, ClassCapacity, Edge, Plan, PlanStatus, Problem
 
 IntVar = cp_model.IntVar
@@ -90,6 +108,10 @@ IntVar = cp_model.IntVar
 __all__ = ["solve", "validate", "allowed_candidates", "Candidate"]
 
 NUM_WORKERS = 2
+# Bucketed load constraints (wide coefficient ranges) need the LP-based subsolvers of CP-SAT's
+# larger portfolio: with 2 workers tiny-rate Mélange cases stall for the whole time limit, with
+# 8 (interleaved on 2 cores too) they solve in 0.1 s.
+BUCKET_WORKERS = 8
 RANDOM_SEED = 0
 US_PER_MS = 1000
 CALL_SCALE = 1000  # k_fg in thousandths of a call
@@ -98,11 +120,7 @@ CALL_SCALE = 1000  # k_fg in thousandths of a call
 def solve(problem: Problem) -> Plan:
     """The cheapest placement meeting capacity, demand x headroom, memory, pins and SLAs along the graph."""
     started = time.perf_counter()
-    validate(problem)
-    classes = {cls.device_class: cls for cls in problem.device_classes}
-    candidates = {f.fragment: allowed_candidates(f, classes) for f in problem.fragments}
-    graph = build_graph(problem)
-    diagnosis = diagnose_fragments(problem, classes, candidates) or diagnose_slas(problem, graph, classes, candidates)
+    classes, candidates, graph, diagnosis = unpack(prepare(problem))
     if diagnosis:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
 
@@ -113,8 +131,12 @@ def solve(problem: Problem) -> Plan:
     status, solver = model.solve(problem.time_limit_s)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         replicas = {key: solver.value(x) for key, x in model.x.items()}
+        split = {f: model.loads[f].split_rps({b: {c: solver.value(v) for c, v in by_class.items()}
+                               for b, by_class in by_bucket.items()})
+                 for f, by_bucket in model.s.items()}
     elif status != cp_model.INFEASIBLE and hint:
         replicas = hint  # CP-SAT ran out of time before a solution: the greedy plan still holds
+        split = model.hint_split
     else:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started,
                     diagnosis=_diagnose_infeasible(problem, classes, candidates, graph, status))
@@ -142,6 +164,7 @@ def solve(problem: Problem) -> Plan:
         usd_per_hour=usd,
         lower_bound_usd_per_hour=bound,
         solve_time_s=time.perf_counter() - started,
+        bucket_split=split,
         **plan_fields(problem, graph, classes, candidates, assignments),
     )
 
@@ -167,6 +190,10 @@ class _Model:
         self.below: dict[str, cp_model.IntVar] = {}
         self.max_below: dict[str, int] = {}
         self.edges: list[tuple[Edge, int, cp_model.IntVar]] = []
+        self.loads: dict[str, BucketLoads] = {}
+        self.s: dict[str, dict[str, dict[str, cp_model.IntVar]]] = {}  # v_fbc by f, b, c
+        self.hint_split: dict[str, dict[str, dict[str, float]]] = {}
+        self.cands = candidates
         used: dict[str, list[cp_model.LinearExpr]] = {}
         cost: list[cp_model.LinearExpr] = []
         current = {(a.fragment, a.device_class): a.replicas for a in problem.current}
@@ -190,6 +217,8 @@ class _Model:
             need = needed_units(f, problem.headroom)
             if need > 0:
                 m.add(sum(self.x[f.fragment, c.device_class] * supply_units(c.throughput_rps) for c in cands) >= need)
+            if f.buckets:
+                self._add_buckets(f.fragment, bucket_loads(f, cands, problem.headroom))
             if f.min_replicas > 0:
                 m.add(sum(self.x[f.fragment, c.device_class] for c in cands) >= f.min_replicas)
         for cls in problem.device_classes:
@@ -198,6 +227,22 @@ class _Model:
         if with_slas and problem.slas:
             self._add_paths(problem, classes, candidates, graph)
         m.minimize(sum(cost))
+
+    def _add_buckets(self, fragment: str, loads: BucketLoads) -> None:
+        """The split and load constraints of the docstring's bucketed demand for one fragment."""
+        m = self.model
+        self.loads[fragment] = loads
+        by_bucket = self.s[fragment] = {}
+        terms: dict[str, list[cp_model.LinearExpr]] = {}
+        for b, need in loads.need.items():
+            if need <= 0:
+                continue
+            vs = by_bucket[b] = {c: m.new_int_var(0, need, f"v[{fragment}/{b}@{c}]") for c in loads.classes_for(b)}
+            m.add(sum(vs.values()) == need)
+            for c, v in vs.items():
+                terms.setdefault(c, []).append(v * loads.k[b, c])
+        for c, load in terms.items():
+            m.add(sum(load) <= loads.K[c] * self.x[fragment, c] + load_slack(loads, c))
 
     def _add_paths(self, problem: Problem, classes: dict[str, ClassCapacity],
                    candidates: dict[str, tuple[Candidate, ...]], graph: Graph) -> None:
@@ -251,6 +296,17 @@ class _Model:
             if key in self.z:
                 z, cur = self.z[key]
                 m.add_hint(z, abs(n - cur))
+        for f, loads in self.loads.items():
+            cands = {c.device_class: c for c in self.cands[f]}
+            placed = {c: min(replicas.get((f, c), 0), self.max_x[f, c]) for c in cands}
+            split = fill_buckets(loads, {c: cands[c].usd_per_replica for c in cands},
+                                 {c: cands[c].slices for c in cands}, placed, None)
+            if split is None:
+                continue
+            self.hint_split[f] = loads.split_rps(split)
+            for b, vs in self.s[f].items():
+                for c, v in vs.items():
+                    m.add_hint(v, split.get(b, {}).get(c, 0))
         if not self.below:
             return
         used: dict[str, list[str]] = {}
@@ -277,7 +333,7 @@ class _Model:
     def solve(self, time_limit_s: float) -> tuple[int, cp_model.CpSolver]:
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = time_limit_s
-        solver.parameters.num_workers = NUM_WORKERS
+        solver.parameters.num_workers = BUCKET_WORKERS if self.loads else NUM_WORKERS
         solver.parameters.random_seed = RANDOM_SEED
         # A library must not own the process's signals: CP-SAT would otherwise install a SIGINT handler
         # during the solve (from whatever thread runs it) and leave SIGINT at its default afterwards.

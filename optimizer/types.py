@@ -37,6 +37,20 @@ class ServiceProfile:
 
 
 @dataclass(frozen=True)
+class BucketDemand:
+    """Part of a fragment's demand: the rate of one request-size bucket and, per device class, the
+    most requests/s of that bucket one replica sustains (Mélange's profiled tputs; SLO folded in).
+    A class missing from `throughput` (or at 0) cannot serve the bucket."""
+
+    bucket: str
+    rate_rps: float
+    throughput: tuple[tuple[str, float], ...]  # (device class, max req/s per replica)
+
+    def throughput_on(self, device_class: str) -> float:
+        return next((t for c, t in self.throughput if c == device_class), 0.0)
+
+
+@dataclass(frozen=True)
 class FragmentDemand:
     """One fragment to place: its load, its latency bound and where it can run."""
 
@@ -49,6 +63,10 @@ class FragmentDemand:
     memory_gib_per_replica: float | None = None  # checked where the class states its memory
     pinned: tuple[str, ...] = ()  # when set, only these classes may run the fragment
     forbidden: tuple[str, ...] = ()  # classes that may never run it
+    # Demand per request-size bucket. When set it *is* the fragment's demand: the profiles still
+    # say which classes may run it (slices, latency, measured) but their throughput_rps is unused,
+    # and demand_rps must be 0 or the buckets' total rate (kept for display).
+    buckets: tuple[BucketDemand, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,8 @@ class Plan:
     explanations: dict[str, Explanation] = field(default_factory=dict)  # per fragment
     cost_breakdown: CostBreakdown = field(default_factory=lambda: CostBreakdown())
     migration_usd_per_hour: float = 0.0  # the objective's migration term for this plan
+    # For fragments with bucketed demand: req/s of each bucket served on each class.
+    bucket_split: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:

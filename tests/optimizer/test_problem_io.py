@@ -65,7 +65,7 @@ def test_the_example_file_reads() -> None:
         (("fragments", 0, "demand_rps"), "3", "fragments[0].demand_rps: Input should be a valid number"),
         (("device_classes", 0, "devices"), 1.5, "device_classes[0].devices: Input should be a valid integer"),
         (("slas", 0, "p99_ms"), float("inf"), "slas[0].p99_ms: must be a finite number"),
-        (("fragments", 0, "demand_rsp"), 3, "fragments[0].demand_rsp: unknown field; known fields: demand_rps"),
+        (("fragments", 0, "demand_rsp"), 3, "fragments[0].demand_rsp: unknown field; known fields: buckets, demand_rps"),
         (("edges", 0, "parent"), None, "edges[0].parent: Input should be a valid string"),
         (("headroom",), 0, "headroom: must be > 0"),
     ],
