@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from controlplane.planning import Snapshot
 from optimizer.checker import check
+from optimizer.explain import pair_moves
 from optimizer.types import Assignment, Plan, PlanStatus, Problem
 
 
@@ -101,17 +102,4 @@ def diff(
         delta[fid][cls] += replicas
     for (fid, cls), (replicas, _) in current.items():
         delta[fid][cls] -= replicas
-    moves = []
-    for fid in sorted(delta):
-        gains = [[cls, n] for cls, n in sorted(delta[fid].items()) if n > 0]
-        losses = [[cls, -n] for cls, n in sorted(delta[fid].items()) if n < 0]
-        while gains and losses:
-            n = min(gains[0][1], losses[0][1])
-            moves.append(Move(fid, losses[0][0], gains[0][0], n))
-            gains[0][1] -= n
-            losses[0][1] -= n
-            gains = [g for g in gains if g[1]]
-            losses = [loss for loss in losses if loss[1]]
-        moves += [Move(fid, None, cls, n) for cls, n in gains]
-        moves += [Move(fid, cls, None, n) for cls, n in losses]
-    return tuple(moves)
+    return tuple(Move(*move) for move in pair_moves(delta))

@@ -13,10 +13,14 @@ its current placement), else "joint optimum" (sharing capacity or the graph made
 """
 
 from collections import defaultdict
+from collections.abc import Mapping
+from typing import TypeVar
 
 from optimizer.candidates import Candidate, needed_units, replicas_alone
 from optimizer.graph import Graph, longest_paths, path_from, workload_p99
 from optimizer.types import Assignment, ClassCapacity, CostBreakdown, Edge, Explanation, Problem, ReplicaMove
+
+K = TypeVar("K", int, str)  # a fragment: its id in the control plane, its name in the optimizer
 
 _EPS = 1e-9
 
@@ -51,20 +55,29 @@ def moves(current: tuple[Assignment, ...], target: dict[str, dict[str, int]]) ->
             delta[f][c] += n
     for a in current:
         delta[a.fragment][a.device_class] -= a.replicas
-    out = []
+    return tuple(ReplicaMove(*move) for move in pair_moves(delta))
+
+
+def pair_moves(delta: Mapping[K, Mapping[str, int]]) -> list[tuple[K, str | None, str | None, int]]:
+    """Moves from per-class replica changes of each fragment: freed replicas pair with new ones.
+
+    `delta[f][c]` is target minus current replicas of f on c. Returns (f, from class, to class, n);
+    an empty side is a scale-up or scale-down.
+    """
+    out: list[tuple[K, str | None, str | None, int]] = []
     for f in sorted(delta):
         gains = [[c, n] for c, n in sorted(delta[f].items()) if n > 0]
         losses = [[c, -n] for c, n in sorted(delta[f].items()) if n < 0]
         while gains and losses:
             n = min(gains[0][1], losses[0][1])
-            out.append(ReplicaMove(f, losses[0][0], gains[0][0], n))
+            out.append((f, losses[0][0], gains[0][0], n))
             gains[0][1] -= n
             losses[0][1] -= n
             gains = [g for g in gains if g[1]]
             losses = [loss for loss in losses if loss[1]]
-        out += [ReplicaMove(f, None, c, n) for c, n in gains]
-        out += [ReplicaMove(f, c, None, n) for c, n in losses]
-    return tuple(out)
+        out += [(f, None, c, n) for c, n in gains]
+        out += [(f, c, None, n) for c, n in losses]
+    return out
 
 
 def migration_usd(problem: Problem, target: dict[str, dict[str, int]]) -> float:

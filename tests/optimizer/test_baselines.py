@@ -2,7 +2,10 @@
 
 import pytest
 
-from optimizer.baselines import GpuOffer, best_single_class, melange
+from optimizer.baselines import GpuOffer, best_single_class, graph_unaware, melange
+from optimizer.checker import check
+from optimizer.solver import solve
+from optimizer.types import ClassCapacity, Edge, FragmentDemand, PlanStatus, Problem, ServiceProfile, WorkloadSla
 
 SMALL = (0, 0)  # short requests
 LONG = (5, 5)  # long requests
@@ -36,3 +39,40 @@ def test_melange_slices_a_bucket_across_types():
 def test_an_unservable_bucket_is_a_clear_error():
     with pytest.raises(ValueError, match="bucket"):
         melange({(1, 1): 1.0}, [CHEAP])
+
+
+# Graph-unaware placement, on heteroplane's own ground.
+
+NV = ClassCapacity("nv", 4.0, devices=4, vendor="nvidia", fabric="nvlink")
+AMD = ClassCapacity("amd", 2.0, devices=4, vendor="amd", fabric="infinity-fabric")
+
+
+def heavy_edge_problem() -> Problem:
+    # Alone, "a" is cheapest on nv and "b" on amd; split, the 400 MB edge costs 1 ms + 40 ms cross vendor.
+    a = FragmentDemand("a", "w", 1.0, (ServiceProfile("nv", 2.0, 20.0), ServiceProfile("amd", 0.5, 25.0)))
+    b = FragmentDemand("b", "w", 1.0, (ServiceProfile("nv", 2.0, 20.0), ServiceProfile("amd", 2.0, 25.0)))
+    return Problem((NV, AMD), (a, b), edges=(Edge("a", "b", 1.0, 400e6),), slas=(WorkloadSla("w", 60.0),))
+
+
+def test_graph_unaware_splits_a_heavy_edge_across_vendors_and_misses_the_sla():
+    problem = heavy_edge_problem()
+    # Budgets: 60 ms x 20 / 40 = 30 ms each, so both classes qualify for both fragments. Alone,
+    # a costs $4 on nv (1 replica) vs $6 on amd (3 replicas); b costs $4 on nv vs $2 on amd.
+    unaware = graph_unaware(problem)
+    assert unaware.status is PlanStatus.feasible
+    assert unaware.replicas_of("a") == {"nv": 1} and unaware.replicas_of("b") == {"amd": 1}
+    assert unaware.usd_per_hour == pytest.approx(6.0)
+    assert unaware.predicted_p99_ms["w"] == pytest.approx(20.0 + 41.0 + 25.0)
+    assert any("p99" in v for v in check(problem, unaware))
+    # Graph-aware keeps both on nv (20 + 20 ms, no transfer) for $8: dearer, but within the SLA.
+    aware = solve(problem)
+    assert check(problem, aware) == [] and aware.usd_per_hour == pytest.approx(8.0)
+
+
+def test_graph_unaware_meets_the_sla_when_edges_are_light_and_respects_capacity():
+    light = Problem((NV, ClassCapacity("amd", 2.0, devices=1, vendor="amd")),
+                    (FragmentDemand("b", "w", 3.0, (ServiceProfile("nv", 2.0, 20.0), ServiceProfile("amd", 2.0, 25.0))),),
+                    slas=(WorkloadSla("w", 60.0),))
+    plan = graph_unaware(light)
+    # 3.6 rps with headroom: the one amd device serves 2, the rest spills to one nv replica.
+    assert plan.replicas_of("b") == {"amd": 1, "nv": 1} and check(light, plan) == []
