@@ -23,7 +23,6 @@ from controlplane.models import (
     Placement,
     PlacementItem,
     PlacementState,
-    RequestStat,
     Sla,
     Tenant,
     Workload,
@@ -62,7 +61,6 @@ class FragmentView:
 @dataclass(frozen=True)
 class WorkloadView:
     id: int
-    requests: int
     p99_ms: float | None
 
 
@@ -164,16 +162,9 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
             )
         )
 
-    requests = dict(
-        session.exec(
-            select(RequestStat.workload_id, int_sum(RequestStat.requests))
-            .where(RequestStat.minute >= since)
-            .group_by(RequestStat.workload_id)
-        ).all()
-    )
     slas = dict(session.exec(select(Sla.workload_id, Sla.p99_ms)).all())
     workloads = {
-        wid: WorkloadView(id=wid, requests=int(requests.get(wid) or 0), p99_ms=slas.get(wid))
+        wid: WorkloadView(id=wid, p99_ms=slas.get(wid))
         for wid in session.exec(select(Workload.id)).all()
     }
 
