@@ -4,7 +4,7 @@ import math
 from collections import Counter
 from typing import NamedTuple
 
-from optimizer.types import ClassCapacity, FragmentDemand, Problem, ServiceProfile
+from optimizer.types import ClassCapacity, FragmentDemand, Phase, Problem, ServiceProfile, WorkloadSla
 
 RPS_SCALE = 1_000_000  # micro-visits per second
 USD_SCALE = 1_000_000  # micro-dollars per hour
@@ -21,6 +21,10 @@ class Candidate(NamedTuple):
     latency_ms: float
     usd_per_replica: float
     max_replicas: int  # replicas the class could hold if f had it alone
+
+
+# Per fragment that may be split into disaggregated pools: its prefill and its decode candidates.
+Pools = dict[str, dict[Phase, tuple[Candidate, ...]]]
 
 
 def validate(problem: Problem) -> None:
@@ -76,30 +80,73 @@ def validate(problem: Problem) -> None:
             raise ValueError(f"sla of workload {s.workload!r}: p99_ms must be > 0, got {s.p99_ms}")
 
 
-def allowed_candidates(fragment: FragmentDemand, classes: dict[str, ClassCapacity]) -> tuple[Candidate, ...]:
-    """The (fragment, class) pairs the model may use, in the fleet's class order.
+def allowed_candidates(fragment: FragmentDemand, classes: dict[str, ClassCapacity], sla: WorkloadSla | None = None,
+                       phase: Phase = Phase.whole) -> tuple[Candidate, ...]:
+    """The (fragment, class) pairs the model may use for whole replicas (or one pool of a split
+    LLM fragment), in the fleet's class order.
 
-    A pair is allowed when f has a profile on c, one replica fits in c's slices and memory, c is
-    in f's pins (if any) and not in its forbids, and the profile's latency is within f's own bound.
+    A pair is allowed when f has a profile of that phase on c, one replica fits in c's slices and
+    memory, c is in f's pins (if any) and not in its forbids, the profile's latency is within f's own
+    bound (whole replicas), and its TTFT and TPOT are within the workload's `sla` (`meets_token_slas`).
     """
-    profiles = effective_profiles(fragment)
+    profiles = effective_profiles(fragment, phase)
+    # The per-class checks below are skipped where the fragment sets nothing they could rule out.
+    restricted = fragment.pinned or fragment.forbidden
+    bounded = fragment.latency_bound_ms is not None and phase is Phase.whole
+    memory = fragment.memory_gib_per_replica is not None
+    tokens = sla is not None and (sla.ttft_ms is not None or sla.tpot_ms is not None)
     out = []
     for name, cls in classes.items():
         p = profiles.get(name)
-        if p is None or p.slices > cls.slices or not _within_bound(p, fragment):
+        if p is None:
             continue
-        if not _permitted(fragment, name) or not memory_fits(fragment, p, cls):
+        slices = p.slices
+        total = cls.devices * cls.slices_per_device  # cls.slices
+        if slices > total or (bounded and not _within_bound(p, fragment)) or (tokens and not meets_token_slas(p, sla)):
             continue
-        usd = p.slices / cls.slices_per_device * cls.usd_per_hour
-        out.append(Candidate(fragment.fragment, name, p.slices, p.throughput_rps, p.latency_ms, usd,
-                             cls.slices // p.slices))
+        if (restricted and not _permitted(fragment, name)) or (memory and not memory_fits(fragment, p, cls)):
+            continue
+        out.append(Candidate(fragment.fragment, name, slices, p.throughput_rps, p.latency_ms,
+                             slices / cls.slices_per_device * cls.usd_per_hour, total // slices))
     return tuple(out)
 
 
-def effective_profiles(fragment: FragmentDemand) -> dict[str, ServiceProfile]:
-    """One profile per class: a measured one beats an estimate, else the first listed wins."""
+def pool_candidates(problem: Problem, classes: dict[str, ClassCapacity]) -> Pools:
+    """For every fragment that may be split: its allowed prefill and decode candidates. A fragment may
+    be split when it has demand, no buckets and no latency bound of its own, and both pools have at
+    least one allowed class."""
+    slas = {s.workload: s for s in problem.slas}
+    out: Pools = {}
+    for f in problem.fragments:
+        if f.buckets or f.latency_bound_ms is not None or f.demand_rps <= 0:
+            continue
+        if not any(p.phase is not Phase.whole for p in f.profiles):
+            continue
+        pools = {phase: allowed_candidates(f, classes, slas.get(f.workload), phase)
+                 for phase in (Phase.prefill, Phase.decode)}
+        if all(pools.values()):
+            out[f.fragment] = pools
+    return out
+
+
+def meets_token_slas(profile: ServiceProfile, sla: WorkloadSla) -> bool:
+    """TTFT and TPOT within the SLA where both state them. A prefill replica's TTFT is its latency
+    unless stated; it makes no further tokens. A decode replica makes no first token."""
+    ttft = profile.ttft_ms
+    if profile.phase is Phase.prefill and ttft is None:
+        ttft = profile.latency_ms
+    if sla.ttft_ms is not None and ttft is not None and profile.phase is not Phase.decode and ttft > sla.ttft_ms:
+        return False
+    return not (sla.tpot_ms is not None and profile.tpot_ms is not None and profile.phase is not Phase.prefill
+                and profile.tpot_ms > sla.tpot_ms)
+
+
+def effective_profiles(fragment: FragmentDemand, phase: Phase = Phase.whole) -> dict[str, ServiceProfile]:
+    """One profile of `phase` per class: a measured one beats an estimate, else the first listed wins."""
     chosen: dict[str, ServiceProfile] = {}
     for p in fragment.profiles:
+        if p.phase != phase:
+            continue
         current = chosen.get(p.device_class)
         if current is None or (p.measured and not current.measured):
             chosen[p.device_class] = p
@@ -150,7 +197,25 @@ def replicas_alone(fragment: FragmentDemand, cand: Candidate, headroom: float, n
     return max(fragment.min_replicas, by_demand)
 
 
-def why_no_class(fragment: FragmentDemand, classes: dict[str, ClassCapacity]) -> str:
+def replicas_alone_each(fragment: FragmentDemand, cands: tuple[Candidate, ...], headroom: float) -> list[int | None]:
+    """`replicas_alone` on each of `cands`, in their order, with the fragment's need computed once."""
+    if fragment.buckets:
+        return [replicas_alone(fragment, c, headroom) for c in cands]
+    need, least = needed_units(fragment, headroom), fragment.min_replicas
+    if need <= 0:
+        return [max(least, 0)] * len(cands)
+    out: list[int | None] = []
+    for c in cands:
+        supply = supply_units(c.throughput_rps)
+        if supply:
+            n = -(-need // supply)
+            out.append(n if n > least else least)
+        else:
+            out.append(None)
+    return out
+
+
+def why_no_class(fragment: FragmentDemand, classes: dict[str, ClassCapacity], sla: WorkloadSla | None = None) -> str:
     """Why `allowed_candidates` returned nothing for `fragment`, in words."""
     profiles = effective_profiles(fragment)
     if not profiles:
@@ -177,6 +242,11 @@ def why_no_class(fragment: FragmentDemand, classes: dict[str, ClassCapacity]) ->
             f"latency bound too tight: best latency {best.latency_ms:.4g} ms (on {best_name}) "
             f"> bound {fragment.latency_bound_ms:.4g} ms"
         )
+    if sla is not None:
+        for name, p in fitting.items():
+            for what, bound, value in (("TTFT", sla.ttft_ms, p.ttft_ms), ("TPOT", sla.tpot_ms, p.tpot_ms)):
+                if bound is not None and value is not None and value > bound:
+                    reasons.append(f"{what} on {name} {value:.4g} ms > workload {sla.workload!r} bound {bound:.4g} ms")
     return "; ".join(reasons)
 
 

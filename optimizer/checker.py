@@ -2,7 +2,7 @@
 
 from collections import defaultdict
 
-from optimizer.types import ClassCapacity, FragmentDemand, Plan, Problem, ServiceProfile
+from optimizer.types import ClassCapacity, FragmentDemand, Phase, Plan, Problem, ServiceProfile, WorkloadSla
 
 _REL_TOL = 1e-9
 # Bucketed loads are honoured to within this many replicas (the solver's documented float tolerance).
@@ -11,7 +11,9 @@ _BUCKET_LOAD_TOL = 1e-5
 
 def check(problem: Problem, plan: Plan) -> list[str]:
     """Every way `plan` breaks `problem`: capacity, demand x headroom, min replicas, latency bounds,
-    memory, pins and forbids, names, and every SLA along the call graph (with transfers)."""
+    memory, pins and forbids, names, TTFT and TPOT, and every SLA along the call graph (with
+    transfers). A split LLM fragment has prefill and decode pools (never whole replicas beside them),
+    each serving the fragment's demand x headroom with at least min replicas."""
     if not plan.feasible:
         violations = [] if plan.diagnosis else ["infeasible plan has no diagnosis"]
         if plan.assignments:
@@ -22,12 +24,13 @@ def check(problem: Problem, plan: Plan) -> list[str]:
     fragments = {f.fragment: f for f in problem.fragments}
     violations: list[str] = []
     slices_used: dict[str, int] = defaultdict(int)
-    served: dict[str, float] = defaultdict(float)
-    replicas: dict[str, int] = defaultdict(int)
+    served: dict[tuple[str, Phase], float] = defaultdict(float)
+    replicas: dict[tuple[str, Phase], int] = defaultdict(int)
+    slas = {s.workload: s for s in problem.slas}
     cost = 0.0
 
     for a in plan.assignments:
-        where = f"{a.fragment}@{a.device_class}"
+        where = f"{a.fragment}{'/' + a.phase if a.phase else ''}@{a.device_class}"
         fragment, cls = fragments.get(a.fragment), classes.get(a.device_class)
         if fragment is None:
             violations.append(f"{where}: unknown fragment")
@@ -37,10 +40,13 @@ def check(problem: Problem, plan: Plan) -> list[str]:
             continue
         if a.replicas <= 0:
             violations.append(f"{where}: {a.replicas} replicas listed")
-        profile = _profile(fragment, a.device_class)
+        profile = _profile(fragment, a.device_class, a.phase)
         if profile is None:
-            violations.append(f"{where}: fragment has no profile on this class")
+            violations.append(f"{where}: fragment has no {a.phase or 'whole'} profile on this class")
             continue
+        if a.phase and fragment.latency_bound_ms is not None:
+            violations.append(f"{where}: a fragment with its own latency bound is never split")
+        violations += _token_violations(where, profile, slas.get(fragment.workload))
         if a.slices != profile.slices:
             violations.append(f"{where}: {a.slices} slices per replica, profile says {profile.slices}")
         if fragment.pinned and a.device_class not in fragment.pinned:
@@ -57,8 +63,8 @@ def check(problem: Problem, plan: Plan) -> list[str]:
         if not _close(a.usd_per_hour, expected_usd):
             violations.append(f"{where}: costs {a.usd_per_hour} $/h, expected {expected_usd}")
         slices_used[a.device_class] += a.replicas * a.slices
-        served[a.fragment] += a.replicas * profile.throughput_rps
-        replicas[a.fragment] += a.replicas
+        served[a.fragment, a.phase] += a.replicas * profile.throughput_rps
+        replicas[a.fragment, a.phase] += a.replicas
         cost += expected_usd
 
     for name, used in slices_used.items():
@@ -68,13 +74,18 @@ def check(problem: Problem, plan: Plan) -> list[str]:
     for a in plan.assignments:
         on_class[a.fragment][a.device_class] = on_class[a.fragment].get(a.device_class, 0) + a.replicas
     for f in problem.fragments:
+        split = replicas[f.fragment, Phase.prefill] + replicas[f.fragment, Phase.decode] > 0
+        if split and (f.buckets or replicas[f.fragment, Phase.whole]):
+            violations.append(f"fragment {f.fragment}: split into pools but also has whole replicas or buckets")
         if f.buckets:
             violations += _bucket_violations(problem, plan, f, on_class[f.fragment])
         required = 0.0 if f.buckets else f.demand_rps * problem.headroom
-        if served[f.fragment] < required * (1 - _REL_TOL):
-            violations.append(f"fragment {f.fragment}: serves {served[f.fragment]} rps < {required} rps required")
-        if replicas[f.fragment] < f.min_replicas:
-            violations.append(f"fragment {f.fragment}: {replicas[f.fragment]} replicas < min {f.min_replicas}")
+        for phase in (Phase.prefill, Phase.decode) if split else (Phase.whole,):
+            what = f"fragment {f.fragment}" + (f" {phase} pool" if phase else "")
+            if served[f.fragment, phase] < required * (1 - _REL_TOL):
+                violations.append(f"{what}: serves {served[f.fragment, phase]} rps < {required} rps required")
+            if replicas[f.fragment, phase] < max(f.min_replicas, int(split)):
+                violations.append(f"{what}: {replicas[f.fragment, phase]} replicas < min {f.min_replicas}")
     violations += _sla_violations(problem, plan, classes, fragments)
     if not _close(plan.usd_per_hour, cost):
         violations.append(f"plan costs {plan.usd_per_hour} $/h but its assignments sum to {cost}")
@@ -121,16 +132,30 @@ def _sla_violations(
 ) -> list[str]:
     """Each SLA workload's worst root-to-leaf path, recomputed from scratch.
 
-    Path latency from f = f's slowest used class + max over edges (f, g) of calls x (slowest
+    Path latency from f = f's own latency (its slowest used class; split: slowest prefill + slowest
+    decode + slowest KV hand-off between them) + max over edges (f, g) of calls x (slowest
     transfer between a class f uses and a different class g uses + path latency from g); a root is
     a fragment of the workload that no edge from the same workload calls.
     """
     if not problem.slas:
         return []
     used: dict[str, set[str]] = defaultdict(set)
+    by_phase: dict[tuple[str, Phase], set[str]] = defaultdict(set)
     for a in plan.assignments:
         if a.replicas > 0 and a.fragment in fragments and a.device_class in classes:
             used[a.fragment].add(a.device_class)
+            by_phase[a.fragment, a.phase].add(a.device_class)
+
+    def own_latency(f: str) -> float:
+        """Slowest whole replica; for a split fragment, slowest prefill + slowest decode + slowest KV hand-off."""
+        def slowest(phase: Phase) -> float:
+            profiles = (_profile(fragments[f], c, phase) for c in by_phase[f, phase])
+            return max((p.latency_ms for p in profiles if p is not None), default=0.0)
+        if not by_phase[f, Phase.prefill] and not by_phase[f, Phase.decode]:
+            return slowest(Phase.whole)
+        kv = max((problem.transfer.ms(fragments[f].kv_bytes_per_request, classes[a], classes[b])
+                  for a in by_phase[f, Phase.prefill] for b in by_phase[f, Phase.decode] if a != b), default=0.0)
+        return max(slowest(Phase.whole), slowest(Phase.prefill) + slowest(Phase.decode) + kv)
     out_edges = defaultdict(list)
     for e in problem.edges:
         out_edges[e.parent].append(e)
@@ -143,7 +168,7 @@ def _sla_violations(
         if f in active:
             raise _Cycle(f)
         active.add(f)
-        own = max((_profile(fragments[f], c).latency_ms for c in used[f]), default=0.0)
+        own = own_latency(f)
         worst = 0.0
         for e in out_edges[f]:
             hop = max((problem.transfer.ms(e.bytes_per_call, classes[a], classes[b])
@@ -176,9 +201,24 @@ class _Cycle(Exception):
     pass
 
 
-def _profile(fragment: FragmentDemand, device_class: str) -> ServiceProfile | None:
+def _token_violations(where: str, profile: ServiceProfile, sla: WorkloadSla | None) -> list[str]:
+    """TTFT and TPOT bounds of the fragment's workload against what its profile states: a prefill
+    replica's TTFT is its latency unless stated; a decode replica makes no first token."""
+    if sla is None:
+        return []
+    ttft = profile.latency_ms if profile.phase is Phase.prefill and profile.ttft_ms is None else profile.ttft_ms
+    out = []
+    if sla.ttft_ms is not None and ttft is not None and profile.phase is not Phase.decode and ttft > sla.ttft_ms:
+        out.append(f"{where}: TTFT {ttft} ms > bound {sla.ttft_ms} ms")
+    if (sla.tpot_ms is not None and profile.tpot_ms is not None and profile.phase is not Phase.prefill
+            and profile.tpot_ms > sla.tpot_ms):
+        out.append(f"{where}: TPOT {profile.tpot_ms} ms > bound {sla.tpot_ms} ms")
+    return out
+
+
+def _profile(fragment: FragmentDemand, device_class: str, phase: Phase = Phase.whole) -> ServiceProfile | None:
     # The documented precedence: a measured profile beats an estimate; the first listed wins otherwise.
-    matching = [p for p in fragment.profiles if p.device_class == device_class]
+    matching = [p for p in fragment.profiles if p.device_class == device_class and p.phase == phase]
     measured = [p for p in matching if p.measured]
     return (measured or matching or [None])[0]
 

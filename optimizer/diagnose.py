@@ -3,6 +3,7 @@
 from optimizer.candidates import (
     RPS_SCALE,
     Candidate,
+    Pools,
     needed_units,
     replicas_alone,
     supply_units,
@@ -13,40 +14,55 @@ from optimizer.types import ClassCapacity, Edge, Problem
 
 
 def diagnose_fragments(
-    problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]]
+    problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]],
+    pools: Pools | None = None,
 ) -> tuple[str, ...]:
-    """Fragments that cannot be served even with the whole fleet to themselves."""
+    """Fragments that cannot be served even with the whole fleet to themselves (whole, or split
+    into prefill and decode pools where it may be)."""
     messages = []
+    slas = {s.workload: s for s in problem.slas}
     for f in problem.fragments:
         need = needed_units(f, problem.headroom)
         if need == 0 and f.min_replicas == 0 and not any(b.rate_rps > 0 for b in f.buckets):
             continue
+        if pools and f.fragment in pools and all(_fleet_supply(c, need) >= need for c in pools[f.fragment].values()):
+            continue
         cands = candidates[f.fragment]
         if not cands:
-            messages.append(f"fragment {f.fragment!r}: no allowed device class: {why_no_class(f, classes)}")
+            why = why_no_class(f, classes, slas.get(f.workload))
+            messages.append(f"fragment {f.fragment!r}: no allowed device class: {why}")
             continue
-        allowed = {c.device_class for c in cands}
+        allowed = {c.device_class for c in cands} if f.buckets else set()
         for b in f.buckets:
             if b.rate_rps > 0 and not any(t > 0 and c in allowed for c, t in b.throughput):
                 messages.append(
                     f"fragment {f.fragment!r}: bucket {b.bucket!r} ({b.rate_rps:.3g} rps) has no throughput on any "
                     f"allowed class ({', '.join(sorted(allowed))})"
                 )
-        supply = sum(c.max_replicas * supply_units(c.throughput_rps) for c in cands)
-        if supply < need:
+        if (supply := _fleet_supply(cands, need)) < need:  # then the whole supply was counted
             detail = ", ".join(f"{c.device_class} {c.max_replicas} x {c.throughput_rps:.3g} rps" for c in cands)
             messages.append(
                 f"fragment {f.fragment!r}: needs {f.demand_rps * problem.headroom:.3g} rps "
                 f"(demand {f.demand_rps:.3g} x headroom {problem.headroom:g}) but the whole fleet serves at "
                 f"most {supply / RPS_SCALE:.3g} rps of it ({detail})"
             )
-        room = sum(c.max_replicas for c in cands)
-        if room < f.min_replicas:
+        # room is at least the first class's: sum the rest only when that falls short
+        if f.min_replicas > cands[0].max_replicas and (room := sum(c.max_replicas for c in cands)) < f.min_replicas:
             messages.append(
                 f"fragment {f.fragment!r}: needs at least {f.min_replicas} replicas "
                 f"but the fleet has room for {room}"
             )
     return tuple(messages)
+
+
+def _fleet_supply(cands: tuple[Candidate, ...], enough: int) -> int:
+    """Micro-visits/s of a fragment with every class to itself, counted only until it reaches `enough`."""
+    total = 0
+    for c in cands:
+        total += c.max_replicas * supply_units(c.throughput_rps)
+        if total >= enough:
+            break
+    return total
 
 
 def diagnose_slas(
@@ -59,8 +75,15 @@ def diagnose_slas(
     """
     if graph.cycle:
         return (f"the call graph has a cycle ({' -> '.join(graph.cycle)}): its path latency is unbounded",)
-    fastest = {f: min((c.latency_ms for c in cands), default=0.0) for f, cands in candidates.items()}
-    below, via = longest_paths(graph, fastest.__getitem__, lambda e: min_transfer_ms(problem, classes, candidates, e))
+    fastest = {f: min((c.latency_ms for c in candidates[f]), default=0.0) for f in graph.order}
+    allowed = {f: {c.device_class for c in candidates[f]} for f in graph.order}
+
+    def transfer_ms(e: Edge) -> float:  # min_transfer_ms, with its common case (a shared class) first
+        if not allowed[e.parent].isdisjoint(allowed[e.child]):
+            return 0.0
+        return min_transfer_ms(problem, classes, candidates, e)
+
+    below, via = longest_paths(graph, fastest.__getitem__, transfer_ms)
     messages = []
     worst = workload_p99(graph, below)
     for sla in problem.slas:

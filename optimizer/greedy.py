@@ -19,11 +19,11 @@ from collections import defaultdict
 from math import inf
 
 from optimizer.buckets import bucket_loads, fill_buckets
-from optimizer.candidates import Candidate, needed_units, replicas_alone, supply_units
+from optimizer.candidates import Candidate, Pools, needed_units, replicas_alone, replicas_alone_each, supply_units
 from optimizer.explain import plan_fields
 from optimizer.graph import Graph, longest_paths, path_from, reachable, workload_p99
 from optimizer.prepare import prepare, unpack
-from optimizer.types import Assignment, ClassCapacity, Plan, PlanStatus, Problem
+from optimizer.types import Assignment, ClassCapacity, Phase, Plan, PlanStatus, Problem
 
 _MAX_REPAIRS_PER_FRAGMENT = 3
 
@@ -36,10 +36,10 @@ def greedy(problem: Problem) -> Plan:
     if placed is None:
         diagnosis = diagnosis or ("the greedy fast path found no placement (not proven infeasible); run solve",)
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
-    by_key = {(c.fragment, c.device_class): c for cands in candidates.values() for c in cands}
     assignments = tuple(
-        Assignment(f, c, n, by_key[f, c].slices, n * by_key[f, c].usd_per_replica)
+        Assignment(f, c, n, cand.slices, n * cand.usd_per_replica)
         for (f, c), n in placed.items() if n > 0
+        for cand in candidates[f] if cand.device_class == c  # the one candidate of (f, c)
     )
     usd = sum((a.usd_per_hour for a in assignments), 0.0)
     bound = fractional_bound(problem, candidates)
@@ -72,22 +72,37 @@ def bucket_split(problem: Problem, candidates: dict[str, tuple[Candidate, ...]],
     return out
 
 
-def fractional_bound(problem: Problem, candidates: dict[str, tuple[Candidate, ...]]) -> float:
+def fractional_bound(problem: Problem, candidates: dict[str, tuple[Candidate, ...]], pools: Pools | None = None) -> float:
     """sum_f max(min_c (d_f * h / r_fc) * u_fc, m_f * min_c u_fc) in $/h: a lower bound on any
-    plan's cost (each fragment at its best price per visit/s, and at least m_f of its cheapest replicas)."""
+    plan's cost (each fragment at its best price per visit/s, and at least m_f of its cheapest replicas).
+    A fragment that may be split counts the cheaper of that and the same sum over its two pools."""
     total = 0.0
     for f in problem.fragments:
         cands = candidates[f.fragment]
+        split = None
+        if pools and f.fragment in pools:
+            split = sum(_fractional(f.demand_rps * problem.headroom, max(1, f.min_replicas), phase)
+                        for phase in pools[f.fragment].values())
         if f.buckets:
             by_class = {c.device_class: c for c in cands}
             per_rps = sum(min((b.rate_rps * problem.headroom / t * by_class[name].usd_per_replica
                                for name, t in b.throughput if t > 0 and name in by_class), default=0.0)
                           for b in f.buckets)
         else:
-            per_rps = min((f.demand_rps * problem.headroom / c.throughput_rps * c.usd_per_replica
-                           for c in cands if c.throughput_rps > 0), default=0.0)
-        total += max(per_rps, f.min_replicas * min((c.usd_per_replica for c in cands), default=0.0))
+            load = f.demand_rps * problem.headroom
+            per_rps = min((load / c.throughput_rps * c.usd_per_replica for c in cands if c.throughput_rps > 0),
+                          default=0.0)
+        whole = max(per_rps, f.min_replicas * min((c.usd_per_replica for c in cands), default=0.0))
+        if split is None:
+            total += whole
+        else:  # without whole candidates the fragment can only be split
+            total += min(whole, split) if cands else split
     return total
+
+
+def _fractional(load: float, min_replicas: int, cands: tuple[Candidate, ...]) -> float:
+    per_rps = min((load / c.throughput_rps * c.usd_per_replica for c in cands if c.throughput_rps > 0), default=0.0)
+    return max(per_rps, min_replicas * min((c.usd_per_replica for c in cands), default=0.0))
 
 
 def greedy_assignments(
@@ -98,18 +113,18 @@ def greedy_assignments(
     placed: dict[str, dict[str, int]] = defaultdict(dict)
     current: dict[str, dict[str, int]] = defaultdict(dict)
     for a in problem.current:
-        current[a.fragment][a.device_class] = a.replicas
+        if a.phase is Phase.whole:  # greedy places whole replicas only; a split fragment starts afresh
+            current[a.fragment][a.device_class] = a.replicas
+    by_class = {f: {c.device_class: c for c in cs} for f, cs in candidates.items()}
     alone: dict[str, dict[str, float]] = {}
     for f in problem.fragments:
-        need = needed_units(f, problem.headroom)
-        alone[f.fragment] = {
-            c.device_class: inf if (n := replicas_alone(f, c, problem.headroom, need)) is None else n * c.usd_per_replica
-            for c in candidates[f.fragment]
-        }
+        cands = candidates[f.fragment]
+        alone[f.fragment] = {c.device_class: inf if n is None else n * c.usd_per_replica
+                             for c, n in zip(cands, replicas_alone_each(f, cands, problem.headroom), strict=True)}
     order = sorted(problem.fragments,
                    key=lambda f: (len(candidates[f.fragment]), -min(alone[f.fragment].values(), default=0.0)))
     for f in order:
-        cands = {c.device_class: c for c in candidates[f.fragment]}
+        cands = by_class[f.fragment]
         need, count = needed_units(f, problem.headroom), f.min_replicas
         mine = placed[f.fragment]
         if current[f.fragment] and all(c in cands for c in current[f.fragment]):
@@ -142,47 +157,80 @@ def greedy_assignments(
                 count -= n
         if need > 0 or count > 0:
             return None
-    if problem.slas and not _repair_slas(problem, classes, candidates, graph, placed, free):
+    if problem.slas and not _repair_slas(problem, classes, by_class, graph, placed, free):
         return None
     return {(f, c): n for f, by_class in placed.items() for c, n in by_class.items()}
 
 
-def _repair_slas(problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]],
+def _repair_slas(problem: Problem, classes: dict[str, ClassCapacity], cands: dict[str, dict[str, Candidate]],
                  graph: Graph, placed: dict[str, dict[str, int]], free: dict[str, int]) -> bool:
-    """Step 3 of the module docstring, workload by workload over the fragments its paths reach."""
-    repair = _Repair(problem, classes, candidates, graph, placed, free)
+    """Step 3 of the module docstring, workload by workload over the fragments its paths reach
+    (`cands`: each fragment's candidates by class)."""
+    repair = _Repair(problem, classes, cands, graph, placed, free)
     p99 = {s.workload: s.p99_ms for s in problem.slas}
+    orders = {w: reachable(graph, roots) for w, roots in graph.roots.items()}
     for _ in range(2):  # a repair for one workload may slow a fragment another workload shares
+        moves_before = repair.moves
         for w, roots in graph.roots.items():
-            if not repair.workload(roots, reachable(graph, roots), p99[w]):
+            if not repair.workload(roots, orders[w], p99[w]):
                 return False
+        if repair.moves == moves_before:  # every workload was checked on the placement as it stands
+            return True
     below, _ = repair.evaluate(graph.order)
     return all(v <= p99[w] + 1e-9 for w, (v, _) in workload_p99(graph, below).items())
 
 
 class _Repair:
-    """The placement being repaired (`placed`, `free` are updated in place) and how to evaluate it."""
+    """The placement being repaired (`placed`, `free` are updated in place) and how to evaluate it.
 
-    def __init__(self, problem: Problem, classes: dict[str, ClassCapacity],
-                 candidates: dict[str, tuple[Candidate, ...]], graph: Graph,
-                 placed: dict[str, dict[str, int]], free: dict[str, int]) -> None:
+    The classes each fragment uses and its latency there are kept beside `placed` (updated with
+    every move), and transfer times are memoised per (bytes, classes at each end): evaluating a
+    workload is then one pass of dictionary look-ups over its fragments.
+    """
+
+    def __init__(self, problem: Problem, classes: dict[str, ClassCapacity], cands: dict[str, dict[str, Candidate]],
+                 graph: Graph, placed: dict[str, dict[str, int]], free: dict[str, int]) -> None:
         self.problem, self.classes, self.graph, self.placed, self.free = problem, classes, graph, placed, free
         self.fragments = {f.fragment: f for f in problem.fragments}
-        self.cands = {f: {c.device_class: c for c in cs} for f, cs in candidates.items()}
+        self.cands = cands
         self.repairs: dict[str, int] = defaultdict(int)
+        self.moves = 0
+        self.used: dict[str, tuple[str, ...]] = {}
+        self.latency: dict[str, float] = {}
+        for f in problem.fragments:
+            self._update(f.fragment)
+        self._transfers: dict[tuple[float, tuple[str, ...], tuple[str, ...]], float] = {}
+
+    def _update(self, f: str) -> None:
+        self.used[f] = used = tuple(self.placed[f])
+        self.latency[f] = max((self.cands[f][c].latency_ms for c in used), default=0.0)
+
+    def _transfer_ms(self, nbytes: float, src: tuple[str, ...], dst: tuple[str, ...]) -> float:
+        """The slowest transfer of `nbytes` from any class in `src` to any other class in `dst`."""
+        key = (nbytes, src, dst)
+        ms = self._transfers.get(key)
+        if ms is None:
+            ms = self._transfers[key] = max((self.problem.transfer.ms(nbytes, self.classes[a], self.classes[b])
+                                             for a in src for b in dst if a != b), default=0.0)
+        return ms
 
     def evaluate(self, order: tuple[str, ...], override: tuple[str, str] | None = None):
         """longest_paths over `order` with the current placement, or with one fragment moved."""
-        def used(f: str):
-            return (override[1],) if override and override[0] == f else tuple(self.placed[f])
+        if override is None:
+            used, latency = self.used.__getitem__, self.latency.__getitem__
+        else:
+            moved, name = override
+            moved_ms = self.cands[moved][name].latency_ms
 
-        def lat(f: str) -> float:
-            return max((self.cands[f][c].latency_ms for c in used(f)), default=0.0)
+            def used(f: str) -> tuple[str, ...]:
+                return (name,) if f == moved else self.used[f]
+
+            def latency(f: str) -> float:
+                return moved_ms if f == moved else self.latency[f]
 
         def xfer(e) -> float:
-            return max((self.problem.transfer.ms(e.bytes_per_call, self.classes[a], self.classes[b])
-                        for a in used(e.parent) for b in used(e.child) if a != b), default=0.0)
-        return longest_paths(self.graph, lat, xfer, order)
+            return self._transfer_ms(e.bytes_per_call, used(e.parent), used(e.child))
+        return longest_paths(self.graph, latency, xfer, order)
 
     def workload(self, roots: tuple[str, ...], order: tuple[str, ...], p99: float) -> bool:
         """Move fragments of the worst path until it meets p99; False when no move helps."""
@@ -206,7 +254,9 @@ class _Repair:
                 self.free[c] += k * self.cands[f][c].slices
             self.placed[f] = {name: n}
             self.free[name] -= n * self.cands[f][name].slices
+            self._update(f)
             self.repairs[f] += 1
+            self.moves += 1
 
     def _options(self, f: str):
         """(class, replicas, extra $/h, at least 1e-6) for moving all of f to one other class that has room."""

@@ -28,6 +28,19 @@ LLM (prefill is compute-bound, decode memory-bandwidth-bound)::
     busy      = prefill + t_out * step(DECODE_BATCH) / DECODE_BATCH   device-seconds per visit
     rps       = TARGET_UTILISATION / busy
 
+Disaggregated serving (Splitwise, DistServe) runs the two phases in separate pools, so each
+can sit on the class cheapest for its bottleneck. Per replica of a pool::
+
+    prefill pool   latency = prefill (its TTFT)        rps = TARGET_UTILISATION / prefill
+    decode pool    latency = t_out * step(DECODE_BATCH) rps = TARGET_UTILISATION * DECODE_BATCH / (t_out * step)
+    KV hand-off    kv_bytes = t_in * KV_BYTES_PER_TOKEN, moved prefill -> decode once per visit
+
+with the KV cache per token from the model's shape: a transformer of P parameters with
+d = (128 P / 12)^(1/3) (layers ~ d / 128, P ~ 12 layers d^2) keeps 2 (K, V) x 2 bytes x layers x d
+= d^2 / 32 bytes per token, an eighth of that from GQA_MIN_PARAMS_B up (grouped-query attention:
+8 KV heads of 64). That gives 0.55 MB for a 7B model and 0.32 MB for a 70B one (Llama 2: 0.5 and
+0.31). The hand-off is counted in full, not overlapped with prefill as Splitwise does layer by layer.
+
 Decode reads only the weights per step; KV-cache reads, which grow with context, are not
 modelled yet. ``sync`` is the tensor-parallel all-reduce latency of one forward pass (two
 all-reduces per layer, each a ring of tp - 1 hops): it is why a 70B model decodes no faster on
@@ -61,7 +74,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optimizer.catalog import CATALOG, DeviceClassSpec, by_name
-from optimizer.types import ServiceProfile
+from optimizer.types import Phase, ServiceProfile
 
 ACCELERATED_KINDS = frozenset({"llm", "embedding", "rerank"})
 CPU_KINDS = frozenset({"retrieval", "tool", "agent", "db", "cpu"})
@@ -78,6 +91,7 @@ MAX_DEVICES_PER_REPLICA = 8  # one node
 CPU_MAX_PARAMS_B = 3.0
 FRAMEWORK_OVERHEAD_MS = 1.0
 MIG_PROFILE_SLICES = (1, 2, 3, 4, 7)
+GQA_MIN_PARAMS_B = 30.0  # from here up, models use grouped-query attention (8 KV heads of 64)
 # Calibrated on the Splitwise A100/H100 measurements (grid 0..8 ms, MFU and MBU left at their
 # textbook values): 5 ms per peer is ~30 us per all-reduce hop over 160 all-reduces of a 70B
 # model's forward pass, in line with NCCL's small-message latency on NVLink.
@@ -252,6 +266,29 @@ def replica_slices(memory_bytes: float, spec: DeviceClassSpec) -> int | None:
     return devices * spec.slices_per_device
 
 
+def kv_bytes_per_token(params_b: float) -> float:
+    """KV-cache bytes one token of context keeps, from the model's size (module docstring)."""
+    if params_b <= 0:
+        raise ValueError(f"params_b must be > 0, got {params_b}")
+    d = (128 * params_b * 1e9 / 12) ** (1 / 3)
+    return d * d / 32 / (8 if params_b >= GQA_MIN_PARAMS_B else 1)
+
+
+def phase_profiles(est: Estimate, tokens_out: float) -> tuple[ServiceProfile, ServiceProfile] | None:
+    """The prefill-pool and decode-pool replicas of an LLM `estimate` (module docstring); None when
+    there is nothing to split (not an LLM, or no output tokens)."""
+    if est.prefill_ms <= 0 or est.decode_step_ms <= 0 or tokens_out <= 0:
+        return None
+    prefill_ms = est.prefill_ms + FRAMEWORK_OVERHEAD_MS
+    decode_ms = tokens_out * est.decode_step_ms
+    prefill = ServiceProfile(est.device_class, TARGET_UTILISATION * 1000 / est.prefill_ms, prefill_ms, est.slices,
+                             phase=Phase.prefill, ttft_ms=prefill_ms)
+    decode = ServiceProfile(est.device_class, TARGET_UTILISATION * DECODE_BATCH * 1000 / decode_ms,
+                            decode_ms + FRAMEWORK_OVERHEAD_MS, est.slices, phase=Phase.decode,
+                            tpot_ms=est.decode_step_ms)
+    return prefill, decode
+
+
 def estimate_profiles(
     kind: str,
     model: str | None,
@@ -259,8 +296,10 @@ def estimate_profiles(
     tokens_out: float,
     specs: tuple[DeviceClassSpec, ...] = CATALOG,
     latency_bound_ms: float | None = None,
+    phases: bool = False,
 ) -> tuple[ServiceProfile, ...]:
-    """Estimated `ServiceProfile`s of a fragment, one per class in `specs` that can run it.
+    """Estimated `ServiceProfile`s of a fragment, one per class in `specs` that can run it (an
+    LLM's with its TTFT and TPOT), and with `phases` an LLM's prefill- and decode-pool profiles too.
 
     A replica gets the smallest size that holds the model; with `latency_bound_ms`, on a
     MIG-capable class, the smallest MIG profile that also meets the bound (a bigger share of
@@ -278,7 +317,13 @@ def estimate_profiles(
                 if bigger is not None and bigger.latency_ms <= latency_bound_ms:
                     est = bigger
                     break
-        profiles.append(ServiceProfile(spec.name, est.throughput_rps, est.latency_ms, est.slices, measured=False))
+        llm = est.prefill_ms > 0
+        profiles.append(ServiceProfile(
+            spec.name, est.throughput_rps, est.latency_ms, est.slices, measured=False,
+            ttft_ms=est.prefill_ms + FRAMEWORK_OVERHEAD_MS if llm else None,
+            tpot_ms=est.decode_step_ms if llm else None))
+        if phases and (pools := phase_profiles(est, tokens_out)) is not None:
+            profiles.extend(pools)
     return tuple(profiles)
 
 

@@ -13,7 +13,10 @@ Notation
                       estimate, otherwise the first listed wins.
     s_fc, r_fc, u_fc  slices per replica, throughput (visits/s) per replica and micro-dollars per
                       hour per replica (round(1e6 * s_fc / slices_per_device_c * p_c)) of f on c
-    X_fc              floor(S_c / s_fc): most replicas of f that c could hold
+    X_fc              min(floor(S_c / s_fc), max(n_fc, cur_fc, 1)) with n_fc the replicas f needs on c
+                      alone: no optimal plan uses more (dropping surplus replicas keeps every
+                      constraint and lowers cost), and tight X_fc keep y_fc >= x_fc / X_fc strong
+                      in the LP relaxation
     E                 edges (f, g) with k_fg calls of g per visit of f and b_fg bytes per call
     W                 workloads w with an SLA P_w (p99 ms, end to end); R_w their roots (fragments
                       of w no edge from w leads into); V the fragments reachable from any R_w
@@ -76,7 +79,7 @@ even on the fastest classes, cycles and demand beyond the whole fleet are diagno
 model is built; when the joint model is infeasible the diagnosis names the classes that run short
 or, when capacity alone would do, the SLAs that compete for the fast classes.
 
-Search uses NUM_WORKERS threads (BUCKET_WORKERS when some fragment is bucketed) with a fixed seed, hinted with the greedy plan (which itself
+Search uses NUM_WORKERS threads with a fixed seed, hinted with the greedy plan (which itself
 keeps the current placement where it is still allowed); when the time limit ends before CP-SAT
 has any solution, the greedy plan is returned as feasible. The cost is reproducible whenever the
 solve ends optimal; ties between equal-cost placements are broken by the y and z terms.
@@ -91,27 +94,29 @@ from optimizer.buckets import BucketLoads, bucket_loads, fill_buckets, load_slac
 from optimizer.candidates import (
     USD_SCALE,
     Candidate,
+    Pools,
     allowed_candidates,
     needed_units,
+    replicas_alone,
     supply_units,
     validate,
 )
 from optimizer.diagnose import diagnose_capacity, diagnose_sla_with_capacity
-from optimizer.explain import migration_usd, plan_fields
+from optimizer.explain import migration_usd, plan_fields, units_of
 from optimizer.graph import Graph, longest_paths, workload_p99
 from optimizer.greedy import fractional_bound, greedy_assignments
 from optimizer.prepare import prepare, unpack
-from optimizer.types import Assignment, ClassCapacity, Edge, Plan, PlanStatus, Problem
+from optimizer.types import Assignment, ClassCapacity, Edge, FragmentDemand, Phase, Plan, PlanStatus, Problem
 
 IntVar = cp_model.IntVar
 
 __all__ = ["solve", "validate", "allowed_candidates", "Candidate"]
 
-NUM_WORKERS = 2
-# Bucketed load constraints (wide coefficient ranges) need the LP-based subsolvers of CP-SAT's
-# larger portfolio: with 2 workers tiny-rate Mélange cases stall for the whole time limit, with
-# 8 (interleaved on 2 cores too) they solve in 0.1 s.
-BUCKET_WORKERS = 8
+# CP-SAT's portfolio of 8 subsolvers (interleaved on 2 cores too) includes the LP-based ones. With
+# 2 workers it has none: its bound stays at 0, a 10-fragment chain under a path SLA ran its whole
+# 2 s limit without a proof (8: optimal in 0.05 s), and tiny-rate bucketed Mélange cases stalled for
+# the whole limit (8: 0.1 s).
+NUM_WORKERS = 8
 RANDOM_SEED = 0
 US_PER_MS = 1000
 CALL_SCALE = 1000  # k_fg in thousandths of a call
@@ -120,17 +125,19 @@ CALL_SCALE = 1000  # k_fg in thousandths of a call
 def solve(problem: Problem) -> Plan:
     """The cheapest placement meeting capacity, demand x headroom, memory, pins and SLAs along the graph."""
     started = time.perf_counter()
-    classes, candidates, graph, diagnosis = unpack(prepare(problem))
+    prepared = prepare(problem)
+    classes, candidates, graph, diagnosis = unpack(prepared)
     if diagnosis:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
 
-
-    model = _Model(problem, classes, candidates, graph)
+    model = _Model(problem, classes, candidates, graph, pools=prepared.pools)
     hint = greedy_assignments(problem, classes, candidates, graph)
     model.hint(hint)
     status, solver = model.solve(problem.time_limit_s)
+    pooled: dict[tuple[str, str, Phase], int] = {}
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         replicas = {key: solver.value(x) for key, x in model.x.items()}
+        pooled = {key: n for key, x in model.px.items() if (n := solver.value(x)) > 0}
         split = {f: model.loads[f].split_rps({b: {c: solver.value(v) for c, v in by_class.items()}
                                for b, by_class in by_bucket.items()})
                  for f, by_bucket in model.s.items()}
@@ -139,19 +146,25 @@ def solve(problem: Problem) -> Plan:
         split = model.hint_split
     else:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started,
-                    diagnosis=_diagnose_infeasible(problem, classes, candidates, graph, status))
+                    diagnosis=_diagnose_infeasible(problem, classes, candidates, graph, status, prepared.pools))
 
     assignments = tuple(
         Assignment(f.fragment, c.device_class, n, c.slices, n * c.usd_per_replica)
         for f in problem.fragments
         for c in candidates[f.fragment]
         if (n := replicas.get((f.fragment, c.device_class), 0)) > 0
+    ) + tuple(
+        Assignment(f, c.device_class, n, c.slices, n * c.usd_per_replica, phase)
+        for f, by_phase in prepared.pools.items()
+        for phase, cands in by_phase.items()
+        for c in cands
+        if (n := pooled.get((f, c.device_class, phase), 0)) > 0
     )
     usd = sum((a.usd_per_hour for a in assignments), 0.0)
     optimal = status == cp_model.OPTIMAL
     # The bound is on the whole objective (cost + migration + tie-break >= the cost's fractional
     # bound); expressed in $/h it is the plan's cost less the objective's gap.
-    best_bound = fractional_bound(problem, candidates)
+    best_bound = fractional_bound(problem, candidates, prepared.pools)
     if status == cp_model.FEASIBLE:
         best_bound = max(best_bound, solver.best_objective_bound / USD_SCALE)
         objective = solver.objective_value / USD_SCALE
@@ -165,27 +178,34 @@ def solve(problem: Problem) -> Plan:
         lower_bound_usd_per_hour=bound,
         solve_time_s=time.perf_counter() - started,
         bucket_split=split,
-        **plan_fields(problem, graph, classes, candidates, assignments),
+        **plan_fields(problem, graph, classes, candidates, assignments, prepared.pools),
     )
 
 
 def plan_fields_migration(problem: Problem, assignments: tuple[Assignment, ...]) -> float:
-    used: dict[str, dict[str, int]] = {}
-    for a in assignments:
-        used.setdefault(a.fragment, {})[a.device_class] = a.replicas
-    return migration_usd(problem, used)
+    return migration_usd(problem, units_of(assignments))
 
 
 class _Model:
     """The CP-SAT model of the module docstring; x and y keyed by (fragment, class)."""
 
     def __init__(self, problem: Problem, classes: dict[str, ClassCapacity],
-                 candidates: dict[str, tuple[Candidate, ...]], graph: Graph, with_slas: bool = True) -> None:
+                 candidates: dict[str, tuple[Candidate, ...]], graph: Graph, with_slas: bool = True,
+                 pools: Pools | None = None) -> None:
         self.model = m = cp_model.CpModel()
         self.x: dict[tuple[str, str], cp_model.IntVar] = {}
         self.y: dict[tuple[str, str], cp_model.IntVar] = {}
         self.max_x: dict[tuple[str, str], int] = {}
         self.z: dict[tuple[str, str], tuple[cp_model.IntVar, int]] = {}
+        # Split LLM fragments: sigma_f, and x/y/z of their prefill and decode pools keyed (f, c, phase).
+        self.pools = pools or {}
+        self.sigma: dict[str, cp_model.IntVar] = {}
+        self.px: dict[tuple[str, str, Phase], cp_model.IntVar] = {}
+        self.py: dict[tuple[str, str, Phase], cp_model.IntVar] = {}
+        self.pz: dict[tuple[str, str, Phase], tuple[cp_model.IntVar, int]] = {}
+        self.u: dict[tuple[str, str], cp_model.IntVar] = {}
+        self.phase_lat: dict[tuple[str, Phase], cp_model.IntVar] = {}
+        self.hand_off: dict[str, cp_model.IntVar] = {}
         self.own: dict[str, cp_model.IntVar] = {}
         self.below: dict[str, cp_model.IntVar] = {}
         self.max_below: dict[str, int] = {}
@@ -194,39 +214,71 @@ class _Model:
         self.s: dict[str, dict[str, dict[str, cp_model.IntVar]]] = {}  # v_fbc by f, b, c
         self.hint_split: dict[str, dict[str, dict[str, float]]] = {}
         self.cands = candidates
-        used: dict[str, list[cp_model.LinearExpr]] = {}
-        cost: list[cp_model.LinearExpr] = []
-        current = {(a.fragment, a.device_class): a.replicas for a in problem.current}
-        mu = math.ceil(problem.migration_cost_usd / 2 * USD_SCALE) if problem.current else 0
+        self._used: dict[str, list[cp_model.LinearExpr]] = {}
+        self._cost: list[cp_model.LinearExpr] = []
+        current = {(a.fragment, a.device_class, a.phase): a.replicas for a in problem.current}
+        self._mu = math.ceil(problem.migration_cost_usd / 2 * USD_SCALE) if problem.current else 0
         for f in problem.fragments:
             cands = candidates[f.fragment]
             for c in cands:
                 key = (f.fragment, c.device_class)
-                self.max_x[key] = c.max_replicas
-                x = self.x[key] = m.new_int_var(0, c.max_replicas, f"x[{f.fragment}@{c.device_class}]")
-                y = self.y[key] = m.new_bool_var(f"y[{f.fragment}@{c.device_class}]")
-                m.add(x <= c.max_replicas * y)
-                m.add(x >= y)
-                used.setdefault(c.device_class, []).append(x * c.slices)
-                cost += [x * round(c.usd_per_replica * USD_SCALE), y]
-                if mu:
-                    z = m.new_int_var(0, max(c.max_replicas, current.get(key, 0)), f"z[{f.fragment}@{c.device_class}]")
-                    m.add_abs_equality(z, x - current.get(key, 0))
-                    self.z[key] = (z, current.get(key, 0))
-                    cost.append(mu * z)
+                cur = current.get((*key, Phase.whole), 0)
+                self.x[key], self.y[key], z, self.max_x[key] = self._replicas(f, c, problem.headroom, cur, "")
+                if z is not None:
+                    self.z[key] = (z, cur)
             need = needed_units(f, problem.headroom)
+            sigma = self._add_pools(f, need, current, problem.headroom) if f.fragment in self.pools else 0
             if need > 0:
-                m.add(sum(self.x[f.fragment, c.device_class] * supply_units(c.throughput_rps) for c in cands) >= need)
+                m.add(sum(self.x[f.fragment, c.device_class] * supply_units(c.throughput_rps) for c in cands)
+                      + need * sigma >= need)
             if f.buckets:
                 self._add_buckets(f.fragment, bucket_loads(f, cands, problem.headroom))
             if f.min_replicas > 0:
-                m.add(sum(self.x[f.fragment, c.device_class] for c in cands) >= f.min_replicas)
+                m.add(sum(self.x[f.fragment, c.device_class] for c in cands) + f.min_replicas * sigma >= f.min_replicas)
         for cls in problem.device_classes:
-            if cls.device_class in used:
-                m.add(sum(used[cls.device_class]) <= cls.slices)
+            if cls.device_class in self._used:
+                m.add(sum(self._used[cls.device_class]) <= cls.slices)
         if with_slas and problem.slas:
             self._add_paths(problem, classes, candidates, graph)
-        m.minimize(sum(cost))
+        m.minimize(sum(self._cost))
+
+    def _replicas(self, f: FragmentDemand, c: Candidate, headroom: float, cur: int, label: str):
+        """x, y (and z with a current placement) of f on c, their capacity, cost and tie-break terms."""
+        m, name = self.model, f"{f.fragment}{label}@{c.device_class}"
+        top = _most_useful(f, c, headroom, cur)
+        x = m.new_int_var(0, top, f"x[{name}]")
+        y = m.new_bool_var(f"y[{name}]")
+        m.add(x <= top * y)
+        m.add(x >= y)
+        self._used.setdefault(c.device_class, []).append(x * c.slices)
+        self._cost += [x * round(c.usd_per_replica * USD_SCALE), y]
+        z = None
+        if self._mu:
+            z = m.new_int_var(0, max(top, cur), f"z[{name}]")
+            m.add_abs_equality(z, x - cur)
+            self._cost.append(self._mu * z)
+        return x, y, z, top
+
+    def _add_pools(self, f: FragmentDemand, need: int, current: dict, headroom: float) -> cp_model.IntVar:
+        """The docstring's split: sigma_f, and the prefill and decode pools that serve f when it is set."""
+        m = self.model
+        sigma = self.sigma[f.fragment] = m.new_bool_var(f"split[{f.fragment}]")
+        for c in self.cands[f.fragment]:
+            m.add(self.y[f.fragment, c.device_class] + sigma <= 1)
+        for phase, cands in self.pools[f.fragment].items():
+            for c in cands:
+                key = (f.fragment, c.device_class, phase)
+                cur = current.get(key, 0)
+                x, y, z, top = self._replicas(f, c, headroom, cur, f"/{phase}")
+                self.px[key], self.py[key] = x, y
+                self.max_x[key] = top
+                m.add(y <= sigma)
+                if z is not None:
+                    self.pz[key] = (z, cur)
+            xs = [(self.px[f.fragment, c.device_class, phase], c) for c in cands]
+            m.add(sum(x * supply_units(c.throughput_rps) for x, c in xs) >= need * sigma)
+            m.add(sum(x for x, _ in xs) >= max(1, f.min_replicas) * sigma)
+        return sigma
 
     def _add_buckets(self, fragment: str, loads: BucketLoads) -> None:
         """The split and load constraints of the docstring's bucketed demand for one fragment."""
@@ -248,18 +300,34 @@ class _Model:
                    candidates: dict[str, tuple[Candidate, ...]], graph: Graph) -> None:
         m = self.model
         lat = self.lat = {(f, c.device_class): math.ceil(c.latency_ms * US_PER_MS) for f in graph.order for c in candidates[f]}
+        fragments = {f.fragment: f for f in problem.fragments}
 
         def tau(e, a: str, b: str) -> int:
             return 0 if a == b else math.ceil(problem.transfer.ms(e.bytes_per_call, classes[a], classes[b]) * US_PER_MS)
 
-        def worst_tau(e) -> int:
-            return max((tau(e, a.device_class, b.device_class)
-                        for a in candidates[e.parent] for b in candidates[e.child]), default=0)
+        def kv(f: str, a: str, b: str) -> int:
+            nbytes = fragments[f].kv_bytes_per_request
+            return 0 if a == b else math.ceil(problem.transfer.ms(nbytes, classes[a], classes[b]) * US_PER_MS)
 
-        self.graph, self.tau = graph, tau
+        uses = {f: self._uses(f) for f in graph.order}  # class -> 0/1 "f runs a replica of any kind there"
+
+        def worst_tau(e) -> int:
+            return max((tau(e, a, b) for a in uses[e.parent] for b in uses[e.child]), default=0)
+
+        def slowest(f: str, phase: Phase) -> int:
+            return max((math.ceil(c.latency_ms * US_PER_MS) for c in self.pools[f][phase]), default=0)
+
+        def worst_own(f: str) -> int:
+            whole = max((lat[f, c.device_class] for c in candidates[f]), default=0)
+            if f not in self.pools:
+                return whole
+            hand_off = max((kv(f, a.device_class, b.device_class) for a in self.pools[f][Phase.prefill]
+                            for b in self.pools[f][Phase.decode]), default=0)
+            return max(whole, slowest(f, Phase.prefill) + slowest(f, Phase.decode) + hand_off)
+
+        self.graph, self.tau, self.kv = graph, tau, kv
         # Upper bounds from the slowest class and transfer everywhere keep the domains tight.
-        upper, _ = longest_paths(graph, lambda f: max((lat[f, c.device_class] for c in candidates[f]), default=0),
-                                 lambda e: worst_tau(e) + 1)
+        upper, _ = longest_paths(graph, worst_own, lambda e: worst_tau(e) + 1)
         own, below = self.own, self.below
         for f in graph.order:
             hi = self.max_below[f] = math.ceil(upper[f]) + 1
@@ -267,6 +335,8 @@ class _Model:
             below[f] = m.new_int_var(0, hi, f"B[{f}]")
             for c in candidates[f]:
                 m.add(own[f] >= lat[f, c.device_class] * self.y[f, c.device_class])
+            if f in self.pools:
+                self._add_split_latency(f, kv, slowest)
             m.add(below[f] >= own[f])
         for f in graph.order:
             for e in graph.children.get(f, ()):
@@ -275,20 +345,65 @@ class _Model:
                     continue
                 t = m.new_int_var(0, worst_tau(e), f"t[{e.parent}->{e.child}]")
                 self.edges.append((e, k, t))
-                for a in candidates[e.parent]:
-                    for b in candidates[e.child]:
-                        if (v := tau(e, a.device_class, b.device_class)) > 0:
-                            m.add(t >= v * (self.y[e.parent, a.device_class] + self.y[e.child, b.device_class] - 1))
+                for a, ya in uses[e.parent].items():
+                    for b, yb in uses[e.child].items():
+                        if (v := tau(e, a, b)) > 0:
+                            m.add(t >= v * (ya + yb - 1))
                 m.add(CALL_SCALE * below[f] >= CALL_SCALE * own[f] + k * (t + below[e.child]))
         for sla in problem.slas:
             for r in graph.roots.get(sla.workload, ()):
                 m.add(below[r] <= math.floor(sla.p99_ms * US_PER_MS + 1e-9))
 
+    def _uses(self, f: str) -> dict[str, cp_model.IntVar]:
+        """Per class, a 0/1 that is 1 when f runs anything there: y_fc, or for a fragment that may be
+        split u_fc >= y_fc and >= its pools' y (only lower bounds matter: u only makes transfers count)."""
+        out = {c.device_class: self.y[f, c.device_class] for c in self.cands[f]}
+        if f not in self.pools:
+            return out
+        pooled: dict[str, list[cp_model.IntVar]] = {}
+        for phase, cands in self.pools[f].items():
+            for c in cands:
+                pooled.setdefault(c.device_class, []).append(self.py[f, c.device_class, phase])
+        for name, ys in pooled.items():
+            u = self.model.new_bool_var(f"u[{f}@{name}]")
+            for y in ys + ([out[name]] if name in out else []):
+                self.model.add(u >= y)
+            self.u[f, name] = u
+            out[name] = u
+        return out
+
+    def _add_split_latency(self, f: str, kv, slowest) -> None:
+        """l_f >= lp_f + ld_f + h_f: the slowest prefill pool, the slowest decode pool and the slowest
+        KV-cache hand-off between a prefill class and a different decode class (all 0 unless split)."""
+        m = self.model
+        pools = self.pools[f]
+        parts = {}
+        for phase in (Phase.prefill, Phase.decode):
+            v = parts[phase] = self.phase_lat[f, phase] = m.new_int_var(0, slowest(f, phase), f"l[{f}/{phase}]")
+            for c in pools[phase]:
+                m.add(v >= math.ceil(c.latency_ms * US_PER_MS) * self.py[f, c.device_class, phase])
+        worst = max((kv(f, a.device_class, b.device_class) for a in pools[Phase.prefill]
+                     for b in pools[Phase.decode]), default=0)
+        h = self.hand_off[f] = m.new_int_var(0, worst, f"h[{f}]")
+        for a in pools[Phase.prefill]:
+            for b in pools[Phase.decode]:
+                if (v := kv(f, a.device_class, b.device_class)) > 0:
+                    m.add(h >= v * (self.py[f, a.device_class, Phase.prefill] + self.py[f, b.device_class, Phase.decode] - 1))
+        m.add(self.own[f] >= parts[Phase.prefill] + parts[Phase.decode] + h)
+
     def hint(self, replicas: dict[tuple[str, str], int] | None) -> None:
-        """A complete hint (every variable) from a placement, so CP-SAT starts from a known solution."""
+        """A complete hint (every variable) from a placement of whole replicas (no fragment split),
+        so CP-SAT starts from a known solution."""
         if not replicas:
             return
         m = self.model
+        for v in (*self.sigma.values(), *self.px.values(), *self.py.values(), *self.phase_lat.values(),
+                  *self.hand_off.values()):
+            m.add_hint(v, 0)
+        for z, cur in self.pz.values():
+            m.add_hint(z, cur)
+        for (f, name), u in self.u.items():
+            m.add_hint(u, int(replicas.get((f, name), 0) > 0))
         for key, x in self.x.items():
             n = min(replicas.get(key, 0), self.max_x[key])
             m.add_hint(x, n)
@@ -333,7 +448,7 @@ class _Model:
     def solve(self, time_limit_s: float) -> tuple[int, cp_model.CpSolver]:
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = time_limit_s
-        solver.parameters.num_workers = BUCKET_WORKERS if self.loads else NUM_WORKERS
+        solver.parameters.num_workers = NUM_WORKERS
         solver.parameters.random_seed = RANDOM_SEED
         # A library must not own the process's signals: CP-SAT would otherwise install a SIGINT handler
         # during the solve (from whatever thread runs it) and leave SIGINT at its default afterwards.
@@ -344,13 +459,26 @@ class _Model:
         return status, solver
 
 
+def _most_useful(f: FragmentDemand, c: Candidate, headroom: float, current: int) -> int:
+    """The most replicas of f on c any optimal plan uses: what c holds, but no more than f needs on c
+    alone (or runs there now). More is never cheaper: dropping the surplus keeps demand, load, min
+    replicas and every y_fc, frees capacity, and cuts cost and |x - cur|. Tight caps make y_fc >= x_fc / cap
+    strong in the LP relaxation, so the latency terms lat_fc * y_fc bind there too."""
+    alone = replicas_alone(f, c, headroom)
+    if alone is None:
+        return c.max_replicas
+    return min(c.max_replicas, max(alone, current, 1))
+
+
 def _diagnose_infeasible(problem: Problem, classes: dict[str, ClassCapacity],
-                         candidates: dict[str, tuple[Candidate, ...]], graph: Graph, status: int) -> tuple[str, ...]:
+                         candidates: dict[str, tuple[Candidate, ...]], graph: Graph, status: int,
+                         pools: Pools) -> tuple[str, ...]:
     if status != cp_model.INFEASIBLE:
         return (f"no feasible plan found within the {problem.time_limit_s} s time limit "
                 "(not proven infeasible); raise time_limit_s",)
     if problem.slas:
-        relaxed_status, _ = _Model(problem, classes, candidates, graph, with_slas=False).solve(problem.time_limit_s)
+        relaxed_status, _ = _Model(problem, classes, candidates, graph, with_slas=False,
+                                   pools=pools).solve(problem.time_limit_s)
         if relaxed_status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             fastest = {f: min((c.latency_ms for c in cands), default=0.0) for f, cands in candidates.items()}
             below, _ = longest_paths(graph, fastest.__getitem__, lambda e: 0.0)

@@ -25,15 +25,31 @@ class ClassCapacity:
         return self.devices * self.slices_per_device
 
 
+class Phase(StrEnum):
+    """What a replica of an LLM fragment serves: whole visits, or one pool of disaggregated serving."""
+
+    whole = ""  # prefill and decode on the same replica (every non-LLM fragment)
+    prefill = "prefill"  # prompt processing and the first token; hands its KV cache to a decode replica
+    decode = "decode"  # the remaining tokens, from the KV cache it received
+
+
 @dataclass(frozen=True)
 class ServiceProfile:
-    """How one replica of a fragment performs on one device class, at an SLA-safe operating point."""
+    """How one replica of a fragment performs on one device class, at an SLA-safe operating point.
+
+    An LLM fragment may also have `prefill` and `decode` profiles: replicas of a prefill pool
+    (throughput: prompts/s; latency: prefill, i.e. its TTFT) and of a decode pool (throughput:
+    visits/s; latency: every output token; tpot_ms: one token). With both, the optimizer may split
+    the fragment over two pools on different classes (see FragmentDemand.kv_bytes_per_request)."""
 
     device_class: str
     throughput_rps: float  # visits per second one replica sustains
-    latency_ms: float  # latency of one visit at that operating point
+    latency_ms: float  # latency of one visit (of its phase) at that operating point
     slices: int = 1  # slices one replica occupies
     measured: bool = False  # True when it comes from telemetry, False when estimated
+    phase: Phase = Phase.whole
+    ttft_ms: float | None = None  # time to first token (LLM; None: not known, not checked)
+    tpot_ms: float | None = None  # time per output token (LLM; None: not known, not checked)
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,9 @@ class FragmentDemand:
     # say which classes may run it (slices, latency, measured) but their throughput_rps is unused,
     # and demand_rps must be 0 or the buckets' total rate (kept for display).
     buckets: tuple[BucketDemand, ...] = ()
+    # KV-cache bytes a prefill replica hands to a decode replica per visit, when the fragment is
+    # split (profiles with phase prefill and decode); the transfer counts in its latency.
+    kv_bytes_per_request: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -81,10 +100,14 @@ class Edge:
 
 @dataclass(frozen=True)
 class WorkloadSla:
-    """End-to-end p99 latency bound for every root-to-leaf path of one workload's graph."""
+    """End-to-end p99 latency bound for every root-to-leaf path of one workload's graph, and
+    bounds on time to first token and time per output token for each of its LLM fragments
+    (checked against the profiles' ttft_ms / tpot_ms where they state them)."""
 
     workload: str
     p99_ms: float
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -113,13 +136,14 @@ class PlanStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Assignment:
-    """Replicas of one fragment on one device class."""
+    """Replicas of one fragment (or of one phase pool of a split LLM fragment) on one device class."""
 
     fragment: str
     device_class: str
     replicas: int
     slices: int  # per replica
     usd_per_hour: float  # for all these replicas
+    phase: Phase = Phase.whole
 
 
 @dataclass(frozen=True)
@@ -151,8 +175,12 @@ class Plan:
             return 0.0
         return max(0.0, (self.usd_per_hour - self.lower_bound_usd_per_hour) / self.usd_per_hour)
 
-    def replicas_of(self, fragment: str) -> dict[str, int]:
-        return {a.device_class: a.replicas for a in self.assignments if a.fragment == fragment and a.replicas}
+    def replicas_of(self, fragment: str, phase: Phase = Phase.whole) -> dict[str, int]:
+        return {a.device_class: a.replicas for a in self.assignments
+                if a.fragment == fragment and a.phase == phase and a.replicas}
+
+    def is_split(self, fragment: str) -> bool:
+        return any(a.fragment == fragment and a.phase is not Phase.whole for a in self.assignments)
 
 
 @dataclass(frozen=True)
@@ -163,6 +191,7 @@ class ReplicaMove:
     from_class: str | None
     to_class: str | None
     replicas: int
+    phase: Phase = Phase.whole  # moves pair within one phase: splitting stops whole replicas, starts pools
 
 
 @dataclass(frozen=True)

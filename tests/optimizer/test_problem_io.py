@@ -97,6 +97,6 @@ def test_plan_to_json_carries_status_gap_and_assignments() -> None:
     out = json.loads(json.dumps(plan_to_json(plan)))
     assert out["status"] == "feasible" and out["feasible"] is True and out["gap"] == pytest.approx(0.25)
     assert out["assignments"] == [
-        {"fragment": "a", "device_class": "L4", "replicas": 2, "slices": 1, "usd_per_hour": 1.61}
+        {"fragment": "a", "device_class": "L4", "replicas": 2, "slices": 1, "usd_per_hour": 1.61, "phase": ""}
     ]
     assert out["diagnosis"] == ["x"]
