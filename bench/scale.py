@@ -6,20 +6,25 @@ The problem is tests/optimizer/test_greedy.py's `scale_problem` (seeded): chains
 per workload with a 1 MB edge between neighbours and a 900 ms SLA each, every fragment profiled on
 ~80% of the classes, vendors and fabrics mixed.
 
-1. Greedy (the fast path), cold: time and cost. Its cost is the baseline of this run.
+1. Greedy (the fast path), cold: median and worst time of 7 runs (a full garbage collection
+   before each, so that one landing inside a run, 30-40 ms here, shows only in the worst), and cost.
+   Its cost is the baseline of this run.
 2. CP-SAT (`solve`, 2 workers) with increasing time limits: the first limit whose plan is within
    1% of the proven bound (gap = (cost - bound) / cost), its wall time, and cost / greedy cost.
 3. Warm re-solve after a 5% demand change: 5% of the fragments (seeded) get their demand scaled
    by a factor drawn from [0.7, 1.3]; `problem.current` is the cold CP-SAT plan's assignments and
-   a move costs $1/h (migration_cost_usd). Greedy and CP-SAT (1 s limit) re-solve; reported are
-   time, cost and the share of fragments with a replica relocated (a move with both ends) or
-   with any change in replica counts.
+   a move costs $1/h (migration_cost_usd). Greedy and CP-SAT (1 s limit; `solve` re-optimises
+   the components whose fragments changed, optimizer.warm) re-solve; reported are time, cost and
+   the share of fragments with a replica relocated (a move with both ends) or with any change in
+   replica counts.
 
 The figure printed last is the warm CP-SAT re-solve time as a ratio of the cold solve time.
 """
 
 import argparse
+import gc
 import random
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -70,10 +75,14 @@ def main() -> None:
           f"{len(problem.edges)} edges, {len(problem.slas)} SLAs")
 
     greedy(problem)  # imports and caches warm
-    base, greedy_s = timed(greedy, problem)
+    runs = []
+    for _ in range(7):
+        gc.collect()
+        base, seconds = timed(greedy, problem)
+        runs.append(seconds)
     assert not check(problem, base), check(problem, base)[:3]
-    print(f"greedy (cold)       {greedy_s * 1000:8.0f} ms  ${base.usd_per_hour:10.2f}/h  gap {base.gap:.2%} "
-          "(target <= 100 ms)")
+    print(f"greedy (cold)       {statistics.median(runs) * 1000:8.0f} ms  ${base.usd_per_hour:10.2f}/h  gap {base.gap:.2%} "
+          f"(median of 7, worst {max(runs) * 1000:.0f} ms; target <= 100 ms)")
 
     cold = cold_s = None
     for limit in (float(x) for x in args.limits.split(",")):

@@ -93,10 +93,11 @@ def plan(
     if as_json:
         typer.echo(json.dumps(plan_to_json(result), indent=2))
         raise typer.Exit(0 if result.feasible else 1)
-    table = Table("fragment", "class", "replicas", "slices", "$/h", title="plan")
-    for a in sorted(result.assignments, key=lambda a: (a.fragment, a.device_class)):
+    table = Table("fragment", "pool", "class", "replicas", "slices", "$/h", title="plan")
+    for a in sorted(result.assignments, key=lambda a: (a.fragment, a.phase, a.device_class)):
         if a.replicas:
-            table.add_row(a.fragment, a.device_class, str(a.replicas), str(a.slices), f"{a.usd_per_hour:.2f}")
+            table.add_row(a.fragment, a.phase.value or "whole", a.device_class, str(a.replicas), str(a.slices),
+                          f"{a.usd_per_hour:.2f}")
     if result.assignments:
         console.print(table)
     console.print(f"status: {result.status.value}   total: ${result.usd_per_hour:.2f}/h   "

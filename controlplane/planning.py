@@ -5,7 +5,7 @@
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func
@@ -62,6 +62,8 @@ class FragmentView:
 class WorkloadView:
     id: int
     p99_ms: float | None
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,10 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
             )
         )
 
-    slas = dict(session.exec(select(Sla.workload_id, Sla.p99_ms)).all())
+    slas = {wid: (p99, ttft, tpot) for wid, p99, ttft, tpot in
+            session.exec(select(Sla.workload_id, Sla.p99_ms, Sla.ttft_ms, Sla.tpot_ms)).all()}
     workloads = {
-        wid: WorkloadView(id=wid, p99_ms=slas.get(wid))
+        wid: WorkloadView(wid, *slas.get(wid, (None, None, None)))
         for wid in session.exec(select(Workload.id)).all()
     }
 
@@ -254,7 +257,7 @@ def build_problem(
     )
     workloads = {f.workload for f in fragments}
     slas = tuple(
-        WorkloadSla(str(w.id), w.p99_ms)
+        WorkloadSla(str(w.id), w.p99_ms, w.ttft_ms, w.tpot_ms)
         for w in snapshot.workloads.values()
         if w.p99_ms is not None and str(w.id) in workloads
     )
@@ -303,7 +306,7 @@ def _reaches(children: dict[str, set[str]], start: str, goal: str) -> bool:
 def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...]) -> tuple[ServiceProfile, ...]:
     estimated = estimate_profiles(fragment.kind, fragment.model, fragment.tokens_in_mean, fragment.tokens_out_mean, classes)
     return tuple(
-        ServiceProfile(p.device_class, p.throughput_rps, fragment.measured_latency_ms[p.device_class], p.slices, measured=True)
+        replace(p, latency_ms=fragment.measured_latency_ms[p.device_class], measured=True)
         if p.device_class in fragment.measured_latency_ms
         else p
         for p in estimated

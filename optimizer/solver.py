@@ -49,6 +49,29 @@ of Mélange's k = 8 slices (8 divides 1000, so every Mélange split is one of ou
 With ample capacity and headroom 1 any Mélange solution is a solution here, so this optimum is
 never costlier than Mélange's (up to 1e-12 relative float noise in k_fbc).
 
+Prefill/decode split (disaggregated serving) of an LLM fragment f in P: fragments with demand, no
+buckets and no latency bound of their own whose profiles allow a prefill pool on some class and a
+decode pool on some class (TTFT and TPOT bounds of f's workload already applied to every
+candidate, whole or pool: optimizer.candidates)
+
+    A_f^q             allowed classes of f's pool q in {pre, dec}; r_fcq, u_fcq, s_fcq, lat_fcq as above
+    kv_f(c, c')       transfer of f's KV cache (kv_bytes_per_request) from c to c', us; 0 when c = c'
+    sigma_f in {0, 1}          f runs as two pools instead of whole replicas
+    p_fcq in {0, .., X_fcq}    replicas of f's pool q on c;  w_fcq in {0, 1} the pool uses c
+    whole off  y_fc + sigma_f <= 1                                         c in A_f
+    pool on    w_fcq <= sigma_f,  w_fcq <= p_fcq <= X_fcq * w_fcq
+    pools      sum_c p_fcq * floor(1e6 * r_fcq) >= ceil(1e6 * d_f * h) * sigma_f      q in {pre, dec}
+               sum_c p_fcq >= max(1, m_f) * sigma_f
+    (demand and replicas of the whole form become  ... + ceil(1e6 d_f h) * sigma_f >= ceil(1e6 d_f h)
+     and  sum_c x_fc + m_f * sigma_f >= m_f)
+    own lat    lq_f >= lat_fcq * w_fcq;  k_f >= kv_f(c, c') * (w_fc,pre + w_fc',dec - 1) (c != c');
+               l_f >= l_pre,f + l_dec,f + k_f                               f in V
+    edges      t_fg counts every class f or g runs anything on: u_fc >= y_fc, u_fc >= w_fcq
+    cost       sum p_fcq * u_fcq, the w tie-break and |p_fcq - cur_fcq| migration as for x
+
+A split is chosen only when the two pools cost less than whole replicas and the KV hand-off still
+fits every path's SLA; when it is not, sigma_f = 0 and nothing changes from the whole-replica model.
+
 Objective (integer micro-dollars per hour; the plan's cost is recomputed from the floats)
 
     minimise  sum_A x_fc * u_fc  +  mu * sum_A z_fc  +  sum_A y_fc
@@ -59,7 +82,7 @@ classes per fragment; it can only override cost differences below $1e-6/h per cl
 
 Constraints
 
-    capacity   sum_f x_fc * s_fc <= S_c                                   for every c
+    capacity   sum_f x_fc * s_fc (+ sum_fq p_fcq * s_fcq) <= S_c          for every c
     demand     sum_c x_fc * floor(1e6 * r_fc) >= ceil(1e6 * d_f * h)       for every f
     replicas   sum_c x_fc >= m_f                                          for every f
     use        y_fc <= x_fc <= X_fc * y_fc                                for (f, c) in A
@@ -78,6 +101,12 @@ satisfies the real-valued constraints. Fragments no class can serve, SLAs no pla
 even on the fastest classes, cycles and demand beyond the whole fleet are diagnosed before the
 model is built; when the joint model is infeasible the diagnosis names the classes that run short
 or, when capacity alone would do, the SLAs that compete for the fast classes.
+
+With a current placement, `solve` first tries optimizer.warm's neighbourhood: components whose
+fragments still fit what runs are kept as they are, and this model is built only for the rest, on
+the capacity left over. It falls back to the whole model when more than half the fragments are
+free, when what runs no longer fits the fleet, or when the joined plan misses an SLA. The time
+limit counts from the call, model building included.
 
 Search uses NUM_WORKERS threads with a fixed seed, hinted with the greedy plan (which itself
 keeps the current placement where it is still allowed); when the time limit ends before CP-SAT
@@ -103,10 +132,11 @@ from optimizer.candidates import (
 )
 from optimizer.diagnose import diagnose_capacity, diagnose_sla_with_capacity
 from optimizer.explain import migration_usd, plan_fields, units_of
-from optimizer.graph import Graph, longest_paths, workload_p99
+from optimizer.graph import Graph, build_graph, longest_paths, workload_p99
 from optimizer.greedy import fractional_bound, greedy_assignments
-from optimizer.prepare import prepare, unpack
+from optimizer.prepare import Prepared, prepare, unpack
 from optimizer.types import Assignment, ClassCapacity, Edge, FragmentDemand, Phase, Plan, PlanStatus, Problem
+from optimizer.warm import Neighbourhood, neighbourhood
 
 IntVar = cp_model.IntVar
 
@@ -118,6 +148,7 @@ __all__ = ["solve", "validate", "allowed_candidates", "Candidate"]
 # the whole limit (8: 0.1 s).
 NUM_WORKERS = 8
 RANDOM_SEED = 0
+MIN_SEARCH_S = 0.1  # search time CP-SAT always gets, even when building the model used up the limit
 US_PER_MS = 1000
 CALL_SCALE = 1000  # k_fg in thousandths of a call
 
@@ -130,36 +161,19 @@ def solve(problem: Problem) -> Plan:
     if diagnosis:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
 
-    model = _Model(problem, classes, candidates, graph, pools=prepared.pools)
-    hint = greedy_assignments(problem, classes, candidates, graph)
-    model.hint(hint)
-    status, solver = model.solve(problem.time_limit_s)
-    pooled: dict[tuple[str, str, Phase], int] = {}
-    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        replicas = {key: solver.value(x) for key, x in model.x.items()}
-        pooled = {key: n for key, x in model.px.items() if (n := solver.value(x)) > 0}
-        split = {f: model.loads[f].split_rps({b: {c: solver.value(v) for c, v in by_class.items()}
-                               for b, by_class in by_bucket.items()})
-                 for f, by_bucket in model.s.items()}
-    elif status != cp_model.INFEASIBLE and hint:
-        replicas = hint  # CP-SAT ran out of time before a solution: the greedy plan still holds
-        split = model.hint_split
-    else:
+    if (hood := neighbourhood(problem, prepared)) is not None and (plan := _warm(problem, prepared, hood, started)):
+        return plan
+    return _whole(problem, prepared, started)
+
+
+def _whole(problem: Problem, prepared: Prepared, started: float) -> Plan:
+    """The whole problem on CP-SAT, hinted with the greedy plan."""
+    classes, candidates, graph, _ = unpack(prepared)
+    deadline = started + problem.time_limit_s
+    assignments, split, status, solver = _run(problem, classes, candidates, graph, prepared.pools, deadline)
+    if assignments is None:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started,
                     diagnosis=_diagnose_infeasible(problem, classes, candidates, graph, status, prepared.pools))
-
-    assignments = tuple(
-        Assignment(f.fragment, c.device_class, n, c.slices, n * c.usd_per_replica)
-        for f in problem.fragments
-        for c in candidates[f.fragment]
-        if (n := replicas.get((f.fragment, c.device_class), 0)) > 0
-    ) + tuple(
-        Assignment(f, c.device_class, n, c.slices, n * c.usd_per_replica, phase)
-        for f, by_phase in prepared.pools.items()
-        for phase, cands in by_phase.items()
-        for c in cands
-        if (n := pooled.get((f, c.device_class, phase), 0)) > 0
-    )
     usd = sum((a.usd_per_hour for a in assignments), 0.0)
     optimal = status == cp_model.OPTIMAL
     # The bound is on the whole objective (cost + migration + tie-break >= the cost's fractional
@@ -180,6 +194,71 @@ def solve(problem: Problem) -> Plan:
         bucket_split=split,
         **plan_fields(problem, graph, classes, candidates, assignments, prepared.pools),
     )
+
+
+def _warm(problem: Problem, prepared: Prepared, hood: Neighbourhood, started: float) -> Plan | None:
+    """optimizer.warm's neighbourhood re-solve; None when it finds nothing or its plan misses an SLA."""
+    classes, candidates, graph, _ = unpack(prepared)
+    sub = hood.problem
+    names = {f.fragment for f in sub.fragments}
+    sub_pools = {f: p for f, p in prepared.pools.items() if f in names}
+    sub_candidates = {f: candidates[f] for f in names}
+    found, split = (), {}
+    if names:
+        found, split, _, _ = _run(sub, hood.classes, sub_candidates, build_graph(sub), sub_pools,
+                                  started + problem.time_limit_s)
+        if found is None:
+            return None
+    assignments = hood.fixed + found
+    fields = plan_fields(problem, graph, classes, candidates, assignments, prepared.pools)
+    if any(fields["predicted_p99_ms"].get(s.workload, 0.0) > s.p99_ms + 1e-9 for s in problem.slas):
+        return None
+    usd = sum((a.usd_per_hour for a in assignments), 0.0)
+    return Plan(
+        PlanStatus.feasible,
+        assignments=assignments,
+        usd_per_hour=usd,
+        lower_bound_usd_per_hour=min(usd, fractional_bound(problem, candidates, prepared.pools)),
+        solve_time_s=time.perf_counter() - started,
+        bucket_split=split,
+        **fields,
+    )
+
+
+def _run(problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]],
+         graph: Graph, pools: Pools, deadline: float):
+    """Build, hint and solve the model by `deadline` (perf_counter; building counts, the search gets
+    at least MIN_SEARCH_S): (assignments, bucket split, CP-SAT status, solver). The assignments are
+    None when CP-SAT proves it infeasible, or finds nothing and greedy has no plan."""
+    model = _Model(problem, classes, candidates, graph, pools=pools)
+    hint = greedy_assignments(problem, classes, candidates, graph)
+    model.hint(hint)
+    status, solver = model.solve(max(MIN_SEARCH_S, deadline - time.perf_counter()))
+    pooled: dict[tuple[str, str, Phase], int] = {}
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        replicas = {key: solver.value(x) for key, x in model.x.items()}
+        pooled = {key: n for key, x in model.px.items() if (n := solver.value(x)) > 0}
+        split = {f: model.loads[f].split_rps({b: {c: solver.value(v) for c, v in by_class.items()}
+                               for b, by_class in by_bucket.items()})
+                 for f, by_bucket in model.s.items()}
+    elif status != cp_model.INFEASIBLE and hint:
+        replicas = hint  # CP-SAT ran out of time before a solution: the greedy plan still holds
+        split = model.hint_split
+    else:
+        return None, {}, status, solver
+    assignments = tuple(
+        Assignment(f.fragment, c.device_class, n, c.slices, n * c.usd_per_replica)
+        for f in problem.fragments
+        for c in candidates[f.fragment]
+        if (n := replicas.get((f.fragment, c.device_class), 0)) > 0
+    ) + tuple(
+        Assignment(f, c.device_class, n, c.slices, n * c.usd_per_replica, phase)
+        for f, by_phase in pools.items()
+        for phase, cands in by_phase.items()
+        for c in cands
+        if (n := pooled.get((f, c.device_class, phase), 0)) > 0
+    )
+    return assignments, split, status, solver
 
 
 def plan_fields_migration(problem: Problem, assignments: tuple[Assignment, ...]) -> float:

@@ -57,3 +57,15 @@ def test_unreadable_file_exits_2(tmp_path) -> None:
     bad.write_text("{not json")
     assert runner.invoke(app, ["plan", str(bad)]).exit_code == 2
     assert runner.invoke(app, ["plan", str(tmp_path / "missing.json")]).exit_code == 2
+
+
+def test_split_example_shows_its_pools_and_a_bad_phase_is_named(tmp_path) -> None:
+    example = EXAMPLE.with_name("split.json")
+    result = runner.invoke(app, ["plan", str(example)])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "llm" in line]
+    assert any("prefill" in r and "flops" in r for r in rows) and any("decode" in r and "bandwidth" in r for r in rows)
+    doc = json.loads(example.read_text())
+    doc["fragments"][0]["profiles"][2]["phase"] = "prefil"
+    bad = runner.invoke(app, ["plan", _write(tmp_path, doc)])
+    assert bad.exit_code == 2 and "fragments[0].profiles[2].phase" in bad.output

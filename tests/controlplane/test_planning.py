@@ -43,7 +43,7 @@ def test_the_problem_carries_the_graph_its_sla_and_what_runs_now(engine):
                                         latency_ms_sum=visits * 20.0, tokens_in=visits * 200, tokens_out=visits * 50))
         # 300 calls from 100 agent visits, 9,000 bytes moved: 3 calls per call, 30 bytes per call.
         session.add(Edge(workload_id=workload.id, parent_id=agent.id, child_id=llm.id, calls=300, bytes_total=9000))
-        session.add(Sla(workload_id=workload.id, p99_ms=30_000))
+        session.add(Sla(workload_id=workload.id, p99_ms=30_000, ttft_ms=2_000, tpot_ms=200))
         session.commit()
         ids = (str(agent.id), str(llm.id), str(workload.id))
 
@@ -56,7 +56,10 @@ def test_the_problem_carries_the_graph_its_sla_and_what_runs_now(engine):
 
     agent_id, llm_id, workload_id = ids
     assert problem.edges == (OptEdge(agent_id, llm_id, 3.0, 30.0),)
-    assert [(s.workload, s.p99_ms) for s in problem.slas] == [(workload_id, 30_000)]
+    assert [(s.workload, s.p99_ms, s.ttft_ms, s.tpot_ms) for s in problem.slas] == [(workload_id, 30_000, 2_000, 200)]
+    # The LLM's estimated profiles state TTFT and TPOT, so the bounds rule out classes too slow for them.
+    llm_profiles = next(f.profiles for f in problem.fragments if f.fragment == llm_id)
+    assert llm_profiles and all(p.ttft_ms and p.tpot_ms for p in llm_profiles)
     assert {a.fragment for a in problem.current} == {agent_id, llm_id}  # the placement the reconciler applied
     assert problem.migration_cost_usd == 0.05
     assert all(f.latency_bound_ms is None for f in problem.fragments)  # the SLA bounds paths, not fragments
