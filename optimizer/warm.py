@@ -27,6 +27,7 @@ joined plan meets every SLA; otherwise it solves the whole problem.
 from dataclasses import dataclass, replace
 
 from optimizer.candidates import Candidate, needed_units, replicas_alone_each, supply_units
+from optimizer.explain import units_of
 from optimizer.prepare import Prepared
 from optimizer.types import Assignment, ClassCapacity, FragmentDemand, Phase, Problem
 
@@ -46,13 +47,9 @@ def neighbourhood(problem: Problem, prepared: Prepared) -> Neighbourhood | None:
     """The module docstring's split of `problem`, or None when the whole problem should be solved."""
     if not problem.current:
         return None
-    runs: dict[str, dict[str, int]] = {}
-    pooled: set[str] = set()
-    for a in problem.current:
-        if a.phase is Phase.whole:
-            runs.setdefault(a.fragment, {})[a.device_class] = runs.get(a.fragment, {}).get(a.device_class, 0) + a.replicas
-        else:
-            pooled.add(a.fragment)
+    units = units_of(problem.current)
+    runs = {f: dict(by_class) for (f, phase), by_class in units.items() if phase is Phase.whole}
+    pooled = {f for f, phase in units if phase is not Phase.whole}
     room = {c.device_class: c.slices for c in problem.device_classes}
     for a in problem.current:
         if a.device_class in room:
