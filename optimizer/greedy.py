@@ -5,7 +5,9 @@
 2. Place the rest of each fragment's demand x headroom (and min replicas) on its classes in order
    of the price of serving it alone there (replicas needed x price per replica, so rounding up to
    whole replicas counts), spilling to the next class when one runs out of slices. Fragments
-   with the fewest allowed classes go first, then the most expensive.
+   that lose most when they miss their first class (the gap to their second) go first, so a
+   class that runs short goes to those that gain most from it. (`solve` passes the classes its
+   linear relaxation chose, optimizer.prices: those are tried first.)
 3. Repair SLAs: while a workload's worst path exceeds its p99, move one fragment on that path
    wholly to another class (faster, or the same class as a neighbour, saving a transfer) where
    capacity allows, choosing the move that cuts the path most per extra $/h.
@@ -23,7 +25,7 @@ from optimizer.candidates import Candidate, Pools, needed_units, replicas_alone,
 from optimizer.explain import plan_fields
 from optimizer.graph import Graph, longest_paths, path_from, reachable, workload_p99
 from optimizer.prepare import prepare, unpack
-from optimizer.types import Assignment, ClassCapacity, Phase, Plan, PlanStatus, Problem
+from optimizer.types import Assignment, ClassCapacity, FragmentDemand, Phase, Plan, PlanStatus, Problem
 
 _MAX_REPAIRS_PER_FRAGMENT = 3
 
@@ -76,28 +78,28 @@ def fractional_bound(problem: Problem, candidates: dict[str, tuple[Candidate, ..
     """sum_f max(min_c (d_f * h / r_fc) * u_fc, m_f * min_c u_fc) in $/h: a lower bound on any
     plan's cost (each fragment at its best price per visit/s, and at least m_f of its cheapest replicas).
     A fragment that may be split counts the cheaper of that and the same sum over its two pools."""
-    total = 0.0
-    for f in problem.fragments:
-        cands = candidates[f.fragment]
-        split = None
-        if pools and f.fragment in pools:
-            split = sum(_fractional(f.demand_rps * problem.headroom, max(1, f.min_replicas), phase)
-                        for phase in pools[f.fragment].values())
-        if f.buckets:
-            by_class = {c.device_class: c for c in cands}
-            per_rps = sum(min((b.rate_rps * problem.headroom / t * by_class[name].usd_per_replica
-                               for name, t in b.throughput if t > 0 and name in by_class), default=0.0)
-                          for b in f.buckets)
-        else:
-            load = f.demand_rps * problem.headroom
-            per_rps = min((load / c.throughput_rps * c.usd_per_replica for c in cands if c.throughput_rps > 0),
-                          default=0.0)
-        whole = max(per_rps, f.min_replicas * min((c.usd_per_replica for c in cands), default=0.0))
-        if split is None:
-            total += whole
-        else:  # without whole candidates the fragment can only be split
-            total += min(whole, split) if cands else split
-    return total
+    return sum(fractional_single(problem, f, candidates[f.fragment], pools) for f in problem.fragments)
+
+
+def fractional_single(problem: Problem, f: FragmentDemand, cands: tuple[Candidate, ...], pools: Pools | None = None) -> float:
+    """`fractional_bound`'s term for one fragment."""
+    split = None
+    if pools and f.fragment in pools:
+        split = sum(_fractional(f.demand_rps * problem.headroom, max(1, f.min_replicas), phase)
+                    for phase in pools[f.fragment].values())
+    if f.buckets:
+        by_class = {c.device_class: c for c in cands}
+        per_rps = sum(min((b.rate_rps * problem.headroom / t * by_class[name].usd_per_replica
+                           for name, t in b.throughput if t > 0 and name in by_class), default=0.0)
+                      for b in f.buckets)
+    else:
+        load = f.demand_rps * problem.headroom
+        per_rps = min((load / c.throughput_rps * c.usd_per_replica for c in cands if c.throughput_rps > 0),
+                      default=0.0)
+    whole = max(per_rps, f.min_replicas * min((c.usd_per_replica for c in cands), default=0.0))
+    if split is None:
+        return whole
+    return min(whole, split) if cands else split  # without whole candidates the fragment can only be split
 
 
 def _fractional(load: float, min_replicas: int, cands: tuple[Candidate, ...]) -> float:
@@ -106,9 +108,11 @@ def _fractional(load: float, min_replicas: int, cands: tuple[Candidate, ...]) ->
 
 
 def greedy_assignments(
-    problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]], graph: Graph
+    problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]], graph: Graph,
+    prefer: dict[str, str] | None = None,
 ) -> dict[tuple[str, str], int] | None:
-    """Replicas per (fragment, class) by the module docstring's steps; None when they find none."""
+    """Replicas per (fragment, class) by the module docstring's steps; None when they find none.
+    `prefer`: a class per fragment to try first (solve's LP choices), these fragments placed first."""
     free = {name: cls.slices for name, cls in classes.items()}
     placed: dict[str, dict[str, int]] = defaultdict(dict)
     current: dict[str, dict[str, int]] = defaultdict(dict)
@@ -116,13 +120,18 @@ def greedy_assignments(
         if a.phase is Phase.whole:  # greedy places whole replicas only; a split fragment starts afresh
             current[a.fragment][a.device_class] = a.replicas
     by_class = {f: {c.device_class: c for c in cs} for f, cs in candidates.items()}
-    alone: dict[str, dict[str, float]] = {}
+    prefer = prefer or {}
+    alone: dict[str, dict[str, float]] = {}  # per fragment: class -> replicas alone x price per replica
     for f in problem.fragments:
         cands = candidates[f.fragment]
         alone[f.fragment] = {c.device_class: inf if n is None else n * c.usd_per_replica
                              for c, n in zip(cands, replicas_alone_each(f, cands, problem.headroom), strict=True)}
-    order = sorted(problem.fragments,
-                   key=lambda f: (len(candidates[f.fragment]), -min(alone[f.fragment].values(), default=0.0)))
+
+    def regret(f: FragmentDemand) -> float:
+        costs = sorted(alone[f.fragment].values())
+        return costs[1] - costs[0] if len(costs) > 1 else inf
+
+    order = sorted(problem.fragments, key=lambda f: (f.fragment not in prefer, -regret(f)))
     for f in order:
         cands = by_class[f.fragment]
         need, count = needed_units(f, problem.headroom), f.min_replicas
@@ -143,7 +152,7 @@ def greedy_assignments(
             if split is None:
                 return None
             count -= sum(mine.values()) - before
-        for name in sorted(cands, key=alone[f.fragment].get):
+        for name in sorted(cands, key=lambda c: (c != prefer.get(f.fragment), alone[f.fragment][c])):
             if need <= 0 and count <= 0:
                 break
             c = cands[name]

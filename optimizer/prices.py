@@ -1,0 +1,114 @@
+"""Capacity prices: what a slice of each device class is worth when the fleet runs short of it.
+
+When the cheapest classes cannot hold every fragment that would like them, who gets them matters:
+a fragment that saves $3/h per slice there should have them before one that saves $0.10. The
+capacity constraints moved into the objective (Lagrangian relaxation) say how much:
+
+    L(lam) = sum_f min_c n_fc * (u_fc + lam_c * s_fc)  -  sum_c lam_c * S_c          lam >= 0
+
+with n_fc the replicas f needs on c alone, u_fc their price per replica, s_fc their slices and
+S_c the class's slices. The best lam, and the placement it prices, come from the same relaxation
+as a linear program (`relaxed_placement`, GLOP): every fragment on one class alone, z_fc in
+[0, 1] with sum_c z_fc = 1 and capacity sum_f z_fc n_fc s_fc <= S_c. Its duals are lam, and a
+basic solution has at most |C| fragments split between classes, so its whole choices are a
+near-optimal placement to start CP-SAT from (solve's hint).
+
+`lagrangian_bound` turns prices into a proven lower bound on any plan's cost: for a fixed lam >= 0
+every plan's cost is at least sum_f (f's cheapest priced cover) - lam . S, because its capacity
+term is <= 0. A fragment's cheapest priced cover may mix classes; it is found exactly
+(`_cheapest_cover`, a branch and bound over whole replicas), so the bound holds for the model as
+written. SLAs and edges are ignored (a relaxation); a fragment that is bucketed or may be split
+counts its unpriced fractional bound (no more than any priced cover of it), which keeps it valid.
+When capacity is not short, lam = 0 and the bound is each fragment's cheapest whole-replica cover.
+"""
+
+import math
+
+from ortools.linear_solver import pywraplp
+
+from optimizer.candidates import Candidate, Pools, needed_units, replicas_alone_each, supply_units
+from optimizer.types import ClassCapacity, Problem
+
+COVER_NODES = 20_000  # branch-and-bound nodes per fragment before its bound falls back to the LP's
+
+
+def relaxed_placement(problem: Problem, classes: dict[str, ClassCapacity],
+                      candidates: dict[str, tuple[Candidate, ...]]) -> tuple[dict[str, float], dict[str, str]]:
+    """The LP's prices (dual values, $/h per slice) and the class of every fragment it places wholly
+    on one class; ({}, {}) when GLOP finds no optimum (capacity short even fractionally)."""
+    lp = pywraplp.Solver.CreateSolver("GLOP")
+    capacity = {name: lp.Constraint(-lp.infinity(), float(cls.slices)) for name, cls in classes.items()}
+    objective = lp.Objective()
+    choices = []
+    for f in problem.fragments:
+        cands = candidates[f.fragment]
+        alone = [(c, n) for c, n in zip(cands, replicas_alone_each(f, cands, problem.headroom), strict=True)
+                 if n is not None]
+        if not alone:
+            continue
+        one = lp.Constraint(1.0, 1.0)
+        for c, n in alone:
+            z = lp.NumVar(0.0, 1.0, "")
+            one.SetCoefficient(z, 1.0)
+            capacity[c.device_class].SetCoefficient(z, float(n * c.slices))
+            objective.SetCoefficient(z, n * c.usd_per_replica)
+            choices.append((f.fragment, c.device_class, z))
+    objective.SetMinimization()
+    if lp.Solve() != pywraplp.Solver.OPTIMAL:
+        return {}, {}
+    lam = {name: max(0.0, -row.dual_value()) for name, row in capacity.items()}
+    whole = {f: name for f, name, z in choices if z.solution_value() > 1 - 1e-6}
+    return lam, whole
+
+
+def lagrangian_bound(problem: Problem, candidates: dict[str, tuple[Candidate, ...]], lam: dict[str, float],
+                     capacity: dict[str, int], pools: Pools | None = None) -> float:
+    """L(lam) of the module docstring in $/h: a lower bound on every plan's cost, for any lam >= 0."""
+    from optimizer.greedy import fractional_single  # greedy imports this module
+
+    total = -sum(lam.get(name, 0.0) * s for name, s in capacity.items())
+    for f in problem.fragments:
+        if f.buckets or (pools and f.fragment in pools):
+            total += fractional_single(problem, f, candidates[f.fragment], pools)
+            continue
+        options = [(c.usd_per_replica + lam.get(c.device_class, 0.0) * c.slices, supply_units(c.throughput_rps))
+                   for c in candidates[f.fragment]]
+        total += _cheapest_cover(needed_units(f, problem.headroom), f.min_replicas, options)
+    return total * (1 - 1e-9)  # float sums of $/h: stay on the safe side
+
+
+def _cheapest_cover(need: int, least: int, options: list[tuple[float, int]]) -> float:
+    """min sum_c w_c x_c over whole x_c >= 0 with sum_c R_c x_c >= need and sum_c x_c >= least, for
+    `options` (w_c, R_c); a lower bound on it (the LP's) when the search runs past COVER_NODES."""
+    if need <= 0 and least <= 0:
+        return 0.0
+    opts = sorted((o for o in options if o[1] > 0 or need <= 0), key=lambda o: o[0] / o[1] if o[1] else math.inf)
+    if not opts:
+        return 0.0  # no class can serve it: prepare's diagnosis stops the solve before any bound matters
+    ratio = [w / r if r else math.inf for w, r in opts]
+    cheapest = [min(w for w, _ in opts[i:]) for i in range(len(opts))]
+
+    def floor_of(i: int, need: int, least: int) -> float:
+        return max(max(need, 0) * ratio[i] if need > 0 else 0.0, max(least, 0) * cheapest[i])
+
+    root = floor_of(0, need, least)
+    best = min(max(-(-need // r) if r else 0, least) * w for w, r in opts if r or need <= 0)
+    nodes = 0
+
+    def search(i: int, need: int, least: int, cost: float) -> None:
+        nonlocal best, nodes
+        if need <= 0 and least <= 0:
+            best = min(best, cost)
+            return
+        if i == len(opts) or cost + floor_of(i, need, least) >= best - 1e-12:
+            return
+        nodes += 1
+        if nodes > COVER_NODES:
+            return
+        w, r = opts[i]
+        most = max(-(-need // r) if r and need > 0 else 0, least)
+        for k in range(most, -1, -1):
+            search(i + 1, need - k * r, least - k, cost + k * w)
+
+    search(0, need, least, 0.0)
+    return best if nodes <= COVER_NODES else root
