@@ -29,7 +29,7 @@ from ortools.linear_solver import pywraplp
 from optimizer.candidates import Candidate, Pools, needed_units, replicas_alone_each, supply_units
 from optimizer.types import ClassCapacity, Problem
 
-COVER_NODES = 20_000  # branch-and-bound nodes per fragment before its bound falls back to the LP's
+COVER_NODES = 1_000  # branch-and-bound nodes per fragment before its bound falls back to the LP's
 
 
 def relaxed_placement(problem: Problem, classes: dict[str, ClassCapacity],
@@ -82,9 +82,10 @@ def _cheapest_cover(need: int, least: int, options: list[tuple[float, int]]) -> 
     `options` (w_c, R_c); a lower bound on it (the LP's) when the search runs past COVER_NODES."""
     if need <= 0 and least <= 0:
         return 0.0
-    opts = sorted((o for o in options if o[1] > 0 or need <= 0), key=lambda o: o[0] / o[1] if o[1] else math.inf)
-    if not opts:
+    if need > 0 and not any(r for _, r in options):
         return 0.0  # no class can serve it: prepare's diagnosis stops the solve before any bound matters
+    # Classes without throughput still count towards `least`: they sort last (ratio inf).
+    opts = sorted(options, key=lambda o: o[0] / o[1] if o[1] else math.inf)
     ratio = [w / r if r else math.inf for w, r in opts]
     cheapest = [min(w for w, _ in opts[i:]) for i in range(len(opts))]
 
