@@ -27,6 +27,7 @@ import math
 from ortools.linear_solver import pywraplp
 
 from optimizer.candidates import Candidate, Pools, needed_units, replicas_alone_each, supply_units
+from optimizer.greedy import fractional_single
 from optimizer.types import ClassCapacity, Problem
 
 COVER_NODES = 1_000  # branch-and-bound nodes per fragment before its bound falls back to the LP's
@@ -64,8 +65,6 @@ def relaxed_placement(problem: Problem, classes: dict[str, ClassCapacity],
 def lagrangian_bound(problem: Problem, candidates: dict[str, tuple[Candidate, ...]], lam: dict[str, float],
                      capacity: dict[str, int], pools: Pools | None = None) -> float:
     """L(lam) of the module docstring in $/h: a lower bound on every plan's cost, for any lam >= 0."""
-    from optimizer.greedy import fractional_single  # greedy imports this module
-
     total = -sum(lam.get(name, 0.0) * s for name, s in capacity.items())
     for f in problem.fragments:
         if f.buckets or (pools and f.fragment in pools):
@@ -74,7 +73,7 @@ def lagrangian_bound(problem: Problem, candidates: dict[str, tuple[Candidate, ..
         options = [(c.usd_per_replica + lam.get(c.device_class, 0.0) * c.slices, supply_units(c.throughput_rps))
                    for c in candidates[f.fragment]]
         total += _cheapest_cover(needed_units(f, problem.headroom), f.min_replicas, options)
-    return total * (1 - 1e-9)  # float sums of $/h: stay on the safe side
+    return total - 1e-9 * abs(total)  # float sums of $/h: stay on the safe side
 
 
 def _cheapest_cover(need: int, least: int, options: list[tuple[float, int]]) -> float:

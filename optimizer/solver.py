@@ -117,8 +117,9 @@ CP-SAT has any solution, the hint is returned as feasible. The plan's lower boun
 CP-SAT's own bound, the fractional bound and the Lagrangian bound at the LP's prices (every plan
 costs at least that: optimizer.prices). When the cheapest classes run short, CP-SAT's bound comes
 late and greedy alone hands each short class to whoever comes first; at 1,000 fragments the LP
-start and the Lagrangian bound bring the proven gap from 12% at 10 s to 0.1-0.2% in about 1.4 s. The cost is reproducible whenever the
-solve ends optimal; ties between equal-cost placements are broken by the y and z terms.
+start and the Lagrangian bound bring the proven gap from 12% at 10 s to 0.1-0.2% in about 1.4 s.
+The cost is reproducible whenever the solve ends optimal; ties between equal-cost placements are
+broken by the y and z terms.
 """
 
 import math
