@@ -9,8 +9,9 @@ per workload with a 1 MB edge between neighbours and a 900 ms SLA each, every fr
 1. Greedy (the fast path), cold: median and worst time of 7 runs (a full garbage collection
    before each, so that one landing inside a run, 30-40 ms here, shows only in the worst), and cost.
    Its cost is the baseline of this run.
-2. CP-SAT (`solve`, 2 workers) with increasing time limits: the first limit whose plan is within
-   1% of the proven bound (gap = (cost - bound) / cost), its wall time, and cost / greedy cost.
+2. CP-SAT (`solve`: the LP relaxation's start and Lagrangian bound, optimizer.prices, then
+   CP-SAT's 8 workers) with increasing time limits: the first limit whose plan is within 1% of
+   the proven bound (gap = (cost - bound) / cost), its wall time, and cost / greedy cost.
 3. Warm re-solve after a 5% demand change: 5% of the fragments (seeded) get their demand scaled
    by a factor drawn from [0.7, 1.3]; `problem.current` is the cold CP-SAT plan's assignments and
    a move costs $1/h (migration_cost_usd). Greedy and CP-SAT (1 s limit; `solve` re-optimises
