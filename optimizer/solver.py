@@ -417,8 +417,16 @@ class _Model:
         lat = self.lat = {(f, c.device_class): math.ceil(c.latency_ms * US_PER_MS) for f in graph.order for c in candidates[f]}
         fragments = {f.fragment: f for f in problem.fragments}
 
+        transfers: dict[tuple[float, str, str], int] = {}  # edges mostly share a few payload sizes
+
         def tau(e, a: str, b: str) -> int:
-            return 0 if a == b else math.ceil(problem.transfer.ms(e.bytes_per_call, classes[a], classes[b]) * US_PER_MS)
+            if a == b:
+                return 0
+            key = (e.bytes_per_call, a, b)
+            us = transfers.get(key)
+            if us is None:
+                us = transfers[key] = math.ceil(problem.transfer.ms(e.bytes_per_call, classes[a], classes[b]) * US_PER_MS)
+            return us
 
         def kv(f: str, a: str, b: str) -> int:
             nbytes = fragments[f].kv_bytes_per_request
