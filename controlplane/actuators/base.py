@@ -3,10 +3,18 @@
 from dataclasses import dataclass
 from typing import Protocol
 
+from optimizer.types import Phase
+
 
 @dataclass(frozen=True)
 class ReplicaSet:
-    """Replicas of one fragment on one device class. `fragment_key` is the collectors' stable key."""
+    """Replicas of one fragment on one device class. `fragment_key` is the collectors' stable key.
+
+    `phase` is whole for replicas that serve every visit end to end. An LLM fragment split for
+    disaggregated serving runs a prefill pool and a decode pool instead (possibly on different
+    classes): each visit is prefilled on a prefill replica, its KV cache handed to a decode
+    replica, which generates the output. A fragment runs either whole replicas or both pools.
+    """
 
     tenant: str
     workload: str
@@ -14,6 +22,7 @@ class ReplicaSet:
     device_class: str
     replicas: int
     slices: int = 1
+    phase: Phase = Phase.whole
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ emitted when the request would have finished (live mode) or at once (`run`).
 
 Span attributes follow the OTel GenAI semantic conventions, so the collectors
 derive each fragment's key (see apps.py) from them; `heteroplane.device_class`
-says which device class served the visit. Resource attributes: service.name,
-heteroplane.tenant, heteroplane.workload.
+says which device class served the visit (for a fragment split into prefill and
+decode pools, the class that decoded it), and `heteroplane.prefill_device_class`,
+on split visits only, which class prefilled it. Resource attributes:
+service.name, heteroplane.tenant, heteroplane.workload.
 """
 
 import csv
@@ -282,6 +284,8 @@ class LoadDriver:
             plan.error, plan.end_s = "unavailable", at + UNAVAILABLE_S
             return plan
         attributes["heteroplane.device_class"] = visit.device_class
+        if visit.prefill_class:
+            attributes["heteroplane.prefill_device_class"] = visit.prefill_class
         if not call.children:
             plan.end_s = at + visit.latency_s
             return plan

@@ -12,6 +12,12 @@ slice (a replica may straddle devices: a simplification); a replica that no
 longer fits after a device fails stops running, and its fragment's visits fail
 when none is left.
 
+An LLM fragment may run split (disaggregated serving): a prefill pool and a
+decode pool of replica sets instead of whole replicas. Each visit is prefilled
+on one pool, decoded on the other (physics.split_visit), and each part's busy
+time lands on its own set's devices; once either pool has no running replica,
+the fragment's visits fail.
+
 Load is tracked with exponentially decayed sums (time constant `TAU_S`), so
 rates, utilisation and queue depths follow the traffic within tens of seconds.
 """
@@ -22,13 +28,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controlplane.actuators.base import ApplyResult, DesiredPlacement, NodeInventory, ObservedPlacement, ReplicaSet
 from controlplane.simfleet import physics
 from controlplane.simfleet.apps import APPS, MODEL_KINDS, App, Fragment, Kind
 from controlplane.simfleet.devices import DEFAULT_LAYOUT, NodeLayout, build_inventory, device_class
 from controlplane.simfleet.metrics import DeviceStats, FleetMetrics, LlmStats
+from optimizer.types import Phase
 
 TAU_S = 20.0
 _EWMA = 0.05
@@ -36,7 +43,7 @@ _MIB = 2**20
 _GIB = 2**30
 HOST_FRAGMENT_MEMORY_GIB = 2.0  # what a non-model replica holds on the device it sits on
 
-SetKey = tuple[str, str, str, str]  # tenant, workload, fragment_key, device_class
+SetKey = tuple[str, str, str, str, Phase]  # tenant, workload, fragment_key, device_class, phase
 FragmentId = tuple[str, str, str]  # tenant, workload, fragment_key
 DeviceId = tuple[str, int]  # node, index
 
@@ -123,7 +130,21 @@ class _Device:
 
 
 def _key(rs: ReplicaSet) -> SetKey:
-    return (rs.tenant, rs.workload, rs.fragment_key, rs.device_class)
+    return (rs.tenant, rs.workload, rs.fragment_key, rs.device_class, rs.phase)
+
+
+def _fragment_id(rs: ReplicaSet) -> FragmentId:
+    return (rs.tenant, rs.workload, rs.fragment_key)
+
+
+def _name(rs: ReplicaSet) -> str:
+    """How messages name a replica set: tenant/workload/fragment/class, and its pool when split."""
+    name = "/".join((*_fragment_id(rs), rs.device_class))
+    return f"{name} ({rs.phase} pool)" if rs.phase in (Phase.prefill, Phase.decode) else name
+
+
+def _deployment(rs: "_RunningSet") -> physics.Deployment:
+    return physics.Deployment(rs.replica_set.device_class, rs.replica_set.replicas, rs.replica_set.slices)
 
 
 class SimulatedFleet:
@@ -179,6 +200,9 @@ class SimulatedFleet:
     def apply(self, desired: DesiredPlacement) -> ApplyResult:
         """Run `desired` (instant make-before-break); the same version twice is a no-op, an older one is refused."""
         with self._lock:
+            problem = self._validate(desired.replica_sets)
+            if problem:
+                return ApplyResult(False, problem)
             if self._desired is not None:
                 if desired.version == self._desired.version:
                     if set(desired.replica_sets) == set(self._desired.replica_sets):
@@ -188,9 +212,6 @@ class SimulatedFleet:
                 if desired.version < self._desired.version:
                     return ApplyResult(False, f"version {desired.version} is older than the applied version "
                                               f"{self._desired.version}; send a newer version")
-            problem = self._validate(desired.replica_sets)
-            if problem:
-                return ApplyResult(False, problem)
             sets = self._effective(desired.replica_sets)
             problem = self._check_capacity(sets)
             if problem:
@@ -233,29 +254,42 @@ class SimulatedFleet:
     def serve(
         self, app: App, fragment: Fragment, input_tokens: int, output_tokens: int, at: float, rng: random.Random
     ) -> physics.Visit | None:
-        """Serve one visit starting at wall time `at`; None when the fragment has no running replica."""
+        """Serve one visit starting at wall time `at`; None when the fragment has no running replica.
+
+        A split fragment needs a running replica in each pool; its LLM metrics carry the decode class.
+        """
         fid = (app.tenant, app.workload, fragment.key)
         with self._lock:
-            load = self._loads.setdefault(fid, _FragmentLoad())
-            load.record(input_tokens, output_tokens, at)
-            sets = [rs for (t, w, k, _), rs in self._running.items() if (t, w, k) == fid]
+            fragment_load = self._loads.setdefault(fid, _FragmentLoad())
+            fragment_load.record(input_tokens, output_tokens, at)
+            sets = [rs for rs in self._running.values() if _fragment_id(rs.replica_set) == fid]
             if not sets:
                 return None
-            deployments = [
-                physics.Deployment(rs.replica_set.device_class, rs.replica_set.replicas, rs.replica_set.slices)
-                for rs in sets
-            ]
-            visit = physics.visit(
-                fragment,
-                deployments,
-                physics.Load(load.arrivals.per_second(at), load.mean_input, load.mean_output),
-                input_tokens,
-                output_tokens,
-                u=rng.random(),
-                z=rng.gauss(0.0, 1.0),
-            )
-            chosen = next(rs for rs in sets if rs.replica_set.device_class == visit.device_class)
-            self._record(chosen, visit, at)
+            load = physics.Load(fragment_load.arrivals.per_second(at), fragment_load.mean_input,
+                                fragment_load.mean_output)
+            if all(rs.replica_set.phase is Phase.whole for rs in sets):
+                visit = physics.visit(fragment, [_deployment(rs) for rs in sets], load, input_tokens, output_tokens,
+                                      u=rng.random(), z=rng.gauss(0.0, 1.0))
+                chosen = next(rs for rs in sets if rs.replica_set.device_class == visit.device_class)
+                self._record(chosen, at, wait_s=visit.wait_s, service_s=visit.latency_s - visit.wait_s,
+                             occupancy_s=visit.occupancy_s, max_batch=visit.max_batch)
+            else:
+                prefill = [rs for rs in sets if rs.replica_set.phase is Phase.prefill]
+                decode = [rs for rs in sets if rs.replica_set.phase is Phase.decode]
+                if not prefill or not decode:  # a pool lost every replica: no visit can finish
+                    return None
+                visit = physics.split_visit(fragment, [_deployment(rs) for rs in prefill],
+                                            [_deployment(rs) for rs in decode], load, input_tokens, output_tokens,
+                                            u_prefill=rng.random(), u_decode=rng.random(), z=rng.gauss(0.0, 1.0))
+                prefiller = next(rs for rs in prefill if rs.replica_set.device_class == visit.prefill_class)
+                decoder = next(rs for rs in decode if rs.replica_set.device_class == visit.device_class)
+                # A prefill replica works through one prompt at a time; only the decode replica batches,
+                # and it takes a visit as soon as the KV cache arrives.
+                self._record(prefiller, at, wait_s=visit.wait_s,
+                             service_s=visit.ttft_s - visit.wait_s - visit.hand_off_s,
+                             occupancy_s=visit.prefill_occupancy_s, max_batch=1)
+                self._record(decoder, at, wait_s=0.0, service_s=visit.latency_s - visit.ttft_s,
+                             occupancy_s=visit.occupancy_s, max_batch=visit.max_batch)
         if fragment.kind is Kind.llm:
             self.metrics.observe_llm(
                 tenant=app.tenant,
@@ -303,9 +337,10 @@ class SimulatedFleet:
             return tuple(stats)
 
     def llm_stats(self) -> tuple[LlmStats, ...]:
+        """vLLM's gauges per fragment and device class; a prefill and a decode pool on one class add up."""
         now = self._clock()
         with self._lock:
-            stats = []
+            totals: dict[tuple[str, str, str, str], tuple[float, float, int]] = {}  # running, waiting, slots
             for rs in self._running.values():
                 if rs.fragment is None or rs.fragment.kind is not Kind.llm:
                     continue
@@ -313,9 +348,11 @@ class SimulatedFleet:
                 slots = rs.replica_set.replicas * rs.max_batch
                 running = min(rate * rs.mean_service_s, slots)  # Little's law, capped by batch slots
                 r = rs.replica_set
-                stats.append(LlmStats(r.tenant, r.workload, rs.fragment.name, r.device_class, running,
-                                      rate * rs.mean_wait_s, running / slots if slots else 0.0))
-            return tuple(stats)
+                label = (r.tenant, r.workload, rs.fragment.name, r.device_class)
+                before = totals.get(label, (0.0, 0.0, 0))
+                totals[label] = (before[0] + running, before[1] + rate * rs.mean_wait_s, before[2] + slots)
+            return tuple(LlmStats(*label, running, waiting, running / slots if slots else 0.0)
+                         for label, (running, waiting, slots) in totals.items())
 
     def class_utilisation(self) -> tuple[ClassUtilisation, ...]:
         now = self._clock()
@@ -374,17 +411,43 @@ class SimulatedFleet:
             raise KeyError(f"no device {index} on node {node!r}; nodes are {[n.name for n in self._nodes]}") from None
 
     def _validate(self, replica_sets: tuple[ReplicaSet, ...]) -> str:
+        """The first problem with a placement's replica sets, or "".
+
+        A fragment's running sets (replicas > 0) must be whole replicas only, or a prefill and a decode
+        pool together; a set with no replicas runs nothing, so it never makes a mix.
+        """
         seen: set[SetKey] = set()
+        running: dict[FragmentId, list[ReplicaSet]] = {}
         for rs in replica_sets:
+            try:
+                phase = Phase(rs.phase)
+            except ValueError:
+                return (f"{_name(rs)}: phase must be one of {[p.value for p in Phase]} "
+                        f"(whole, prefill, decode), got {rs.phase!r}")
             try:
                 device_class(rs.device_class)
             except KeyError as exc:
                 return str(exc.args[0])
             if rs.replicas < 0 or rs.slices < 1:
-                return f"{'/'.join(_key(rs))}: replicas must be >= 0 and slices >= 1, got {rs.replicas}, {rs.slices}"
+                return f"{_name(rs)}: replicas must be >= 0 and slices >= 1, got {rs.replicas}, {rs.slices}"
             if _key(rs) in seen:
-                return f"{'/'.join(_key(rs))} appears twice; merge the replica sets"
+                return f"{_name(rs)} appears twice; merge the replica sets"
             seen.add(_key(rs))
+            if phase is not Phase.whole and not rs.fragment_key.startswith(f"{Kind.llm}:"):
+                return (f"{_name(rs)}: only LLM fragments run prefill and decode pools; "
+                        "give this fragment whole replicas")
+            if rs.replicas > 0:
+                running.setdefault(_fragment_id(rs), []).append(rs)
+        for fid, sets in running.items():
+            phases = {Phase(rs.phase) for rs in sets}
+            listing = ", ".join(_name(rs) for rs in sets)
+            if Phase.whole in phases and len(phases) > 1:
+                return (f"{'/'.join(fid)} is given both whole replicas and pools ({listing}); a fragment runs "
+                        "either whole replicas or a prefill and a decode pool")
+            if phases in ({Phase.prefill}, {Phase.decode}):
+                (has,), (lacks,) = phases, {Phase.prefill, Phase.decode} - phases
+                return (f"{'/'.join(fid)} has a {has} pool ({listing}) but no {lacks} pool; a split fragment "
+                        f"needs replicas in both")
         return ""
 
     def _effective(self, replica_sets: tuple[ReplicaSet, ...]) -> list[ReplicaSet]:
@@ -440,8 +503,8 @@ class SimulatedFleet:
                 continue
             previous = self._running.get(_key(rs))
             entry = _RunningSet(
-                ReplicaSet(rs.tenant, rs.workload, rs.fragment_key, rs.device_class, replicas, rs.slices),
-                self._fragments.get((rs.tenant, rs.workload, rs.fragment_key)),
+                replace(rs, replicas=replicas, phase=Phase(rs.phase)),
+                self._fragments.get(_fragment_id(rs)),
                 held,
             )
             if previous is not None:
@@ -450,15 +513,17 @@ class SimulatedFleet:
             running[_key(rs)] = entry
         self._running = running
 
-    def _record(self, rs: _RunningSet, visit: physics.Visit, at: float) -> None:
+    def _record(
+        self, rs: _RunningSet, at: float, *, wait_s: float, service_s: float, occupancy_s: float, max_batch: int
+    ) -> None:
+        """Count a visit's (part's) arrival, wait and service on `rs`, and its occupancy as busy time."""
         first = rs.arrivals.value == 0.0
         rs.arrivals.add(1.0, at)
-        service = visit.latency_s - visit.wait_s
-        rs.mean_wait_s = visit.wait_s if first else rs.mean_wait_s + _EWMA * (visit.wait_s - rs.mean_wait_s)
-        rs.mean_service_s = service if first else rs.mean_service_s + _EWMA * (service - rs.mean_service_s)
-        rs.max_batch = visit.max_batch
+        rs.mean_wait_s = wait_s if first else rs.mean_wait_s + _EWMA * (wait_s - rs.mean_wait_s)
+        rs.mean_service_s = service_s if first else rs.mean_service_s + _EWMA * (service_s - rs.mean_service_s)
+        rs.max_batch = max_batch
         spec = device_class(rs.replica_set.device_class)
         # One visit occupies one replica; on average it is spread evenly over the set's devices.
-        share = visit.occupancy_s / (spec.slices_per_device * rs.replica_set.replicas)
+        share = occupancy_s / (spec.slices_per_device * rs.replica_set.replicas)
         for device_id, slices in rs.devices.items():
             self._by_id[device_id].busy.add(share * slices, at)

@@ -14,8 +14,9 @@ fleet would run habanalabs' exporter and node_exporter), so one query covers
 the whole sim fleet; `device_class` and `modelName` tell them apart, and for
 a CPU "device" (one socket) FB_* is its share of host memory.
 
-vLLM names, one series per LLM replica set (labels model_name, device_class,
-tenant, workload): gauges vllm:num_requests_running, vllm:num_requests_waiting,
+vLLM names, one series per LLM fragment and device class (labels model_name,
+device_class, tenant, workload; a split fragment's prefill and decode pools on
+one class report together, as one server's series would): gauges vllm:num_requests_running, vllm:num_requests_waiting,
 vllm:kv_cache_usage_perc (0-1); histograms vllm:time_to_first_token_seconds,
 vllm:inter_token_latency_seconds; counters vllm:prompt_tokens_total,
 vllm:generation_tokens_total.
@@ -64,7 +65,7 @@ class DeviceStats:
 
 @dataclass(frozen=True)
 class LlmStats:
-    """One LLM replica set as vLLM would report it (summed over its replicas)."""
+    """One LLM fragment on one device class as vLLM would report it (summed over its replicas, of both pools)."""
 
     tenant: str
     workload: str

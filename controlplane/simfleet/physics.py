@@ -27,6 +27,19 @@ to capacity (replicas / mean occupancy on each class), so every set sees
     latency = (wait + prefill + tokens_out * step(batch)) * lognormal jitter
 
 For a fixed-cost kind that is `cpu_ms / (1 - r)` times jitter.
+
+A split LLM fragment (disaggregated serving) runs a prefill pool and a decode
+pool instead, each routed and loaded on its own: a prefill replica is occupied
+for `prefill`, a decode replica for `tokens_out * step(b_max) / b_max`, and rho
+of each pool is computed as above with that occupancy. A visit is prefilled on
+a set of the prefill pool, its KV cache handed to a set of the decode pool, and
+decoded there:
+
+    hand_off = 0 on the same device class, otherwise
+               kv_per_token * tokens_in / KV_LINK_GBPS + KV_LINK_LATENCY_S
+    ttft     = (wait + prefill + hand_off) * jitter              wait from the prefill pool's rho
+    latency  = ttft + tokens_out * step(batch) * jitter          step on the decode class,
+                                                                 batch from the decode pool's rho
 """
 
 import math
@@ -35,12 +48,18 @@ from dataclasses import dataclass
 
 from controlplane.simfleet.apps import MODEL_KINDS, Fragment, Kind
 from controlplane.simfleet.devices import CPU, H100, OFFLOAD_GBPS, SimDeviceClass, device_class
+from optimizer.types import Phase
 
 MAX_RHO = 0.95
 MAX_BATCH = 64
 MEMORY_HEADROOM = 0.9  # fraction of device memory usable for weights and KV
 JITTER_SIGMA = 0.25
 _GIB = 2**30
+# The link a KV cache crosses from a prefill replica to a decode replica on another class: RDMA over
+# 200-400 Gb/s NICs achieves about 25 GB/s, plus a fixed cost to set up each transfer. The sim's own
+# figures, independent of the optimizer's transfer model, so the control plane has something to learn.
+KV_LINK_GBPS = 25.0
+KV_LINK_LATENCY_S = 50e-6
 
 
 @dataclass(frozen=True)
@@ -76,23 +95,43 @@ class Service:
         return self.weights_s + batch * self.kv_s_per_request
 
     @property
+    def decode_occupancy_s(self) -> float:
+        """Replica-seconds one visit's decode takes, sharing a full batch."""
+        return self.output_tokens * self.step_s(self.max_batch) / self.max_batch
+
+    @property
     def occupancy_s(self) -> float:
-        return self.prefill_s + self.output_tokens * self.step_s(self.max_batch) / self.max_batch
+        return self.prefill_s + self.decode_occupancy_s
+
+    def occupancy_in(self, phase: Phase) -> float:
+        """Replica-seconds one visit takes on a replica serving `phase`."""
+        if phase is Phase.prefill:
+            return self.prefill_s
+        if phase is Phase.decode:
+            return self.decode_occupancy_s
+        return self.occupancy_s
 
 
 @dataclass(frozen=True)
 class Visit:
-    """One visit as the fleet served it."""
+    """One visit as the fleet served it.
+
+    A split visit was prefilled on `prefill_class` and decoded on `device_class`;
+    a whole one ran on `device_class` alone (`prefill_class` empty).
+    """
 
     device_class: str
     latency_s: float
-    ttft_s: float  # queueing + prefill
+    ttft_s: float  # queueing + prefill (+ KV hand-off when split)
     itl_s: float  # one decode step (0 when nothing is generated)
     wait_s: float  # queueing part of ttft_s
-    occupancy_s: float  # replica-seconds of capacity it used
-    max_batch: int  # requests one replica batches at most
-    rho: float
+    occupancy_s: float  # replica-seconds of capacity it used on `device_class` (the decode part when split)
+    max_batch: int  # requests one replica of `device_class` batches at most
+    rho: float  # the busier pool's when split
     offloaded: bool
+    prefill_class: str = ""
+    prefill_occupancy_s: float = 0.0  # replica-seconds it used on `prefill_class`
+    hand_off_s: float = 0.0  # KV cache transfer part of ttft_s
 
 
 def replica_memory_bytes(spec: SimDeviceClass, slices: int) -> float:
@@ -145,13 +184,18 @@ def service(fragment: Fragment, deployment: Deployment, input_tokens: int, outpu
 
 
 def utilisation(
-    fragment: Fragment, deployments: Sequence[Deployment], load: Load
+    fragment: Fragment, deployments: Sequence[Deployment], load: Load, phase: Phase = Phase.whole
 ) -> tuple[float, tuple[float, ...]]:
-    """rho of the fragment's replica sets, and each set's share of its arrivals (proportional to capacity)."""
+    """rho of the fragment's replica sets (of one pool: `phase`), and each set's share of its arrivals.
+
+    Shares are proportional to capacity: replicas over the occupancy of one visit in `phase`.
+    """
     tokens_in = max(1, round(load.mean_input_tokens))
     tokens_out = round(load.mean_output_tokens)
+    if phase is Phase.decode:  # a decode pool's capacity is in generated tokens: at least one per visit
+        tokens_out = max(1, tokens_out)
     capacities = tuple(
-        d.replicas / service(fragment, d, tokens_in, tokens_out).occupancy_s if d.replicas > 0 else 0.0
+        d.replicas / service(fragment, d, tokens_in, tokens_out).occupancy_in(phase) if d.replicas > 0 else 0.0
         for d in deployments
     )
     total = sum(capacities)
@@ -204,4 +248,57 @@ def visit(
         max_batch=svc.max_batch,
         rho=rho,
         offloaded=svc.offloaded,
+    )
+
+
+def hand_off_s(fragment: Fragment, input_tokens: int, prefill_class: str, decode_class: str) -> float:
+    """Time to move one visit's KV cache from a prefill replica to a decode replica (0 on the same class)."""
+    if prefill_class == decode_class or fragment.model is None:
+        return 0.0
+    return fragment.model.kv_bytes_per_token * input_tokens / (KV_LINK_GBPS * 1e9) + KV_LINK_LATENCY_S
+
+
+def split_visit(
+    fragment: Fragment,
+    prefill: Sequence[Deployment],
+    decode: Sequence[Deployment],
+    load: Load,
+    input_tokens: int,
+    output_tokens: int,
+    u_prefill: float,
+    u_decode: float,
+    z: float,
+) -> Visit:
+    """One visit of an LLM fragment split into pools: prefilled on a `prefill` set, decoded on a `decode` set.
+
+    Each pool is routed by its own draw and loaded by its own rho; `z` jitters the whole visit.
+    """
+    if fragment.kind is not Kind.llm:
+        raise ValueError(f"fragment {fragment.key} is not an LLM; only LLM fragments run prefill and decode pools")
+    prefill_rho, prefill_shares = utilisation(fragment, prefill, load, Phase.prefill)
+    decode_rho, decode_shares = utilisation(fragment, decode, load, Phase.decode)
+    prefiller = prefill[choose(prefill_shares, u_prefill)]
+    decoder = decode[choose(decode_shares, u_decode)]
+    first = service(fragment, prefiller, input_tokens, output_tokens)
+    rest = service(fragment, decoder, input_tokens, output_tokens)
+    r = min(prefill_rho, MAX_RHO)
+    wait = first.prefill_s * r / (1 - r)
+    batch = 1 + (rest.max_batch - 1) * min(decode_rho, 1.0)
+    step = rest.step_s(batch) if output_tokens else 0.0
+    hand_off = hand_off_s(fragment, input_tokens, prefiller.device_class, decoder.device_class)
+    noise = jitter(z)
+    ttft = (wait + first.prefill_s + hand_off) * noise
+    return Visit(
+        device_class=decoder.device_class,
+        latency_s=ttft + rest.output_tokens * step * noise,
+        ttft_s=ttft,
+        itl_s=step * noise,
+        wait_s=wait * noise,
+        occupancy_s=rest.decode_occupancy_s,
+        max_batch=rest.max_batch,
+        rho=max(prefill_rho, decode_rho),
+        offloaded=first.offloaded or rest.offloaded,
+        prefill_class=prefiller.device_class,
+        prefill_occupancy_s=first.prefill_s,
+        hand_off_s=hand_off * noise,
     )

@@ -12,9 +12,11 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from controlplane.actuators.base import DesiredPlacement, ReplicaSet
 from controlplane.simfleet import APPS, LoadDriver, SimulatedFleet
 from controlplane.simfleet.apps import Trace
 from controlplane.simfleet.driver import load_trace
+from optimizer.types import Phase
 
 
 def fragment_key(attributes, name):
@@ -74,6 +76,21 @@ def test_llm_spans_carry_genai_attributes_and_the_device_class(spans):
         assert s.attributes["gen_ai.usage.output_tokens"] >= 0
         assert s.attributes["heteroplane.device_class"] == "H100-SXM"  # the initial deployment
     assert all("heteroplane.device_class" in s.attributes for s in spans)
+
+
+def test_split_llm_spans_name_the_decode_class_and_the_prefill_class():
+    fleet = SimulatedFleet(seed=3)
+    llm70 = ("acme", "rag-chatbot", "llm:llama-3.1-70b-instruct")
+    assert fleet.apply(DesiredPlacement(1, (ReplicaSet(*llm70, "L40S", 1, 4, Phase.prefill),
+                                            ReplicaSet(*llm70, "Gaudi2", 2, 2, Phase.decode)))).ok
+    exporter = InMemorySpanExporter()
+    LoadDriver(fleet, seed=3).run(40, exporter, start_s=1_000.0)
+    spans = exporter.get_finished_spans()
+    split = [s for s in spans if s.attributes.get("gen_ai.request.model") == "llama-3.1-70b-instruct"]
+    assert split
+    assert {(s.attributes["heteroplane.device_class"], s.attributes["heteroplane.prefill_device_class"])
+            for s in split} == {("Gaudi2", "L40S")}
+    assert not any("heteroplane.prefill_device_class" in s.attributes for s in spans if s not in split)
 
 
 def test_token_counts_come_from_the_trace(spans):

@@ -1,12 +1,16 @@
 """The simulated fleet as an Actuator: apply, observe, inventory, capacity, faults."""
 
+import random
 import threading
 
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from controlplane.actuators.base import Actuator, DesiredPlacement, ReplicaSet
 from controlplane.simfleet import LoadDriver, SimulatedFleet
-from controlplane.simfleet.apps import APPS
+from controlplane.simfleet.apps import APPS, RAG_CHATBOT, Kind
+from controlplane.simfleet.fleet import TAU_S
+from optimizer.types import Phase
 
 LLM70 = ("acme", "rag-chatbot", "llm:llama-3.1-70b-instruct")
 
@@ -169,3 +173,125 @@ def test_device_classes_agree_with_the_optimizer_catalog():
 
     for sim in DEVICE_CLASSES:
         assert by_name(sim.name).slices_per_device == sim.slices_per_device
+
+
+# --- split fragments: a prefill pool and a decode pool --------------------------------------------------------
+
+LLAMA_70B = next(f for f in RAG_CHATBOT.fragments() if f.kind is Kind.llm)
+EMBED = ("acme", "rag-chatbot", "embedding:bge-large-en")
+
+
+def pools_of(fleet, fragment):
+    return {(rs.device_class, rs.replicas, rs.slices, rs.phase) for rs in fleet.observe().replica_sets
+            if (rs.tenant, rs.workload, rs.fragment_key) == fragment}
+
+
+def busy(fleet):
+    return {c.device_class: c.busy for c in fleet.class_utilisation()}
+
+
+def test_a_split_placement_runs_both_pools_and_counts_both_against_capacity():
+    fleet = SimulatedFleet()
+    result = fleet.apply(placement(1, (*LLM70, "H100-SXM", 1, 14, Phase.prefill),
+                                   (*LLM70, "Gaudi2", 3, 2, Phase.decode)))
+    assert result.ok, result.message
+    assert pools_of(fleet, LLM70) == {("H100-SXM", 1, 14, Phase.prefill), ("Gaudi2", 3, 2, Phase.decode)}
+    # 3 decode replicas x 2 slices hold 6 of the 8 Gaudi2 devices
+    assert {c.device_class: c.allocated for c in fleet.class_utilisation()}["Gaudi2"] == 6
+    # a prefill pool on Gaudi2 beside it: 2 x 2 + 3 x 2 = 10 slices of 8
+    over = fleet.apply(placement(2, (*LLM70, "Gaudi2", 2, 2, Phase.prefill), (*LLM70, "Gaudi2", 3, 2, Phase.decode)))
+    assert not over.ok and "Gaudi2 needs 10 slices but has 8" in over.message
+    # both pools on one class are two replica sets
+    assert fleet.apply(placement(3, (*LLM70, "Gaudi2", 1, 2, Phase.prefill), (*LLM70, "Gaudi2", 3, 2, Phase.decode))).ok
+    assert pools_of(fleet, LLM70) == {("Gaudi2", 1, 2, Phase.prefill), ("Gaudi2", 3, 2, Phase.decode)}
+
+
+def test_a_phase_given_as_a_plain_string_is_understood():
+    fleet = SimulatedFleet()
+    assert fleet.apply(placement(1, (*LLM70, "H100-SXM", 1, 14, "prefill"), (*LLM70, "Gaudi2", 1, 2, "decode"))).ok
+    assert {rs.phase for rs in fleet.observe().replica_sets if rs.fragment_key == LLM70[2]} == {
+        Phase.prefill, Phase.decode}
+    assert all(isinstance(rs.phase, Phase) for rs in fleet.observe().replica_sets)
+
+
+@pytest.mark.parametrize(("sets", "expected"), [
+    pytest.param([(*LLM70, "Gaudi2", 2, 2, "prefil"), (*LLM70, "H100-SXM", 1, 14, Phase.decode)],
+                 ["acme/rag-chatbot/llm:llama-3.1-70b-instruct/Gaudi2", "phase must be one of", "'prefil'"],
+                 id="unknown phase"),
+    pytest.param([(*EMBED, "H100-SXM", 1, 1, Phase.prefill), (*EMBED, "H100-SXM", 1, 1, Phase.decode)],
+                 ["acme/rag-chatbot/embedding:bge-large-en/H100-SXM", "only LLM fragments"],
+                 id="pools for an embedding model"),
+    pytest.param([(*LLM70, "Gaudi2", 2, 2), (*LLM70, "H100-SXM", 1, 14, Phase.prefill),
+                  (*LLM70, "Gaudi2", 1, 2, Phase.decode)],
+                 ["acme/rag-chatbot/llm:llama-3.1-70b-instruct", "both whole replicas and pools"],
+                 id="whole and pools"),
+    pytest.param([(*LLM70, "Gaudi2", 2, 2, Phase.prefill)],
+                 ["acme/rag-chatbot/llm:llama-3.1-70b-instruct/Gaudi2 (prefill pool)", "no decode pool"],
+                 id="prefill only"),
+    pytest.param([(*LLM70, "H100-SXM", 0, 14, Phase.prefill), (*LLM70, "Gaudi2", 2, 2, Phase.decode)],
+                 ["has a decode pool", "no prefill pool"],
+                 id="prefill pool without replicas"),
+])
+def test_bad_pools_are_refused_and_nothing_changes(sets, expected):
+    fleet = SimulatedFleet()
+    assert fleet.apply(placement(1, (*LLM70, "Gaudi2", 4, 2))).ok
+    before = fleet.observe()
+    result = fleet.apply(placement(2, *sets))
+    assert not result.ok
+    for words in expected:
+        assert words in result.message
+    assert fleet.observe() == before
+
+
+def test_pools_replace_whole_replicas_named_with_none():
+    fleet = SimulatedFleet()
+    assert fleet.apply(placement(1, (*LLM70, "Gaudi2", 4, 2))).ok
+    # the old whole set is kept at 0 replicas while the pools take over: nothing of it runs, so no mix
+    assert fleet.apply(placement(2, (*LLM70, "Gaudi2", 0, 2), (*LLM70, "H100-SXM", 1, 14, Phase.prefill),
+                                 (*LLM70, "Gaudi2", 2, 2, Phase.decode))).ok
+    assert pools_of(fleet, LLM70) == {("H100-SXM", 1, 14, Phase.prefill), ("Gaudi2", 2, 2, Phase.decode)}
+
+
+def test_split_visits_keep_both_pools_busy_and_report_the_decode_class():
+    now = 1_000.0
+    fleet = SimulatedFleet(clock=lambda: now)
+    # prefill on 4 L40S (one replica, 4 slices), decode on 2 replicas of 2 Gaudi2 each
+    assert fleet.apply(placement(1, (*LLM70, "L40S", 1, 4, Phase.prefill), (*LLM70, "Gaudi2", 2, 2, Phase.decode))).ok
+    assert busy(fleet) == {"H100-SXM": 0.0, "L40S": 0.0, "Gaudi2": 0.0, "CPU-EPYC-64C": 0.0}
+    rng = random.Random(4)
+    visits = [fleet.serve(RAG_CHATBOT, LLAMA_70B, 1000, 200, now, rng) for _ in range(10)]
+    assert {(v.prefill_class, v.device_class) for v in visits} == {("L40S", "Gaudi2")}
+    # a visit's occupancy lands on every device of the replica it used: 4 L40S devices per prefill replica,
+    # 2 Gaudi2 devices per decode replica; all at `now`, so the busy rate is their sum over TAU_S
+    after = busy(fleet)
+    assert after["L40S"] == pytest.approx(4 * sum(v.prefill_occupancy_s for v in visits) / TAU_S)
+    assert after["Gaudi2"] == pytest.approx(2 * sum(v.occupancy_s for v in visits) / TAU_S)
+    assert after["L40S"] > 0 and after["Gaudi2"] > 0 and after["H100-SXM"] == 0.0
+    labels = {"model_name": "llama-3.1-70b-instruct", "tenant": "acme", "workload": "rag-chatbot"}
+    tokens = fleet.metrics.registry.get_sample_value
+    assert tokens("vllm:generation_tokens_total", {**labels, "device_class": "Gaudi2"}) == 2000
+    assert tokens("vllm:generation_tokens_total", {**labels, "device_class": "L40S"}) is None
+
+
+def test_pools_on_one_class_report_one_vllm_series():
+    now = 1_000.0
+    fleet = SimulatedFleet(clock=lambda: now)
+    assert fleet.apply(placement(1, (*LLM70, "Gaudi2", 2, 2, Phase.prefill), (*LLM70, "Gaudi2", 2, 2, Phase.decode))).ok
+    rng = random.Random(5)
+    for _ in range(20):
+        fleet.serve(RAG_CHATBOT, LLAMA_70B, 1000, 200, now, rng)
+    rows = [s for s in fleet.llm_stats() if s.model_name == "llama-3.1-70b-instruct"]
+    assert [(s.device_class, s.tenant, s.workload) for s in rows] == [("Gaudi2", "acme", "rag-chatbot")]
+    assert rows[0].running > 0 and 0 < rows[0].kv_cache_usage <= 1
+
+
+def test_a_split_fragment_that_lost_its_decode_pool_fails_its_visits():
+    fleet = SimulatedFleet()
+    assert fleet.apply(placement(1, (*LLM70, "H100-SXM", 1, 14, Phase.prefill),
+                                 (*LLM70, "Gaudi2", 1, 2, Phase.decode))).ok
+    for index in range(7):  # one healthy Gaudi2 left: too few for a 2-slice decode replica
+        fleet.fail_device("sim-gaudi2-0", index)
+    assert pools_of(fleet, LLM70) == {("H100-SXM", 1, 14, Phase.prefill)}
+    assert fleet.serve(RAG_CHATBOT, LLAMA_70B, 1000, 200, 1_000.0, random.Random(0)) is None
+    fleet.repair_device("sim-gaudi2-0", 0)
+    assert fleet.serve(RAG_CHATBOT, LLAMA_70B, 1000, 200, 1_000.0, random.Random(0)).device_class == "Gaudi2"

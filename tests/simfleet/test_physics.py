@@ -97,3 +97,63 @@ def test_same_draws_give_the_same_visit():
     args = (LLAMA_8B, [physics.Deployment(H100, 1, 7), physics.Deployment(L40S, 2, 1)], physics.Load(3.0, 900, 150),
             1200, 300, 0.3, -0.7)
     assert physics.visit(*args) == physics.visit(*args)
+
+
+# --- split fragments: a prefill pool and a decode pool --------------------------------------------------------
+
+PREFILL_H100 = physics.Deployment(H100, 1, 14)
+DECODE_GAUDI2 = physics.Deployment(GAUDI2, 1, 2)
+
+
+def split(prefill, decode, rate=0.0, tokens_in=1000, tokens_out=200, z=0.0):
+    load = physics.Load(rate, tokens_in, tokens_out)
+    return physics.split_visit(LLAMA_70B_FRAGMENT, prefill, decode, load, tokens_in, tokens_out, 0.5, 0.5, z)
+
+
+def test_split_visit_across_classes_pays_the_kv_hand_off_and_decodes_on_the_decode_class():
+    visit = split([PREFILL_H100], [DECODE_GAUDI2])
+    noise = physics.jitter(0.0)
+    # 1000 tokens x 327,680 KV bytes (80 layers x 8 heads x 128 x K,V x 2 B) = 327.68 MB over 25 GB/s
+    # = 13.1072 ms, plus 50 us to set the transfer up
+    assert physics.hand_off_s(LLAMA_70B_FRAGMENT, 1000, H100, GAUDI2) == pytest.approx(0.0131572)
+    assert visit.hand_off_s == pytest.approx(0.0131572 * noise)
+    prefill = physics.service(LLAMA_70B_FRAGMENT, PREFILL_H100, 1000, 200)
+    decode = physics.service(LLAMA_70B_FRAGMENT, DECODE_GAUDI2, 1000, 200)
+    # idle: no wait, and the decode batch is one request
+    assert visit.ttft_s == pytest.approx((prefill.prefill_s + 0.0131572) * noise)
+    assert visit.latency_s - visit.ttft_s == pytest.approx(200 * decode.step_s(1) * noise)
+    assert decode.step_s(1) != pytest.approx(prefill.step_s(1))  # it is the decode class's step, not H100's
+    assert (visit.prefill_class, visit.device_class) == (H100, GAUDI2)
+    assert visit.prefill_occupancy_s == pytest.approx(prefill.prefill_s)
+    assert visit.occupancy_s == pytest.approx(decode.decode_occupancy_s)
+
+
+def test_split_visit_on_one_class_hands_off_for_free():
+    visit = split([PREFILL_H100], [physics.Deployment(H100, 2, 14)])
+    prefill = physics.service(LLAMA_70B_FRAGMENT, PREFILL_H100, 1000, 200)
+    assert visit.hand_off_s == 0.0
+    assert visit.ttft_s == pytest.approx(prefill.prefill_s * physics.jitter(0.0))
+    assert (visit.prefill_class, visit.device_class) == (H100, H100)
+
+
+def test_prefill_pool_queues_on_prefill_time_only():
+    visit = split([PREFILL_H100], [physics.Deployment(GAUDI2, 4, 2)], rate=2.0)
+    prefill_s = physics.service(LLAMA_70B_FRAGMENT, PREFILL_H100, 1000, 200).prefill_s
+    # the prefill replica is busy for the prompt only: rho = 2/s x prefill_s (about 0.29), wait = prefill_s r/(1-r)
+    r = 2.0 * prefill_s
+    assert visit.wait_s == pytest.approx(prefill_s * r / (1 - r) * physics.jitter(0.0))
+    whole = physics.visit(LLAMA_70B_FRAGMENT, [PREFILL_H100], physics.Load(2.0, 1000, 200), 1000, 200, 0.5, 0.0)
+    assert visit.wait_s < whole.wait_s  # a whole replica is also busy decoding, so it queues longer
+
+
+def test_a_busier_decode_pool_decodes_in_fuller_batches():
+    calm = split([PREFILL_H100], [physics.Deployment(GAUDI2, 4, 2)], rate=1.0)
+    busy = split([PREFILL_H100], [physics.Deployment(GAUDI2, 1, 2)], rate=1.0)
+    assert busy.itl_s > calm.itl_s
+    assert busy.ttft_s == pytest.approx(calm.ttft_s)  # the prefill pool is the same
+
+
+def test_split_visit_is_only_for_llms():
+    with pytest.raises(ValueError, match="not an LLM"):
+        physics.split_visit(next(f for f in RAG_CHATBOT.fragments() if f.kind is Kind.embedding),
+                            [PREFILL_H100], [DECODE_GAUDI2], physics.Load(1.0, 100), 100, 0, 0.5, 0.5, 0.0)
