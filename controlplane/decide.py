@@ -10,7 +10,7 @@ from enum import StrEnum
 from controlplane.planning import Snapshot
 from optimizer.checker import check
 from optimizer.explain import pair_moves
-from optimizer.types import Assignment, Plan, PlanStatus, Problem
+from optimizer.types import Assignment, Phase, Plan, PlanStatus, Problem
 
 
 class Action(StrEnum):
@@ -19,21 +19,26 @@ class Action(StrEnum):
     propose = "propose"  # record the plan, but do not actuate (dry run or approval needed)
 
 
+Replicas = dict[tuple[int, str, Phase], tuple[int, int]]  # (fragment id, class, phase) -> (replicas, slices)
+
+
 @dataclass(frozen=True)
 class Move:
-    """Replicas of a fragment moving between classes; an empty side is a scale-up or scale-down."""
+    """Replicas of a fragment (of one pool of it, when split) moving between classes; an empty side
+    is a scale-up or scale-down."""
 
     fragment_id: int
     from_class: str | None
     to_class: str | None
     replicas: int
+    phase: Phase = Phase.whole
 
 
 @dataclass(frozen=True)
 class Decision:
     action: Action
     reason: str
-    assignments: dict[tuple[int, str], tuple[int, int]]  # (fragment id, class) -> (replicas, slices)
+    assignments: Replicas
     moves: tuple[Move, ...]
 
 
@@ -41,7 +46,7 @@ def decide(snapshot: Snapshot, problem: Problem, plan: Plan) -> Decision:
     current = snapshot.current
     if not plan.feasible:
         return Decision(Action.keep, "no feasible plan: " + "; ".join(plan.diagnosis), current, ())
-    target = {(int(a.fragment), a.device_class): (a.replicas, a.slices) for a in plan.assignments if a.replicas}
+    target = {(int(a.fragment), a.device_class, a.phase): (a.replicas, a.slices) for a in plan.assignments if a.replicas}
     moves = diff(current, target)
     if not target and not current:
         return Decision(Action.keep, "nothing to place yet: no fragments observed", current, ())
@@ -81,25 +86,24 @@ def _summary(snapshot: Snapshot, plan: Plan) -> str:
     return f"{'initial placement' if first else 're-placement'}: ${plan.usd_per_hour:.2f}/h, {plan.status.value}"
 
 
-def as_plan(assignments: dict[tuple[int, str], tuple[int, int]], problem: Problem) -> Plan:
+def as_plan(assignments: Replicas, problem: Problem) -> Plan:
     """A placement expressed as a `Plan`, so the optimizer's checker can judge it against `problem`."""
     price = {c.device_class: c.usd_per_hour / c.slices_per_device for c in problem.device_classes}
     known = {f.fragment for f in problem.fragments}
     rows = tuple(
-        Assignment(str(fid), cls, replicas, slices, replicas * slices * price.get(cls, 0.0))
-        for (fid, cls), (replicas, slices) in sorted(assignments.items())
+        Assignment(str(fid), cls, replicas, slices, replicas * slices * price.get(cls, 0.0), phase)
+        for (fid, cls, phase), (replicas, slices) in sorted(assignments.items())
         if str(fid) in known
     )
     return Plan(PlanStatus.feasible, rows, usd_per_hour=sum(a.usd_per_hour for a in rows))
 
 
-def diff(
-    current: dict[tuple[int, str], tuple[int, int]], target: dict[tuple[int, str], tuple[int, int]]
-) -> tuple[Move, ...]:
-    """The moves from `current` to `target`: freed replicas are paired with new ones of the same fragment."""
-    delta: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for (fid, cls), (replicas, _) in target.items():
-        delta[fid][cls] += replicas
-    for (fid, cls), (replicas, _) in current.items():
-        delta[fid][cls] -= replicas
-    return tuple(Move(*move) for move in pair_moves(delta))
+def diff(current: Replicas, target: Replicas) -> tuple[Move, ...]:
+    """The moves from `current` to `target`: freed replicas are paired with new ones of the same
+    fragment and phase (a whole replica never turns into a pool's)."""
+    delta: dict[tuple[int, Phase], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for (fid, cls, phase), (replicas, _) in target.items():
+        delta[fid, phase][cls] += replicas
+    for (fid, cls, phase), (replicas, _) in current.items():
+        delta[fid, phase][cls] -= replicas
+    return tuple(Move(fid, a, b, n, phase) for (fid, phase), a, b, n in pair_moves(delta))

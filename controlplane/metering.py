@@ -36,11 +36,12 @@ MINUTE = timedelta(minutes=1)
 
 @dataclass(frozen=True)
 class Interval:
-    """A placement in force from `start` to `end`: (fragment id, class id) -> (replicas, slices)."""
+    """A placement in force from `start` to `end`: (fragment id, class id, phase) -> (replicas, slices).
+    A split fragment's prefill and decode pools on one class are two items, billed together."""
 
     start: datetime
     end: datetime
-    items: dict[tuple[int, int], tuple[int, int]]
+    items: dict[tuple[int, int, str], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def usage_for_minute(
         overlap = (min(end, interval.end) - max(minute, interval.start)).total_seconds()
         if overlap <= 0:
             continue
-        for (fid, cid), (replicas, slices) in interval.items.items():
+        for (fid, cid, _phase), (replicas, slices) in interval.items.items():
             allocated[(fid, cid)] += classes[cid].devices_for(replicas, slices) * overlap
     by_name = {c.name: cid for cid, c in classes.items()}
     visits: dict[tuple[int, int], int] = defaultdict(int)
@@ -154,7 +155,7 @@ def _intervals(session: Session, since: datetime, now: datetime) -> list[Interva
         if end <= since:
             continue
         items = {
-            (i.fragment_id, i.device_class_id): (i.replicas, i.slices)
+            (i.fragment_id, i.device_class_id, i.phase): (i.replicas, i.slices)
             for i in session.exec(select(PlacementItem).where(PlacementItem.placement_id == placement.id)).all()
         }
         intervals.append(Interval(to_utc(placement.created_at), end, items))

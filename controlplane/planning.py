@@ -30,8 +30,8 @@ from controlplane.models import (
 from controlplane.models._common import minute_of, to_utc
 from controlplane.seed import spec_of
 from optimizer.catalog import DeviceClassSpec
-from optimizer.perfmodel import estimate_profiles
-from optimizer.types import Assignment, ClassCapacity, FragmentDemand, Problem, ServiceProfile, WorkloadSla
+from optimizer.perfmodel import estimate_profiles, kv_bytes_per_token, params_from_model_name
+from optimizer.types import Assignment, ClassCapacity, FragmentDemand, Phase, Problem, ServiceProfile, WorkloadSla
 from optimizer.types import Edge as OptEdge
 
 WINDOW_MINUTES = 5  # demand and measured latency are averaged over this many minutes
@@ -85,7 +85,7 @@ class Snapshot:
     healthy_devices: dict[str, int]
     fragments: tuple[FragmentView, ...]
     workloads: dict[int, WorkloadView]
-    current: dict[tuple[int, str], tuple[int, int]]  # (fragment id, class) -> (replicas, slices)
+    current: dict[tuple[int, str, Phase], tuple[int, int]]  # (fragment id, class, phase) -> (replicas, slices)
     current_version: int | None
     latest_version: int
     policy: PolicyView
@@ -181,7 +181,7 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
             .join(DeviceClass, DeviceClass.id == PlacementItem.device_class_id)
             .where(PlacementItem.placement_id == current_placement.id)
         ).all():
-            current[(item.fragment_id, name)] = (item.replicas, item.slices)
+            current[(item.fragment_id, name, Phase(item.phase))] = (item.replicas, item.slices)
     latest = session.exec(select(func.max(Placement.version))).one() or 0
 
     visits_ever = dict(
@@ -226,7 +226,8 @@ def build_problem(
     """The optimizer's problem: the observed graph with its SLAs, the fleet, and what runs now.
 
     Profiles are estimated by the performance model, with measured mean latency where
-    telemetry has enough visits on a class. Each workload's p99 SLA bounds every path of its
+    telemetry has enough visits on a class. LLM fragments get prefill- and decode-pool profiles
+    and their KV hand-off size too, so the solver may split them (disaggregated serving). Each workload's p99 SLA bounds every path of its
     graph (the solver adds transfer latency where an edge crosses classes). Edges that would
     close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
     lightest first, since a path bound needs an acyclic graph.
@@ -244,10 +245,12 @@ def build_problem(
         for c in snapshot.classes
         if snapshot.healthy_devices.get(c.name, 0) > 0
     )
+    split_now = {fid for fid, _, phase in snapshot.current if phase is not Phase.whole}
     fragments = tuple(
-        FragmentDemand(fragment=str(f.id), workload=str(f.workload_id), demand_rps=f.rate_rps, profiles=profiles)
+        FragmentDemand(fragment=str(f.id), workload=str(f.workload_id), demand_rps=f.rate_rps, profiles=profiles,
+                       kv_bytes_per_request=_kv_bytes(f))
         for f in snapshot.fragments
-        if (profiles := _profiles(f, snapshot.classes))
+        if (profiles := _profiles(f, snapshot.classes, measured=f.id not in split_now))
     )
     placed = {f.fragment for f in fragments}
     edges = acyclic(
@@ -262,8 +265,9 @@ def build_problem(
         if w.p99_ms is not None and str(w.id) in workloads
     )
     current = tuple(
-        Assignment(str(fid), cls, replicas, slices, specs[cls].usd_per_hour * replicas * slices / specs[cls].slices_per_device)
-        for (fid, cls), (replicas, slices) in sorted(snapshot.current.items())
+        Assignment(str(fid), cls, replicas, slices,
+                   specs[cls].usd_per_hour * replicas * slices / specs[cls].slices_per_device, phase)
+        for (fid, cls, phase), (replicas, slices) in sorted(snapshot.current.items())
         if str(fid) in placed and cls in specs
     )
     return Problem(
@@ -303,11 +307,24 @@ def _reaches(children: dict[str, set[str]], start: str, goal: str) -> bool:
     return False
 
 
-def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...]) -> tuple[ServiceProfile, ...]:
-    estimated = estimate_profiles(fragment.kind, fragment.model, fragment.tokens_in_mean, fragment.tokens_out_mean, classes)
+def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...], measured: bool = True
+              ) -> tuple[ServiceProfile, ...]:
+    """Estimates (an LLM's prefill and decode pools too), whole replicas' latency measured where
+    telemetry has it. A fragment running split reports its visits on the decode class, end to end,
+    so its measurements say nothing about whole replicas there: `measured=False` keeps estimates."""
+    estimated = estimate_profiles(fragment.kind, fragment.model, fragment.tokens_in_mean, fragment.tokens_out_mean,
+                                  classes, phases=True)
+    latency = fragment.measured_latency_ms if measured else {}
     return tuple(
-        replace(p, latency_ms=fragment.measured_latency_ms[p.device_class], measured=True)
-        if p.device_class in fragment.measured_latency_ms
+        replace(p, latency_ms=latency[p.device_class], measured=True)
+        if p.phase is Phase.whole and p.device_class in latency
         else p
         for p in estimated
     )
+
+
+def _kv_bytes(fragment: FragmentView) -> float:
+    """KV cache a split LLM visit hands from prefill to decode: its mean prompt's tokens."""
+    if fragment.kind != "llm":
+        return 0.0
+    return kv_bytes_per_token(params_from_model_name(fragment.model, fragment.kind)) * fragment.tokens_in_mean

@@ -36,7 +36,7 @@ from controlplane.planning import build_problem, take_snapshot
 from controlplane.settings import Settings
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
-from optimizer.types import Plan, Problem
+from optimizer.types import Phase, Plan, Problem
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciler"
@@ -133,12 +133,13 @@ class Reconciler:
             )
             session.add(placement)
             session.flush()
-            for (fragment_id, cls), (replicas, slices) in sorted(decision.assignments.items()):
+            for (fragment_id, cls, phase), (replicas, slices) in sorted(decision.assignments.items()):
                 session.add(
                     PlacementItem(
                         placement_id=placement.id,
                         fragment_id=fragment_id,
                         device_class_id=class_ids[cls],
+                        phase=phase.value,
                         replicas=replicas,
                         slices=slices,
                     )
@@ -153,6 +154,7 @@ class Reconciler:
                         fragment_id=move.fragment_id,
                         from_device_class_id=class_ids.get(move.from_class) if move.from_class else None,
                         to_device_class_id=class_ids.get(move.to_class) if move.to_class else None,
+                        phase=move.phase.value,
                         replicas=move.replicas,
                         state=state,
                         reason=decision.reason[:500],
@@ -221,7 +223,7 @@ def desired_placement(session: Session, placement: Placement) -> DesiredPlacemen
     return DesiredPlacement(
         version=placement.version,
         replica_sets=tuple(
-            ReplicaSet(tenant.name, workload.name, fragment.key, cls.name, item.replicas, item.slices)
+            ReplicaSet(tenant.name, workload.name, fragment.key, cls.name, item.replicas, item.slices, Phase(item.phase))
             for item, fragment, workload, tenant, cls in rows
         ),
     )

@@ -102,6 +102,7 @@ class PlacementRow(BaseModel):
     fragment: str
     kind: str
     device_class: str
+    pool: str  # "" for whole replicas, "prefill" or "decode" for a split fragment's pools
     replicas: int
     slices: int
     usd_per_hour: float
@@ -254,7 +255,7 @@ def _items(session: Session, placement_id: int, tenant_id: int | None):
         .join(Fragment, Fragment.id == PlacementItem.fragment_id)
         .join(Workload, Workload.id == Fragment.workload_id)
         .where(PlacementItem.placement_id == placement_id)
-        .order_by(Workload.name, Fragment.key, PlacementItem.device_class_id)
+        .order_by(Workload.name, Fragment.key, PlacementItem.phase, PlacementItem.device_class_id)
     )
     if tenant_id is not None:
         query = query.where(Workload.tenant_id == tenant_id)
@@ -278,6 +279,7 @@ def _current_placement(
                 fragment=fragment.key,
                 kind=fragment.kind,
                 device_class=dc.name,
+                pool=item.phase,
                 replicas=item.replicas,
                 slices=item.slices,
                 usd_per_hour=dc.usd_per_hour_for(item.replicas, item.slices),

@@ -30,7 +30,7 @@ def placement_public(session: Session, principal: Principal, placement: Placemen
         .join(Workload, Workload.id == Fragment.workload_id)
         .join(DeviceClass, DeviceClass.id == PlacementItem.device_class_id)
         .where(PlacementItem.placement_id == placement.id)
-        .order_by(Workload.id, Fragment.id, DeviceClass.id)
+        .order_by(Workload.id, Fragment.id, PlacementItem.phase, DeviceClass.id)
     )
     if principal.tenant_id is not None:
         statement = statement.where(Workload.tenant_id == principal.tenant_id)
@@ -40,6 +40,7 @@ def placement_public(session: Session, principal: Principal, placement: Placemen
             fragment_key=fragment.key,
             workload_id=workload.id,
             device_class=device_class.name,
+            phase=item.phase,
             replicas=item.replicas,
             slices=item.slices,
             usd_per_hour=device_class.usd_per_hour_for(item.replicas, item.slices),

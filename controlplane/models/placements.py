@@ -32,17 +32,25 @@ class Placement(SQLModel, table=True):
     reason: str = Field("", max_length=500)
 
 
+PHASE_DESCRIPTION = (
+    "Empty for whole replicas that serve every visit; 'prefill' or 'decode' for the pools of an LLM "
+    "fragment split for disaggregated serving."
+)
+
+
 class PlacementItem(SQLModel, table=True):
-    """Replicas of one fragment on one device class, each replica taking `slices` slices."""
+    """Replicas of one fragment on one device class, each replica taking `slices` slices; `phase`
+    (optimizer.types.Phase) says whether they are whole replicas or one pool of a split fragment."""
 
     __tablename__ = "placement_item"
     __table_args__ = (
-        UniqueConstraint("placement_id", "fragment_id", "device_class_id", name="uq_placement_item"),
+        UniqueConstraint("placement_id", "fragment_id", "device_class_id", "phase", name="uq_placement_item"),
     )
     id: int | None = Field(default=None, primary_key=True)
     placement_id: int = Field(foreign_key="placement.id", index=True, ondelete="CASCADE")
     fragment_id: int = Field(foreign_key="fragment.id", index=True, ondelete="CASCADE")
     device_class_id: int = Field(foreign_key="device_class.id", ondelete="RESTRICT")
+    phase: str = Field("", max_length=8, sa_column_kwargs={"server_default": ""})
     replicas: int = Field(ge=0)
     slices: int = Field(1, ge=1, description="Slices per replica.")
 
@@ -52,6 +60,7 @@ class PlacementItemPublic(SQLModel):
     fragment_key: str
     workload_id: int
     device_class: str
+    phase: str = Field("", description=PHASE_DESCRIPTION)
     replicas: int
     slices: int
     usd_per_hour: float
@@ -90,6 +99,7 @@ class Migration(SQLModel, table=True):
     fragment_id: int = Field(foreign_key="fragment.id", index=True, ondelete="CASCADE")
     from_device_class_id: int | None = Field(default=None, foreign_key="device_class.id", ondelete="RESTRICT")
     to_device_class_id: int | None = Field(default=None, foreign_key="device_class.id", ondelete="RESTRICT")
+    phase: str = Field("", max_length=8, sa_column_kwargs={"server_default": ""})
     replicas: int = Field(ge=0)
     state: MigrationState = Field(default=MigrationState.pending, sa_type=String(24), index=True)
     reason: str = Field("", max_length=500)
@@ -106,6 +116,7 @@ class MigrationPublic(SQLModel):
     workload_id: int
     from_device_class: str | None
     to_device_class: str | None
+    phase: str = Field("", description=PHASE_DESCRIPTION)
     replicas: int
     state: MigrationState
     reason: str

@@ -132,7 +132,13 @@ def test_tenant_token_sees_only_its_own_costs_and_placements(client, callers, en
             fragment = Fragment(workload_id=workload.id, key="llm:m", kind=FragmentKind.llm, name="m", model="m")
             session.add(fragment)
             session.flush()
-            session.add(PlacementItem(placement_id=placement.id, fragment_id=fragment.id, device_class_id=h100.id, replicas=7 if tenant_id == callers.acme_id else 14, slices=1))
+            if tenant_id == callers.acme_id:  # acme's model runs split: both pools on H100
+                for phase, replicas in (("prefill", 3), ("decode", 4)):
+                    session.add(PlacementItem(placement_id=placement.id, fragment_id=fragment.id,
+                                              device_class_id=h100.id, phase=phase, replicas=replicas, slices=1))
+            else:
+                session.add(PlacementItem(placement_id=placement.id, fragment_id=fragment.id,
+                                          device_class_id=h100.id, replicas=14, slices=1))
             session.add(UsageRecord(minute=minute_of(utcnow()) - timedelta(minutes=2), tenant_id=tenant_id, workload_id=workload.id,
                                     fragment_id=fragment.id, device_class_id=h100.id, device_seconds_allocated=60, tokens=1000,
                                     cost_usd=1.0 if tenant_id == callers.acme_id else 5.0))
@@ -145,8 +151,8 @@ def test_tenant_token_sees_only_its_own_costs_and_placements(client, callers, en
     assert {line["name"] for line in client.get("/api/v1/costs?group_by=workload", headers=acme).json()["items"]} == {"acme-bot"}
 
     current = client.get("/api/v1/placements/current", headers=acme).json()
-    assert [item["replicas"] for item in current["items"]] == [7]
-    # 7 replicas of 1 slice = 1 H100 device: a tenant's headline cost is its own share, not the fleet's.
+    assert [(item["phase"], item["replicas"]) for item in current["items"]] == [("decode", 4), ("prefill", 3)]
+    # 3 + 4 replicas of 1 slice = 1 H100 device: a tenant's headline cost is its own share, not the fleet's.
     assert current["usd_per_hour"] == pytest.approx(h100_price)
     history = client.get("/api/v1/placements", headers=acme).json()["items"]
     assert history[0]["usd_per_hour"] == pytest.approx(h100_price)

@@ -8,11 +8,14 @@ from hypothesis import strategies as st
 from controlplane.decide import Move, diff
 from controlplane.metering import Interval, usage_for_minute
 from controlplane.models import DeviceClass
+from optimizer.types import Phase
+
+W, PRE, DEC = Phase.whole, Phase.prefill, Phase.decode
 
 
 def test_diff_pairs_freed_replicas_with_new_ones():
-    current = {(1, "H100"): (3, 1), (2, "CPU"): (1, 1)}
-    target = {(1, "H100"): (1, 1), (1, "L40S"): (3, 1), (2, "CPU"): (1, 1), (3, "CPU"): (2, 1)}
+    current = {(1, "H100", W): (3, 1), (2, "CPU", W): (1, 1)}
+    target = {(1, "H100", W): (1, 1), (1, "L40S", W): (3, 1), (2, "CPU", W): (1, 1), (3, "CPU", W): (2, 1)}
     # fragment 1: H100 3 -> 1 frees 2, L40S 0 -> 3 needs 3: move 2 H100->L40S, scale up 1 on L40S.
     assert diff(current, target) == (
         Move(1, "H100", "L40S", 2),
@@ -22,8 +25,20 @@ def test_diff_pairs_freed_replicas_with_new_ones():
     assert diff(target, target) == ()
 
 
+def test_splitting_a_fragment_starts_its_pools_and_stops_its_whole_replicas():
+    # Whole replicas never turn into a pool's: 2 whole H100 stop, 1 prefill H100 and 3 decode Gaudi2 start.
+    current = {(1, "H100", W): (2, 7)}
+    target = {(1, "H100", PRE): (1, 7), (1, "Gaudi2", DEC): (3, 1)}
+    assert diff(current, target) == (
+        Move(1, "H100", None, 2, W),
+        Move(1, None, "Gaudi2", 3, DEC),
+        Move(1, None, "H100", 1, PRE),
+    )
+
+
 placements = st.dictionaries(
-    st.tuples(st.integers(1, 4), st.sampled_from(["A", "B", "C"])), st.tuples(st.integers(1, 5), st.just(1)), max_size=8
+    st.tuples(st.integers(1, 4), st.sampled_from(["A", "B", "C"]), st.sampled_from([W, PRE, DEC])),
+    st.tuples(st.integers(1, 5), st.just(1)), max_size=8,
 )
 
 
@@ -33,9 +48,10 @@ def test_applying_the_moves_turns_current_into_target(current, target):
     for move in diff(current, target):
         assert move.replicas > 0
         if move.from_class:
-            replicas[(move.fragment_id, move.from_class)] -= move.replicas
+            replicas[(move.fragment_id, move.from_class, move.phase)] -= move.replicas
         if move.to_class:
-            replicas[(move.fragment_id, move.to_class)] = replicas.get((move.fragment_id, move.to_class), 0) + move.replicas
+            key = (move.fragment_id, move.to_class, move.phase)
+            replicas[key] = replicas.get(key, 0) + move.replicas
     assert {k: v for k, v in replicas.items() if v} == {key: r for key, (r, _) in target.items()}
 
 
@@ -49,9 +65,9 @@ def test_usage_of_a_minute_follows_the_placements_in_force():
     }
     intervals = [
         # 12:00:00-12:00:20: fragment 10 has 2 replicas of 7 slices (2 devices) on H100.
-        Interval(minute - timedelta(minutes=5), minute + timedelta(seconds=20), {(10, 1): (2, 7)}),
+        Interval(minute - timedelta(minutes=5), minute + timedelta(seconds=20), {(10, 1, ""): (2, 7)}),
         # 12:00:20 on: fragment 10 has 1 replica of 7 slices on H100 and fragment 11 one CPU device.
-        Interval(minute + timedelta(seconds=20), minute + timedelta(minutes=5), {(10, 1): (1, 7), (11, 2): (1, 1)}),
+        Interval(minute + timedelta(seconds=20), minute + timedelta(minutes=5), {(10, 1, ""): (1, 7), (11, 2, ""): (1, 1)}),
     ]
     observed = {(10, "H100"): (100, 5000), (11, ""): (50, 0)}
     busy = {(10, "H100"): 0.1, (11, "CPU"): 2.0}
@@ -66,3 +82,15 @@ def test_usage_of_a_minute_follows_the_placements_in_force():
     cpu = lines[(11, 2)]
     assert cpu.allocated_s == 30
     assert cpu.busy_s == 30  # 50 visits x 2 s = 100 s, capped at the 30 s allocated
+
+
+def test_both_pools_of_a_split_fragment_on_one_class_are_billed():
+    minute = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    classes = {1: DeviceClass(id=1, name="H100", vendor="n", bf16_tflops=1, memory_gib=80, memory_gbps=1, fabric="x",
+                              usd_per_hour=7.0, slices_per_device=7)}
+    # A whole minute of 1 prefill replica of 7 slices and 2 decode replicas of 7 slices: 3 devices.
+    items = {(10, 1, "prefill"): (1, 7), (10, 1, "decode"): (2, 7)}
+    intervals = [Interval(minute - timedelta(minutes=5), minute + timedelta(minutes=5), items)]
+    (line,) = usage_for_minute(minute, minute + timedelta(minutes=2), intervals, classes, {}, {})
+    assert line.allocated_s == 3 * 60
+    assert abs(line.cost_usd - 180 / 3600 * 7.0) < 1e-12

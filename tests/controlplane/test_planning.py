@@ -14,7 +14,9 @@ from controlplane.reconciler import Reconciler
 from controlplane.seed import seed_catalog
 from controlplane.settings import Settings
 from optimizer.checker import check
+from optimizer.perfmodel import kv_bytes_per_token
 from optimizer.types import Edge as OptEdge
+from optimizer.types import Phase
 
 NOW = minute_of(utcnow()) + timedelta(seconds=30)
 
@@ -57,9 +59,15 @@ def test_the_problem_carries_the_graph_its_sla_and_what_runs_now(engine):
     agent_id, llm_id, workload_id = ids
     assert problem.edges == (OptEdge(agent_id, llm_id, 3.0, 30.0),)
     assert [(s.workload, s.p99_ms, s.ttft_ms, s.tpot_ms) for s in problem.slas] == [(workload_id, 30_000, 2_000, 200)]
-    # The LLM's estimated profiles state TTFT and TPOT, so the bounds rule out classes too slow for them.
-    llm_profiles = next(f.profiles for f in problem.fragments if f.fragment == llm_id)
-    assert llm_profiles and all(p.ttft_ms and p.tpot_ms for p in llm_profiles)
+    # The LLM's estimated profiles state TTFT and TPOT, so the bounds rule out classes too slow for them:
+    # whole replicas both, a prefill pool its TTFT, a decode pool its TPOT. The pools and the KV cache
+    # one visit hands over (200 prompt tokens) let the solver split it.
+    llm = next(f for f in problem.fragments if f.fragment == llm_id)
+    by_phase = {phase: [p for p in llm.profiles if p.phase is phase] for phase in Phase}
+    assert all(by_phase.values())
+    assert all(p.ttft_ms and p.tpot_ms for p in by_phase[Phase.whole])
+    assert all(p.ttft_ms for p in by_phase[Phase.prefill]) and all(p.tpot_ms for p in by_phase[Phase.decode])
+    assert llm.kv_bytes_per_request == kv_bytes_per_token(8.0) * 200
     assert {a.fragment for a in problem.current} == {agent_id, llm_id}  # the placement the reconciler applied
     assert problem.migration_cost_usd == 0.05
     assert all(f.latency_bound_ms is None for f in problem.fragments)  # the SLA bounds paths, not fragments
@@ -67,4 +75,4 @@ def test_the_problem_carries_the_graph_its_sla_and_what_runs_now(engine):
     # What runs now meets the path SLA, counting transfers: the checker finds nothing wrong.
     from controlplane.decide import as_plan
 
-    assert check(problem, as_plan({(int(a.fragment), a.device_class): (a.replicas, a.slices) for a in problem.current}, problem)) == []
+    assert check(problem, as_plan({(int(a.fragment), a.device_class, a.phase): (a.replicas, a.slices) for a in problem.current}, problem)) == []

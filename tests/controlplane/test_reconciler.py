@@ -16,6 +16,7 @@ from controlplane.models import (
     MigrationPolicy,
     MigrationState,
     Placement,
+    PlacementItem,
     PlacementState,
     Tenant,
     UsageRecord,
@@ -26,6 +27,7 @@ from controlplane.reconciler import Reconciler
 from controlplane.seed import seed_catalog
 from controlplane.settings import Settings
 from optimizer.catalog import by_name
+from optimizer.types import Phase
 
 NOW = minute_of(utcnow()) + timedelta(seconds=30)
 NODES = (
@@ -35,17 +37,23 @@ NODES = (
 )
 
 
+def _seeded_workload(session: Session, name: str) -> Workload:
+    """The catalog, tenant acme and its workload `name`, flushed."""
+    seed_catalog(session)
+    tenant = Tenant(name="acme")
+    session.add(tenant)
+    session.flush()
+    workload = Workload(name=name, tenant_id=tenant.id)
+    session.add(workload)
+    session.flush()
+    return workload
+
+
 @pytest.fixture
 def graph(engine):
     """A RAG-like workload whose fragments were seen 600 times in the last 30 s."""
     with Session(engine) as session:
-        seed_catalog(session)
-        tenant = Tenant(name="acme")
-        session.add(tenant)
-        session.flush()
-        workload = Workload(name="rag", tenant_id=tenant.id)
-        session.add(workload)
-        session.flush()
+        workload = _seeded_workload(session, "rag")
         for kind, name, model, tin, tout in [
             (FragmentKind.llm, "llama-3.1-8b-instruct", "llama-3.1-8b-instruct", 500, 100),
             (FragmentKind.embedding, "bge-large-en", "bge-large-en", 200, 0),
@@ -155,3 +163,41 @@ def test_unhealthy_capacity_is_not_planned_on(engine, graph):
     actuator = InMemoryActuator(nodes)
     reconciler(engine, actuator).run_once()
     assert actuator.applied and all(rs.device_class != "H100-SXM" for rs in actuator.observe().replica_sets)
+
+
+SPLIT_NODES = (
+    NodeInventory("h100-0", "H100-SXM", devices=16, healthy_devices=16),
+    NodeInventory("l40s-0", "L40S", devices=16, healthy_devices=16),
+    NodeInventory("gaudi2-0", "Gaudi2", devices=16, healthy_devices=16),
+)
+
+
+def test_a_busy_large_llm_is_split_into_prefill_and_decode_pools(engine):
+    """~9 rps of a 70B chat model: pools on the classes cheapest for each phase beat whole replicas."""
+    with Session(engine) as session:
+        workload = _seeded_workload(session, "chat")
+        llm = Fragment(workload_id=workload.id, key="llm:llama-3.1-70b-instruct", kind=FragmentKind.llm,
+                       name="llama-3.1-70b-instruct", model="llama-3.1-70b-instruct",
+                       first_seen=NOW - timedelta(minutes=10))
+        session.add(llm)
+        session.flush()
+        session.add(FragmentProfile(fragment_id=llm.id, minute=minute_of(NOW), visits=2400,
+                                    latency_ms_sum=2400 * 5000.0, tokens_in=2400 * 1155, tokens_out=2400 * 211))
+        session.commit()
+        llm_id = llm.id
+
+    actuator = InMemoryActuator(SPLIT_NODES)
+    report = reconciler(engine, actuator).run_once()
+    assert report.action is Action.apply
+    with Session(engine) as session:
+        phases = {item.phase for item in session.exec(select(PlacementItem)).all()}
+        migrations = session.exec(select(Migration)).all()
+    assert phases == {"prefill", "decode"}
+    assert {m.phase for m in migrations} == {"prefill", "decode"} and all(m.fragment_id == llm_id for m in migrations)
+    sent = actuator.observe().replica_sets
+    assert {rs.phase for rs in sent} == {Phase.prefill, Phase.decode}
+    assert all(rs.fragment_key == "llm:llama-3.1-70b-instruct" for rs in sent)
+
+    # The next cycle reads the pools back as what runs now: nothing to change.
+    again = reconciler(engine, actuator, now=NOW + timedelta(seconds=5)).run_once()
+    assert again.action is Action.keep, again.reason

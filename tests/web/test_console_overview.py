@@ -122,3 +122,21 @@ def test_page_renders_the_numbers_and_escapes_names(client, seeded, engine):
     assert "tool:&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
     for chart in ("chart-cost", "chart-tokens", "chart-busy", "chart-capacity", "chart-sla"):
         assert f'id="{chart}" data-points="0"' in page
+
+
+def test_a_split_fragment_shows_its_prefill_and_decode_pools(client, seeded, engine):
+    with Session(engine) as session:
+        split = Fragment(workload_id=seeded.bot_id, key="llm:split-70b", kind=FragmentKind.llm, name="s", model="s-70b",
+                         first_seen=datetime(2026, 5, 1, tzinfo=UTC), last_seen=datetime(2026, 5, 1, tzinfo=UTC))
+        session.add(split)
+        session.flush()
+        for phase, replicas in (("prefill", 1), ("decode", 3)):
+            session.add(PlacementItem(placement_id=seeded.placement_v2_id, fragment_id=split.id,
+                                      device_class_id=seeded.h100_id, phase=phase, replicas=replicas))
+        session.commit()
+    browser = signed_in(client, seeded.admin_token)
+    rows = [(p["fragment"], p["pool"], p["replicas"]) for p in browser.get("/ui/data/overview").json()["placements"]]
+    assert ("llm:split-70b", "decode", 3) in rows and ("llm:split-70b", "prefill", 1) in rows
+    assert ("embedding:bge", "", 1) in rows  # whole replicas
+    page = browser.get("/ui").text
+    assert "<td>llm:split-70b</td><td>prefill</td>" in page and "<td>embedding:bge</td><td>whole</td>" in page

@@ -111,8 +111,8 @@
     fillKpis(d);
     drawCharts(d);
     fillTable("placements-body", d.placements, (r) => [
-      [r.workload], [r.fragment], [r.device_class], [String(r.replicas), true], [String(r.slices), true], [usd(r.usd_per_hour), true],
-    ], "No placement yet.", 6);
+      [r.workload], [r.fragment], [r.pool || "whole"], [r.device_class], [String(r.replicas), true], [String(r.slices), true], [usd(r.usd_per_hour), true],
+    ], "No placement yet.", 7);
     fillTable("fleet-body", d.fleet, (r) => [
       [r.device_class], [r.vendor], [r.healthy_nodes + " / " + r.nodes, true],
       [r.healthy_devices + " / " + r.devices, true], [usd(r.usd_per_device_hour), true],
