@@ -226,7 +226,8 @@ def build_problem(
     """The optimizer's problem: the observed graph with its SLAs, the fleet, and what runs now.
 
     Profiles are estimated by the performance model, with measured mean latency where
-    telemetry has enough visits on a class. LLM fragments get prefill- and decode-pool profiles
+    telemetry has enough visits on a class (for fragments that call no other: a caller's spans
+    include the calls it waits on). LLM fragments get prefill- and decode-pool profiles
     and their KV hand-off size too, so the solver may split them (disaggregated serving). Each workload's p99 SLA bounds every path of its
     graph (the solver adds transfer latency where an edge crosses classes). Edges that would
     close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
@@ -245,12 +246,16 @@ def build_problem(
         for c in snapshot.classes
         if snapshot.healthy_devices.get(c.name, 0) > 0
     )
-    split_now = {fid for fid, _, phase in snapshot.current if phase is not Phase.whole}
+    # Spans time a visit end to end: a caller's include the calls it waits on, which the path bound
+    # adds again, and a split fragment's are reported on its decode class. Neither measures the
+    # fragment's own latency on a class, so both keep the performance model's estimates.
+    unmeasured = {fid for fid, _, phase in snapshot.current if phase is not Phase.whole}
+    unmeasured |= {e.parent_id for e in snapshot.edges if e.child_id != e.parent_id}
     fragments = tuple(
         FragmentDemand(fragment=str(f.id), workload=str(f.workload_id), demand_rps=f.rate_rps, profiles=profiles,
                        kv_bytes_per_request=_kv_bytes(f))
         for f in snapshot.fragments
-        if (profiles := _profiles(f, snapshot.classes, measured=f.id not in split_now))
+        if (profiles := _profiles(f, snapshot.classes, measured=f.id not in unmeasured))
     )
     placed = {f.fragment for f in fragments}
     edges = acyclic(
@@ -310,8 +315,7 @@ def _reaches(children: dict[str, set[str]], start: str, goal: str) -> bool:
 def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...], measured: bool = True
               ) -> tuple[ServiceProfile, ...]:
     """Estimates (an LLM's prefill and decode pools too), whole replicas' latency measured where
-    telemetry has it. A fragment running split reports its visits on the decode class, end to end,
-    so its measurements say nothing about whole replicas there: `measured=False` keeps estimates."""
+    telemetry has it, unless `measured` is False (see build_problem)."""
     estimated = estimate_profiles(fragment.kind, fragment.model, fragment.tokens_in_mean, fragment.tokens_out_mean,
                                   classes, phases=True)
     latency = fragment.measured_latency_ms if measured else {}

@@ -76,3 +76,26 @@ def test_the_problem_carries_the_graph_its_sla_and_what_runs_now(engine):
     from controlplane.decide import as_plan
 
     assert check(problem, as_plan({(int(a.fragment), a.device_class, a.phase): (a.replicas, a.slices) for a in problem.current}, problem)) == []
+
+
+def test_a_callers_span_time_is_not_taken_as_its_own_latency():
+    # The agent's spans (5 s) include the 4 s it waits on the LLM; the path bound adds the LLM again,
+    # so the agent keeps its estimate while the LLM's measured 4 s replaces its estimate on H100.
+    from controlplane.planning import EdgeView, FragmentView, PolicyView, Snapshot, WorkloadView
+    from optimizer.catalog import by_name
+
+    def view(fid: int, kind: str, model: str, measured: dict[str, float]) -> FragmentView:
+        return FragmentView(fid, f"{kind}:{model}", kind, model, 1, 1, "acme", "w", 2.0, 500.0, 100.0, 600, measured)
+
+    snapshot = Snapshot(
+        now=NOW, classes=(by_name("H100-SXM"), by_name("CPU-EPYC-64C")), class_ids={"H100-SXM": 1, "CPU-EPYC-64C": 2},
+        healthy_devices={"H100-SXM": 8, "CPU-EPYC-64C": 2},
+        fragments=(view(1, "agent", "a", {"CPU-EPYC-64C": 5000.0}), view(2, "llm", "m-8b", {"H100-SXM": 4000.0})),
+        workloads={1: WorkloadView(1, 60_000.0)}, current={}, current_version=None, latest_version=0,
+        policy=PolicyView(), edges=(EdgeView(1, 2, 1.0, 100.0),),
+    )
+    problem = build_problem(snapshot, 1.2, 2.0)
+    agent, llm = (next(f for f in problem.fragments if f.fragment == fid) for fid in ("1", "2"))
+    assert [(p.measured, p.latency_ms < 5000) for p in agent.profiles] == [(False, True)]
+    h100 = next(p for p in llm.profiles if p.device_class == "H100-SXM" and p.phase is Phase.whole)
+    assert h100.measured and h100.latency_ms == 4000.0
