@@ -284,11 +284,12 @@ class SimulatedFleet:
                 prefiller = next(rs for rs in prefill if rs.replica_set.device_class == visit.prefill_class)
                 decoder = next(rs for rs in decode if rs.replica_set.device_class == visit.device_class)
                 # A prefill replica works through one prompt at a time; only the decode replica batches,
-                # and it takes a visit as soon as the KV cache arrives.
+                # and a visit waits for a slot in its batch only when the decode pool runs past capacity.
                 self._record(prefiller, at, wait_s=visit.wait_s,
                              service_s=visit.ttft_s - visit.wait_s - visit.hand_off_s,
                              occupancy_s=visit.prefill_occupancy_s, max_batch=1)
-                self._record(decoder, at, wait_s=0.0, service_s=visit.latency_s - visit.ttft_s,
+                self._record(decoder, at, wait_s=visit.decode_wait_s,
+                             service_s=visit.latency_s - visit.ttft_s - visit.decode_wait_s,
                              occupancy_s=visit.occupancy_s, max_batch=visit.max_batch)
         if fragment.kind is Kind.llm:
             self.metrics.observe_llm(

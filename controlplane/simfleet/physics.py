@@ -132,6 +132,7 @@ class Visit:
     prefill_class: str = ""
     prefill_occupancy_s: float = 0.0  # replica-seconds it used on `prefill_class`
     hand_off_s: float = 0.0  # KV cache transfer part of ttft_s
+    decode_wait_s: float = 0.0  # split: waiting for a decode batch slot after the first token
 
 
 def replica_memory_bytes(spec: SimDeviceClass, slices: int) -> float:
@@ -285,12 +286,15 @@ def split_visit(
     wait = first.prefill_s * r / (1 - r)
     batch = 1 + (rest.max_batch - 1) * min(decode_rho, 1.0)
     step = rest.step_s(batch) if output_tokens else 0.0
+    # The first token comes from prefill; a decode pool past its batch capacity makes the rest wait.
+    rd = min(decode_rho, MAX_RHO)
+    decode_wait = rest.decode_occupancy_s * rd / (1 - rd)
     hand_off = hand_off_s(fragment, input_tokens, prefiller.device_class, decoder.device_class)
     noise = jitter(z)
     ttft = (wait + first.prefill_s + hand_off) * noise
     return Visit(
         device_class=decoder.device_class,
-        latency_s=ttft + rest.output_tokens * step * noise,
+        latency_s=ttft + (decode_wait + rest.output_tokens * step) * noise,
         ttft_s=ttft,
         itl_s=step * noise,
         wait_s=wait * noise,
@@ -301,4 +305,5 @@ def split_visit(
         prefill_class=prefiller.device_class,
         prefill_occupancy_s=first.prefill_s,
         hand_off_s=hand_off * noise,
+        decode_wait_s=decode_wait * noise,
     )

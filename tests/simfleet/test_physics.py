@@ -157,3 +157,14 @@ def test_split_visit_is_only_for_llms():
     with pytest.raises(ValueError, match="not an LLM"):
         physics.split_visit(next(f for f in RAG_CHATBOT.fragments() if f.kind is Kind.embedding),
                             [PREFILL_H100], [DECODE_GAUDI2], physics.Load(1.0, 100), 100, 0, 0.5, 0.5, 0.0)
+
+
+def test_an_overloaded_decode_pool_makes_visits_wait_after_their_first_token():
+    calm = split([PREFILL_H100], [physics.Deployment(GAUDI2, 4, 2)], rate=1.0)
+    decode = physics.service(LLAMA_70B_FRAGMENT, DECODE_GAUDI2, 1000, 200)
+    rate = 0.9 / decode.decode_occupancy_s  # one decode replica 90% busy at full batches
+    busy = split([physics.Deployment(H100, 4, 14)], [DECODE_GAUDI2], rate=rate)
+    # wait for a batch slot = decode occupancy x r / (1 - r) at r = 0.9, after the first token
+    assert busy.decode_wait_s == pytest.approx(decode.decode_occupancy_s * 9 * physics.jitter(0.0))
+    assert busy.latency_s - busy.ttft_s == pytest.approx(busy.decode_wait_s + 200 * busy.itl_s)
+    assert calm.decode_wait_s < busy.decode_wait_s / 100
