@@ -35,6 +35,8 @@ def validate(problem: Problem) -> None:
         raise ValueError(f"time_limit_s must be > 0, got {problem.time_limit_s}")
     if problem.migration_cost_usd < 0:
         raise ValueError(f"migration_cost_usd must be >= 0, got {problem.migration_cost_usd}")
+    if problem.max_changed_fragments is not None and problem.max_changed_fragments < 0:
+        raise ValueError(f"max_changed_fragments must be >= 0 or null, got {problem.max_changed_fragments}")
     _require_unique([c.device_class for c in problem.device_classes], "device_classes[].device_class")
     _require_unique([f.fragment for f in problem.fragments], "fragments[].fragment")
     _require_unique([s.workload for s in problem.slas], "slas[].workload")

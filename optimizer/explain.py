@@ -115,6 +115,15 @@ def pair_moves(delta: Mapping[K, Mapping[str, int]]) -> list[tuple[K, str | None
     return out
 
 
+def changed_fragments(current: tuple[Assignment, ...], target: Mapping[Unit, Mapping[str, int]]) -> set[str]:
+    """Fragments running in `current` whose replicas (per class and phase) differ in `target`."""
+    running = units_of(current)
+    fragments = {f for f, _ in running}
+    return {f for f in fragments
+            if any({c: n for c, n in running.get((f, phase), {}).items() if n}
+                   != {c: n for c, n in target.get((f, phase), {}).items() if n} for phase in Phase)}
+
+
 def migration_usd(problem: Problem, target: Mapping[Unit, Mapping[str, int]]) -> float:
     """The objective's migration term: half the per-move cost for every replica started or stopped."""
     if not problem.current:

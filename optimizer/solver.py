@@ -92,6 +92,9 @@ Constraints
                B_f >= l_f                                                 f in V
     sla        B_r <= floor(1000 * P_w)                                   w in W, r in R_w
     migration  z_fc >= x_fc - cur_fc,  z_fc >= cur_fc - x_fc
+    limit      with max_changed_fragments N and a current placement: c_f in {0, 1} for every f
+               running now; x_fc = cur_fc (pools: p_fcq = cur_fcq) unless c_f; c_f = 1 when f runs
+               on a class it is no longer allowed; sum_f c_f <= N (fragments new to the fleet are free)
 
 B_f is optimizer.graph's recurrence B_f = l_f + max(0, max_g k_fg (t_fg + B_g)) as inequalities:
 any feasible B bounds every root-to-leaf path, counting k-fold visits and transfers, so the
@@ -139,7 +142,7 @@ from optimizer.candidates import (
     validate,
 )
 from optimizer.diagnose import diagnose_capacity, diagnose_sla_with_capacity
-from optimizer.explain import migration_usd, plan_fields, units_of
+from optimizer.explain import changed_fragments, migration_usd, plan_fields, units_of
 from optimizer.graph import Graph, build_graph, longest_paths, workload_p99
 from optimizer.greedy import fractional_bound, greedy_assignments
 from optimizer.prepare import Prepared, prepare, unpack
@@ -267,7 +270,7 @@ def _run(problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[s
         split = {f: model.loads[f].split_rps({b: {c: solver.value(v) for c, v in by_class.items()}
                                for b, by_class in by_bucket.items()})
                  for f, by_bucket in model.s.items()}
-    elif status != cp_model.INFEASIBLE and hint:
+    elif status != cp_model.INFEASIBLE and hint and _within_limit(problem, hint):
         replicas = hint  # CP-SAT ran out of time before a solution: the greedy plan still holds
         split = model.hint_split
     else:
@@ -287,14 +290,24 @@ def _run(problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[s
     return assignments, split, status, solver
 
 
+def _whole_units(replicas: dict[tuple[str, str], int]) -> dict[tuple[str, Phase], dict[str, int]]:
+    units: dict[tuple[str, Phase], dict[str, int]] = {}
+    for (f, c), n in replicas.items():
+        units.setdefault((f, Phase.whole), {})[c] = n
+    return units
+
+
 def _objective_usd(problem: Problem, candidates: dict[str, tuple[Candidate, ...]],
                    replicas: dict[tuple[str, str], int]) -> float:
     """$/h plus migration of whole replicas per (fragment, class)."""
     price = {(f, c.device_class): c.usd_per_replica for f, cands in candidates.items() for c in cands}
-    units: dict[tuple[str, Phase], dict[str, int]] = {}
-    for (f, c), n in replicas.items():
-        units.setdefault((f, Phase.whole), {})[c] = n
-    return sum(n * price[key] for key, n in replicas.items()) + migration_usd(problem, units)
+    return sum(n * price[key] for key, n in replicas.items()) + migration_usd(problem, _whole_units(replicas))
+
+
+def _within_limit(problem: Problem, replicas: dict[tuple[str, str], int]) -> bool:
+    """Whether whole replicas per (fragment, class) change no more running fragments than allowed."""
+    limit = problem.max_changed_fragments
+    return limit is None or len(changed_fragments(problem.current, _whole_units(replicas))) <= limit
 
 
 def plan_fields_migration(problem: Problem, assignments: tuple[Assignment, ...]) -> float:
@@ -306,7 +319,7 @@ class _Model:
 
     def __init__(self, problem: Problem, classes: dict[str, ClassCapacity],
                  candidates: dict[str, tuple[Candidate, ...]], graph: Graph, with_slas: bool = True,
-                 pools: Pools | None = None) -> None:
+                 pools: Pools | None = None, with_limit: bool = True) -> None:
         self.model = m = cp_model.CpModel()
         self.x: dict[tuple[str, str], cp_model.IntVar] = {}
         self.y: dict[tuple[str, str], cp_model.IntVar] = {}
@@ -353,6 +366,8 @@ class _Model:
         for cls in problem.device_classes:
             if cls.device_class in self._used:
                 m.add(sum(self._used[cls.device_class]) <= cls.slices)
+        if problem.max_changed_fragments is not None and with_limit:
+            self._add_change_limit(current, problem.max_changed_fragments)
         if with_slas and problem.slas:
             self._add_paths(problem, classes, candidates, graph)
         m.minimize(sum(self._cost))
@@ -373,6 +388,27 @@ class _Model:
             m.add_abs_equality(z, x - cur)
             self._cost.append(self._mu * z)
         return x, y, z, top
+
+    def _add_change_limit(self, current: dict[tuple[str, str, Phase], int], limit: int) -> None:
+        """The docstring's change limit: c_f for every fragment running now, sum_f c_f <= N."""
+        m = self.model
+        replicas: dict[str, list[tuple[cp_model.IntVar, int]]] = {}
+        for (f, c), x in self.x.items():
+            replicas.setdefault(f, []).append((x, current.get((f, c, Phase.whole), 0)))
+        for (f, c, phase), x in self.px.items():
+            replicas.setdefault(f, []).append((x, current.get((f, c, phase), 0)))
+        modelled = {(f, c, Phase.whole) for f, c in self.x} | set(self.px)
+        changed = {}
+        for (f, c, phase), n in sorted(current.items()):
+            if n <= 0:
+                continue
+            if f not in changed:
+                changed[f] = m.new_bool_var(f"changed[{f}]")
+                for x, cur in replicas.get(f, ()):
+                    m.add(x == cur).only_enforce_if(changed[f].Not())
+            if (f, c, phase) not in modelled:  # it runs where it is no longer allowed: it must change
+                m.add(changed[f] == 1)
+        m.add(sum(changed.values()) <= limit)
 
     def _add_pools(self, f: FragmentDemand, need: int, current: dict, headroom: float) -> cp_model.IntVar:
         """The docstring's split: sigma_f, and the prefill and decode pools that serve f when it is set."""
@@ -599,6 +635,13 @@ def _diagnose_infeasible(problem: Problem, classes: dict[str, ClassCapacity],
     if status != cp_model.INFEASIBLE:
         return (f"no feasible plan found within the {problem.time_limit_s} s time limit "
                 "(not proven infeasible); raise time_limit_s",)
+    if problem.max_changed_fragments is not None and problem.current:
+        free_status, _ = _Model(problem, classes, candidates, graph, pools=pools,
+                                with_limit=False).solve(problem.time_limit_s)
+        if free_status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return (f"no placement changes at most {problem.max_changed_fragments} running fragments "
+                    "(max_changed_fragments) and still serves demand within capacity and SLAs; raise the "
+                    "limit, or keep the current placement",)
     if problem.slas:
         relaxed_status, _ = _Model(problem, classes, candidates, graph, with_slas=False,
                                    pools=pools).solve(problem.time_limit_s)

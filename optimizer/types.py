@@ -126,6 +126,9 @@ class Problem:
     # replica only started or only stopped costs half of it.
     migration_cost_usd: float = 0.0
     transfer: TransferModel = field(default_factory=TransferModel)
+    # At most this many fragments that run now may change their replicas (a migration policy's
+    # disruption limit); fragments with nothing running yet are placed regardless. None: no limit.
+    max_changed_fragments: int | None = None
 
 
 class PlanStatus(StrEnum):
