@@ -18,7 +18,9 @@ from controlplane.models import (
     Edge,
     Fragment,
     FragmentProfile,
+    Migration,
     MigrationPolicy,
+    MigrationState,
     Node,
     Placement,
     PlacementItem,
@@ -68,11 +70,13 @@ class WorkloadView:
 
 @dataclass(frozen=True)
 class PolicyView:
-    """The fleet-wide migration policy in force (defaults when none is set)."""
+    """The fleet-wide migration policy in force (a policy's defaults when none is set)."""
 
     min_improvement_pct: float = 5.0
     approval_required: bool = False
     dry_run: bool = False
+    cooldown_s: int = 300
+    max_moves_per_cycle: int = 10
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class Snapshot:
     latest_version: int
     policy: PolicyView
     edges: tuple["EdgeView", ...] = ()
+    last_moved: dict[int, datetime] = field(default_factory=dict)  # fragment id -> its last migration's end
 
 
 @dataclass(frozen=True)
@@ -201,10 +206,20 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         .order_by(MigrationPolicy.id)
     ).first()
     policy = (
-        PolicyView(policy_row.min_improvement_pct, policy_row.approval_required, policy_row.dry_run)
+        PolicyView(policy_row.min_improvement_pct, policy_row.approval_required, policy_row.dry_run,
+                   policy_row.cooldown_s, policy_row.max_moves_per_cycle)
         if policy_row
         else PolicyView()
     )
+    last_moved = {
+        fid: to_utc(at)
+        for fid, at in session.exec(
+            select(Migration.fragment_id, func.max(Migration.finished_at))
+            .where(Migration.state == MigrationState.succeeded)
+            .group_by(Migration.fragment_id)
+        ).all()
+        if at is not None
+    }
     return Snapshot(
         now=now,
         classes=classes,
@@ -217,11 +232,12 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         latest_version=int(latest),
         policy=policy,
         edges=edges,
+        last_moved=last_moved,
     )
 
 
 def build_problem(
-    snapshot: Snapshot, headroom: float, time_limit_s: float, migration_cost_usd: float = 0.0
+    snapshot: Snapshot, headroom: float, time_limit_s: float, migration_cost_usd: float = 0.0, limits: bool = True
 ) -> Problem:
     """The optimizer's problem: the observed graph with its SLAs, the fleet, and what runs now.
 
@@ -232,6 +248,11 @@ def build_problem(
     graph (the solver adds transfer latency where an edge crosses classes). Edges that would
     close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
     lightest first, since a path bound needs an acyclic graph.
+
+    With a current placement and `limits`, the migration policy bounds the plan: fragments that
+    moved less than `cooldown_s` ago are pinned to the classes they run on, and at most
+    `max_moves_per_cycle` running fragments may change (Problem.max_changed_fragments).
+    `limits=False` is the same problem without them, for when no plan within them exists.
     """
     specs = {c.name: c for c in snapshot.classes}
     capacity = tuple(
@@ -275,6 +296,10 @@ def build_problem(
         for (fid, cls, phase), (replicas, slices) in sorted(snapshot.current.items())
         if str(fid) in placed and cls in specs
     )
+    limit = None
+    if limits and current:
+        fragments = _cooling_down(snapshot, fragments, current)
+        limit = snapshot.policy.max_moves_per_cycle
     return Problem(
         device_classes=capacity,
         fragments=fragments,
@@ -284,7 +309,21 @@ def build_problem(
         slas=slas,
         current=current,
         migration_cost_usd=migration_cost_usd,
+        max_changed_fragments=limit,
     )
+
+
+def _cooling_down(snapshot: Snapshot, fragments: tuple[FragmentDemand, ...], current: tuple[Assignment, ...]
+                  ) -> tuple[FragmentDemand, ...]:
+    """`fragments` with those migrated less than the policy's cooldown ago pinned to the classes they
+    run on: they may scale there, not move."""
+    cooldown = timedelta(seconds=snapshot.policy.cooldown_s)
+    running: dict[str, set[str]] = defaultdict(set)
+    for a in current:
+        running[a.fragment].add(a.device_class)
+    cooling = {str(fid) for fid, at in snapshot.last_moved.items() if snapshot.now - at < cooldown}
+    return tuple(replace(f, pinned=tuple(sorted(running[f.fragment])))
+                 if f.fragment in cooling and running[f.fragment] else f for f in fragments)
 
 
 def acyclic(edges: Iterable[OptEdge]) -> tuple[OptEdge, ...]:

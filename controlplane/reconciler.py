@@ -1,14 +1,16 @@
 """The reconciler: the thin stateful shell around the pure stages.
 
 Each cycle: sync inventory -> snapshot -> build_problem -> solve -> decide -> write the placement
-and its migrations durably -> actuate -> mark the outcome -> meter. A placement left `applying`
+and its migrations durably -> actuate -> mark the outcome -> meter. The problem keeps the
+migration policy's cooldown and move limit; only when no plan within them serves demand is it
+solved again without them, and the placement's reason says so. A placement left `applying`
 by a crash is actuated again at the start of the next cycle (actuation is idempotent).
 """
 
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -32,7 +34,7 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import utcnow
-from controlplane.planning import build_problem, take_snapshot
+from controlplane.planning import Snapshot, build_problem, take_snapshot
 from controlplane.settings import Settings
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
@@ -77,11 +79,10 @@ class Reconciler:
         self._resume_unfinished()
         with session_scope(self.engine) as session:
             snapshot = take_snapshot(session, now)
-        problem = build_problem(
-            snapshot, self.settings.demand_headroom, self.settings.solver_time_limit_s, self.settings.migration_cost_usd
-        )
-        plan = solve(problem)
+        problem, plan, lifted = self._plan(snapshot)
         decision = decide(snapshot, problem, plan)
+        if lifted and decision.action is not Action.keep:
+            decision = replace(decision, reason=f"{decision.reason}; {lifted}")
         version = None
         if decision.action is not Action.keep:
             version = snapshot.latest_version + 1
@@ -106,6 +107,22 @@ class Reconciler:
         )
         log.info("reconcile: %s (%s), %d moves", decision.action.value, decision.reason, len(decision.moves))
         return self.last
+
+    def _plan(self, snapshot: Snapshot) -> tuple[Problem, Plan, str]:
+        """The problem and plan within the migration policy's cooldown and move limit; when no plan
+        exists within them (capacity lost, demand grown past what may stay put), the plan without
+        them, with a note saying so."""
+        s = self.settings
+        problem = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd)
+        plan = solve(problem)
+        if plan.feasible or problem.max_changed_fragments is None:
+            return problem, plan, ""
+        free = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd, limits=False)
+        free_plan = solve(free)
+        if not free_plan.feasible:
+            return problem, plan, ""
+        why = plan.diagnosis[0] if plan.diagnosis else "no plan"
+        return free, free_plan, f"cooldown and move limit lifted: none of their plans serves demand ({why})"
 
     def run_forever(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:
         """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period."""

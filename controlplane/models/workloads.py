@@ -179,8 +179,14 @@ class MigrationPolicyBase(SQLModel):
     tenant_id: int | None = Field(None, description="Scope: this tenant's workloads; empty for the whole fleet.")
     workload_id: int | None = Field(None, description="Scope: one workload; overrides a tenant or fleet policy.")
     min_improvement_pct: float = Field(5.0, ge=0, le=100, description="Move only if $/hour drops by at least this.")
-    cooldown_s: int = Field(300, ge=0, description="Seconds a fragment stays put after a move.")
-    max_moves_per_cycle: int = Field(10, ge=0, description="Most migrations started per reconciler cycle.")
+    cooldown_s: int = Field(
+        300, ge=0,
+        description="Seconds a fragment stays on its device classes after a migration (it may still scale "
+                    "there). Lifted for a cycle when no plan within it serves demand.")
+    max_moves_per_cycle: int = Field(
+        10, ge=0,
+        description="Most running fragments whose replicas change in one reconciler cycle; fragments new to "
+                    "the fleet are placed regardless. Lifted for a cycle when no plan within it serves demand.")
     approval_required: bool = Field(False, description="Migrations wait for an operator's approval.")
     dry_run: bool = Field(False, description="Plan and record, never actuate.")
     enabled: bool = True

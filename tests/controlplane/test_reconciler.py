@@ -1,5 +1,6 @@
 """The reconciler end to end over a real database and the in-memory actuator."""
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -201,3 +202,66 @@ def test_a_busy_large_llm_is_split_into_prefill_and_decode_pools(engine):
     # The next cycle reads the pools back as what runs now: nothing to change.
     again = reconciler(engine, actuator, now=NOW + timedelta(seconds=5)).run_once()
     assert again.action is Action.keep, again.reason
+
+
+# --- the migration policy's cooldown and move limit -----------------------------------------------------------
+
+NO_GAUDI = (
+    NodeInventory("l40s-0", "L40S", devices=4, healthy_devices=4),
+    NodeInventory("cpu-0", "CPU-EPYC-64C", devices=2, healthy_devices=2),
+)
+WITH_GAUDI = (*NO_GAUDI, NodeInventory("gaudi2-0", "Gaudi2", devices=4, healthy_devices=4))
+
+
+def _policy(engine, **limits) -> None:
+    with Session(engine) as session:
+        session.add(MigrationPolicy(name="limits", min_improvement_pct=0, **limits))
+        session.commit()
+
+
+def _classes(actuator) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for rs in actuator.observe().replica_sets:
+        out.setdefault(rs.fragment_key, set()).add(rs.device_class)
+    return out
+
+
+def test_a_fragment_stays_on_its_classes_while_it_cools_down(engine, graph):
+    _policy(engine, cooldown_s=30)
+    actuator = InMemoryActuator(NO_GAUDI)
+    reconciler(engine, actuator).run_once()
+    assert _classes(actuator)["llm:llama-3.1-8b-instruct"] == {"L40S"}
+    actuator.nodes = WITH_GAUDI  # cheaper for the LLM, but it moved 10 s ago
+    reconciler(engine, actuator, now=NOW + timedelta(seconds=10)).run_once()
+    assert _classes(actuator)["llm:llama-3.1-8b-instruct"] == {"L40S"}
+    reconciler(engine, actuator, now=NOW + timedelta(seconds=40)).run_once()  # cooled down
+    assert _classes(actuator)["llm:llama-3.1-8b-instruct"] == {"Gaudi2"}
+
+
+def test_no_more_running_fragments_change_per_cycle_than_the_policy_allows(engine, graph):
+    _policy(engine, cooldown_s=0, max_moves_per_cycle=0)
+    actuator = InMemoryActuator(NO_GAUDI)
+    first = reconciler(engine, actuator).run_once()
+    assert first.action is Action.apply  # placing fragments new to the fleet is not limited
+    before = _classes(actuator)
+    actuator.nodes = WITH_GAUDI
+    held = reconciler(engine, actuator, now=NOW + timedelta(seconds=10)).run_once()
+    assert held.action is Action.keep and _classes(actuator) == before
+    with Session(engine) as session:
+        session.exec(select(MigrationPolicy)).one().max_moves_per_cycle = 1
+        session.commit()
+    moved = reconciler(engine, actuator, now=NOW + timedelta(seconds=20)).run_once()
+    assert moved.action is Action.apply
+    after = _classes(actuator)
+    assert sum(after[key] != before[key] for key in before) == 1
+
+
+def test_losing_the_classes_a_cooling_fragment_runs_on_lifts_the_limits(engine, graph):
+    _policy(engine, cooldown_s=300, max_moves_per_cycle=0)
+    actuator = InMemoryActuator(WITH_GAUDI)
+    reconciler(engine, actuator).run_once()
+    llm_on = _classes(actuator)["llm:llama-3.1-8b-instruct"]
+    actuator.nodes = tuple(replace(n, healthy_devices=0) if n.device_class in llm_on else n for n in WITH_GAUDI)
+    report = reconciler(engine, actuator, now=NOW + timedelta(seconds=10)).run_once()
+    assert report.action is Action.apply and "cooldown and move limit lifted" in report.reason
+    assert not _classes(actuator)["llm:llama-3.1-8b-instruct"] & llm_on
