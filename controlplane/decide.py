@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from enum import StrEnum
 
+from controlplane.models import PlacementState
 from controlplane.planning import Snapshot
 from optimizer.checker import check
 from optimizer.explain import pair_moves
@@ -57,6 +58,12 @@ def decide(snapshot: Snapshot, problem: Problem, plan: Plan) -> Decision:
         return Decision(Action.keep, gate, current, ())
     policy = snapshot.policy
     if policy.dry_run or policy.approval_required:
+        proposal = snapshot.proposal
+        if proposal is not None and proposal.items == target:  # one proposal per plan, not one per cycle
+            if proposal.state is PlacementState.rejected:
+                return Decision(Action.keep, f"this plan was proposed as v{proposal.version} and rejected", current, ())
+            return Decision(Action.keep, f"this plan is proposed as v{proposal.version}, "
+                            f"{'recorded by a dry run' if policy.dry_run else 'awaiting approval'}", current, ())
         why = "dry run" if policy.dry_run else "approval required"
         return Decision(Action.propose, f"{_summary(snapshot, plan)} ({why})", target, moves)
     return Decision(Action.apply, _summary(snapshot, plan), target, moves)

@@ -80,6 +80,16 @@ class PolicyView:
 
 
 @dataclass(frozen=True)
+class ProposalView:
+    """The newest placement when it was not applied: a proposal (waiting for approval, or dry run)
+    or one an operator rejected, with its items (fragment id, class, phase) -> (replicas, slices)."""
+
+    version: int
+    state: PlacementState
+    items: dict[tuple[int, str, Phase], tuple[int, int]]
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything one reconciler cycle decides from, read in one transaction."""
 
@@ -95,6 +105,7 @@ class Snapshot:
     policy: PolicyView
     edges: tuple["EdgeView", ...] = ()
     last_moved: dict[int, datetime] = field(default_factory=dict)  # fragment id -> its last migration's end
+    proposal: ProposalView | None = None
 
 
 @dataclass(frozen=True)
@@ -179,15 +190,12 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
     current_placement = session.exec(
         select(Placement).where(Placement.state == PlacementState.applied).order_by(Placement.version.desc())
     ).first()
-    current = {}
-    if current_placement is not None:
-        for item, name in session.exec(
-            select(PlacementItem, DeviceClass.name)
-            .join(DeviceClass, DeviceClass.id == PlacementItem.device_class_id)
-            .where(PlacementItem.placement_id == current_placement.id)
-        ).all():
-            current[(item.fragment_id, name, Phase(item.phase))] = (item.replicas, item.slices)
+    current = _items(session, current_placement.id) if current_placement is not None else {}
     latest = session.exec(select(func.max(Placement.version))).one() or 0
+    newest = session.exec(select(Placement).where(Placement.version == latest)).first() if latest else None
+    proposal = None
+    if newest is not None and newest.state in (PlacementState.proposed, PlacementState.rejected):
+        proposal = ProposalView(newest.version, PlacementState(newest.state), _items(session, newest.id))
 
     visits_ever = dict(
         session.exec(
@@ -233,7 +241,20 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         policy=policy,
         edges=edges,
         last_moved=last_moved,
+        proposal=proposal,
     )
+
+
+def _items(session: Session, placement_id: int) -> dict[tuple[int, str, Phase], tuple[int, int]]:
+    """A placement's replicas per (fragment id, class, phase), with slices per replica."""
+    return {
+        (item.fragment_id, name, Phase(item.phase)): (item.replicas, item.slices)
+        for item, name in session.exec(
+            select(PlacementItem, DeviceClass.name)
+            .join(DeviceClass, DeviceClass.id == PlacementItem.device_class_id)
+            .where(PlacementItem.placement_id == placement_id)
+        ).all()
+    }
 
 
 def build_problem(

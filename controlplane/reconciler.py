@@ -192,7 +192,7 @@ class Reconciler:
                 select(Placement.version).where(Placement.state == PlacementState.applying).order_by(Placement.version)
             ).all()
         for version in versions:
-            log.warning("resuming placement v%d left applying by an earlier run", version)
+            log.info("actuating placement v%d (approved, or left applying by an earlier run)", version)
             self._actuate(version)
 
     def _actuate(self, version: int) -> None:

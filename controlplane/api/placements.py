@@ -1,12 +1,14 @@
-"""Placements (current and history) and the migrations between them; tenant tokens see only their own."""
+"""Placements (current and history) and the migrations between them; tenant tokens see only their own.
+Operators approve or reject a proposed placement (a policy with approval_required)."""
 
 from fastapi import APIRouter
+from sqlalchemy import func
 from sqlmodel import Session, select
 
-from controlplane.api.common import Page, WindowDep, get_or_404, paginate
+from controlplane.api.common import Page, WindowDep, audit, get_or_404, paginate
 from controlplane.auth import Principal
-from controlplane.deps import SessionDep, Viewer, check_tenant
-from controlplane.errors import NotFound
+from controlplane.deps import Operator, SessionDep, Viewer, check_tenant, fleet_writer
+from controlplane.errors import Conflict, NotFound
 from controlplane.models import (
     DeviceClass,
     Fragment,
@@ -76,6 +78,49 @@ def get_placement(version: int, session: SessionDep, principal: Viewer):
     if placement is None:
         raise NotFound(f"placement version {version} not found")
     return placement_public(session, principal, placement, with_items=True)
+
+
+@router.post("/placements/{version}/approve", response_model=PlacementPublic,
+             summary="Approve a proposed placement: the reconciler actuates it at its next cycle")
+def approve_placement(version: int, session: SessionDep, principal: Operator):
+    placement, migrations = _decidable(session, principal, version)
+    placement.state = PlacementState.applying
+    for migration in migrations:
+        migration.state = MigrationState.pending
+    audit(session, principal, "placement.approve", placement, detail={"version": version})
+    session.commit()
+    return placement_public(session, principal, placement, with_items=True)
+
+
+@router.post("/placements/{version}/reject", response_model=PlacementPublic,
+             summary="Reject a proposed placement: it is never actuated, and the same plan is not proposed again")
+def reject_placement(version: int, session: SessionDep, principal: Operator):
+    placement, migrations = _decidable(session, principal, version)
+    placement.state = PlacementState.rejected
+    for migration in migrations:
+        migration.state = MigrationState.rejected
+    audit(session, principal, "placement.reject", placement, detail={"version": version})
+    session.commit()
+    return placement_public(session, principal, placement, with_items=True)
+
+
+def _decidable(session: Session, principal: Principal, version: int) -> tuple[Placement, list[Migration]]:
+    """The newest placement when it awaits approval, with its migrations; otherwise a clear error."""
+    fleet_writer(principal)  # a placement moves every tenant's fragments
+    placement = session.exec(select(Placement).where(Placement.version == version)).first()
+    if placement is None:
+        raise NotFound(f"placement version {version} not found")
+    if placement.state != PlacementState.proposed:
+        raise Conflict(f"placement v{version} is {placement.state}; only a proposed placement can be "
+                       "approved or rejected")
+    newest = session.exec(select(func.max(Placement.version))).one()
+    if newest != version:
+        raise Conflict(f"placement v{version} is superseded by v{newest}; decide on the newest proposal")
+    migrations = session.exec(select(Migration).where(Migration.placement_id == placement.id)).all()
+    if any(m.state == MigrationState.skipped for m in migrations):
+        raise Conflict(f"placement v{version} was recorded by a dry-run policy and is never actuated; turn "
+                       "dry_run off and the reconciler proposes again")
+    return placement, list(migrations)
 
 
 def migration_public(session: Session, migration: Migration, workload_id: int) -> MigrationPublic:

@@ -12,10 +12,11 @@ from controlplane.models._common import utcnow
 class PlacementState(StrEnum):
     """A placement is written before it is actuated; the current one is the newest `applied`."""
 
-    proposed = "proposed"  # dry-run or waiting for approval: recorded, never actuated
-    applying = "applying"  # written durably, actuation under way (a restart resumes it)
+    proposed = "proposed"  # dry-run or waiting for approval: recorded, not actuated
+    applying = "applying"  # written durably (or approved), actuation under way (a restart resumes it)
     applied = "applied"
     failed = "failed"
+    rejected = "rejected"  # an operator turned the proposal down
 
 
 class Placement(SQLModel, table=True):
