@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from controlplane.models import PlacementState
-from controlplane.planning import Snapshot
+from controlplane.planning import Replicas, Snapshot
 from optimizer.checker import check
 from optimizer.explain import pair_moves
 from optimizer.types import Assignment, Phase, Plan, PlanStatus, Problem
@@ -18,9 +18,6 @@ class Action(StrEnum):
     keep = "keep"  # record nothing new, actuate nothing
     apply = "apply"  # record the plan as a new placement and actuate it
     propose = "propose"  # record the plan, but do not actuate (dry run or approval needed)
-
-
-Replicas = dict[tuple[int, str, Phase], tuple[int, int]]  # (fragment id, class, phase) -> (replicas, slices)
 
 
 @dataclass(frozen=True)

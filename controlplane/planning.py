@@ -79,14 +79,17 @@ class PolicyView:
     max_moves_per_cycle: int = 10
 
 
+Replicas = dict[tuple[int, str, Phase], tuple[int, int]]  # (fragment id, class, phase) -> (replicas, slices)
+
+
 @dataclass(frozen=True)
 class ProposalView:
     """The newest placement when it was not applied: a proposal (waiting for approval, or dry run)
-    or one an operator rejected, with its items (fragment id, class, phase) -> (replicas, slices)."""
+    or one an operator rejected, with its items."""
 
     version: int
     state: PlacementState
-    items: dict[tuple[int, str, Phase], tuple[int, int]]
+    items: Replicas
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class Snapshot:
     healthy_devices: dict[str, int]
     fragments: tuple[FragmentView, ...]
     workloads: dict[int, WorkloadView]
-    current: dict[tuple[int, str, Phase], tuple[int, int]]  # (fragment id, class, phase) -> (replicas, slices)
+    current: Replicas
     current_version: int | None
     latest_version: int
     policy: PolicyView
@@ -191,8 +194,8 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         select(Placement).where(Placement.state == PlacementState.applied).order_by(Placement.version.desc())
     ).first()
     current = _items(session, current_placement.id) if current_placement is not None else {}
-    latest = session.exec(select(func.max(Placement.version))).one() or 0
-    newest = session.exec(select(Placement).where(Placement.version == latest)).first() if latest else None
+    newest = session.exec(select(Placement).order_by(Placement.version.desc())).first()
+    latest = newest.version if newest is not None else 0
     proposal = None
     if newest is not None and newest.state in (PlacementState.proposed, PlacementState.rejected):
         proposal = ProposalView(newest.version, PlacementState(newest.state), _items(session, newest.id))
@@ -245,7 +248,7 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
     )
 
 
-def _items(session: Session, placement_id: int) -> dict[tuple[int, str, Phase], tuple[int, int]]:
+def _items(session: Session, placement_id: int) -> Replicas:
     """A placement's replicas per (fragment id, class, phase), with slices per replica."""
     return {
         (item.fragment_id, name, Phase(item.phase)): (item.replicas, item.slices)
@@ -264,9 +267,10 @@ def build_problem(
 
     Profiles are estimated by the performance model, with measured mean latency where
     telemetry has enough visits on a class (for fragments that call no other: a caller's spans
-    include the calls it waits on). LLM fragments get prefill- and decode-pool profiles
-    and their KV hand-off size too, so the solver may split them (disaggregated serving). Each workload's p99 SLA bounds every path of its
-    graph (the solver adds transfer latency where an edge crosses classes). Edges that would
+    include the calls it waits on). LLM fragments get prefill- and decode-pool profiles and
+    their KV hand-off size too, so the solver may split them (disaggregated serving). Each
+    workload's p99 SLA bounds every path of its graph (the solver adds transfer latency where an
+    edge crosses classes). Edges that would
     close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
     lightest first, since a path bound needs an acyclic graph.
 

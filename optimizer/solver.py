@@ -120,7 +120,7 @@ CP-SAT has any solution, the hint is returned as feasible. The plan's lower boun
 CP-SAT's own bound, the fractional bound and the Lagrangian bound at the LP's prices (every plan
 costs at least that: optimizer.prices). When the cheapest classes run short, CP-SAT's bound comes
 late and greedy alone hands each short class to whoever comes first; at 1,000 fragments the LP
-start and the Lagrangian bound bring the proven gap from 12% at 10 s to 0.1-0.2% in about 1.4 s.
+start and the Lagrangian bound bring the proven gap from 12% at 10 s to 0.1-0.2% in about 1.2 s.
 The cost is reproducible whenever the solve ends optimal; ties between equal-cost placements are
 broken by the y and z terms.
 """
@@ -180,15 +180,15 @@ def solve(problem: Problem) -> Plan:
 
 
 class _Relaxed:
-    """optimizer.prices on the whole problem: capacity prices and whole choices from the LP (the
-    CP-SAT hint starts from them), and the Lagrangian lower bound on any plan's cost ($/h)."""
+    """optimizer.prices on the whole problem: the LP's whole choices (the CP-SAT hint starts from
+    them), and the Lagrangian lower bound at its capacity prices on any plan's cost ($/h)."""
 
     def __init__(self, problem: Problem, prepared: Prepared) -> None:
         classes, candidates = prepared.classes, prepared.candidates
-        self.lam, self.prefer = relaxed_placement(problem, classes, candidates)
+        lam, self.prefer = relaxed_placement(problem, classes, candidates)
         capacity = {name: cls.slices for name, cls in classes.items()}
         self.bound = max(fractional_bound(problem, candidates, prepared.pools),
-                         lagrangian_bound(problem, candidates, self.lam, capacity, prepared.pools))
+                         lagrangian_bound(problem, candidates, lam, capacity, prepared.pools))
 
 
 def _whole(problem: Problem, prepared: Prepared, relaxed: _Relaxed, started: float) -> Plan:

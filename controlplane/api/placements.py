@@ -83,23 +83,23 @@ def get_placement(version: int, session: SessionDep, principal: Viewer):
 @router.post("/placements/{version}/approve", response_model=PlacementPublic,
              summary="Approve a proposed placement: the reconciler actuates it at its next cycle")
 def approve_placement(version: int, session: SessionDep, principal: Operator):
-    placement, migrations = _decidable(session, principal, version)
-    placement.state = PlacementState.applying
-    for migration in migrations:
-        migration.state = MigrationState.pending
-    audit(session, principal, "placement.approve", placement, detail={"version": version})
-    session.commit()
-    return placement_public(session, principal, placement, with_items=True)
+    return _decide(session, principal, version, PlacementState.applying, MigrationState.pending, "placement.approve")
 
 
 @router.post("/placements/{version}/reject", response_model=PlacementPublic,
              summary="Reject a proposed placement: it is never actuated, and the same plan is not proposed again")
 def reject_placement(version: int, session: SessionDep, principal: Operator):
+    return _decide(session, principal, version, PlacementState.rejected, MigrationState.rejected, "placement.reject")
+
+
+def _decide(session: Session, principal: Principal, version: int, state: PlacementState,
+            migration_state: MigrationState, action: str) -> PlacementPublic:
+    """Move the newest proposal and its migrations to `state` and `migration_state`, audited as `action`."""
     placement, migrations = _decidable(session, principal, version)
-    placement.state = PlacementState.rejected
+    placement.state = state
     for migration in migrations:
-        migration.state = MigrationState.rejected
-    audit(session, principal, "placement.reject", placement, detail={"version": version})
+        migration.state = migration_state
+    audit(session, principal, action, placement, detail={"version": version})
     session.commit()
     return placement_public(session, principal, placement, with_items=True)
 
