@@ -64,6 +64,8 @@ class FragmentVisits:
     latency_ms_sum: float
     tokens_in: int
     tokens_out: int
+    queue_visits: int = 0  # visits whose span said how long they queued
+    queue_ms_sum: float = 0.0  # and the sum of those waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +141,8 @@ def assemble(
         orphans = sum(len(children) for t in window._traces.values() for children in t.waiting.values())
     # Hot loop: keys are plain tuples ((tenant, workload), ...); dataclasses are built once per key below.
     seen: dict[tuple[tuple[str, str], str], list] = {}  # -> [kind, name, model, first_ns, last_ns]
-    visits: dict[tuple, list] = {}  # (wl, key, class, minute) -> [visits, latency, tokens in, tokens out]
+    # (wl, key, class, minute) -> [visits, latency, tokens in, tokens out, queued visits, queue ms]
+    visits: dict[tuple, list] = {}
     buckets: dict[tuple, int] = defaultdict(int)  # (wl, key, class, minute, series, bucket) -> count
     lat, tin_s, tout_s = Series.latency_ms, Series.tokens_in, Series.tokens_out
     for r in records:
@@ -149,12 +152,15 @@ def assemble(
         where = (wl, key, r.device_class, r.end_ns // _NS_PER_MINUTE)
         acc = visits.get(where)
         if acc is None:
-            visits[where] = [1, r.duration_ms, r.tokens_in, r.tokens_out]
+            acc = visits[where] = [1, r.duration_ms, r.tokens_in, r.tokens_out, 0, 0.0]
         else:
             acc[0] += 1
             acc[1] += r.duration_ms
             acc[2] += r.tokens_in
             acc[3] += r.tokens_out
+        if r.queue_ms is not None:
+            acc[4] += 1
+            acc[5] += r.queue_ms
         buckets[(*where, lat, latency_bucket(r.duration_ms))] += 1
         if r.kind in _TOKEN_KINDS:
             buckets[(*where, tin_s, token_bucket(r.tokens_in))] += 1
@@ -180,8 +186,8 @@ def assemble(
             for (wl, key), (kind, name, model, first, last) in sorted(seen.items())
         ),
         visits=tuple(
-            FragmentVisits(names[wl], key, dc, minute_at(m), v, latency, ti, to)
-            for (wl, key, dc, m), (v, latency, ti, to) in sorted(visits.items())
+            FragmentVisits(names[wl], key, dc, minute_at(m), v, latency, ti, to, qv, queue)
+            for (wl, key, dc, m), (v, latency, ti, to, qv, queue) in sorted(visits.items())
         ),
         edges=tuple(
             EdgeCalls(WorkloadName(*wl), parent, child, calls, nbytes)

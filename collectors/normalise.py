@@ -68,12 +68,17 @@ messaging.message.body.size (or messaging.message_payload_size_bytes), and
 rpc.message.uncompressed_size (else compressed_size) over the span's "message" events;
 0 when unknown.
 
+Queue time: ``gen_ai.latency.time_in_queue`` (seconds, as vLLM's request spans report it) in
+milliseconds; absent (None) when the span does not say, or the value is not a finite number >= 0.
+The optimizer reads per-replica capacity from it (controlplane.planning).
+
 Resource attributes ``heteroplane.tenant`` / ``heteroplane.workload`` name the tenant and
 workload (falling back to service.namespace / service.name), and
 ``heteroplane.device_class`` (span attribute first, then resource attribute) names the
 device class.
 """
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -103,6 +108,7 @@ TENANT_ATTR = "heteroplane.tenant"
 WORKLOAD_ATTR = "heteroplane.workload"
 DEVICE_CLASS_ATTR = "heteroplane.device_class"
 BYTES_ATTR = "heteroplane.bytes"
+QUEUE_ATTR = "gen_ai.latency.time_in_queue"  # seconds a request waited before the model server ran it
 
 _MODEL_ATTRS = (
     "gen_ai.request.model",
@@ -230,6 +236,7 @@ _KNOWN_ATTRS = frozenset(
         *_OUTPUT_TOKEN_ATTRS,
         *_TOTAL_TOKEN_ATTRS,
         *_BYTE_ATTRS,
+        QUEUE_ATTR,
     }
 )
 _SCALAR_FIELDS = frozenset({"string_value", "bool_value", "int_value", "double_value"})
@@ -266,6 +273,7 @@ class SpanRecord(NamedTuple):
     tokens_in: int
     tokens_out: int
     bytes: int = 0  # moved on the call from the parent into this span, when the telemetry says so
+    queue_ms: float | None = None  # waited before a model server ran it, when the telemetry says so
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +436,7 @@ def _normalise(span: Span, origin: ResourceOrigin) -> SpanRecord:
         tokens_in,
         tokens_out,
         _bytes(span, attrs),
+        _queue_ms(attrs[QUEUE_ATTR]) if QUEUE_ATTR in attrs else None,
     )
 
 
@@ -463,6 +472,17 @@ def _bytes(span: Span, attrs: Attributes) -> int:
             if event.name == _RPC_MESSAGE_EVENT:
                 total += _count(attributes_of(event.attributes), _RPC_MESSAGE_SIZE_ATTRS) or 0
     return min(total, COUNT_MAX)
+
+
+def _queue_ms(value: str | bool | int | float) -> float | None:
+    """`gen_ai.latency.time_in_queue` (seconds) in milliseconds; None for junk, negatives and non-finite values."""
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds * 1000.0 if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _hex_id(raw: bytes, size: int, field: str) -> str:

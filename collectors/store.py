@@ -194,6 +194,8 @@ def _upsert_profiles(
             "latency_ms_sum": v.latency_ms_sum,
             "tokens_in": v.tokens_in,
             "tokens_out": v.tokens_out,
+            "queue_visits": v.queue_visits,
+            "queue_ms_sum": v.queue_ms_sum,
         }
         for v in batch.visits
     ]
@@ -201,7 +203,7 @@ def _upsert_profiles(
         session,
         FragmentProfile.__table__,
         ["fragment_id", "device_class", "minute"],
-        ["visits", "latency_ms_sum", "tokens_in", "tokens_out"],
+        ["visits", "latency_ms_sum", "tokens_in", "tokens_out", "queue_visits", "queue_ms_sum"],
         rows,
     )
 

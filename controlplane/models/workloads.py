@@ -119,6 +119,9 @@ class FragmentProfile(SQLModel, table=True):
     latency_ms_sum: float = 0.0
     tokens_in: int = Field(0, sa_type=BigInteger)
     tokens_out: int = Field(0, sa_type=BigInteger)
+    # Visits whose span said how long they queued (vLLM's gen_ai.latency.time_in_queue), and the sum.
+    queue_visits: int = Field(0, sa_type=BigInteger)
+    queue_ms_sum: float = 0.0
 
 
 class ProfileBucket(SQLModel, table=True):

@@ -9,7 +9,9 @@ Span attributes follow the OTel GenAI semantic conventions, so the collectors
 derive each fragment's key (see apps.py) from them; `heteroplane.device_class`
 says which device class served the visit (for a fragment split into prefill and
 decode pools, the class that decoded it), and `heteroplane.prefill_device_class`,
-on split visits only, which class prefilled it. Resource attributes:
+on split visits only, which class prefilled it. Visits of model fragments carry
+`gen_ai.latency.time_in_queue` (seconds), as vLLM's request spans do: how long the
+visit waited for a replica (for a split visit, for a prefill replica). Resource attributes:
 service.name, heteroplane.tenant, heteroplane.workload.
 """
 
@@ -286,6 +288,8 @@ class LoadDriver:
         attributes["heteroplane.device_class"] = visit.device_class
         if visit.prefill_class:
             attributes["heteroplane.prefill_device_class"] = visit.prefill_class
+        if model_kind:  # served by a model server, which says how long the visit queued, as vLLM does
+            attributes["gen_ai.latency.time_in_queue"] = visit.wait_s
         if not call.children:
             plan.end_s = at + visit.latency_s
             return plan

@@ -2,6 +2,8 @@
 
 from datetime import UTC, datetime
 
+import pytest
+
 from collectors.assembly import WorkloadName, assemble, ns_to_datetime
 from collectors.normalise import normalise_request
 from tests.collectors.otlp_builders import T0_NS, agent_loop, make_request, make_span
@@ -97,3 +99,13 @@ def test_span_times_are_aware_utc_datetimes():
 def test_empty_batch():
     batch = assemble([])
     assert batch.empty and batch.requests == ()
+
+
+def test_queue_time_sums_over_the_visits_that_report_it():
+    spans = [make_span("chat", span=i + 1, start_ms=10 * i, attrs={
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+        **({"gen_ai.latency.time_in_queue": 0.1 * i} if i else {})}) for i in range(3)]
+
+    (chat,) = assemble(records(spans)).visits
+
+    assert (chat.visits, chat.queue_visits, chat.queue_ms_sum) == (3, 2, pytest.approx(300.0))

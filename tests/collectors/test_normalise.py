@@ -140,6 +140,24 @@ def test_bytes_moved_on_the_call(attrs, moved):
     assert normalise_span(make_span("call", span=1, attrs=attrs), {}).bytes == moved
 
 
+QUEUE = [
+    ("vLLM's seconds in milliseconds", {"gen_ai.latency.time_in_queue": 0.125}, 125.0),
+    ("an int and a numeric string", {"gen_ai.latency.time_in_queue": "2"}, 2000.0),
+    ("no wait is a wait of 0", {"gen_ai.latency.time_in_queue": 0}, 0.0),
+    ("not said", {"gen_ai.operation.name": "chat"}, None),
+    ("negative", {"gen_ai.latency.time_in_queue": -0.5}, None),
+    ("not a number", {"gen_ai.latency.time_in_queue": "soon"}, None),
+    ("NaN", {"gen_ai.latency.time_in_queue": float("nan")}, None),
+    ("infinite", {"gen_ai.latency.time_in_queue": float("inf")}, None),
+    ("a bool", {"gen_ai.latency.time_in_queue": True}, None),
+]
+
+
+@pytest.mark.parametrize(("attrs", "queue_ms"), [row[1:] for row in QUEUE], ids=[row[0] for row in QUEUE])
+def test_queue_time_before_the_model_server_ran_the_visit(attrs, queue_ms):
+    assert normalise_span(make_span("chat", span=1, attrs=attrs), {}).queue_ms == queue_ms
+
+
 def test_rpc_bytes_from_message_events():
     span = make_span("inventory.Stock/Reserve", span=1, attrs={"rpc.system": "grpc"})
     for name, attrs in [

@@ -38,7 +38,8 @@ def run_agent(provider: TracerProvider, tool_calls: int) -> None:
         "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "triage"}):
         with tracer.start_as_current_span("chat gpt-4o", attributes={
             "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
-            "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 20}):
+            "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 20,
+            "gen_ai.latency.time_in_queue": 0.25}):
             pass
         for _ in range(tool_calls):
             with tracer.start_as_current_span("execute_tool search", attributes={
@@ -66,10 +67,14 @@ def test_official_exporter_batch_builds_the_graph(engine, ingest, receiver_url, 
         fragments = {f.id: f for f in session.exec(select(Fragment).where(Fragment.workload_id == workload.id))}
         keys = {f.id: f.key for f in fragments.values()}
         edges = {(keys[e.parent_id], keys[e.child_id]): e.calls for e in session.exec(select(Edge))}
-        profiles = {keys[p.fragment_id]: (p.device_class, p.visits) for p in session.exec(select(FragmentProfile))}
+        profiles = {keys[p.fragment_id]: p for p in session.exec(select(FragmentProfile))}
     assert sorted(keys.values()) == ["agent:triage", "llm:gpt-4o", "tool:search"]
     assert edges == {("agent:triage", "llm:gpt-4o"): 1, ("agent:triage", "tool:search"): 3}
-    assert profiles["tool:search"] == ("l40s", 3)
+    assert (profiles["tool:search"].device_class, profiles["tool:search"].visits) == ("l40s", 3)
+    # vLLM's queue time (seconds) arrives in milliseconds; spans that do not report it count for nothing.
+    chat, tool = profiles["llm:gpt-4o"], profiles["tool:search"]
+    assert (chat.queue_visits, chat.queue_ms_sum) == (1, pytest.approx(250.0))
+    assert (tool.queue_visits, tool.queue_ms_sum) == (0, 0.0)
 
 
 def test_span_at_a_time_export_records_visits(engine, ingest, receiver_url, admin_token):

@@ -78,6 +78,16 @@ def test_llm_spans_carry_genai_attributes_and_the_device_class(spans):
     assert all("heteroplane.device_class" in s.attributes for s in spans)
 
 
+def test_model_spans_say_how_long_they_queued_as_vllm_does(spans):
+    model = [s for s in spans if "gen_ai.request.model" in s.attributes]
+    assert model
+    for s in model:
+        queued_s = s.attributes["gen_ai.latency.time_in_queue"]
+        assert 0 <= queued_s <= (s.end_time - s.start_time) / 1e9
+    assert any(s.attributes["gen_ai.latency.time_in_queue"] > 0 for s in model)  # the fleet is loaded
+    assert not any("gen_ai.latency.time_in_queue" in s.attributes for s in spans if s not in model)
+
+
 def test_split_llm_spans_name_the_decode_class_and_the_prefill_class():
     fleet = SimulatedFleet(seed=3)
     llm70 = ("acme", "rag-chatbot", "llm:llama-3.1-70b-instruct")
