@@ -3,6 +3,7 @@
 `take_snapshot` is the only part that reads; `build_problem` is pure.
 """
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ from controlplane.models import (
     Edge,
     Fragment,
     FragmentProfile,
+    MeasuredCapacity,
     Migration,
     MigrationPolicy,
     MigrationState,
@@ -32,13 +34,21 @@ from controlplane.models import (
 from controlplane.models._common import minute_of, to_utc
 from controlplane.seed import spec_of
 from optimizer.catalog import DeviceClassSpec
-from optimizer.perfmodel import estimate_profiles, kv_bytes_per_token, params_from_model_name
+from optimizer.perfmodel import (
+    MIN_QUEUE_UTILISATION,
+    TARGET_UTILISATION,
+    capacity_from_queueing,
+    estimate_profiles,
+    kv_bytes_per_token,
+    params_from_model_name,
+)
 from optimizer.types import Assignment, ClassCapacity, FragmentDemand, Phase, Problem, ServiceProfile, WorkloadSla
 from optimizer.types import Edge as OptEdge
 
 WINDOW_MINUTES = 5  # demand and measured latency are averaged over this many minutes
 MIN_ELAPSED_S = 10.0  # a fragment seen for less than this is rated over this long
 MIN_MEASURED_VISITS = 20  # fewer visits than this on a class: keep the estimate
+CAPACITY_TTL = timedelta(hours=1)  # a measured capacity no queue has confirmed for this long is dropped
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,14 @@ class FragmentView:
     tokens_in_mean: float
     tokens_out_mean: float
     visits: int
-    measured_latency_ms: dict[str, float] = field(default_factory=dict)  # by class with enough visits
+    # Mean latency of a visit without its queue wait, by class with enough visits in the window.
+    measured_latency_ms: dict[str, float] = field(default_factory=dict)
+    # Since the fragment's replicas last changed (within the window): visits/s on each class, and the
+    # mean wait for a replica on the classes with enough visits that reported one.
+    settled_rate_rps: dict[str, float] = field(default_factory=dict)
+    queue_ms: dict[str, float] = field(default_factory=dict)
+    # Capacity of one whole replica (visits/s) by class, as last measured (MeasuredCapacity).
+    known_capacity: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,20 +155,49 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
     ).all():
         healthy[name] = int(count)
 
-    observed: dict[int, dict[str, tuple[int, float, int, int]]] = defaultdict(dict)
-    for fid, cls, visits, latency, tin, tout in session.exec(
+    last_moved = {
+        fid: to_utc(at)
+        for fid, at in session.exec(
+            select(Migration.fragment_id, func.max(Migration.finished_at))
+            .where(Migration.state == MigrationState.succeeded)
+            .group_by(Migration.fragment_id)
+        ).all()
+        if at is not None
+    }
+    # Per (fragment, class): visits, latency without queue waits, tokens in, tokens out over the window;
+    # and since the minute after the fragment last moved: visits, visits that reported a wait, waits.
+    observed: dict[int, dict[str, list]] = defaultdict(dict)
+    settled: dict[int, dict[str, list]] = defaultdict(dict)
+    for fid, cls, minute, visits, latency, tin, tout, queued, queue_ms in session.exec(
         select(
             FragmentProfile.fragment_id,
             FragmentProfile.device_class,
-            int_sum(FragmentProfile.visits),
-            func.sum(FragmentProfile.latency_ms_sum),
-            int_sum(FragmentProfile.tokens_in),
-            int_sum(FragmentProfile.tokens_out),
-        )
-        .where(FragmentProfile.minute >= since)
-        .group_by(FragmentProfile.fragment_id, FragmentProfile.device_class)
+            FragmentProfile.minute,
+            FragmentProfile.visits,
+            FragmentProfile.latency_ms_sum,
+            FragmentProfile.tokens_in,
+            FragmentProfile.tokens_out,
+            FragmentProfile.queue_visits,
+            FragmentProfile.queue_ms_sum,
+        ).where(FragmentProfile.minute >= since)
     ).all():
-        observed[fid][cls] = (int(visits or 0), float(latency or 0), int(tin or 0), int(tout or 0))
+        acc = observed[fid].setdefault(cls, [0, 0.0, 0, 0])
+        acc[0] += visits
+        acc[1] += latency - queue_ms
+        acc[2] += tin
+        acc[3] += tout
+        if fid not in last_moved or to_utc(minute) > minute_of(last_moved[fid]):
+            acc = settled[fid].setdefault(cls, [0, 0, 0.0])
+            acc[0] += visits
+            acc[1] += queued
+            acc[2] += queue_ms
+
+    known: dict[int, dict[str, float]] = defaultdict(dict)
+    for fid, cls, visits_per_s in session.exec(
+        select(MeasuredCapacity.fragment_id, MeasuredCapacity.device_class, MeasuredCapacity.visits_per_s)
+        .where(MeasuredCapacity.measured_at >= now - CAPACITY_TTL)
+    ).all():
+        known[fid][cls] = visits_per_s
 
     fragments = []
     for fragment, workload, tenant in session.exec(
@@ -162,7 +208,12 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
     ).all():
         per_class = observed.get(fragment.id, {})
         visits = sum(v[0] for v in per_class.values())
-        elapsed = max(MIN_ELAPSED_S, (now - max(since, to_utc(fragment.first_seen))).total_seconds())
+        seen_since = max(since, to_utc(fragment.first_seen))
+        elapsed = max(MIN_ELAPSED_S, (now - seen_since).total_seconds())
+        moved = last_moved.get(fragment.id)
+        settled_since = max(seen_since, minute_of(moved) + timedelta(minutes=1)) if moved else seen_since
+        settled_s = max(MIN_ELAPSED_S, (now - settled_since).total_seconds())
+        calm = settled.get(fragment.id, {})
         fragments.append(
             FragmentView(
                 id=fragment.id,
@@ -178,8 +229,11 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
                 tokens_out_mean=sum(v[3] for v in per_class.values()) / visits if visits else 0.0,
                 visits=visits,
                 measured_latency_ms={
-                    cls: v[1] / v[0] for cls, v in per_class.items() if cls and v[0] >= MIN_MEASURED_VISITS
+                    cls: max(v[1], 0.0) / v[0] for cls, v in per_class.items() if cls and v[0] >= MIN_MEASURED_VISITS
                 },
+                settled_rate_rps={cls: v[0] / settled_s for cls, v in calm.items() if cls and v[0]},
+                queue_ms={cls: v[2] / v[1] for cls, v in calm.items() if cls and v[1] >= MIN_MEASURED_VISITS},
+                known_capacity=known.get(fragment.id, {}),
             )
         )
 
@@ -222,15 +276,6 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         if policy_row
         else PolicyView()
     )
-    last_moved = {
-        fid: to_utc(at)
-        for fid, at in session.exec(
-            select(Migration.fragment_id, func.max(Migration.finished_at))
-            .where(Migration.state == MigrationState.succeeded)
-            .group_by(Migration.fragment_id)
-        ).all()
-        if at is not None
-    }
     return Snapshot(
         now=now,
         classes=classes,
@@ -267,7 +312,12 @@ def build_problem(
 
     Profiles are estimated by the performance model, with measured mean latency where
     telemetry has enough visits on a class (for fragments that call no other: a caller's spans
-    include the calls it waits on). LLM fragments get prefill- and decode-pool profiles and
+    include the calls it waits on), less the time visits queued for a replica: queueing is a
+    shortage of replicas, not a slow class. Where spans report that queue time, a replica's
+    throughput is measured too (`fresh_capacity`, else the last measurement the database keeps,
+    up to CAPACITY_TTL old), and the estimates of the fragment's other classes of the same kind
+    (CPU or accelerator: their errors differ) are scaled down by as much as the measured ones
+    fell short of theirs. LLM fragments get prefill- and decode-pool profiles and
     their KV hand-off size too, so the solver may split them (disaggregated serving). Each
     workload's p99 SLA bounds every path of its graph (the solver adds transfer latency where an
     edge crosses classes). Edges that would
@@ -297,11 +347,13 @@ def build_problem(
     # fragment's own latency on a class, so both keep the performance model's estimates.
     unmeasured = {fid for fid, _, phase in snapshot.current if phase is not Phase.whole}
     unmeasured |= {e.parent_id for e in snapshot.edges if e.child_id != e.parent_id}
+    fresh = fresh_capacity(snapshot)
     fragments = tuple(
         FragmentDemand(fragment=str(f.id), workload=str(f.workload_id), demand_rps=f.rate_rps, profiles=profiles,
                        kv_bytes_per_request=_kv_bytes(f))
         for f in snapshot.fragments
-        if (profiles := _profiles(f, snapshot.classes, measured=f.id not in unmeasured))
+        if (profiles := _profiles(f, snapshot.classes, measured=f.id not in unmeasured,
+                                  capacity={**f.known_capacity, **fresh.get(f.id, {})}))
     )
     placed = {f.fragment for f in fragments}
     edges = acyclic(
@@ -376,19 +428,56 @@ def _reaches(children: dict[str, set[str]], start: str, goal: str) -> bool:
     return False
 
 
-def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...], measured: bool = True
-              ) -> tuple[ServiceProfile, ...]:
+def fresh_capacity(snapshot: Snapshot) -> dict[int, dict[str, float]]:
+    """`measured_capacity` of every fragment that queued long enough, with the whole replicas it runs now."""
+    whole: dict[int, dict[str, int]] = defaultdict(dict)
+    for (fid, cls, phase), (replicas, _) in snapshot.current.items():
+        if phase is Phase.whole:
+            whole[fid][cls] = replicas
+    return {f.id: measured for f in snapshot.fragments if (measured := measured_capacity(f, whole.get(f.id, {})))}
+
+
+def measured_capacity(fragment: FragmentView, replicas: dict[str, int]) -> dict[str, float]:
+    """Visits/s one whole replica of `fragment` completes at most, by class, where it runs
+    `replicas` there and queued long enough to say (optimizer.perfmodel: capacity_from_queueing)."""
+    out = {}
+    for cls, wait_ms in fragment.queue_ms.items():
+        count, rate = replicas.get(cls, 0), fragment.settled_rate_rps.get(cls, 0.0)
+        if count > 0 and rate > 0:
+            mu, rho = capacity_from_queueing(rate / count, wait_ms / 1000.0)
+            if rho >= MIN_QUEUE_UTILISATION:
+                out[cls] = mu
+    return out
+
+
+def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...], measured: bool = True,
+              capacity: dict[str, float] | None = None) -> tuple[ServiceProfile, ...]:
     """Estimates (an LLM's prefill and decode pools too), whole replicas' latency measured where
-    telemetry has it, unless `measured` is False (see build_problem)."""
+    telemetry has it, unless `measured` is False, and their throughput at TARGET_UTILISATION of
+    the measured `capacity`; other profiles' throughput scaled by the geometric mean shortfall of
+    the measured classes of their kind (CPU or accelerator) against their estimates, when they fell
+    short (see build_problem)."""
     estimated = estimate_profiles(fragment.kind, fragment.model, fragment.tokens_in_mean, fragment.tokens_out_mean,
                                   classes, phases=True)
     latency = fragment.measured_latency_ms if measured else {}
-    return tuple(
-        replace(p, latency_ms=latency[p.device_class], measured=True)
-        if p.phase is Phase.whole and p.device_class in latency
-        else p
-        for p in estimated
-    )
+    throughput = {p.device_class: TARGET_UTILISATION * capacity[p.device_class] for p in estimated
+                  if capacity and p.phase is Phase.whole and p.device_class in capacity}
+    cpu = {c.name: c.is_cpu for c in classes}
+    ratios: dict[bool, list[float]] = defaultdict(list)  # CPU classes calibrate CPU classes, accelerators accelerators
+    for p in estimated:
+        if p.phase is Phase.whole and p.device_class in throughput:
+            ratios[cpu[p.device_class]].append(throughput[p.device_class] / p.throughput_rps)
+    scale = {group: min(1.0, math.exp(sum(map(math.log, r)) / len(r))) for group, r in ratios.items()}
+    out = []
+    for p in estimated:
+        if p.phase is Phase.whole and (p.device_class in latency or p.device_class in throughput):
+            out.append(replace(p, latency_ms=latency.get(p.device_class, p.latency_ms),
+                               throughput_rps=throughput.get(p.device_class, p.throughput_rps), measured=True))
+        elif scale.get(cpu[p.device_class], 1.0) < 1.0:
+            out.append(replace(p, throughput_rps=p.throughput_rps * scale[cpu[p.device_class]]))
+        else:
+            out.append(p)
+    return tuple(out)
 
 
 def _kv_bytes(fragment: FragmentView) -> float:

@@ -1,7 +1,8 @@
 """The reconciler: the thin stateful shell around the pure stages.
 
-Each cycle: sync inventory -> snapshot -> build_problem -> solve -> decide -> write the placement
-and its migrations durably -> actuate -> mark the outcome -> meter. The problem keeps the
+Each cycle: sync inventory -> snapshot (and keep the replica capacities its queue waits measured)
+-> build_problem -> solve -> decide -> write the placement and its migrations durably -> actuate
+-> mark the outcome -> meter. The problem keeps the
 migration policy's cooldown and move limit; only when no plan within them serves demand is it
 solved again without them, and the placement's reason says so. A placement left `applying`
 by a crash is actuated again at the start of the next cycle (actuation is idempotent).
@@ -25,6 +26,7 @@ from controlplane.models import (
     AuditEvent,
     DeviceClass,
     Fragment,
+    MeasuredCapacity,
     Migration,
     MigrationState,
     Placement,
@@ -34,7 +36,7 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import utcnow
-from controlplane.planning import Snapshot, build_problem, take_snapshot
+from controlplane.planning import Snapshot, build_problem, fresh_capacity, take_snapshot
 from controlplane.settings import Settings
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
@@ -79,6 +81,7 @@ class Reconciler:
         self._resume_unfinished()
         with session_scope(self.engine) as session:
             snapshot = take_snapshot(session, now)
+            _remember_capacity(session, now, fresh_capacity(snapshot))
         problem, plan, lifted = self._plan(snapshot)
         decision = decide(snapshot, problem, plan)
         if lifted and decision.action is not Action.keep:
@@ -254,6 +257,20 @@ def busy_per_visit(problem: Problem) -> dict[tuple[int, str], float]:
         for p in f.profiles
         if p.throughput_rps > 0
     }
+
+
+def _remember_capacity(session: Session, now: datetime, capacity: dict[int, dict[str, float]]) -> None:
+    """Keep each fresh measurement of a replica's capacity, so that planning still has it once the
+    queue that revealed it is gone (more replicas) or the fragment has moved."""
+    if not capacity:
+        return
+    rows = {(r.fragment_id, r.device_class): r for r in session.exec(
+        select(MeasuredCapacity).where(MeasuredCapacity.fragment_id.in_(list(capacity)))).all()}
+    for fid, by_class in sorted(capacity.items()):
+        for cls, visits_per_s in sorted(by_class.items()):
+            row = rows.get((fid, cls)) or MeasuredCapacity(fragment_id=fid, device_class=cls, visits_per_s=visits_per_s)
+            row.visits_per_s, row.measured_at = visits_per_s, now
+            session.add(row)
 
 
 def _audit(action: str, target_type: str, target_id: str, detail: dict) -> AuditEvent:

@@ -63,6 +63,18 @@ Retrieval, tool, agent, db and cpu fragments are CPU-bound with a fixed cost per
 They run only on CPU classes; accelerator-bound kinds run on a CPU class only for models below
 ``CPU_MAX_PARAMS_B``. Where a fragment cannot run, ``estimate`` returns None. Every latency
 gets ``FRAMEWORK_OVERHEAD_MS`` for request handling.
+
+Measured capacity. Where a model server reports how long visits queued for a replica (vLLM's
+``gen_ai.latency.time_in_queue``), ``capacity_from_queueing`` reads the replica's capacity from
+that wait, taking each replica as an M/M/1 queue: with λ the visits/s one replica receives and W
+their mean wait, W = λ / (μ (μ - λ)), so
+
+    μ = (λ + sqrt(λ² + 4 λ / W)) / 2      visits/s one replica completes at most
+    ρ = λ / μ                            its utilisation
+
+A short wait says little (μ grows without bound as W → 0), so planning trusts μ only from
+``MIN_QUEUE_UTILISATION`` up. An overloaded server whose queue grows through the window reports
+ρ near 1 and μ near what it served, which is what it can serve.
 """
 
 import csv
@@ -87,6 +99,7 @@ DECODE_MBU = 0.6
 DECODE_BATCH = 16  # "moderate batch" of concurrent sequences in decode
 ENCODER_BATCH = 8
 TARGET_UTILISATION = 0.7  # SLA-safe operating point: queues stay short below it
+MIN_QUEUE_UTILISATION = 0.3  # below this, a measured queue says too little about capacity
 MAX_DEVICES_PER_REPLICA = 8  # one node
 CPU_MAX_PARAMS_B = 3.0
 FRAMEWORK_OVERHEAD_MS = 1.0
@@ -264,6 +277,19 @@ def replica_slices(memory_bytes: float, spec: DeviceClassSpec) -> int | None:
     if devices > MAX_DEVICES_PER_REPLICA:
         return None
     return devices * spec.slices_per_device
+
+
+def capacity_from_queueing(rate_rps: float, wait_s: float) -> tuple[float, float]:
+    """(μ, ρ): the visits/s one replica completes at most, and its utilisation, from the visits/s it
+    receives and their mean wait for it (module docstring). A wait of 0 gives (inf, 0)."""
+    if not (math.isfinite(rate_rps) and rate_rps > 0):
+        raise ValueError(f"rate_rps must be a finite number > 0, got {rate_rps}")
+    if not (math.isfinite(wait_s) and wait_s >= 0):
+        raise ValueError(f"wait_s must be a finite number >= 0, got {wait_s}")
+    if wait_s == 0:
+        return math.inf, 0.0
+    mu = (rate_rps + math.sqrt(rate_rps * rate_rps + 4 * rate_rps / wait_s)) / 2
+    return mu, rate_rps / mu
 
 
 def kv_bytes_per_token(params_b: float) -> float:

@@ -124,6 +124,19 @@ class FragmentProfile(SQLModel, table=True):
     queue_ms_sum: float = 0.0
 
 
+class MeasuredCapacity(SQLModel, table=True):
+    """The most visits/s one whole replica of a fragment completed on a device class, read from how
+    long visits queued for it (controlplane.planning.measured_capacity), as last measured."""
+
+    __tablename__ = "measured_capacity"
+    __table_args__ = (UniqueConstraint("fragment_id", "device_class", name="uq_measured_capacity"),)
+    id: int | None = Field(default=None, primary_key=True)
+    fragment_id: int = Field(foreign_key="fragment.id", ondelete="CASCADE")
+    device_class: str = Field(max_length=64)
+    visits_per_s: float
+    measured_at: datetime = Field(default_factory=utcnow)
+
+
 class ProfileBucket(SQLModel, table=True):
     """One bucket of a per-minute distribution of a fragment on a device class, additive like the profile.
 
