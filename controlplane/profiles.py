@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from collectors.records import Series
 from collectors.sketch import TOKEN_EDGES, quantiles
 from controlplane.db import int_sum
-from controlplane.models import Edge, Fragment, FragmentProfile, ProfileBucket
+from controlplane.models import Edge, Fragment, FragmentProfile, MeasuredCapacity, ProfileBucket
 from controlplane.models._common import minute_of, to_utc
 from controlplane.models.workloads import EdgePublic, FragmentPublic
 
@@ -19,20 +19,27 @@ QUANTILES = (0.5, 0.95, 0.99)
 
 
 def fragment_views(session: Session, fragments: Sequence[Fragment]) -> list[FragmentPublic]:
-    """Fragments with their total visits and mean latency."""
+    """Fragments with their total visits, mean latency and queue wait, and measured replica capacity."""
+    ids = [f.id for f in fragments]
     totals = {
-        fid: (int(visits or 0), float(latency or 0.0))
-        for fid, visits, latency in session.exec(
-            select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits), func.sum(FragmentProfile.latency_ms_sum))
-            .where(FragmentProfile.fragment_id.in_([f.id for f in fragments]))
+        fid: (int(visits or 0), float(latency or 0.0), int(queued or 0), float(queue_ms or 0.0))
+        for fid, visits, latency, queued, queue_ms in session.exec(
+            select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits), func.sum(FragmentProfile.latency_ms_sum),
+                   int_sum(FragmentProfile.queue_visits), func.sum(FragmentProfile.queue_ms_sum))
+            .where(FragmentProfile.fragment_id.in_(ids))
             .group_by(FragmentProfile.fragment_id)
         ).all()
     }
+    capacity: dict[int, dict[str, float]] = defaultdict(dict)
+    for row in session.exec(select(MeasuredCapacity).where(MeasuredCapacity.fragment_id.in_(ids))).all():
+        capacity[row.fragment_id][row.device_class] = row.visits_per_s
     views = []
     for fragment in fragments:
-        visits, latency = totals.get(fragment.id, (0, 0.0))
+        visits, latency, queued, queue_ms = totals.get(fragment.id, (0, 0.0, 0, 0.0))
         view = FragmentPublic.model_validate(fragment, update={"visits": visits})
         view.mean_latency_ms = latency / visits if visits else None
+        view.mean_queue_ms = queue_ms / queued if queued else None
+        view.capacity_per_replica = dict(sorted(capacity[fragment.id].items()))
         views.append(view)
     return views
 

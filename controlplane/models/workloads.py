@@ -75,6 +75,13 @@ class FragmentPublic(SQLModel):
     last_seen: datetime
     visits: int = 0
     mean_latency_ms: float | None = None
+    mean_queue_ms: float | None = Field(
+        None, description="Mean wait for a replica, over the visits whose spans reported one "
+                          "(gen_ai.latency.time_in_queue); empty when none did.")
+    capacity_per_replica: dict[str, float] = Field(
+        default_factory=dict,
+        description="By device class: the most visits/s one whole replica completed, as last measured from "
+                    "queue waits; the planner sizes replicas by it instead of the performance model's estimate.")
 
 
 class Edge(SQLModel, table=True):

@@ -122,6 +122,10 @@ def test_exported_graph_is_readable_through_the_rest_api(engine, settings, inges
         edges = api.get(f"/api/v1/workloads/{workload['id']}/edges", headers=headers).json()["items"]
     by_id = {f["id"]: f for f in fragments}
     assert {f["key"]: f["visits"] for f in fragments} == {"agent:triage": 1, "llm:gpt-4o": 1, "tool:search": 3}
+    # The chat's span said it queued 250 ms; the others said nothing. No capacity is measured yet.
+    assert {f["key"]: f["mean_queue_ms"] for f in fragments} == {
+        "agent:triage": None, "llm:gpt-4o": pytest.approx(250.0), "tool:search": None}
+    assert all(f["capacity_per_replica"] == {} for f in fragments)
     # The agent called the tool 3 times in its one visit: 3 calls per parent call.
     calls = {(by_id[e["parent_id"]]["key"], by_id[e["child_id"]]["key"]): e["calls_per_parent_call"] for e in edges}
     assert calls == {("agent:triage", "llm:gpt-4o"): 1.0, ("agent:triage", "tool:search"): 3.0}

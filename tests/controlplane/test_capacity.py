@@ -5,12 +5,15 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
 from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
+from controlplane.app import create_app
+from controlplane.auth import mint_token
 from controlplane.decide import Action
 from controlplane.models import (
     Fragment,
@@ -22,6 +25,7 @@ from controlplane.models import (
     Placement,
     PlacementItem,
     PlacementState,
+    Role,
     Tenant,
     Workload,
 )
@@ -209,7 +213,9 @@ def _visits(session: Session, llm_id: int, minute, visits: int, wait_ms: float =
 def test_replicas_that_queue_more_than_estimated_get_company_and_keep_it(engine):
     rate, minute = 2.0, minute_of(NOW)
     with Session(engine) as session:
-        llm_id = _llm(session).id
+        llm = _llm(session)
+        llm_id, workload_id = llm.id, llm.workload_id
+        token = mint_token(session, "viewer", Role.viewer)[1]
         for ago in range(4, 0, -1):
             _visits(session, llm_id, minute - timedelta(minutes=ago), int(rate * 60))
         _visits(session, llm_id, minute, int(rate * 30))  # NOW is 30 s into its minute
@@ -232,6 +238,11 @@ def test_replicas_that_queue_more_than_estimated_get_company_and_keep_it(engine)
     with Session(engine) as session:
         (kept,) = session.exec(select(MeasuredCapacity)).all()
     assert (kept.fragment_id, kept.device_class, kept.visits_per_s) == (llm_id, "H100-SXM", pytest.approx(mu))
+    with TestClient(create_app(engine, settings)) as api:  # operators see why: the wait and the capacity
+        (shown,) = api.get(f"/api/v1/workloads/{workload_id}/fragments",
+                           headers={"Authorization": f"Bearer {token}"}).json()["items"]
+    assert shown["mean_queue_ms"] == pytest.approx(wait_ms)
+    assert shown["capacity_per_replica"] == {"H100-SXM": pytest.approx(mu)}
 
     # Right after the move no wait has been measured with two replicas; the remembered capacity
     # keeps them: the plan does not fall back to the estimate and scale down again.
