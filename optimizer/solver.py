@@ -116,7 +116,9 @@ fragment on one class alone, capacity kept, SLAs and edges dropped): its duals p
 slices, and its whole choices seed a second greedy run. Search uses NUM_WORKERS threads with a
 fixed seed, hinted with the cheaper (cost plus migration) of plain greedy and that seeded greedy
 (both keep the current placement where it is still allowed); when the time limit ends before
-CP-SAT has any solution, the hint is returned as feasible. The plan's lower bound is the best of
+CP-SAT has any solution, the hint is returned as feasible. The time limit bounds the whole call:
+building the model counts, and the search stops early enough to leave time for the plan's
+explanations (RESERVE_PER_PREPARE), though CP-SAT always gets MIN_SEARCH_S. The plan's lower bound is the best of
 CP-SAT's own bound, the fractional bound and the Lagrangian bound at the LP's prices (every plan
 costs at least that: optimizer.prices). When the cheapest classes run short, CP-SAT's bound comes
 late and greedy alone hands each short class to whoever comes first; at 1,000 fragments the LP
@@ -161,6 +163,10 @@ __all__ = ["solve", "validate", "allowed_candidates", "Candidate"]
 NUM_WORKERS = 8
 RANDOM_SEED = 0
 MIN_SEARCH_S = 0.1  # search time CP-SAT always gets, even when building the model used up the limit
+# Time kept back from the search for the plan's explanations: twice what `prepare` took, which passes
+# over the same fragments and candidates (~50 ms each at 1,000 fragments), at most this share of the limit.
+RESERVE_PER_PREPARE = 2.0
+RESERVE_SHARE = 0.2
 US_PER_MS = 1000
 CALL_SCALE = 1000  # k_fg in thousandths of a call
 
@@ -172,11 +178,16 @@ def solve(problem: Problem) -> Plan:
     classes, candidates, graph, diagnosis = unpack(prepared)
     if diagnosis:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
+    # The limit bounds the whole call: the search stops early enough to leave time for the plan's
+    # explanations, a pass over fragments and their candidates like `prepare`'s, timed just now.
+    reserve = min(RESERVE_SHARE * problem.time_limit_s, RESERVE_PER_PREPARE * (time.perf_counter() - started))
+    deadline = started + problem.time_limit_s - reserve
 
     relaxed = _Relaxed(problem, prepared)
-    if (hood := neighbourhood(problem, prepared)) is not None and (plan := _warm(problem, prepared, hood, relaxed, started)):
+    if (hood := neighbourhood(problem, prepared)) is not None and (
+            plan := _warm(problem, prepared, hood, relaxed, started, deadline)):
         return plan
-    return _whole(problem, prepared, relaxed, started)
+    return _whole(problem, prepared, relaxed, started, deadline)
 
 
 class _Relaxed:
@@ -191,10 +202,9 @@ class _Relaxed:
                          lagrangian_bound(problem, candidates, lam, capacity, prepared.pools))
 
 
-def _whole(problem: Problem, prepared: Prepared, relaxed: _Relaxed, started: float) -> Plan:
-    """The whole problem on CP-SAT, hinted with the greedy plan."""
+def _whole(problem: Problem, prepared: Prepared, relaxed: _Relaxed, started: float, deadline: float) -> Plan:
+    """The whole problem on CP-SAT, hinted with the greedy plan, searched until `deadline`."""
     classes, candidates, graph, _ = unpack(prepared)
-    deadline = started + problem.time_limit_s
     assignments, split, status, solver = _run(problem, classes, candidates, graph, prepared.pools, deadline, relaxed)
     if assignments is None:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started,
@@ -221,8 +231,10 @@ def _whole(problem: Problem, prepared: Prepared, relaxed: _Relaxed, started: flo
     )
 
 
-def _warm(problem: Problem, prepared: Prepared, hood: Neighbourhood, relaxed: _Relaxed, started: float) -> Plan | None:
-    """optimizer.warm's neighbourhood re-solve; None when it finds nothing or its plan misses an SLA."""
+def _warm(problem: Problem, prepared: Prepared, hood: Neighbourhood, relaxed: _Relaxed, started: float,
+          deadline: float) -> Plan | None:
+    """optimizer.warm's neighbourhood re-solve, searched until `deadline`; None when it finds nothing
+    or its plan misses an SLA."""
     classes, candidates, graph, _ = unpack(prepared)
     sub = hood.problem
     names = {f.fragment for f in sub.fragments}
@@ -230,8 +242,7 @@ def _warm(problem: Problem, prepared: Prepared, hood: Neighbourhood, relaxed: _R
     sub_candidates = {f: candidates[f] for f in names}
     found, split = (), {}
     if names:
-        found, split, _, _ = _run(sub, hood.classes, sub_candidates, build_graph(sub), sub_pools,
-                                  started + problem.time_limit_s, relaxed)
+        found, split, _, _ = _run(sub, hood.classes, sub_candidates, build_graph(sub), sub_pools, deadline, relaxed)
         if found is None:
             return None
     assignments = hood.fixed + found

@@ -117,7 +117,7 @@ class Problem:
     device_classes: tuple[ClassCapacity, ...]
     fragments: tuple[FragmentDemand, ...]
     headroom: float = 1.2
-    time_limit_s: float = 5.0
+    time_limit_s: float = 5.0  # for the whole solve, model building and explanations included
     edges: tuple[Edge, ...] = ()
     slas: tuple[WorkloadSla, ...] = ()
     current: tuple[Assignment, ...] = ()  # the placement running now (warm start, migration cost)
