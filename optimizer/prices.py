@@ -24,7 +24,7 @@ When capacity is not short, lam = 0 and the bound is each fragment's cheapest wh
 
 import math
 
-from ortools.linear_solver import pywraplp
+from ortools.linear_solver import linear_solver_pb2, pywraplp
 
 from optimizer.candidates import Candidate, Pools, needed_units, replicas_alone_each, supply_units
 from optimizer.greedy import fractional_single
@@ -36,10 +36,13 @@ COVER_NODES = 1_000  # branch-and-bound nodes per fragment before its bound fall
 def relaxed_placement(problem: Problem, classes: dict[str, ClassCapacity],
                       candidates: dict[str, tuple[Candidate, ...]]) -> tuple[dict[str, float], dict[str, str]]:
     """The LP's prices (dual values, $/h per slice) and the class of every fragment it places wholly
-    on one class; ({}, {}) when GLOP finds no optimum (capacity short even fractionally)."""
-    lp = pywraplp.Solver.CreateSolver("GLOP")
-    capacity = {name: lp.Constraint(-lp.infinity(), float(cls.slices)) for name, cls in classes.items()}
-    objective = lp.Objective()
+    on one class; ({}, {}) when GLOP finds no optimum (capacity short even fractionally).
+
+    The LP is written as an MPModelProto and loaded in one call: adding its ~10,000 variables one
+    `NumVar` at a time took longer than solving it."""
+    model = linear_solver_pb2.MPModelProto()
+    names = list(classes)
+    rows: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in names}
     choices = []
     for f in problem.fragments:
         cands = candidates[f.fragment]
@@ -47,18 +50,29 @@ def relaxed_placement(problem: Problem, classes: dict[str, ClassCapacity],
                  if n is not None]
         if not alone:
             continue
-        one = lp.Constraint(1.0, 1.0)
+        first = len(model.variable)
         for c, n in alone:
-            z = lp.NumVar(0.0, 1.0, "")
-            one.SetCoefficient(z, 1.0)
-            capacity[c.device_class].SetCoefficient(z, float(n * c.slices))
-            objective.SetCoefficient(z, n * c.usd_per_replica)
-            choices.append((f.fragment, c.device_class, z))
-    objective.SetMinimization()
-    if lp.Solve() != pywraplp.Solver.OPTIMAL:
+            index = len(model.variable)
+            model.variable.add(lower_bound=0.0, upper_bound=1.0, objective_coefficient=n * c.usd_per_replica)
+            row = rows[c.device_class]
+            row[0].append(index)
+            row[1].append(float(n * c.slices))
+            choices.append((f.fragment, c.device_class, index))
+        one = model.constraint.add(lower_bound=1.0, upper_bound=1.0)
+        one.var_index.extend(range(first, len(model.variable)))
+        one.coefficient.extend([1.0] * (len(model.variable) - first))
+    capacity = {}
+    for name in names:
+        capacity[name] = len(model.constraint)
+        row = model.constraint.add(lower_bound=-math.inf, upper_bound=float(classes[name].slices))
+        row.var_index.extend(rows[name][0])
+        row.coefficient.extend(rows[name][1])
+    lp = pywraplp.Solver.CreateSolver("GLOP")
+    if lp.LoadModelFromProto(model) or lp.Solve() != pywraplp.Solver.OPTIMAL:
         return {}, {}
-    lam = {name: max(0.0, -row.dual_value()) for name, row in capacity.items()}
-    whole = {f: name for f, name, z in choices if z.solution_value() > 1 - 1e-6}
+    constraints, variables = lp.constraints(), lp.variables()
+    lam = {name: max(0.0, -constraints[i].dual_value()) for name, i in capacity.items()}
+    whole = {f: name for f, name, i in choices if variables[i].solution_value() > 1 - 1e-6}
     return lam, whole
 
 
