@@ -40,12 +40,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from urllib3.util.retry import Retry
 
-from controlplane.db import dialect_insert, session_scope
+from controlplane.db import session_scope, upsert_latest
 from controlplane.models import Device, DeviceTelemetry, ModelTelemetry, Node
 from controlplane.models._common import minute_of, to_utc, utcnow
 from controlplane.settings import Settings
@@ -241,31 +241,18 @@ def redacted(url: str) -> str:
 # ---------------------------------------------------------------------------- storing
 
 
-def _upsert_latest(session: Session, table: Table, unique: list[str], rows: list[dict[str, Any]]) -> None:
-    """Insert `rows`, or overwrite every other column of the stored row with the same `unique` values."""
-    if not rows:
-        return
-    rows.sort(key=lambda row: tuple(row[name] for name in unique))  # one lock order for concurrent writers
-    stmt = dialect_insert(session, table).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=unique,
-        set_={name: stmt.excluded[name] for name in rows[0] if name not in unique},
-    )
-    session.execute(stmt)
-
-
 def store_samples(
     session: Session, now: datetime, devices: Sequence[DeviceSample], models: Sequence[ModelSample]
 ) -> PullReport:
     """Upsert the minute's telemetry rows and set each known device's health; the caller commits."""
     stamp = {"minute": minute_of(now), "updated_at": to_utc(now)}
-    _upsert_latest(
+    upsert_latest(
         session,
         DeviceTelemetry.__table__,
         ["minute", "hostname", "index"],
         [asdict(d) | stamp for d in devices],
     )
-    _upsert_latest(
+    upsert_latest(
         session,
         ModelTelemetry.__table__,
         ["minute", "model", "device_class"],

@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import BigInteger, Table, cast, event, func
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,6 +36,19 @@ def dialect_insert(session: Session, table: Table):
     if dialect == "sqlite":
         return sqlite.insert(table)
     raise RuntimeError(f"heteroplane stores data on sqlite or postgresql, not {dialect}")
+
+
+def upsert_latest(session: Session, table: Table, unique: list[str], rows: list[dict[str, Any]]) -> None:
+    """Insert `rows`, or overwrite every other column of the stored row with the same `unique` values."""
+    if not rows:
+        return
+    rows.sort(key=lambda row: tuple(row[name] for name in unique))  # one lock order for concurrent writers
+    stmt = dialect_insert(session, table).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=unique,
+        set_={name: stmt.excluded[name] for name in rows[0] if name not in unique},
+    )
+    session.execute(stmt)
 
 
 def make_engine(url: str) -> Engine:

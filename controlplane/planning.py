@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from sqlalchemy import func
 from sqlmodel import Session, select
@@ -126,6 +127,16 @@ class Snapshot:
     edges: tuple["EdgeView", ...] = ()
     last_moved: dict[int, datetime] = field(default_factory=dict)  # fragment id -> its last migration's end
     proposal: ProposalView | None = None
+
+    @cached_property
+    def fresh_capacity(self) -> dict[int, dict[str, float]]:
+        """`measured_capacity` of every fragment that queued long enough, with the whole replicas it
+        runs now; worked out once per snapshot (the reconciler keeps it, build_problem plans by it)."""
+        whole: dict[int, dict[str, int]] = defaultdict(dict)
+        for (fid, cls, phase), (replicas, _) in self.current.items():
+            if phase is Phase.whole:
+                whole[fid][cls] = replicas
+        return {f.id: measured for f in self.fragments if (measured := measured_capacity(f, whole.get(f.id, {})))}
 
 
 @dataclass(frozen=True)
@@ -314,7 +325,7 @@ def build_problem(
     telemetry has enough visits on a class (for fragments that call no other: a caller's spans
     include the calls it waits on), less the time visits queued for a replica: queueing is a
     shortage of replicas, not a slow class. Where spans report that queue time, a replica's
-    throughput is measured too (`fresh_capacity`, else the last measurement the database keeps,
+    throughput is measured too (`Snapshot.fresh_capacity`, else the last measurement the database keeps,
     up to CAPACITY_TTL old), and the estimates of the fragment's other classes of the same kind
     (CPU or accelerator: their errors differ) are scaled down by as much as the measured ones
     fell short of theirs. LLM fragments get prefill- and decode-pool profiles and
@@ -347,7 +358,7 @@ def build_problem(
     # fragment's own latency on a class, so both keep the performance model's estimates.
     unmeasured = {fid for fid, _, phase in snapshot.current if phase is not Phase.whole}
     unmeasured |= {e.parent_id for e in snapshot.edges if e.child_id != e.parent_id}
-    fresh = fresh_capacity(snapshot)
+    fresh = snapshot.fresh_capacity
     fragments = tuple(
         FragmentDemand(fragment=str(f.id), workload=str(f.workload_id), demand_rps=f.rate_rps, profiles=profiles,
                        kv_bytes_per_request=_kv_bytes(f))
@@ -428,15 +439,6 @@ def _reaches(children: dict[str, set[str]], start: str, goal: str) -> bool:
     return False
 
 
-def fresh_capacity(snapshot: Snapshot) -> dict[int, dict[str, float]]:
-    """`measured_capacity` of every fragment that queued long enough, with the whole replicas it runs now."""
-    whole: dict[int, dict[str, int]] = defaultdict(dict)
-    for (fid, cls, phase), (replicas, _) in snapshot.current.items():
-        if phase is Phase.whole:
-            whole[fid][cls] = replicas
-    return {f.id: measured for f in snapshot.fragments if (measured := measured_capacity(f, whole.get(f.id, {})))}
-
-
 def measured_capacity(fragment: FragmentView, replicas: dict[str, int]) -> dict[str, float]:
     """Visits/s one whole replica of `fragment` completes at most, by class, where it runs
     `replicas` there and queued long enough to say (optimizer.perfmodel: capacity_from_queueing)."""
@@ -450,8 +452,8 @@ def measured_capacity(fragment: FragmentView, replicas: dict[str, int]) -> dict[
     return out
 
 
-def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...], measured: bool = True,
-              capacity: dict[str, float] | None = None) -> tuple[ServiceProfile, ...]:
+def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...], measured: bool,
+              capacity: dict[str, float]) -> tuple[ServiceProfile, ...]:
     """Estimates (an LLM's prefill and decode pools too), whole replicas' latency measured where
     telemetry has it, unless `measured` is False, and their throughput at TARGET_UTILISATION of
     the measured `capacity`; other profiles' throughput scaled by the geometric mean shortfall of
@@ -461,7 +463,7 @@ def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...], meas
                                   classes, phases=True)
     latency = fragment.measured_latency_ms if measured else {}
     throughput = {p.device_class: TARGET_UTILISATION * capacity[p.device_class] for p in estimated
-                  if capacity and p.phase is Phase.whole and p.device_class in capacity}
+                  if p.phase is Phase.whole and p.device_class in capacity}
     cpu = {c.name: c.is_cpu for c in classes}
     ratios: dict[bool, list[float]] = defaultdict(list)  # CPU classes calibrate CPU classes, accelerators accelerators
     for p in estimated:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from controlplane.actuators.base import Actuator, DesiredPlacement, ReplicaSet
-from controlplane.db import session_scope
+from controlplane.db import session_scope, upsert_latest
 from controlplane.decide import Action, Decision, decide
 from controlplane.inventory import sync_inventory
 from controlplane.metering import meter
@@ -36,7 +36,7 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import utcnow
-from controlplane.planning import Snapshot, build_problem, fresh_capacity, take_snapshot
+from controlplane.planning import Snapshot, build_problem, take_snapshot
 from controlplane.settings import Settings
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
@@ -81,7 +81,7 @@ class Reconciler:
         self._resume_unfinished()
         with session_scope(self.engine) as session:
             snapshot = take_snapshot(session, now)
-            _remember_capacity(session, now, fresh_capacity(snapshot))
+            _remember_capacity(session, now, snapshot.fresh_capacity)
         problem, plan, lifted = self._plan(snapshot)
         decision = decide(snapshot, problem, plan)
         if lifted and decision.action is not Action.keep:
@@ -262,15 +262,10 @@ def busy_per_visit(problem: Problem) -> dict[tuple[int, str], float]:
 def _remember_capacity(session: Session, now: datetime, capacity: dict[int, dict[str, float]]) -> None:
     """Keep each fresh measurement of a replica's capacity, so that planning still has it once the
     queue that revealed it is gone (more replicas) or the fragment has moved."""
-    if not capacity:
-        return
-    rows = {(r.fragment_id, r.device_class): r for r in session.exec(
-        select(MeasuredCapacity).where(MeasuredCapacity.fragment_id.in_(list(capacity)))).all()}
-    for fid, by_class in sorted(capacity.items()):
-        for cls, visits_per_s in sorted(by_class.items()):
-            row = rows.get((fid, cls)) or MeasuredCapacity(fragment_id=fid, device_class=cls, visits_per_s=visits_per_s)
-            row.visits_per_s, row.measured_at = visits_per_s, now
-            session.add(row)
+    upsert_latest(session, MeasuredCapacity.__table__, ["fragment_id", "device_class"], [
+        {"fragment_id": fid, "device_class": cls, "visits_per_s": visits_per_s, "measured_at": now}
+        for fid, by_class in capacity.items() for cls, visits_per_s in by_class.items()
+    ])
 
 
 def _audit(action: str, target_type: str, target_id: str, detail: dict) -> AuditEvent:
