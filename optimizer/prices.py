@@ -97,8 +97,12 @@ def _cheapest_cover(need: int, least: int, options: list[tuple[float, int]]) -> 
         return 0.0
     if need > 0 and not any(r for _, r in options):
         return 0.0  # no class can serve it: prepare's diagnosis stops the solve before any bound matters
-    # Classes without throughput still count towards `least`: they sort last (ratio inf).
-    opts = sorted(options, key=lambda o: o[0] / o[1] if o[1] else math.inf)
+    # A class no cheaper per replica and serving no more than another is never needed: dropping it
+    # (and all but one of equal classes) keeps the search from trying every way to share replicas
+    # among them. Classes without throughput still count towards `least`: they sort last (ratio inf).
+    kept = sorted(set(options), key=lambda o: (o[0], -o[1]))
+    kept = [o for i, o in enumerate(kept) if not any(r >= o[1] for _, r in kept[:i])]
+    opts = sorted(kept, key=lambda o: o[0] / o[1] if o[1] else math.inf)
     ratio = [w / r if r else math.inf for w, r in opts]
     cheapest = [min(w for w, _ in opts[i:]) for i in range(len(opts))]
 

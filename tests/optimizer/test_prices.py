@@ -3,7 +3,7 @@
 import itertools
 import math
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from optimizer.greedy import fractional_bound
@@ -54,6 +54,7 @@ def test_an_lp_with_too_little_capacity_gives_no_prices() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 60), st.integers(0, 4),
        st.lists(st.tuples(st.integers(1, 50).map(lambda w: w / 4), st.integers(0, 20)), min_size=1, max_size=4))
+@example(59, 0, [(7.75, 2)] * 4)  # equal classes: the search once tried every share and ran out of nodes
 def test_the_cheapest_cover_is_exact(need: int, least: int, options: list[tuple[float, int]]) -> None:
     """Against every whole-replica vector up to what one class alone would need."""
     if need > 0 and not any(r for _, r in options):
