@@ -22,6 +22,11 @@ class DeviceClassSpec:
     slices_per_device: int
     price_source: str
     cores: int = 0  # CPU cores per device; 0 for accelerators
+    # Paid per slice (True) or per device occupied (False). GPUs are bought, or rented as whole GPUs,
+    # so a device with any replica on it costs its whole price, MIG-partitioned or not; CPU cores are
+    # rented by the core (m7a sizes from 8 to 64 cores are priced in proportion), so a CPU slice costs
+    # its share.
+    sold_by_slice: bool = False
 
     @property
     def is_cpu(self) -> bool:
@@ -64,7 +69,7 @@ CATALOG: tuple[DeviceClassSpec, ...] = (
     DeviceClassSpec("Gaudi3", "intel", 1835.0, 128.0, 3700.0, "gaudi-roce", 3.60, 1,
                     "IBM Cloud gx3d Gaudi3 8-card profile ~$28.80/h / 8 (estimate)"),
     DeviceClassSpec("CPU-EPYC-64C", "amd", 12.7, 256.0, 307.0, "ethernet", 3.709, 8,
-                    "AWS m7a.16xlarge on-demand $3.709/h (64 cores)", cores=64),
+                    "AWS m7a.16xlarge on-demand $3.709/h (64 cores)", cores=64, sold_by_slice=True),
 )
 
 _BY_NAME = {spec.name: spec for spec in CATALOG}

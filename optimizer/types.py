@@ -19,6 +19,13 @@ class ClassCapacity:
     vendor: str = ""  # e.g. nvidia, amd, intel; "" when unknown (treated as its own vendor)
     fabric: str = ""  # scale-up interconnect, e.g. nvlink; "" when unknown
     memory_gib_per_device: float = 0.0  # 0 means memory is not checked
+    # How the class is paid for: per device occupied (False: a device with any replica on it costs its
+    # whole price, as bought GPUs and whole-GPU instances are), or per slice (True: the class is sold by
+    # the slice, as CPU cores, or MIG profiles and DRA partitions rented on their own, are).
+    sold_by_slice: bool = False
+    # Healthy devices on each node of the class (a replica spanning several devices needs them on one
+    # node, as tensor parallelism does). (): not known, and a replica may span any of the class's devices.
+    node_devices: tuple[int, ...] = ()
 
     @property
     def slices(self) -> int:
@@ -94,8 +101,13 @@ class Edge:
 
     parent: str
     child: str
-    calls_per_parent_call: float = 1.0
+    calls_per_parent_call: float = 1.0  # the mean over parent visits
     bytes_per_call: float = 0.0
+    # The child's calls overlap other child calls of the same parent visit in time (their spans
+    # overlap in the trace): they run concurrently, so they count by max, not by sum.
+    concurrent: bool = False
+    # Calls per parent visit at the 99th percentile, where telemetry measured it (None: not known).
+    calls_p99: float | None = None
 
 
 @dataclass(frozen=True)
