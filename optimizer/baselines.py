@@ -40,6 +40,7 @@ from optimizer.candidates import Candidate, needed_units, replicas_alone, supply
 from optimizer.explain import plan_fields
 from optimizer.graph import Graph, longest_paths, reachable, workload_p99
 from optimizer.greedy import fractional_bound
+from optimizer.packing import Room
 from optimizer.prepare import prepare, unpack
 from optimizer.types import Assignment, Plan, PlanStatus, Problem
 
@@ -128,7 +129,7 @@ def graph_unaware(problem: Problem) -> Plan:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started,
                     diagnosis=(f"call graph has a cycle through {graph.cycle[0]}",))
     budget = _latency_budgets(problem, graph, candidates)
-    free = {name: cls.slices for name, cls in classes.items()}
+    free = Room(classes)
     placed: dict[tuple[str, str], int] = {}
 
     def alone_usd(f, c: Candidate) -> float:
@@ -150,10 +151,9 @@ def graph_unaware(problem: Problem) -> Plan:
             if supply == 0 and replicas >= f.min_replicas:
                 continue
             want = max(f.min_replicas - replicas, -(-max(need, 0) // supply) if supply else 0)
-            n = min(want, free[c.device_class] // c.slices)
+            n = free.add(c.device_class, c.slices, want)
             if n > 0:
                 placed[f.fragment, c.device_class] = n
-                free[c.device_class] -= n * c.slices
                 need -= n * supply
                 replicas += n
         if need > 0 or replicas < f.min_replicas:
@@ -165,11 +165,10 @@ def graph_unaware(problem: Problem) -> Plan:
         for f in problem.fragments for c in candidates[f.fragment]
         if (n := placed.get((f.fragment, c.device_class), 0)) > 0
     )
-    usd = sum((a.usd_per_hour for a in assignments), 0.0)
-    return Plan(PlanStatus.feasible, assignments, usd_per_hour=usd,
-                lower_bound_usd_per_hour=min(usd, fractional_bound(problem, candidates)),
-                solve_time_s=time.perf_counter() - started,
-                **plan_fields(problem, graph, classes, candidates, assignments))
+    fields = plan_fields(problem, graph, classes, candidates, assignments)
+    return Plan(PlanStatus.feasible, assignments,
+                lower_bound_usd_per_hour=min(fields["usd_per_hour"], fractional_bound(problem, candidates)),
+                solve_time_s=time.perf_counter() - started, **fields)
 
 
 def _latency_budgets(problem: Problem, graph: Graph, candidates: dict[str, tuple[Candidate, ...]]) -> dict[str, float]:

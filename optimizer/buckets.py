@@ -5,10 +5,10 @@ one replica of f on c sustains. λ_b x headroom is cut into SHARES equal units u
 s_bc (units) sums to SHARES, and the replicas of f on c carry their load: sum_b s_bc u_b / T_bc <= x_c.
 Multiplied through by an integer K_c this is
 
-    sum_b s_bc * k_bc <= x_c * K_c,     k_bc = ceil(K_c * u_b / T_bc)
+    sum_b s_bc * k_bc <= x_c * K_c * (1 + LOAD_REL_TOL),     k_bc = ceil(K_c * u_b / T_bc)
 
-rounded up so that any integer solution satisfies the real constraint (up to 1e-12 relative float
-noise). K_c is chosen per (fragment, class) so that the largest k_bc is about 10^9, lowered by
+rounded up so that any integer solution satisfies the real constraint (up to LOAD_REL_TOL of the
+replicas' throughput, and none at all on a class without replicas). K_c is chosen per (fragment, class) so that the largest k_bc is about 10^9, lowered by
 powers of ten when the constraint's terms could overflow int64.
 """
 
@@ -16,15 +16,17 @@ import math
 from dataclasses import dataclass
 
 from optimizer.candidates import Candidate
+from optimizer.packing import Room
 from optimizer.types import FragmentDemand
 
 _INT_LIMIT = 2**62
 _FLOAT_NOISE = 1e-12
 _DIGITS = 10
-# A class's bucketed load may exceed its replicas by this many replicas: float noise, shared with the
-# checker. It absorbs the ceil rounding of k across shares (at most total units / K replicas), which at
-# _DIGITS = 10 stays below it unless one bucket alone needs more than ~2,700 replicas.
-LOAD_TOLERANCE = 1e-5
+# A replica carries its throughput times (1 + LOAD_REL_TOL) in these units: room for the ceil rounding
+# of k across shares (at most one unit of K per share), so an exactly integral load (0.75 req/s at
+# 0.25 req/s per replica is 3 replicas) needs no fourth. Relative to replicas, it never lets a class
+# without replicas carry load (optimizer.checker has its own, looser, tolerance).
+LOAD_REL_TOL = 1e-9
 # Each bucket's rate x headroom is placed in SHARES equal units (Mélange uses 8 equal slices; 1000 is a
 # multiple of 8, so every Mélange split is one of ours, and finer ones too).
 SHARES = 1000
@@ -83,18 +85,15 @@ def bucket_loads(fragment: FragmentDemand, cands: tuple[Candidate, ...], headroo
     return BucketLoads(need, k, K, unit)
 
 
-def load_slack(loads: BucketLoads, device_class: str) -> int:
-    """Units by which a class's load may exceed x * K: at most LOAD_TOLERANCE of a replica (the checker's).
-
-    Rounding each k up is conservative, but across many shares it can push an exactly integral load
-    (0.75 req/s at 0.25 req/s per replica is 3 replicas) just past x * K; this absorbs that float noise.
-    """
-    return math.floor(LOAD_TOLERANCE * loads.K[device_class])
+def replica_units(loads: BucketLoads, device_class: str) -> int:
+    """Load units one replica carries: K, plus LOAD_REL_TOL of it for rounding (never below K)."""
+    K = loads.K[device_class]
+    return K + math.floor(LOAD_REL_TOL * K)
 
 
 def capacity_units(loads: BucketLoads, device_class: str, replicas: int) -> int:
-    """Load units `replicas` replicas carry, with the float tolerance only where some run."""
-    return replicas * loads.K[device_class] + (load_slack(loads, device_class) if replicas else 0)
+    """Load units `replicas` replicas carry; none without replicas."""
+    return replicas * replica_units(loads, device_class)
 
 
 def replicas_for_buckets(loads: BucketLoads, device_class: str) -> int | None:
@@ -102,7 +101,7 @@ def replicas_for_buckets(loads: BucketLoads, device_class: str) -> int | None:
     units = loads.load_units(device_class)
     if units is None:
         return None
-    return -(-max(0, units - load_slack(loads, device_class)) // loads.K[device_class]) if units else 0
+    return -(-units // replica_units(loads, device_class))
 
 
 def fill_buckets(
@@ -110,7 +109,7 @@ def fill_buckets(
     price: dict[str, float],  # $/h per replica, per candidate class
     slices: dict[str, int],  # slices per replica, per candidate class
     placed: dict[str, int],  # replicas already there (updated in place)
-    free: dict[str, int] | None,  # free slices per class (updated in place); None: add no replicas
+    free: "Room | None",  # free space per class (optimizer.packing; updated in place); None: add no replicas
 ) -> dict[str, dict[str, int]] | None:
     """Split every bucket's need over classes: first into the spare load of replicas already placed,
     then by adding replicas on the class cheapest per throughput for the bucket (spilling when a
@@ -142,12 +141,11 @@ def fill_buckets(
                 if rem <= 0:
                     break
                 # replicas so that capacity_units(placed + n) covers what is used plus the rest of b
-                required = used[c] + rem * loads.k[b, c] - load_slack(loads, c)
-                wanted = max(1, -(-required // loads.K[c]) - placed.get(c, 0))
-                n = min(wanted, free.get(c, 0) // slices[c])
+                required = used[c] + rem * loads.k[b, c]
+                wanted = max(1, -(-required // replica_units(loads, c)) - placed.get(c, 0))
+                n = free.add(c, slices[c], wanted)
                 if n > 0:
                     placed[c] = placed.get(c, 0) + n
-                    free[c] -= n * slices[c]
                     take(c)
         if rem > 0:
             return None

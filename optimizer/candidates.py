@@ -4,6 +4,7 @@ import math
 from collections import Counter
 from typing import NamedTuple
 
+from optimizer.packing import fits_somewhere
 from optimizer.types import ClassCapacity, FragmentDemand, Phase, Problem, ServiceProfile, WorkloadSla
 
 RPS_SCALE = 1_000_000  # micro-visits per second
@@ -47,6 +48,12 @@ def validate(problem: Problem) -> None:
                 f"usd_per_hour >= 0 and memory_gib_per_device >= 0, got {cls.devices}, "
                 f"{cls.slices_per_device}, {cls.usd_per_hour}, {cls.memory_gib_per_device}"
             )
+        if cls.node_devices and (any(n < 0 for n in cls.node_devices) or sum(cls.node_devices) != cls.devices):
+            raise ValueError(
+                f"device class {cls.device_class!r}: node_devices must be >= 0 and sum to devices ({cls.devices}), "
+                f"got {list(cls.node_devices)}"
+            )
+    classes = {c.device_class: c for c in problem.device_classes}
     for f in problem.fragments:
         if f.demand_rps < 0 or f.min_replicas < 0:
             raise ValueError(
@@ -70,6 +77,13 @@ def validate(problem: Problem) -> None:
                 raise ValueError(
                     f"fragment {f.fragment!r} profile on {p.device_class!r}: need slices >= 1, "
                     f"throughput_rps >= 0 and latency_ms >= 0"
+                )
+            cls = classes.get(p.device_class)
+            if cls is not None and p.slices > cls.slices_per_device and p.slices % cls.slices_per_device:
+                raise ValueError(
+                    f"fragment {f.fragment!r} profile on {p.device_class!r}: a replica of more than one device "
+                    f"takes whole devices, so slices must be at most {cls.slices_per_device} or a multiple of it; "
+                    f"got {p.slices}"
                 )
     names = {f.fragment for f in problem.fragments}
     for e in problem.edges:
@@ -103,13 +117,13 @@ def allowed_candidates(fragment: FragmentDemand, classes: dict[str, ClassCapacit
         if p is None:
             continue
         slices = p.slices
-        total = cls.devices * cls.slices_per_device  # cls.slices
-        if slices > total or (bounded and not _within_bound(p, fragment)) or (tokens and not meets_token_slas(p, sla)):
+        room = fits_somewhere(cls, slices)
+        if not room or (bounded and not _within_bound(p, fragment)) or (tokens and not meets_token_slas(p, sla)):
             continue
         if (restricted and not _permitted(fragment, name)) or (memory and not memory_fits(fragment, p, cls)):
             continue
         out.append(Candidate(fragment.fragment, name, slices, p.throughput_rps, p.latency_ms,
-                             slices / cls.slices_per_device * cls.usd_per_hour, total // slices))
+                             slices / cls.slices_per_device * cls.usd_per_hour, room))
     return tuple(out)
 
 
@@ -229,8 +243,13 @@ def why_no_class(fragment: FragmentDemand, classes: dict[str, ClassCapacity], sl
     fitting = {}
     for name, p in in_fleet.items():
         cls = classes[name]
-        if p.slices > cls.slices:
-            reasons.append(f"one replica needs {p.slices} slices of {name} but the fleet has {cls.slices}")
+        if not fits_somewhere(cls, p.slices):
+            devices = p.slices // cls.slices_per_device
+            if p.slices <= cls.slices and cls.node_devices:
+                reasons.append(f"one replica needs {devices} devices of {name} on one node but its largest node "
+                               f"has {max(cls.node_devices)} healthy devices")
+            else:
+                reasons.append(f"one replica needs {p.slices} slices of {name} but the fleet has {cls.slices}")
         elif not _permitted(fragment, name):
             reasons.append(f"{name} is {'not pinned' if fragment.pinned else 'forbidden'}")
         elif not memory_fits(fragment, p, cls):

@@ -1,12 +1,14 @@
 """An independent check of a `Plan` against its `Problem`, written apart from the solver on purpose."""
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
+from optimizer.checker_packing import device_violations
 from optimizer.types import ClassCapacity, FragmentDemand, Phase, Plan, Problem, ServiceProfile, WorkloadSla
 
 _REL_TOL = 1e-9
-# Bucketed loads are honoured to within this many replicas (the solver's documented float tolerance).
-_BUCKET_LOAD_TOL = 1e-5
+# A class's bucketed load may exceed its replicas by this share of them: float rounding of the
+# division rate / throughput, chosen here on its own (never the solver's tolerance).
+_BUCKET_LOAD_REL_TOL = 1e-7
 
 
 def check(problem: Problem, plan: Plan) -> list[str]:
@@ -24,7 +26,7 @@ def check(problem: Problem, plan: Plan) -> list[str]:
     classes = {c.device_class: c for c in problem.device_classes}
     fragments = {f.fragment: f for f in problem.fragments}
     violations: list[str] = []
-    slices_used: dict[str, int] = defaultdict(int)
+    sizes: dict[str, Counter[int]] = defaultdict(Counter)
     served: dict[tuple[str, Phase], float] = defaultdict(float)
     replicas: dict[tuple[str, Phase], int] = defaultdict(int)
     slas = {s.workload: s for s in problem.slas}
@@ -63,14 +65,21 @@ def check(problem: Problem, plan: Plan) -> list[str]:
         expected_usd = a.replicas * a.slices * cls.usd_per_hour / cls.slices_per_device
         if not _close(a.usd_per_hour, expected_usd):
             violations.append(f"{where}: costs {a.usd_per_hour} $/h, expected {expected_usd}")
-        slices_used[a.device_class] += a.replicas * a.slices
+        if a.slices > cls.slices_per_device and a.slices % cls.slices_per_device:
+            violations.append(f"{where}: {a.slices} slices is more than a device but not whole devices")
+        sizes[a.device_class][a.slices] += a.replicas
         served[a.fragment, a.phase] += a.replicas * profile.throughput_rps
         replicas[a.fragment, a.phase] += a.replicas
-        cost += expected_usd
 
-    for name, used in slices_used.items():
-        if used > classes[name].devices * classes[name].slices_per_device:
-            violations.append(f"class {name}: {used} slices used > {classes[name].slices} available")
+    for name, by_size in sizes.items():
+        cls = classes[name]
+        claimed = plan.devices_used.get(name)
+        if claimed is None:
+            violations.append(f"class {name}: plan does not say how many devices it occupies")
+            continue
+        violations += [f"class {name}: {v}" for v in device_violations(cls, by_size, claimed)]
+        cost += claimed * cls.usd_per_hour if not cls.sold_by_slice else \
+            sum(n * s for s, n in by_size.items()) * cls.usd_per_hour / cls.slices_per_device
     on_class: dict[str, dict[str, int]] = defaultdict(dict)
     for a in plan.assignments:
         on_class[a.fragment][a.device_class] = on_class[a.fragment].get(a.device_class, 0) + a.replicas
@@ -134,7 +143,9 @@ def _bucket_violations(problem: Problem, plan: Plan, fragment: FragmentDemand, r
                     load[c] += rps / tput[c]
     for c, replicas_needed in load.items():
         have = replicas.get(c, 0)
-        if replicas_needed > have + _BUCKET_LOAD_TOL:
+        # No tolerance creates capacity: a class without replicas carries nothing, and one with
+        # replicas carries at most their throughput, up to float rounding relative to it.
+        if replicas_needed > have * (1 + _BUCKET_LOAD_REL_TOL):
             violations.append(f"fragment {fragment.fragment}@{c}: bucket load {replicas_needed} replicas > {have}")
     return violations
 

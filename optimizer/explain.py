@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from optimizer.candidates import Candidate, Pools, replicas_alone_each
 from optimizer.graph import Graph, longest_paths, path_from, workload_p99
+from optimizer.packing import device_costs
 from optimizer.types import Assignment, ClassCapacity, CostBreakdown, Edge, Explanation, Phase, Problem, ReplicaMove
 
 K = TypeVar("K", int, str, tuple)  # a fragment: its id in the control plane, its (name, phase) in the optimizer
@@ -134,14 +135,16 @@ def migration_usd(problem: Problem, target: Mapping[Unit, Mapping[str, int]]) ->
     return problem.migration_cost_usd / 2 * (changed + paired)
 
 
-def breakdown(problem: Problem, assignments: tuple[Assignment, ...]) -> CostBreakdown:
+def breakdown(problem: Problem, assignments: tuple[Assignment, ...], idle: dict[str, float]) -> CostBreakdown:
     workload = {f.fragment: f.workload for f in problem.fragments}
     by_class: dict[str, float] = defaultdict(float)
     by_workload: dict[str, float] = defaultdict(float)
     for a in assignments:
         by_class[a.device_class] += a.usd_per_hour
         by_workload[workload[a.fragment]] += a.usd_per_hour
-    return CostBreakdown(dict(by_class), dict(by_workload))
+    for name, usd in idle.items():
+        by_class[name] += usd
+    return CostBreakdown(dict(by_class), dict(by_workload), dict(idle))
 
 
 def explain(
@@ -209,8 +212,9 @@ def plan_fields(
     candidates: dict[str, tuple[Candidate, ...]], assignments: tuple[Assignment, ...],
     pools: Pools | None = None,
 ) -> dict:
-    """Keyword arguments of `Plan` that follow from the assignments alone."""
+    """Keyword arguments of `Plan` that follow from the assignments alone, its cost included."""
     units = units_of(assignments)
+    devices, idle = device_costs(classes, assignments)
     used: dict[str, dict[str, int]] = defaultdict(dict)
     for (f, _), by_class in units.items():
         for c, n in by_class.items():
@@ -226,6 +230,8 @@ def plan_fields(
         predicted_p99_ms=p99,
         moves=moves(problem.current, units),
         explanations=explain(problem, candidates, assignments, critical),
-        cost_breakdown=breakdown(problem, assignments),
+        usd_per_hour=sum((a.usd_per_hour for a in assignments), 0.0) + sum(idle.values(), 0.0),
+        devices_used=devices,
+        cost_breakdown=breakdown(problem, assignments, idle),
         migration_usd_per_hour=migration_usd(problem, units),
     )

@@ -24,6 +24,7 @@ from optimizer.buckets import bucket_loads, fill_buckets
 from optimizer.candidates import Candidate, Pools, needed_units, replicas_alone, replicas_alone_each, supply_units
 from optimizer.explain import changed_fragments, plan_fields, units_of
 from optimizer.graph import Graph, longest_paths, path_from, reachable, workload_p99
+from optimizer.packing import Room
 from optimizer.prepare import prepare, unpack
 from optimizer.types import Assignment, ClassCapacity, FragmentDemand, Phase, Plan, PlanStatus, Problem
 
@@ -48,7 +49,6 @@ def greedy(problem: Problem) -> Plan:
         diagnosis = (f"the greedy fast path changes more than {problem.max_changed_fragments} running fragments "
                      "(max_changed_fragments; not proven infeasible); run solve",)
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
-    usd = sum((a.usd_per_hour for a in assignments), 0.0)
     bound = fractional_bound(problem, candidates)
     split = bucket_split(problem, candidates, placed)
     if any(f.buckets and f.fragment not in split for f in problem.fragments):
@@ -56,10 +56,9 @@ def greedy(problem: Problem) -> Plan:
         diagnosis = ("the greedy fast path could not split bucketed demand over its replicas (not proven "
                      "infeasible); run solve",)
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
-    return Plan(PlanStatus.feasible, assignments, usd_per_hour=usd, lower_bound_usd_per_hour=min(usd, bound),
-                solve_time_s=time.perf_counter() - started,
-                bucket_split=split,
-                **plan_fields(problem, graph, classes, candidates, assignments))
+    fields = plan_fields(problem, graph, classes, candidates, assignments)
+    return Plan(PlanStatus.feasible, assignments, lower_bound_usd_per_hour=min(fields["usd_per_hour"], bound),
+                solve_time_s=time.perf_counter() - started, bucket_split=split, **fields)
 
 
 def bucket_split(problem: Problem, candidates: dict[str, tuple[Candidate, ...]],
@@ -118,7 +117,7 @@ def greedy_assignments(
 ) -> dict[tuple[str, str], int] | None:
     """Replicas per (fragment, class) by the module docstring's steps; None when they find none.
     `prefer`: a class per fragment to try first (solve's LP choices), these fragments placed first."""
-    free = {name: cls.slices for name, cls in classes.items()}
+    free = Room(classes)
     placed: dict[str, dict[str, int]] = defaultdict(dict)
     current: dict[str, dict[str, int]] = defaultdict(dict)
     for a in problem.current:
@@ -143,10 +142,9 @@ def greedy_assignments(
         mine = placed[f.fragment]
         if current[f.fragment] and all(c in cands for c in current[f.fragment]):
             for name, n in current[f.fragment].items():
-                n = min(n, free[name] // cands[name].slices)
+                n = free.add(name, cands[name].slices, n)
                 if n > 0:
                     mine[name] = n
-                    free[name] -= n * cands[name].slices
                     need -= n * supply_units(cands[name].throughput_rps)
                     count -= n
         if f.buckets:
@@ -163,10 +161,9 @@ def greedy_assignments(
             c = cands[name]
             supply = supply_units(c.throughput_rps)
             wanted = max(count, -(-need // supply) if supply else (0 if need <= 0 else 0))
-            n = min(wanted, free[name] // c.slices)
+            n = free.add(name, c.slices, wanted)
             if n > 0:
                 mine[name] = mine.get(name, 0) + n
-                free[name] -= n * c.slices
                 need -= n * supply
                 count -= n
         if need > 0 or count > 0:
@@ -177,7 +174,7 @@ def greedy_assignments(
 
 
 def _repair_slas(problem: Problem, classes: dict[str, ClassCapacity], cands: dict[str, dict[str, Candidate]],
-                 graph: Graph, placed: dict[str, dict[str, int]], free: dict[str, int]) -> bool:
+                 graph: Graph, placed: dict[str, dict[str, int]], free: Room) -> bool:
     """Step 3 of the module docstring, workload by workload over the fragments its paths reach
     (`cands`: each fragment's candidates by class)."""
     repair = _Repair(problem, classes, cands, graph, placed, free)
@@ -203,7 +200,7 @@ class _Repair:
     """
 
     def __init__(self, problem: Problem, classes: dict[str, ClassCapacity], cands: dict[str, dict[str, Candidate]],
-                 graph: Graph, placed: dict[str, dict[str, int]], free: dict[str, int]) -> None:
+                 graph: Graph, placed: dict[str, dict[str, int]], free: Room) -> None:
         self.problem, self.classes, self.graph, self.placed, self.free = problem, classes, graph, placed, free
         self.fragments = {f.fragment: f for f in problem.fragments}
         self.cands = cands
@@ -265,9 +262,9 @@ class _Repair:
                 return False
             _, f, (name, n, _) = best
             for c, k in self.placed[f].items():
-                self.free[c] += k * self.cands[f][c].slices
+                self.free.remove(c, self.cands[f][c].slices, k)
             self.placed[f] = {name: n}
-            self.free[name] -= n * self.cands[f][name].slices
+            self.free.add(name, self.cands[f][name].slices, n)
             self._update(f)
             self.repairs[f] += 1
             self.moves += 1
@@ -280,5 +277,5 @@ class _Repair:
             if set(mine) == {name}:
                 continue
             n = replicas_alone(self.fragments[f], c, self.problem.headroom)
-            if n is not None and n * c.slices <= self.free[name] + mine.get(name, 0) * c.slices:
+            if n is not None and n - mine.get(name, 0) <= self.free.fits(name, c.slices):
                 yield name, n, max(n * c.usd_per_replica - before, 1e-6)

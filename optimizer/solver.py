@@ -39,9 +39,10 @@ Bucketed demand (Mélange's request-size buckets; a fragment with buckets has no
                       f on c (0: c cannot serve b); Q = 1000 shares per bucket, each d_fb * h / Q req/s
     v_fbc in {0, .., Q}   served split: shares of bucket b of f served on c (T_fbc > 0)
     split      sum_c v_fbc = Q                                             f, b in B_f with d_fb > 0
-    load       sum_b v_fbc * k_fbc <= K_fc * x_fc                          (f, c) in A, f bucketed
+    load       sum_b v_fbc * k_fbc <= K'_fc * x_fc                         (f, c) in A, f bucketed
                (the real sum_b v_fbc * (d_fb h / Q) / T_fbc <= x_fc times an integer K_fc, with
-               k_fbc = ceil(K_fc * d_fb h / (Q T_fbc)) rounded up: optimizer.buckets)
+               k_fbc = ceil(K_fc * d_fb h / (Q T_fbc)) rounded up and K'_fc = K_fc + floor(1e-9 K_fc):
+               optimizer.buckets). No term without x_fc: a class with no replicas carries no load.
 
 This is Mélange's formulation (split each bucket's rate over GPU types; a type's load, rate over
 its profiled throughput, fits its integer count) with a bucket cut into Q = 1000 shares instead
@@ -132,7 +133,7 @@ import time
 
 from ortools.sat.python import cp_model
 
-from optimizer.buckets import BucketLoads, bucket_loads, fill_buckets, load_slack
+from optimizer.buckets import BucketLoads, bucket_loads, fill_buckets, replica_units
 from optimizer.candidates import (
     USD_SCALE,
     Candidate,
@@ -147,6 +148,7 @@ from optimizer.diagnose import diagnose_capacity, diagnose_sla_with_capacity
 from optimizer.explain import changed_fragments, migration_usd, plan_fields, units_of
 from optimizer.graph import Graph, build_graph, longest_paths, workload_p99
 from optimizer.greedy import fractional_bound, greedy_assignments
+from optimizer.packing import kind, node_counts, node_rows, pattern_counts, patterns
 from optimizer.prepare import Prepared, prepare, unpack
 from optimizer.prices import lagrangian_bound, relaxed_placement
 from optimizer.types import Assignment, ClassCapacity, Edge, FragmentDemand, Phase, Plan, PlanStatus, Problem
@@ -209,7 +211,8 @@ def _whole(problem: Problem, prepared: Prepared, relaxed: _Relaxed, started: flo
     if assignments is None:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started,
                     diagnosis=_diagnose_infeasible(problem, classes, candidates, graph, status, prepared.pools))
-    usd = sum((a.usd_per_hour for a in assignments), 0.0)
+    fields = plan_fields(problem, graph, classes, candidates, assignments, prepared.pools)
+    usd = fields["usd_per_hour"]
     optimal = status == cp_model.OPTIMAL
     # The bound is on the whole objective (cost + migration + tie-break >= the cost's fractional and
     # Lagrangian bounds); expressed in $/h it is the plan's cost less the objective's gap.
@@ -223,11 +226,10 @@ def _whole(problem: Problem, prepared: Prepared, relaxed: _Relaxed, started: flo
     return Plan(
         PlanStatus.optimal if optimal else PlanStatus.feasible,
         assignments=assignments,
-        usd_per_hour=usd,
         lower_bound_usd_per_hour=bound,
         solve_time_s=time.perf_counter() - started,
         bucket_split=split,
-        **plan_fields(problem, graph, classes, candidates, assignments, prepared.pools),
+        **fields,
     )
 
 
@@ -246,15 +248,16 @@ def _warm(problem: Problem, prepared: Prepared, hood: Neighbourhood, relaxed: _R
         if found is None:
             return None
     assignments = hood.fixed + found
-    fields = plan_fields(problem, graph, classes, candidates, assignments, prepared.pools)
+    try:
+        fields = plan_fields(problem, graph, classes, candidates, assignments, prepared.pools)
+    except ValueError:  # the fixed part's spare slices were not enough after all: solve it whole
+        return None
     if any(fields["predicted_p99_ms"].get(s.workload, 0.0) > s.p99_ms + 1e-9 for s in problem.slas):
         return None
-    usd = sum((a.usd_per_hour for a in assignments), 0.0)
     return Plan(
         PlanStatus.feasible,
         assignments=assignments,
-        usd_per_hour=usd,
-        lower_bound_usd_per_hour=min(usd, relaxed.bound),
+        lower_bound_usd_per_hour=min(fields["usd_per_hour"], relaxed.bound),
         solve_time_s=time.perf_counter() - started,
         bucket_split=split,
         **fields,
@@ -353,7 +356,11 @@ class _Model:
         self.s: dict[str, dict[str, dict[str, cp_model.IntVar]]] = {}  # v_fbc by f, b, c
         self.hint_split: dict[str, dict[str, dict[str, float]]] = {}
         self.cands = candidates
-        self._used: dict[str, list[cp_model.LinearExpr]] = {}
+        self._classes = classes
+        self._slices: dict[tuple[str, str], int] = {}
+        self._by_size: dict[str, dict[int, list[cp_model.IntVar]]] = {}  # class -> slices -> x of that size
+        self.patterns: dict[str, list[tuple[tuple[int, ...], cp_model.IntVar]]] = {}  # class -> (pattern, n_p)
+        self.node_patterns: dict[str, list[tuple[tuple[int, ...], cp_model.IntVar]]] = {}
         self._cost: list[cp_model.LinearExpr] = []
         current = {(a.fragment, a.device_class, a.phase): a.replicas for a in problem.current}
         self._mu = math.ceil(problem.migration_cost_usd / 2 * USD_SCALE) if problem.current else 0
@@ -375,8 +382,8 @@ class _Model:
             if f.min_replicas > 0:
                 m.add(sum(self.x[f.fragment, c.device_class] for c in cands) + f.min_replicas * sigma >= f.min_replicas)
         for cls in problem.device_classes:
-            if cls.device_class in self._used:
-                m.add(sum(self._used[cls.device_class]) <= cls.slices)
+            if cls.device_class in self._by_size:
+                self._add_packing(cls, self._by_size[cls.device_class])
         if problem.max_changed_fragments is not None and with_limit:
             self._add_change_limit(current, problem.max_changed_fragments)
         if with_slas and problem.slas:
@@ -391,14 +398,57 @@ class _Model:
         y = m.new_bool_var(f"y[{name}]")
         m.add(x <= top * y)
         m.add(x >= y)
-        self._used.setdefault(c.device_class, []).append(x * c.slices)
-        self._cost += [x * round(c.usd_per_replica * USD_SCALE), y]
+        self._by_size.setdefault(c.device_class, {}).setdefault(c.slices, []).append(x)
+        self._slices[f.fragment, c.device_class] = c.slices
+        # On a class sold by the device a sub-device replica's cost is its device's (the n_p terms).
+        by_device = not self._classes[c.device_class].sold_by_slice
+        if by_device and kind(c.slices, self._classes[c.device_class].slices_per_device)[0] == "sub":
+            self._cost += [x, y]  # 1 micro-dollar a replica: no surplus replicas on a device already paid for
+        else:
+            self._cost += [x * round(c.usd_per_replica * USD_SCALE), y]
         z = None
         if self._mu:
             z = m.new_int_var(0, max(top, cur), f"z[{name}]")
             m.add_abs_equality(z, x - cur)
             self._cost.append(self._mu * z)
         return x, y, z, top
+
+    def _add_packing(self, cls: ClassCapacity, by_size: dict[int, list[cp_model.IntVar]]) -> None:
+        """optimizer.packing's rows for one class: device patterns n_p for sub-device replicas, node
+        patterns m_q for multi-device ones, and the device total; per-device cost from n_p."""
+        m, name, s_per = self.model, cls.device_class, cls.slices_per_device
+        counts: dict[tuple[str, int], cp_model.LinearExpr] = {}
+        for slices, xs in by_size.items():
+            counts[kind(slices, s_per)] = sum(xs)
+        devices_used = []
+        sub_sizes = tuple(sorted(size for what, size in counts if what == "sub"))
+        if sub_sizes:
+            rows = self.patterns[name] = [(p, m.new_int_var(0, cls.devices, f"n[{name}/{'+'.join(map(str, p))}]"))
+                                          for p in patterns(sub_sizes, s_per)]
+            for size in sub_sizes:
+                m.add(counts["sub", size] <= sum(n * p.count(size) for p, n in rows if size in p))
+            devices_used += [n for _, n in rows]
+            if not cls.sold_by_slice:
+                self._cost += [n * round(cls.usd_per_hour * USD_SCALE) for _, n in rows]
+        if ("device", 1) in counts:
+            devices_used.append(counts["device", 1])
+        multi = tuple(sorted(size for what, size in counts if what == "multi"))
+        devices_used += [g * counts["multi", g] for g in multi]
+        if multi and cls.node_devices:
+            cover: dict[int, list[cp_model.LinearExpr]] = {g: [] for g in multi}
+            groups: dict[int, list[cp_model.IntVar]] = {}
+            rows = self.node_patterns[name] = []
+            for p, size in node_rows(cls, multi):
+                v = m.new_int_var(0, cls.node_devices.count(size), f"m[{name}/{size}/{'+'.join(map(str, p))}]")
+                rows.append((p, v))
+                groups.setdefault(size, []).append(v)
+                for g in set(p):
+                    cover[g].append(v * p.count(g))
+            for size, vs in groups.items():
+                m.add(sum(vs) <= cls.node_devices.count(size))
+            for g in multi:
+                m.add(counts["multi", g] <= sum(cover[g]))
+        m.add(sum(devices_used) <= cls.devices)
 
     def _add_change_limit(self, current: dict[tuple[str, str, Phase], int], limit: int) -> None:
         """The docstring's change limit: c_f for every fragment running now, sum_f c_f <= N."""
@@ -456,7 +506,7 @@ class _Model:
             for c, v in vs.items():
                 terms.setdefault(c, []).append(v * loads.k[b, c])
         for c, load in terms.items():
-            m.add(sum(load) <= loads.K[c] * self.x[fragment, c] + load_slack(loads, c))
+            m.add(sum(load) <= replica_units(loads, c) * self.x[fragment, c])
 
     def _add_paths(self, problem: Problem, classes: dict[str, ClassCapacity],
                    candidates: dict[str, tuple[Candidate, ...]], graph: Graph) -> None:
@@ -581,6 +631,7 @@ class _Model:
             if key in self.z:
                 z, cur = self.z[key]
                 m.add_hint(z, abs(n - cur))
+        self._hint_packing(replicas)
         for f, loads in self.loads.items():
             cands = {c.device_class: c for c in self.cands[f]}
             placed = {c: min(replicas.get((f, c), 0), self.max_x[f, c]) for c in cands}
@@ -614,6 +665,26 @@ class _Model:
             m.add_hint(self.below[f], min(b, self.max_below[f]))
         for _, _, t in self.edges:
             m.add_hint(t, t_value[id(t)])
+
+    def _hint_packing(self, replicas: dict[tuple[str, str], int]) -> None:
+        """n_p and m_q of the hinted replicas: the fewest patterns that hold them (optimizer.packing)."""
+        sizes: dict[str, dict[tuple[str, int], int]] = {}
+        for f, name in self.x:
+            n = min(replicas.get((f, name), 0), self.max_x[f, name])
+            slices = self._slices[f, name]
+            key = kind(slices, self._classes[name].slices_per_device)
+            by_kind = sizes.setdefault(name, {})
+            by_kind[key] = by_kind.get(key, 0) + n
+        for name, rows in self.patterns.items():
+            need = {size: n for (what, size), n in sizes.get(name, {}).items() if what == "sub"}
+            counts = pattern_counts([(p, 0) for p, _ in rows], need)
+            for (_, v), n in zip(rows, counts or [0] * len(rows), strict=True):
+                self.model.add_hint(v, n)
+        for name, rows in self.node_patterns.items():
+            multi = {size: n for (what, size), n in sizes.get(name, {}).items() if what == "multi"}
+            counts = node_counts(self._classes[name], multi) if any(multi.values()) else None
+            for (_, v), n in zip(rows, counts or [0] * len(rows), strict=True):
+                self.model.add_hint(v, n)
 
     def solve(self, time_limit_s: float) -> tuple[int, cp_model.CpSolver]:
         solver = cp_model.CpSolver()

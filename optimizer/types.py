@@ -167,7 +167,7 @@ class Plan:
 
     status: PlanStatus
     assignments: tuple[Assignment, ...] = ()
-    usd_per_hour: float = 0.0
+    usd_per_hour: float = 0.0  # the assignments' cost plus the idle slices of devices sold whole
     lower_bound_usd_per_hour: float = 0.0
     solve_time_s: float = 0.0
     diagnosis: tuple[str, ...] = field(default=())
@@ -178,6 +178,8 @@ class Plan:
     migration_usd_per_hour: float = 0.0  # the objective's migration term for this plan
     # For fragments with bucketed demand: req/s of each bucket served on each class.
     bucket_split: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # Per class, the devices the assignments occupy (the fewest that hold them: optimizer.packing).
+    devices_used: dict[str, int] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
@@ -220,7 +222,10 @@ class Explanation:
 
 @dataclass(frozen=True)
 class CostBreakdown:
-    """A plan's $/hour split by device class and by workload."""
+    """A plan's $/hour split by device class and by workload. A class sold by the device also costs
+    the slices of its occupied devices that no replica uses: `idle_by_class` (in `by_class` too, in no
+    workload's share)."""
 
     by_class: dict[str, float] = field(default_factory=dict)
     by_workload: dict[str, float] = field(default_factory=dict)
+    idle_by_class: dict[str, float] = field(default_factory=dict)

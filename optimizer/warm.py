@@ -24,10 +24,12 @@ free part is at most WARM_MAX_FREE_SHARE of the fragments, the fixed part fits t
 joined plan meets every SLA; otherwise it solves the whole problem.
 """
 
+from collections import Counter
 from dataclasses import dataclass, replace
 
 from optimizer.candidates import Candidate, needed_units, replicas_alone_each, supply_units
 from optimizer.explain import units_of
+from optimizer.packing import min_devices
 from optimizer.prepare import Prepared
 from optimizer.types import Assignment, ClassCapacity, FragmentDemand, Phase, Problem
 
@@ -63,7 +65,7 @@ def neighbourhood(problem: Problem, prepared: Prepared) -> Neighbourhood | None:
         return None
     names = {f.fragment for f in free}
     fixed = []
-    reserved: dict[str, int] = {}
+    reserved: dict[str, Counter[int]] = {}
     for f in problem.fragments:
         if f.fragment in names:
             continue
@@ -71,14 +73,16 @@ def neighbourhood(problem: Problem, prepared: Prepared) -> Neighbourhood | None:
         for name, n in runs.get(f.fragment, {}).items():
             c = by_class[name]
             fixed.append(Assignment(f.fragment, name, n, c.slices, n * c.usd_per_replica))
-            reserved[name] = reserved.get(name, 0) + n * c.slices
+            reserved.setdefault(name, Counter())[c.slices] += n
     left = {}
     for cls in problem.device_classes:
-        slices = cls.slices - reserved.get(cls.device_class, 0)
-        if slices < 0:
+        used = min_devices(cls, reserved.get(cls.device_class, {}))
+        if used is None:
             return None  # what runs no longer fits (devices went unhealthy): re-place everything
-        # Capacity left as whole slices; candidates keep prices and sizes from the real class.
-        left[cls.device_class] = replace(cls, devices=slices, slices_per_device=1)
+        # The devices the fixed part occupies are gone (their spare slices too), taken from the
+        # smallest nodes first; `solve` checks that the joined plan packs.
+        left[cls.device_class] = replace(cls, devices=cls.devices - used,
+                                         node_devices=_without(cls.node_devices, used))
     workloads = {f.workload for f in free}
     sub = replace(
         problem,
@@ -89,6 +93,16 @@ def neighbourhood(problem: Problem, prepared: Prepared) -> Neighbourhood | None:
         current=tuple(a for a in problem.current if a.fragment in names),
     )
     return Neighbourhood(sub, left, tuple(fixed))
+
+
+def _without(nodes: tuple[int, ...], devices: int) -> tuple[int, ...]:
+    """Node sizes after `devices` are taken, from the smallest nodes first."""
+    out = []
+    for d in sorted(nodes):
+        take = min(d, devices)
+        devices -= take
+        out.append(d - take)
+    return tuple(out)
 
 
 def _settled(f: FragmentDemand, runs: dict[str, int], prepared: Prepared, headroom: float,

@@ -137,3 +137,58 @@ def test_an_exactly_integral_load_takes_exactly_that_many_devices():
     plan = solve(melange_problem(demand, gpus, headroom=1.0))
     assert plan.replicas_of("llm") == {"g0": 3} and plan.usd_per_hour == pytest.approx(2.1)
     assert greedy(melange_problem(demand, gpus, headroom=1.0)).replicas_of("llm") == {"g0": 3}
+
+
+# --- no phantom capacity ----------------------------------------------------------------------
+
+PER_DAY = 1 / 86_400  # one request a day, in req/s
+
+
+def _served_on_classes_without_replicas(plan) -> list[str]:
+    """(fragment, bucket, class) served where the plan runs no replica of the fragment: computed
+    from the plan alone, without the checker."""
+    out = []
+    for fragment, by_bucket in plan.bucket_split.items():
+        running = plan.replicas_of(fragment)
+        out += [f"{fragment}/{b}@{c}" for b, by_class in by_bucket.items()
+                for c, rps in by_class.items() if rps > 0 and running.get(c, 0) == 0]
+    return out
+
+
+def test_one_small_bucket_needs_a_real_replica():
+    # The issue's case: all demand in one bucket at 0.0014 req/s (~121 requests a day). It used to
+    # be "optimal" at $0/h, its load on a class with no replica absorbed by the float tolerance.
+    problem = melange_problem({(0, 0): 0.0014}, [CHEAP, DEAR])
+    plan = solve(problem)
+    assert plan.status is PlanStatus.optimal and check(problem, plan) == []
+    assert plan.replicas_of("llm") == {"cheap": 1} and plan.usd_per_hour == pytest.approx(1.0)
+    assert _served_on_classes_without_replicas(plan) == []
+
+
+def test_the_checker_rejects_load_on_a_class_without_replicas():
+    problem = melange_problem({(0, 0): 0.0014}, [CHEAP, DEAR])
+    phantom = dataclasses.replace(solve(problem), assignments=(), usd_per_hour=0.0, devices_used={},
+                                  lower_bound_usd_per_hour=0.0)
+    assert "fragment llm@cheap: bucket load 0.00014 replicas > 0" in check(problem, phantom)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rates=st.lists(st.sampled_from([0.0, PER_DAY, 2 * PER_DAY, 0.0014, 0.01, 0.3, 2.5]), min_size=1, max_size=4),
+    tputs=st.lists(st.lists(st.sampled_from([0.0, 0.05, 0.5, 1.0, 7.0, 25.0]), min_size=4, max_size=4),
+                   min_size=1, max_size=3),
+    headroom=st.sampled_from([1.0, 1.2]),
+)
+def test_tiny_demands_never_ride_on_missing_replicas(rates, tputs, headroom):
+    """Rates down to one request a day: every served bucket runs on replicas, and demand costs money."""
+    gpus = [GpuOffer(f"g{i}", 0.5 + i, {(b, 0): t[b] for b in range(4)}) for i, t in enumerate(tputs)]
+    demand = {(b, 0): r for b, r in enumerate(rates)}
+    servable = all(r == 0 or any(g.throughput[b] > 0 for g in gpus) for b, r in demand.items())
+    problem = melange_problem(demand, gpus, headroom=headroom, time_limit_s=5.0)
+    plan = solve(problem)
+    if not servable or not problem.fragments:
+        return
+    assert plan.feasible and check(problem, plan) == []
+    assert _served_on_classes_without_replicas(plan) == []
+    if any(rates):
+        assert plan.usd_per_hour >= min(g.usd_per_hour for g in gpus) - 1e-9

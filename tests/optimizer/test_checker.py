@@ -1,5 +1,7 @@
 """The independent checker catches each kind of violation a graph-aware plan can carry."""
 
+from collections import Counter
+
 import pytest
 
 from optimizer.checker import check
@@ -23,7 +25,7 @@ PROFILES = (ServiceProfile("H100", 12.0, 50.0), ServiceProfile("MI300X", 12.0, 4
 def plan(*rows: tuple[str, str], p99: dict[str, float] | None = None) -> Plan:
     assignments = tuple(Assignment(f, c, 1, 1, 6.88 if c == "H100" else 6.0) for f, c in rows)
     return Plan(PlanStatus.feasible, assignments, usd_per_hour=sum(a.usd_per_hour for a in assignments),
-                predicted_p99_ms=p99 or {})
+                predicted_p99_ms=p99 or {}, devices_used=dict(Counter(c for _, c in rows)))
 
 
 def test_pins_forbids_and_memory() -> None:

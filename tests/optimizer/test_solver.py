@@ -1,6 +1,7 @@
 """The CP-SAT placement: concrete cases with their arithmetic, and properties on random fleets."""
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -58,13 +59,27 @@ def test_exact_demand_needs_no_extra_replica() -> None:
 
 def test_capacity_limited_cheap_class_spills_to_the_next() -> None:
     # 12 rps needed. L40S: 4 rps for $1.861 ($0.465 per rps) but only 2 devices -> 8 rps.
-    # A 1-slice H100 MIG replica: 1.5 rps for 6.88 / 7 = $0.983. The rest (4 rps) takes
-    # ceil(4 / 1.5) = 3 slices: 2 x 1.861 + 3 x 0.983 = $6.670/h, cheaper than a whole-H100 plan.
+    # A 1-slice H100 MIG replica rented by the slice: 1.5 rps for 6.88 / 7 = $0.983. The rest (4 rps)
+    # takes ceil(4 / 1.5) = 3 slices: 2 x 1.861 + 3 x 0.983 = $6.670/h, cheaper than a whole-H100 plan.
+    mig = ServiceProfile("H100-SXM", throughput_rps=1.5, latency_ms=60.0, slices=1)
+    small_l40s = ClassCapacity("L40S", 1.861, devices=2)
+    by_slice = replace(H100, sold_by_slice=True)
+    plan = solved(Problem((by_slice, small_l40s), (fragment("chat", 10.0, mig, ONE_L40S),)))
+    assert plan.replicas_of("chat") == {"L40S": 2, "H100-SXM": 3}
+    assert plan.usd_per_hour == pytest.approx(2 * 1.861 + 3 * 6.88 / 7)
+
+
+def test_a_device_sold_whole_costs_whole_once_any_slice_is_used() -> None:
+    # The same fragment when H100s are paid per device: 3 slices cost a whole $6.88 device, so
+    # 2 L40S + 1 device = $10.602 loses to 1 L40S (4 rps) + 6 slices of one device (9 rps) =
+    # 1.861 + 6.88 = $8.741; 2 devices alone (7 + 1 slices) would be $13.76.
     mig = ServiceProfile("H100-SXM", throughput_rps=1.5, latency_ms=60.0, slices=1)
     small_l40s = ClassCapacity("L40S", 1.861, devices=2)
     plan = solved(Problem((H100, small_l40s), (fragment("chat", 10.0, mig, ONE_L40S),)))
-    assert plan.replicas_of("chat") == {"L40S": 2, "H100-SXM": 3}
-    assert plan.usd_per_hour == pytest.approx(2 * 1.861 + 3 * 6.88 / 7)
+    assert plan.replicas_of("chat") == {"L40S": 1, "H100-SXM": 6}
+    assert plan.devices_used == {"L40S": 1, "H100-SXM": 1}
+    assert plan.usd_per_hour == pytest.approx(1.861 + 6.88)
+    assert plan.cost_breakdown.idle_by_class == {"H100-SXM": pytest.approx(6.88 / 7)}
 
 
 def test_latency_bound_excludes_the_slow_class() -> None:
@@ -145,15 +160,16 @@ def test_bad_input_is_rejected_naming_the_field() -> None:
 def test_checker_catches_violations() -> None:
     problem = Problem((L40S,), (fragment("chat", 10.0, ONE_L40S, latency_bound_ms=50.0),))
     plan = Plan(PlanStatus.feasible, (Assignment("chat", "L40S", 5, 1, 1.0), Assignment("x", "B200", 1, 1, 1.0)),
-                usd_per_hour=2.0)
+                usd_per_hour=2.0, devices_used={"L40S": 5})
     violations = check(problem, plan)
     assert any("unknown fragment" in v for v in violations)
     assert any("unknown device class" in v for v in violations)
-    assert any("slices used > 4 available" in v for v in violations)
+    assert any("claims 5 devices but has 4 healthy" in v for v in violations)
     assert any("latency 100.0 ms > bound 50.0 ms" in v for v in violations)
     assert any("costs 1.0 $/h, expected 9.305" in v for v in violations)
     short = Plan(PlanStatus.feasible, (Assignment("chat", "L40S", 2, 1, 2 * 1.861),), usd_per_hour=2 * 1.861)
     assert any("serves 8.0 rps < 12.0 rps required" in v for v in check(problem, short))
+    assert "class L40S: plan does not say how many devices it occupies" in check(problem, short)
 
 
 # --- properties ----------------------------------------------------------------------------------
@@ -192,8 +208,9 @@ def feasible_problems(draw):
 
 
 def baseline_usd(problem: Problem) -> float:
-    """Each fragment alone on its cheapest allowed class (valid when capacity is unlimited)."""
-    prices = {c.device_class: c.usd_per_hour / c.slices_per_device for c in problem.device_classes}
+    """Each fragment alone on its cheapest allowed class, on devices of its own (valid when capacity
+    is unlimited): a class sold by the device charges ceil(replicas / replicas per device) devices."""
+    classes = {c.device_class: c for c in problem.device_classes}
     total = 0.0
     for f in problem.fragments:
         options = []
@@ -201,7 +218,9 @@ def baseline_usd(problem: Problem) -> float:
             if f.latency_bound_ms is None or p.latency_ms <= f.latency_bound_ms:
                 by_demand = math.ceil(f.demand_rps * problem.headroom / p.throughput_rps - 1e-9)
                 replicas = max(f.min_replicas, by_demand)
-                options.append(replicas * p.slices * prices[p.device_class])
+                c = classes[p.device_class]
+                devices = math.ceil(replicas / (c.slices_per_device // p.slices))
+                options.append(devices * c.usd_per_hour)
         total += min(options)
     return total
 

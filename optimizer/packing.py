@@ -1,0 +1,309 @@
+"""Replicas on devices: what fits one device class, how many devices a placement occupies, and what
+they cost.
+
+A device class has D devices of S slices each, on nodes of D_n healthy devices (sum_n D_n = D; no
+nodes known: one pool). A replica of s slices is one of
+
+    sub-device   s < S       s slices of one device (a MIG profile, a DRA partition, CPU cores)
+    device       s = S       one whole device
+    multi        s = g * S   g >= 2 whole devices on one node (tensor parallelism); any other s > S
+                             is malformed (optimizer.candidates.validate rejects it)
+
+so the class holds a multiset of replicas when there are device patterns (maximal multisets of
+sub-device sizes summing to <= S) and node patterns (maximal multisets of multi sizes g summing to
+<= D_n, per node size) with counts n_p, m_q such that
+
+    N_s <= sum_p n_p * count_p(s)                 every sub-device size s
+    N_g <= sum_q m_q * count_q(g)                 every multi size g (node patterns of every node size)
+    sum_{q of node size D_n} m_q <= nodes of that size
+    sum_p n_p + N_S + sum_g g * N_g <= D
+
+This is exact: devices are identical bins, so the contents of any packing are sub-multisets of
+patterns (and a sub-multiset of a pattern fits where the pattern does); devices hosting sub-device
+replicas or whole-device replicas may be anywhere, so only multi-device replicas need nodes. The
+solver writes these rows into its model (`ClassPacking`); `min_devices` solves the same rows alone.
+
+Cost. A class sold by the slice costs s / S of a device's price per replica. A class sold by the
+device costs every device a replica occupies: sum_p n_p + N_S + sum_g g * N_g of them. Assignments
+carry their slices' share either way; the rest of an occupied device (slices no replica uses) is
+the class's idle cost, which `device_costs` reports beside them.
+"""
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from functools import cache
+
+from optimizer.types import Assignment, ClassCapacity
+
+_PATTERN_LIMIT = 5_000  # patterns per class before enumeration gives up (never reached by real slice sizes)
+
+
+@cache
+def patterns(sizes: tuple[int, ...], capacity: int) -> tuple[tuple[int, ...], ...]:
+    """Every maximal multiset of `sizes` (each <= capacity) summing to at most `capacity`, as sorted
+    tuples (largest first). Maximal: no size can be added. Non-maximal ones are covered by "<=" rows."""
+    sizes = tuple(sorted(set(sizes), reverse=True))
+    if not sizes:
+        return ()
+    smallest = sizes[-1]
+    out: list[tuple[int, ...]] = []
+
+    def grow(start: int, room: int, chosen: list[int]) -> None:
+        if len(out) > _PATTERN_LIMIT:
+            raise ValueError(f"too many packing patterns for sizes {sizes} in {capacity}")
+        if room < smallest:  # nothing fits any more: maximal
+            if chosen:
+                out.append(tuple(chosen))
+            return
+        for i in range(start, len(sizes)):
+            if sizes[i] <= room:
+                chosen.append(sizes[i])
+                grow(i, room - sizes[i], chosen)
+                chosen.pop()
+
+    grow(0, capacity, [])
+    return tuple(out)
+
+
+def kind(slices: int, slices_per_device: int) -> tuple[str, int]:
+    """('sub', s), ('device', 1) or ('multi', g) for a replica of `slices` on a class of S slices."""
+    if slices < slices_per_device:
+        return "sub", slices
+    if slices == slices_per_device:
+        return "device", 1
+    return "multi", slices // slices_per_device
+
+
+def fits_somewhere(cls: ClassCapacity, slices: int) -> int:
+    """The most replicas of `slices` the class holds with nothing else on it."""
+    s_per = cls.slices_per_device
+    what, n = kind(slices, s_per)
+    if what == "sub":
+        return cls.devices * (s_per // slices)
+    if what == "device":
+        return cls.devices
+    nodes = cls.node_devices or (cls.devices,)
+    return sum(d // n for d in nodes)
+
+
+def min_devices(cls: ClassCapacity, replicas: Mapping[int, int]) -> int | None:
+    """The fewest devices of `cls` that hold `replicas` (slices per replica -> count), packed as the
+    module docstring says; None when they do not fit the class at all."""
+    s_per = cls.slices_per_device
+    sub: Counter[int] = Counter()
+    whole = 0
+    multi: Counter[int] = Counter()
+    for slices, n in replicas.items():
+        if n <= 0:
+            continue
+        what, size = kind(slices, s_per)
+        if what == "sub":
+            sub[size] += n
+        elif what == "device":
+            whole += n
+        else:
+            multi[size] += n
+    if multi and not _nodes_hold(cls, multi):
+        return None
+    devices = whole + sum(g * n for g, n in multi.items()) + _sub_devices(s_per, sub)
+    return devices if devices <= cls.devices else None
+
+
+def _sub_devices(capacity: int, counts: Mapping[int, int]) -> int:
+    """Fewest devices of `capacity` slices holding `counts` sub-device replicas (exact)."""
+    counts = {s: n for s, n in counts.items() if n > 0}
+    if not counts:
+        return 0
+    total = sum(s * n for s, n in counts.items())
+    lower = -(-total // capacity)
+    upper = _first_fit_decreasing(capacity, counts)
+    if upper == lower:
+        return upper
+    return _exact_cover(tuple(sorted(counts.items())), capacity, upper)
+
+
+def _first_fit_decreasing(capacity: int, counts: Mapping[int, int]) -> int:
+    """Devices first-fit decreasing uses, on residual counts (a histogram of free slices per device)."""
+    residual = [0] * (capacity + 1)  # residual[r]: open devices with r free slices
+    devices = 0
+    for size in sorted(counts, reverse=True):
+        for _ in range(counts[size]):
+            r = next((r for r in range(size, capacity + 1) if residual[r]), None)
+            if r is None:
+                devices += 1
+                r = capacity
+                residual[r] += 1
+            residual[r] -= 1
+            residual[r - size] += 1
+    return devices
+
+
+def pattern_counts(rows: list[tuple[tuple[int, ...], int]], need: Mapping[int, int],
+                   groups: Mapping[int, int] | None = None) -> list[int] | None:
+    """Counts per pattern covering `need` (size -> replicas) with the fewest patterns used; `rows`
+    are (pattern, group) and `groups` caps the patterns used per group (node size -> nodes; None: no
+    cap). None when no counts exist. A small exact model (CP-SAT, one worker)."""
+    from ortools.sat.python import cp_model
+
+    need = {size: n for size, n in need.items() if n > 0}
+    upper = sum(need.values())
+    model = cp_model.CpModel()
+    counts = [model.new_int_var(0, upper if groups is None else min(upper, groups[g]), "") for _, g in rows]
+    for size, n in need.items():
+        model.add(sum(v * p.count(size) for v, (p, _) in zip(counts, rows, strict=True) if size in p) >= n)
+    for g, cap in (groups or {}).items():
+        model.add(sum(v for v, (_, group) in zip(counts, rows, strict=True) if group == g) <= cap)
+    model.minimize(sum(counts))
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_time_in_seconds = 10.0
+    if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    return [solver.value(v) for v in counts]
+
+
+def _exact_cover(counts: tuple[tuple[int, int], ...], capacity: int, upper: int) -> int:
+    """Fewest devices for sub-device replicas: `pattern_counts` over the device patterns."""
+    found = _cover_cached(counts, capacity)
+    return upper if found is None else min(upper, found)
+
+
+@cache
+def _cover_cached(counts: tuple[tuple[int, int], ...], capacity: int) -> int | None:
+    rows = [(p, 0) for p in patterns(tuple(s for s, _ in counts), capacity)]
+    found = pattern_counts(rows, dict(counts))
+    return None if found is None else sum(found)
+
+
+def _nodes_hold(cls: ClassCapacity, multi: Mapping[int, int]) -> bool:
+    """Whether multi-device replicas (g devices -> count) fit on the class's nodes, g on one node each."""
+    if not cls.node_devices:
+        return True  # nodes not known: only the device total limits them (min_devices checks it)
+    free = sorted(cls.node_devices, reverse=True)
+    for g in sorted((g for g, n in multi.items() for _ in range(n)), reverse=True):
+        best = min((i for i, d in enumerate(free) if d >= g), key=free.__getitem__, default=None)
+        if best is None:  # best fit decreasing failed: ask the exact model
+            return node_counts(cls, multi) is not None
+        free[best] -= g
+    return True
+
+
+def node_rows(cls: ClassCapacity, sizes: Iterable[int]) -> list[tuple[tuple[int, ...], int]]:
+    """(node pattern, node size) for every node size of the class and the multi sizes g given."""
+    sizes = tuple(sorted(set(sizes)))
+    return [(p, size) for size in sorted(set(cls.node_devices))
+            for p in patterns(tuple(g for g in sizes if g <= size), size)]
+
+
+def node_counts(cls: ClassCapacity, multi: Mapping[int, int]) -> list[int] | None:
+    """Counts per `node_rows` pattern placing `multi` (g -> replicas) on the nodes; None if impossible."""
+    rows = node_rows(cls, multi)
+    return pattern_counts(rows, multi, Counter(cls.node_devices)) if rows else None
+
+
+def device_costs(classes: Mapping[str, ClassCapacity], assignments: Iterable[Assignment]
+                 ) -> tuple[dict[str, int], dict[str, float]]:
+    """Per class the devices the assignments occupy (fewest that hold them), and the idle cost of
+    a class sold by the device: occupied devices' price less the assignments' slice shares ($/h)."""
+    by_class: dict[str, Counter[int]] = {}
+    share: dict[str, float] = {}
+    for a in assignments:
+        by_class.setdefault(a.device_class, Counter())[a.slices] += a.replicas
+        share[a.device_class] = share.get(a.device_class, 0.0) + a.usd_per_hour
+    devices: dict[str, int] = {}
+    idle: dict[str, float] = {}
+    for name, replicas in by_class.items():
+        cls = classes[name]
+        n = min_devices(cls, replicas)
+        if n is None:
+            raise ValueError(f"replicas on {name} do not fit its devices: {dict(replicas)}")
+        devices[name] = n
+        if not cls.sold_by_slice:
+            waste = n * cls.usd_per_hour - share[name]
+            if waste > 1e-9 * max(1.0, share[name]):
+                idle[name] = waste
+    return devices, idle
+
+
+class Room:
+    """Free space on every class while a heuristic adds and removes replicas (greedy, baselines).
+
+    Best fit, per class: a sub-device replica goes to the partly used device with the least room
+    that holds it, else opens a device; whole and multi-device replicas take devices from the node
+    with the fewest free devices that holds them (keeping large holes for large replicas). Every
+    state it reaches is a real packing, so what it accepts fits; it may refuse a replica an exact
+    packing would fit (the solver's model is exact). Removing replicas repacks the class from its
+    counts, largest first.
+    """
+
+    def __init__(self, classes: Mapping[str, ClassCapacity]) -> None:
+        self._classes = dict(classes)
+        self._counts: dict[str, Counter[int]] = {name: Counter() for name in classes}
+        self._residual: dict[str, list[int]] = {}  # class -> devices by free slices (sub-device use)
+        self._nodes: dict[str, list[int]] = {}  # class -> nodes by free devices
+        for name in classes:
+            self._reset(name)
+
+    def _reset(self, name: str) -> None:
+        cls = self._classes[name]
+        self._residual[name] = [0] * (cls.slices_per_device + 1)
+        nodes = [0] * (max(cls.node_devices, default=cls.devices) + 1)
+        for d in cls.node_devices or (cls.devices,):
+            nodes[d] += 1
+        self._nodes[name] = nodes
+
+    def fits(self, name: str, slices: int) -> int:
+        """How many more replicas of `slices` the class holds as it is packed now."""
+        s_per = self._classes[name].slices_per_device
+        nodes = self._nodes[name]
+        what, size = kind(slices, s_per)
+        if what == "multi":
+            return sum(count * (free // size) for free, count in enumerate(nodes))
+        whole = sum(free * count for free, count in enumerate(nodes))
+        if what == "device":
+            return whole
+        residual = self._residual[name]
+        return whole * (s_per // size) + sum(count * (r // size) for r, count in enumerate(residual))
+
+    def add(self, name: str, slices: int, n: int) -> int:
+        """Place up to `n` replicas of `slices`; returns how many were placed."""
+        placed = 0
+        for _ in range(n):
+            if not self._place(name, slices):
+                break
+            placed += 1
+        self._counts[name][slices] += placed
+        return placed
+
+    def remove(self, name: str, slices: int, n: int) -> None:
+        counts = self._counts[name]
+        counts[slices] -= min(n, counts[slices])
+        self._reset(name)
+        for size in sorted(counts, reverse=True):
+            for _ in range(counts[size]):
+                self._place(name, size)
+
+    def _place(self, name: str, slices: int) -> bool:
+        s_per = self._classes[name].slices_per_device
+        what, size = kind(slices, s_per)
+        if what == "sub":
+            residual = self._residual[name]
+            r = next((r for r in range(size, s_per + 1) if residual[r]), None)
+            if r is None:
+                if not self._take_devices(name, 1):
+                    return False
+                r = s_per
+                residual[r] += 1
+            residual[r] -= 1
+            residual[r - size] += 1
+            return True
+        return self._take_devices(name, size)
+
+    def _take_devices(self, name: str, g: int) -> bool:
+        nodes = self._nodes[name]
+        free = next((k for k in range(g, len(nodes)) if nodes[k]), None)
+        if free is None:
+            return False
+        nodes[free] -= 1
+        nodes[free - g] += 1
+        return True
