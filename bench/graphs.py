@@ -53,6 +53,7 @@ from controlplane.simfleet.apps import APPS, MODEL_KINDS, App, Call, Loop, Trace
 from optimizer.baselines import graph_unaware  # noqa: E402
 from optimizer.catalog import by_name  # noqa: E402
 from optimizer.checker import check  # noqa: E402
+from optimizer.graph import build_graph, longest_paths, workload_p99  # noqa: E402
 from optimizer.perfmodel import estimate_profiles  # noqa: E402
 from optimizer.solver import solve  # noqa: E402
 from optimizer.types import (  # noqa: E402
@@ -128,24 +129,12 @@ def app_fragments(app: App) -> tuple[list[FragmentDemand], list[Edge]]:
 
 
 def with_slas(problem: Problem, factor: float) -> Problem:
-    """p99 per workload = factor x its worst path with every fragment on its fastest class, no transfers."""
+    """p99 per workload = factor x its tail path (optimizer.graph's rule) with every fragment on its
+    fastest class, no transfers."""
     fastest = {f.fragment: min(p.latency_ms for p in f.profiles) for f in problem.fragments}
-    children: dict[str, list[Edge]] = {}
-    for e in problem.edges:
-        children.setdefault(e.parent, []).append(e)
-    memo: dict[str, float] = {}
-
-    def below(f: str) -> float:
-        if f not in memo:
-            memo[f] = fastest[f] + max((e.calls_per_parent_call * below(e.child) for e in children.get(f, ())),
-                                       default=0.0)
-        return memo[f]
-
-    called = {e.child for e in problem.edges}
-    worst: dict[str, float] = {}
-    for f in problem.fragments:
-        if f.fragment not in called:
-            worst[f.workload] = max(worst.get(f.workload, 0.0), below(f.fragment))
+    graph = build_graph(replace(problem, slas=tuple(WorkloadSla(w, 1.0) for w in {f.workload for f in problem.fragments})))
+    below, _ = longest_paths(graph, fastest.__getitem__, lambda e: 0.0)
+    worst = {w: v for w, (v, _) in workload_p99(graph, below).items()}
     return replace(problem, slas=tuple(WorkloadSla(w, round(factor * v, 1)) for w, v in sorted(worst.items())))
 
 

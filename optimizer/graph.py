@@ -1,16 +1,29 @@
 """The agent graph the SLAs run along: edges, each SLA workload's roots, and path latencies.
 
-The latency of a root-to-leaf path counts every visit: a child called k times per parent visit
-contributes k times its own latency, k transfers on the edge and k times everything below it.
-Because that is linear in k, the worst path from f down is a bottom-up recurrence
+A workload's SLA bounds the p99 of a visit to one of its roots, so path latency counts what a
+visit in the slowest 1% (TAIL_SHARE) does, as the fleet runs it:
 
-    L_f = lat_f + max(0, max_{(f, g) in E} k_fg * (tau_fg + L_g))
+* children a fragment calls one after another add up; children it calls concurrently (their
+  calls overlap in the trace: Edge.concurrent) take the max;
+* a child called on a fraction of visits is in the tail path when that fraction is above the
+  tail the SLA leaves (> 1% for a p99), and then counts in full, not by its fraction;
+* repeated calls add per call at the tail, not at the mean: w_fg = ceil(calls at the 99th
+  percentile) when telemetry measured it (Edge.calls_p99), else ceil(mean calls), and 0 for a
+  mean of at most TAIL_SHARE calls (at most 1% of visits call). Concurrent calls of one edge
+  run side by side and count once.
 
-and a workload's p99 estimate is the largest L_r over its roots r (fragments of the workload no
-edge from the same workload leads into). Only fragments reachable from such roots matter; a cycle among them has no
-finite path latency and is reported as such.
+Every latency is the p99 of its part, so the sum bounds the visit's p99 from above (the p99 of a
+sum is at most the sum of p99s). With lat_f f's own latency and tau_fg the transfer on an edge,
+
+    L_f = lat_f + sum_{(f,g) sequential} w_fg * (tau_fg + L_g)
+                + max(0, max_{(f,g) concurrent, w_fg > 0} (tau_fg + L_g))
+
+is a bottom-up recurrence, and a workload's p99 estimate is the largest L_r over its roots r
+(fragments of the workload no edge from the same workload leads into). Only fragments reachable
+from such roots matter; a cycle among them has no finite path latency and is reported as such.
 """
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,21 +95,40 @@ def _postorder(starts: list[str], children: dict[str, list[Edge]]) -> tuple[list
     return order, []
 
 
+TAIL_SHARE = 0.01  # the share of visits a p99 SLA leaves above its bound
+
+
+def tail_calls(edge: Edge) -> int:
+    """w_fg of the module docstring: calls of the child a visit in the tail makes."""
+    if edge.calls_p99 is not None:
+        return max(0, math.ceil(edge.calls_p99 - 1e-9))
+    k = edge.calls_per_parent_call
+    return 0 if k <= TAIL_SHARE else max(1, math.ceil(k - 1e-9))
+
+
 def longest_paths(
     graph: Graph, latency_ms: Callable[[str], float], transfer_ms: Callable[[Edge], float],
     order: Sequence[str] | None = None,
 ) -> tuple[dict[str, float], dict[str, str | None]]:
     """L_f of the module docstring for every fragment in `order` (children first; default
-    `graph.order`), and the child each max came from."""
+    `graph.order`), and the child adding most to it (the tail path goes on through it)."""
     below: dict[str, float] = {}
     via: dict[str, str | None] = {}
     for f in graph.order if order is None else order:
-        best, arg = 0.0, None
+        added, concurrent, arg, top = 0.0, 0.0, None, 0.0
         for e in graph.children.get(f, ()):
-            value = e.calls_per_parent_call * (transfer_ms(e) + below[e.child])
-            if value > best:
-                best, arg = value, e.child
-        below[f] = latency_ms(f) + best
+            w = tail_calls(e)
+            if not w:
+                continue
+            one = transfer_ms(e) + below[e.child]
+            value = one if e.concurrent else w * one
+            if e.concurrent:
+                concurrent = max(concurrent, one)
+            else:
+                added += value
+            if value > top:
+                top, arg = value, e.child
+        below[f] = latency_ms(f) + added + concurrent
         via[f] = arg
     return below, via
 

@@ -17,7 +17,9 @@ Notation
                       alone: no optimal plan uses more (dropping surplus replicas keeps every
                       constraint and lowers cost), and tight X_fc keep y_fc >= x_fc / X_fc strong
                       in the LP relaxation
-    E                 edges (f, g) with k_fg calls of g per visit of f and b_fg bytes per call
+    E                 edges (f, g) with b_fg bytes per call and w_fg calls of g a visit of f makes at the
+                      tail (optimizer.graph: ceil of the p99 or mean calls, 0 when at most 1% of visits
+                      call); E_seq the edges whose calls run one after another, E_conc the concurrent ones
     W                 workloads w with an SLA P_w (p99 ms, end to end); R_w their roots (fragments
                       of w no edge from w leads into); V the fragments reachable from any R_w
     lat_fc            latency of one visit of f on c, in integer microseconds (rounded up)
@@ -75,7 +77,11 @@ fits every path's SLA; when it is not, sigma_f = 0 and nothing changes from the 
 
 Objective (integer micro-dollars per hour; the plan's cost is recomputed from the floats)
 
-    minimise  sum_A x_fc * u_fc  +  mu * sum_A z_fc  +  sum_A y_fc
+    minimise  sum_A x_fc * u_fc  +  sum_c p_c * sum_p n_cp  +  mu * sum_A z_fc  +  sum_A y_fc
+
+with u_fc the price of f's slices on c, except for sub-device replicas on a class sold by the device
+(ClassCapacity.sold_by_slice false): those pay through the devices they occupy, p_c per n_cp, and
+u_fc is 1 micro-dollar (no surplus replica on a device already paid for).
 
 The last term (1 micro-dollar per hour per class a fragment uses) breaks ties toward fewer
 classes per fragment; it can only override cost differences below $1e-6/h per class. A move
@@ -83,13 +89,16 @@ classes per fragment; it can only override cost differences below $1e-6/h per cl
 
 Constraints
 
-    capacity   sum_f x_fc * s_fc (+ sum_fq p_fcq * s_fcq) <= S_c          for every c
+    packing    per class c, optimizer.packing's exact rows over N_cs = sum of x_fc (and p_fcq) with
+               s_fc = s: device patterns n_cp for sub-device sizes, node patterns m_cq for replicas
+               of several devices (one node each), sum_p n_cp + N_{c,S} + sum_g g N_{c,gS} <= D_c
     demand     sum_c x_fc * floor(1e6 * r_fc) >= ceil(1e6 * d_f * h)       for every f
     replicas   sum_c x_fc >= m_f                                          for every f
     use        y_fc <= x_fc <= X_fc * y_fc                                for (f, c) in A
     own lat    l_f >= lat_fc * y_fc                                       f in V, (f, c) in A
     transfer   t_fg >= tau_fg(c, c') * (y_fc + y_gc' - 1)                 (f, g) in E, c != c'
-    path       K * B_f >= K * l_f + ceil(K * k_fg) * (t_fg + B_g)         (f, g) in E, K = 1000
+    path       B_f >= l_f + sum_{(f,g) in E_seq} w_fg (t_fg + B_g) + M_f         f in V
+               M_f >= t_fg + B_g                                          (f, g) in E_conc, w_fg > 0
                B_f >= l_f                                                 f in V
     sla        B_r <= floor(1000 * P_w)                                   w in W, r in R_w
     migration  z_fc >= x_fc - cur_fc,  z_fc >= cur_fc - x_fc
@@ -97,10 +106,11 @@ Constraints
                running now; x_fc = cur_fc (pools: p_fcq = cur_fcq) unless c_f; c_f = 1 when f runs
                on a class it is no longer allowed; sum_f c_f <= N (fragments new to the fleet are free)
 
-B_f is optimizer.graph's recurrence B_f = l_f + max(0, max_g k_fg (t_fg + B_g)) as inequalities:
-any feasible B bounds every root-to-leaf path, counting k-fold visits and transfers, so the
+B_f is optimizer.graph's recurrence (sequential calls add, w_fg of them at the tail; concurrent
+ones take the max; calls made by at most 1% of visits drop out of the p99) as inequalities: any
+feasible B bounds the tail latency of every visit, counting transfers, so the
 model needs no path enumeration. A fragment split over several classes is charged its slowest
-class and its slowest transfer. Throughput and k are rounded so that an integer solution also
+class and its slowest transfer. Throughput is rounded so that an integer solution also
 satisfies the real-valued constraints. Fragments no class can serve, SLAs no placement meets
 even on the fastest classes, cycles and demand beyond the whole fleet are diagnosed before the
 model is built; when the joint model is infeasible the diagnosis names the classes that run short
@@ -146,7 +156,7 @@ from optimizer.candidates import (
 )
 from optimizer.diagnose import diagnose_capacity, diagnose_sla_with_capacity
 from optimizer.explain import changed_fragments, migration_usd, plan_fields, units_of
-from optimizer.graph import Graph, build_graph, longest_paths, workload_p99
+from optimizer.graph import Graph, build_graph, longest_paths, tail_calls, workload_p99
 from optimizer.greedy import fractional_bound, greedy_assignments
 from optimizer.packing import kind, node_counts, node_rows, pattern_counts, patterns
 from optimizer.prepare import Prepared, prepare, unpack
@@ -170,7 +180,6 @@ MIN_SEARCH_S = 0.1  # search time CP-SAT always gets, even when building the mod
 RESERVE_PER_PREPARE = 2.0
 RESERVE_SHARE = 0.2
 US_PER_MS = 1000
-CALL_SCALE = 1000  # k_fg in thousandths of a call
 
 
 def solve(problem: Problem) -> Plan:
@@ -351,6 +360,7 @@ class _Model:
         self.own: dict[str, cp_model.IntVar] = {}
         self.below: dict[str, cp_model.IntVar] = {}
         self.max_below: dict[str, int] = {}
+        self.side_by_side: dict[str, cp_model.IntVar] = {}
         self.edges: list[tuple[Edge, int, cp_model.IntVar]] = []
         self.loads: dict[str, BucketLoads] = {}
         self.s: dict[str, dict[str, dict[str, cp_model.IntVar]]] = {}  # v_fbc by f, b, c
@@ -559,17 +569,27 @@ class _Model:
                 self._add_split_latency(f, kv, slowest)
             m.add(below[f] >= own[f])
         for f in graph.order:
+            added: list[cp_model.LinearExpr] = []
+            side_by_side = None  # M_f: the slowest concurrent child, transfer included
             for e in graph.children.get(f, ()):
-                k = math.ceil(e.calls_per_parent_call * CALL_SCALE - 1e-9)
-                if k == 0:
+                w = tail_calls(e)
+                if w == 0:
                     continue
                 t = m.new_int_var(0, worst_tau(e), f"t[{e.parent}->{e.child}]")
-                self.edges.append((e, k, t))
+                self.edges.append((e, w, t))
                 for a, ya in uses[e.parent].items():
                     for b, yb in uses[e.child].items():
                         if (v := tau(e, a, b)) > 0:
                             m.add(t >= v * (ya + yb - 1))
-                m.add(CALL_SCALE * below[f] >= CALL_SCALE * own[f] + k * (t + below[e.child]))
+                if e.concurrent:
+                    if side_by_side is None:
+                        side_by_side = self.side_by_side[f] = m.new_int_var(0, self.max_below[f], f"M[{f}]")
+                        added.append(side_by_side)
+                    m.add(side_by_side >= t + below[e.child])
+                else:
+                    added.append(w * (t + below[e.child]))
+            if added:
+                m.add(below[f] >= own[f] + sum(added))
         for sla in problem.slas:
             for r in graph.roots.get(sla.workload, ()):
                 m.add(below[r] <= math.floor(sla.p99_ms * US_PER_MS + 1e-9))
@@ -652,17 +672,23 @@ class _Model:
         own = {f: max((self.lat[f, c] for c in used.get(f, ())), default=0) for f in self.graph.order}
         t_value = {id(t): max((self.tau(e, a, b) for a in used.get(e.parent, ()) for b in used.get(e.child, ())),
                               default=0) for e, _, t in self.edges}
-        by_parent: dict[str, list[tuple[int, IntVar, str]]] = {}
-        for e, k, t in self.edges:
-            by_parent.setdefault(e.parent, []).append((k, t, e.child))
+        by_parent: dict[str, list[tuple[Edge, int, IntVar]]] = {}
+        for e, w, t in self.edges:
+            by_parent.setdefault(e.parent, []).append((e, w, t))
         below: dict[str, int] = {}
-        for f in self.graph.order:  # children first
-            b = own[f]
-            for k, t, child in by_parent.get(f, ()):
-                b = max(b, own[f] + -(-k * (t_value[id(t)] + below[child]) // CALL_SCALE))
-            below[f] = b
+        for f in self.graph.order:  # children first, the recurrence of optimizer.graph
+            added, side_by_side = 0, None
+            for e, w, t in by_parent.get(f, ()):
+                one = t_value[id(t)] + below[e.child]
+                if e.concurrent:
+                    side_by_side = max(side_by_side or 0, one)
+                else:
+                    added += w * one
+            below[f] = own[f] + added + (side_by_side or 0)
+            if side_by_side is not None:
+                m.add_hint(self.side_by_side[f], side_by_side)
             m.add_hint(self.own[f], own[f])
-            m.add_hint(self.below[f], min(b, self.max_below[f]))
+            m.add_hint(self.below[f], min(below[f], self.max_below[f]))
         for _, _, t in self.edges:
             m.add_hint(t, t_value[id(t)])
 

@@ -60,9 +60,28 @@ def test_cycle_is_a_violation() -> None:
     assert any("cycle" in v for v in check(problem, plan(("a", "H100"), ("b", "H100"))))
 
 
-@pytest.mark.parametrize("calls, expected", [(2.0, 50 + 2 * 50), (0.5, 50 + 0.5 * 50)])
-def test_calls_multiply_the_child_path(calls: float, expected: float) -> None:
+@pytest.mark.parametrize("calls, p99_calls, expected", [
+    (2.0, None, 50 + 2 * 50),  # two calls in turn: both at the tail
+    (1.3, None, 50 + 2 * 50),  # 30% of visits call twice: the tail visit does
+    (0.5, None, 50 + 50),  # half the visits call: the p99 visit is one of them, in full
+    (0.01, None, 50),  # 1% of visits call: outside the p99's tail
+    (1.3, 4.0, 50 + 4 * 50),  # measured: the 99th percentile visit calls 4 times
+])
+def test_calls_at_the_tail_count_in_full(calls: float, p99_calls: float | None, expected: float) -> None:
     frags = (FragmentDemand("a", "w", 1.0, PROFILES), FragmentDemand("b", "w", 1.0, PROFILES))
-    problem = Problem((H100,), frags, edges=(Edge("a", "b", calls),), slas=(WorkloadSla("w", expected - 1),))
+    edge = Edge("a", "b", calls, calls_p99=p99_calls)
+    problem = Problem((H100,), frags, edges=(edge,), slas=(WorkloadSla("w", expected - 1),))
     (violation,) = check(problem, plan(("a", "H100"), ("b", "H100")))
-    assert f"worst path {expected}" in violation
+    assert f"worst path {float(expected)} ms" in violation
+
+
+def test_children_in_turn_add_and_concurrent_ones_take_the_max() -> None:
+    # The issue's case: an agent (100 ms) always calls search (600 ms) and on 30% of visits a tool
+    # (2,000 ms). In turn: 100 + 600 + 2,000 = 2,700 ms (the mean-weighted max said 700 ms).
+    latency = {"agent": 100.0, "search": 600.0, "tool": 2000.0}
+    frags = tuple(FragmentDemand(f, "w", 1.0, (ServiceProfile("H100", 12.0, ms),)) for f, ms in latency.items())
+    rows = [(f, "H100") for f in latency]
+    for concurrent, worst in ((False, 2700.0), (True, 2100.0)):
+        edges = (Edge("agent", "search", 1.0, concurrent=concurrent), Edge("agent", "tool", 0.3, concurrent=concurrent))
+        problem = Problem((H100,), frags, edges=edges, slas=(WorkloadSla("w", 1000.0),))
+        assert check(problem, plan(*rows)) == [f"workload w: worst path {worst} ms > p99 1000.0 ms"]

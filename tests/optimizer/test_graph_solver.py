@@ -144,3 +144,23 @@ def test_tie_break_prefers_one_class_per_fragment() -> None:
     f = FragmentDemand("f", "w", 6.0, (ServiceProfile("A", 4.0, 10.0), ServiceProfile("B", 4.0, 10.0)))
     plan = solved(Problem((a, b), (f,)))
     assert len(plan.replicas_of("f")) == 1 and sum(plan.replicas_of("f").values()) == 2
+
+
+def test_a_child_called_on_some_visits_counts_in_full_at_the_p99() -> None:
+    # The agent: 100 ms, always calls search (600 ms), on 30% of visits a tool (2,000 ms),
+    # one after another. A tool-calling visit takes 2,700 ms: a 1,000 ms SLA cannot be met (the
+    # mean-weighted max predicted 700 ms and planned it as met); 3,000 ms can.
+    def one(name: str, ms: float) -> FragmentDemand:
+        return frag(name, 1.0, ServiceProfile("H100", 12.0, ms))
+
+    fragments = (one("agent", 100.0), one("search", 600.0), one("tool", 2000.0))
+    edges = (Edge("agent", "search", 1.0), Edge("agent", "tool", 0.3))
+    tight = Problem((H100,), fragments, edges=edges, slas=(WorkloadSla("w", 1000.0),))
+    plan = solve(tight)
+    assert plan.status is PlanStatus.infeasible and "best possible path 2700 ms" in " ".join(plan.diagnosis)
+    loose = Problem((H100,), fragments, edges=edges, slas=(WorkloadSla("w", 3000.0),))
+    assert solved(loose).predicted_p99_ms == {"w": pytest.approx(2700.0)}
+    # Called concurrently, the slower of the two sets the pace: 100 + 2,000 ms.
+    side_by_side = tuple(Edge(e.parent, e.child, e.calls_per_parent_call, concurrent=True) for e in edges)
+    together = Problem((H100,), fragments, edges=side_by_side, slas=(WorkloadSla("w", 2100.0),))
+    assert solved(together).predicted_p99_ms == {"w": pytest.approx(2100.0)}
