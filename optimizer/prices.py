@@ -34,9 +34,11 @@ COVER_NODES = 1_000  # branch-and-bound nodes per fragment before its bound fall
 
 
 def relaxed_placement(problem: Problem, classes: dict[str, ClassCapacity],
-                      candidates: dict[str, tuple[Candidate, ...]]) -> tuple[dict[str, float], dict[str, str]]:
+                      candidates: dict[str, tuple[Candidate, ...]],
+                      time_limit_s: float | None = None) -> tuple[dict[str, float], dict[str, str]]:
     """The LP's prices (dual values, $/h per slice) and the class of every fragment it places wholly
-    on one class; ({}, {}) when GLOP finds no optimum (capacity short even fractionally).
+    on one class; ({}, {}) when GLOP finds no optimum (capacity short even fractionally, or not
+    within `time_limit_s`).
 
     The LP is written as an MPModelProto and loaded in one call: adding its ~10,000 variables one
     `NumVar` at a time took longer than solving it."""
@@ -68,6 +70,8 @@ def relaxed_placement(problem: Problem, classes: dict[str, ClassCapacity],
         row.var_index.extend(rows[name][0])
         row.coefficient.extend(rows[name][1])
     lp = pywraplp.Solver.CreateSolver("GLOP")
+    if time_limit_s is not None:
+        lp.SetTimeLimit(max(1, int(time_limit_s * 1000)))
     if lp.LoadModelFromProto(model) or lp.Solve() != pywraplp.Solver.OPTIMAL:
         return {}, {}
     constraints, variables = lp.constraints(), lp.variables()

@@ -119,21 +119,22 @@ or, when capacity alone would do, the SLAs that compete for the fast classes.
 With a current placement, `solve` first tries optimizer.warm's neighbourhood: components whose
 fragments still fit what runs are kept as they are, and this model is built only for the rest, on
 the capacity left over. It falls back to the whole model when more than half the fragments are
-free, when what runs no longer fits the fleet, or when the joined plan misses an SLA. The time
-limit counts from the call, model building included.
+free, when what runs no longer fits the fleet, when the joined plan misses an SLA or does not pack.
 
-Before the model, optimizer.prices solves its capacity relaxation as a linear program (every
-fragment on one class alone, capacity kept, SLAs and edges dropped): its duals price each class's
-slices, and its whole choices seed a second greedy run. Search uses NUM_WORKERS threads with a
-fixed seed, hinted with the cheaper (cost plus migration) of plain greedy and that seeded greedy
-(both keep the current placement where it is still allowed); when the time limit ends before
-CP-SAT has any solution, the hint is returned as feasible. The time limit bounds the whole call:
-building the model counts, and the search stops early enough to leave time for the plan's
-explanations (RESERVE_PER_PREPARE), though CP-SAT always gets MIN_SEARCH_S. The plan's lower bound is the best of
+The time limit bounds the whole call, in stages that each stop at one deadline: `prepare`
+(validation, candidates, diagnosis), plain greedy (the fallback plan), the capacity relaxation of
+optimizer.prices as a linear program (every fragment on one class alone, capacity kept, SLAs and
+edges dropped; at most LP_SHARE of the time left), whose duals price each class's slices and
+whose whole choices seed a second greedy run, then building the model (abandoned at the deadline)
+and the search (NUM_WORKERS threads, a fixed seed, hinted with the cheaper, cost plus migration,
+of the two greedy plans; both keep the current placement where it is still allowed). The deadline
+leaves RESERVE_PER_PREPARE times `prepare`'s time for the plan's explanations. When the limit is
+too short for CP-SAT to find a solution, the greedy plan is returned as feasible, with its gap to
+the bound; only `prepare` and plain greedy always run. The plan's lower bound is the best of
 CP-SAT's own bound, the fractional bound and the Lagrangian bound at the LP's prices (every plan
 costs at least that: optimizer.prices). When the cheapest classes run short, CP-SAT's bound comes
 late and greedy alone hands each short class to whoever comes first; at 1,000 fragments the LP
-start and the Lagrangian bound bring the proven gap from 12% at 10 s to 0.1-0.2% in about 1.2 s.
+start and the Lagrangian bound bring the proven gap from 12% at 10 s to 0.1-0.2% within 1 s.
 The cost is reproducible whenever the solve ends optimal; ties between equal-cost placements are
 broken by the y and z terms.
 """
@@ -157,7 +158,7 @@ from optimizer.candidates import (
 from optimizer.diagnose import diagnose_capacity, diagnose_sla_with_capacity
 from optimizer.explain import changed_fragments, migration_usd, plan_fields, units_of
 from optimizer.graph import Graph, build_graph, longest_paths, tail_calls, workload_p99
-from optimizer.greedy import fractional_bound, greedy_assignments
+from optimizer.greedy import bucket_split, fractional_bound, greedy_assignments
 from optimizer.packing import kind, node_counts, node_rows, pattern_counts, patterns
 from optimizer.prepare import Prepared, prepare, unpack
 from optimizer.prices import lagrangian_bound, relaxed_placement
@@ -174,12 +175,19 @@ __all__ = ["solve", "validate", "allowed_candidates", "Candidate"]
 # the whole limit (8: 0.1 s).
 NUM_WORKERS = 8
 RANDOM_SEED = 0
-MIN_SEARCH_S = 0.1  # search time CP-SAT always gets, even when building the model used up the limit
-# Time kept back from the search for the plan's explanations: twice what `prepare` took, which passes
+# Below this much time left there is no point building or searching the model: the greedy plan stands.
+MIN_SEARCH_S = 0.02
+# Time kept back from the search for the plan's explanations: 2.5 times what `prepare` took, which passes
 # over the same fragments and candidates (~50 ms each at 1,000 fragments), at most this share of the limit.
-RESERVE_PER_PREPARE = 2.0
+RESERVE_PER_PREPARE = 2.5
 RESERVE_SHARE = 0.2
+# The LP relaxation may use at most this share of the time left after greedy (it is a start, not a plan).
+LP_SHARE = 0.25
 US_PER_MS = 1000
+
+
+class _OutOfTime(Exception):
+    """Building the model reached the deadline: the greedy plan is returned instead."""
 
 
 def solve(problem: Problem) -> Plan:
@@ -189,37 +197,48 @@ def solve(problem: Problem) -> Plan:
     classes, candidates, graph, diagnosis = unpack(prepared)
     if diagnosis:
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
-    # The limit bounds the whole call: the search stops early enough to leave time for the plan's
-    # explanations, a pass over fragments and their candidates like `prepare`'s, timed just now.
+    # The limit bounds the whole call: every stage after `prepare` stops at `deadline`, which leaves
+    # time for the plan's explanations, a pass over fragments and their candidates like `prepare`'s.
     reserve = min(RESERVE_SHARE * problem.time_limit_s, RESERVE_PER_PREPARE * (time.perf_counter() - started))
     deadline = started + problem.time_limit_s - reserve
-
-    relaxed = _Relaxed(problem, prepared)
+    # The fallback first: when the limit is too short for anything better, this is the plan.
+    plain = greedy_assignments(problem, classes, candidates, graph)
+    relaxed = _Relaxed(problem, prepared, deadline)
     if (hood := neighbourhood(problem, prepared)) is not None and (
             plan := _warm(problem, prepared, hood, relaxed, started, deadline)):
         return plan
-    return _whole(problem, prepared, relaxed, started, deadline)
+    return _whole(problem, prepared, relaxed, started, deadline, plain)
 
 
 class _Relaxed:
     """optimizer.prices on the whole problem: the LP's whole choices (the CP-SAT hint starts from
-    them), and the Lagrangian lower bound at its capacity prices on any plan's cost ($/h)."""
+    them), and the Lagrangian lower bound at its capacity prices on any plan's cost ($/h). With
+    little time left the LP is skipped (or stopped) and the bound is the fractional one alone."""
 
-    def __init__(self, problem: Problem, prepared: Prepared) -> None:
+    def __init__(self, problem: Problem, prepared: Prepared, deadline: float) -> None:
         classes, candidates = prepared.classes, prepared.candidates
-        lam, self.prefer = relaxed_placement(problem, classes, candidates)
-        capacity = {name: cls.slices for name, cls in classes.items()}
-        self.bound = max(fractional_bound(problem, candidates, prepared.pools),
-                         lagrangian_bound(problem, candidates, lam, capacity, prepared.pools))
+        self.bound = fractional_bound(problem, candidates, prepared.pools)
+        self.prefer: dict[str, str] = {}
+        budget = LP_SHARE * (deadline - time.perf_counter())
+        if budget < MIN_SEARCH_S:
+            return
+        lam, self.prefer = relaxed_placement(problem, classes, candidates, budget)
+        if self.prefer or lam:
+            capacity = {name: cls.slices for name, cls in classes.items()}
+            self.bound = max(self.bound, lagrangian_bound(problem, candidates, lam, capacity, prepared.pools))
 
 
-def _whole(problem: Problem, prepared: Prepared, relaxed: _Relaxed, started: float, deadline: float) -> Plan:
-    """The whole problem on CP-SAT, hinted with the greedy plan, searched until `deadline`."""
+def _whole(problem: Problem, prepared: Prepared, relaxed: _Relaxed, started: float, deadline: float,
+           plain: dict[tuple[str, str], int] | None) -> Plan:
+    """The whole problem on CP-SAT, hinted with the greedy plan (`plain`, or greedy from the LP's
+    choices when cheaper), searched until `deadline`; the greedy plan when there is no time for it."""
     classes, candidates, graph, _ = unpack(prepared)
-    assignments, split, status, solver = _run(problem, classes, candidates, graph, prepared.pools, deadline, relaxed)
+    assignments, split, status, solver = _run(problem, classes, candidates, graph, prepared.pools, deadline,
+                                              relaxed, plain)
     if assignments is None:
-        return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started,
-                    diagnosis=_diagnose_infeasible(problem, classes, candidates, graph, status, prepared.pools))
+        diagnosis = _diagnose_infeasible(problem, classes, candidates, graph, status, prepared.pools,
+                                         started + problem.time_limit_s)
+        return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
     fields = plan_fields(problem, graph, classes, candidates, assignments, prepared.pools)
     usd = fields["usd_per_hour"]
     optimal = status == cp_model.OPTIMAL
@@ -274,18 +293,27 @@ def _warm(problem: Problem, prepared: Prepared, hood: Neighbourhood, relaxed: _R
 
 
 def _run(problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]],
-         graph: Graph, pools: Pools, deadline: float, relaxed: _Relaxed):
-    """Build, hint and solve the model by `deadline` (perf_counter; building counts, the search gets
-    at least MIN_SEARCH_S): (assignments, bucket split, CP-SAT status, solver). The assignments are
-    None when CP-SAT proves it infeasible, or finds nothing and greedy has no plan. The hint is the
-    cheaper (with migration) of plain greedy and greedy from the LP's whole choices (`relaxed`)."""
-    model = _Model(problem, classes, candidates, graph, pools=pools)
-    hints = [greedy_assignments(problem, classes, candidates, graph)]
-    if relaxed.prefer:
+         graph: Graph, pools: Pools, deadline: float, relaxed: _Relaxed,
+         plain: dict[tuple[str, str], int] | None | bool = False):
+    """Build, hint and solve the model by `deadline` (perf_counter; building counts): (assignments,
+    bucket split, CP-SAT status, solver). The hint is the cheaper (with migration) of plain greedy
+    (`plain` when the caller ran it already) and greedy from the LP's whole choices (`relaxed`).
+    When the deadline comes before CP-SAT has a solution (or before the model is built), the hint
+    is the plan. The assignments are None when CP-SAT proves it infeasible, or finds nothing and
+    greedy has no plan."""
+    hints = [greedy_assignments(problem, classes, candidates, graph) if plain is False else plain]
+    if relaxed.prefer and time.perf_counter() < deadline:
         hints.append(greedy_assignments(problem, classes, candidates, graph, prefer=relaxed.prefer))
     hint = min((h for h in hints if h is not None), key=lambda h: _objective_usd(problem, candidates, h), default=None)
-    model.hint(hint)
-    status, solver = model.solve(max(MIN_SEARCH_S, deadline - time.perf_counter()))
+    status, solver, model = cp_model.UNKNOWN, None, None
+    if deadline - time.perf_counter() > MIN_SEARCH_S:
+        try:
+            model = _Model(problem, classes, candidates, graph, pools=pools, deadline=deadline)
+            model.hint(hint)
+        except _OutOfTime:
+            model = None
+        if model is not None and (left := deadline - time.perf_counter()) > MIN_SEARCH_S:
+            status, solver = model.solve(left)
     pooled: dict[tuple[str, str, Phase], int] = {}
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         replicas = {key: solver.value(x) for key, x in model.x.items()}
@@ -294,8 +322,8 @@ def _run(problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[s
                                for b, by_class in by_bucket.items()})
                  for f, by_bucket in model.s.items()}
     elif status != cp_model.INFEASIBLE and hint and _within_limit(problem, hint):
-        replicas = hint  # CP-SAT ran out of time before a solution: the greedy plan still holds
-        split = model.hint_split
+        replicas = hint  # the deadline came before CP-SAT had a solution: the greedy plan still holds
+        split = model.hint_split if model is not None else bucket_split(problem, candidates, hint)
     else:
         return None, {}, status, solver
     assignments = tuple(
@@ -342,8 +370,9 @@ class _Model:
 
     def __init__(self, problem: Problem, classes: dict[str, ClassCapacity],
                  candidates: dict[str, tuple[Candidate, ...]], graph: Graph, with_slas: bool = True,
-                 pools: Pools | None = None, with_limit: bool = True) -> None:
+                 pools: Pools | None = None, with_limit: bool = True, deadline: float = math.inf) -> None:
         self.model = m = cp_model.CpModel()
+        self._deadline = deadline
         self.x: dict[tuple[str, str], cp_model.IntVar] = {}
         self.y: dict[tuple[str, str], cp_model.IntVar] = {}
         self.max_x: dict[tuple[str, str], int] = {}
@@ -375,6 +404,7 @@ class _Model:
         current = {(a.fragment, a.device_class, a.phase): a.replicas for a in problem.current}
         self._mu = math.ceil(problem.migration_cost_usd / 2 * USD_SCALE) if problem.current else 0
         for f in problem.fragments:
+            self._check_time()
             cands = candidates[f.fragment]
             for c in cands:
                 key = (f.fragment, c.device_class)
@@ -422,6 +452,10 @@ class _Model:
             m.add_abs_equality(z, x - cur)
             self._cost.append(self._mu * z)
         return x, y, z, top
+
+    def _check_time(self) -> None:
+        if time.perf_counter() > self._deadline:
+            raise _OutOfTime
 
     def _add_packing(self, cls: ClassCapacity, by_size: dict[int, list[cp_model.IntVar]]) -> None:
         """optimizer.packing's rows for one class: device patterns n_p for sub-device replicas, node
@@ -569,6 +603,7 @@ class _Model:
                 self._add_split_latency(f, kv, slowest)
             m.add(below[f] >= own[f])
         for f in graph.order:
+            self._check_time()
             added: list[cp_model.LinearExpr] = []
             side_by_side = None  # M_f: the slowest concurrent child, transfer included
             for e in graph.children.get(f, ()):
@@ -739,21 +774,33 @@ def _most_useful(f: FragmentDemand, c: Candidate, headroom: float, current: int)
 
 def _diagnose_infeasible(problem: Problem, classes: dict[str, ClassCapacity],
                          candidates: dict[str, tuple[Candidate, ...]], graph: Graph, status: int,
-                         pools: Pools) -> tuple[str, ...]:
+                         pools: Pools, until: float) -> tuple[str, ...]:
+    """Why the model is infeasible: relaxed models (no change limit, no SLAs) solved in the time left
+    before `until` tell the change limit, the SLAs or capacity apart."""
     if status != cp_model.INFEASIBLE:
         return (f"no feasible plan found within the {problem.time_limit_s} s time limit "
                 "(not proven infeasible); raise time_limit_s",)
-    if problem.max_changed_fragments is not None and problem.current:
-        free_status, _ = _Model(problem, classes, candidates, graph, pools=pools,
-                                with_limit=False).solve(problem.time_limit_s)
-        if free_status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return (f"no placement changes at most {problem.max_changed_fragments} running fragments "
-                    "(max_changed_fragments) and still serves demand within capacity and SLAs; raise the "
-                    "limit, or keep the current placement",)
+
+    def feasible_without(**relax) -> bool | None:
+        left = (until - time.perf_counter()) / 2
+        if left < MIN_SEARCH_S:
+            return None
+        try:
+            found, _ = _Model(problem, classes, candidates, graph, pools=pools, deadline=until, **relax).solve(left)
+        except _OutOfTime:
+            return None
+        return found in (cp_model.OPTIMAL, cp_model.FEASIBLE) or (None if found == cp_model.UNKNOWN else False)
+
+    if problem.max_changed_fragments is not None and problem.current and feasible_without(with_limit=False):
+        return (f"no placement changes at most {problem.max_changed_fragments} running fragments "
+                "(max_changed_fragments) and still serves demand within capacity and SLAs; raise the "
+                "limit, or keep the current placement",)
     if problem.slas:
-        relaxed_status, _ = _Model(problem, classes, candidates, graph, with_slas=False,
-                                   pools=pools).solve(problem.time_limit_s)
-        if relaxed_status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        without_slas = feasible_without(with_slas=False)
+        if without_slas is None:
+            return ("no placement meets capacity and every SLA together (proven); the time limit left no "
+                    "time to tell which; raise time_limit_s for a diagnosis",)
+        if without_slas:
             fastest = {f: min((c.latency_ms for c in cands), default=0.0) for f, cands in candidates.items()}
             below, _ = longest_paths(graph, fastest.__getitem__, lambda e: 0.0)
             best = {w: v for w, (v, _) in workload_p99(graph, below).items()}

@@ -1,6 +1,7 @@
 """The greedy fast path: fast, valid, warm-started from the current placement."""
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -73,3 +74,13 @@ def test_a_thousand_fragment_fleet_gets_a_valid_plan() -> None:
     problem = scale_problem()
     plan = greedy(problem)
     assert plan.status is PlanStatus.feasible and check(problem, plan) == []
+
+
+def test_a_limit_too_short_for_the_search_returns_the_greedy_plan_with_its_gap() -> None:
+    # 1 ms is less than validating 1,000 fragments takes: no LP, no model, no search; greedy's plan
+    # comes back feasible (not optimal), valid, with its gap to the fractional bound.
+    problem = replace(scale_problem(seed=1), time_limit_s=0.001)
+    plan = solve(problem)
+    assert plan.status is PlanStatus.feasible and check(problem, plan) == []
+    assert plan.usd_per_hour == pytest.approx(greedy(problem).usd_per_hour)
+    assert 0 < plan.gap < 1
