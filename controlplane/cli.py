@@ -3,26 +3,36 @@
 import json
 import logging
 import threading
+from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from sqlmodel import Session, select
 
-from controlplane.db import make_engine, upgrade
-from controlplane.models import Role, Tenant
-from controlplane.settings import Settings, get_settings
+from controlplane.roles import Role
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from controlplane.settings import Settings
+
+# Each command imports what it needs when it runs: `heteroplane plan` should cost the solver's
+# import and its solve, not SQLModel's and the settings' as well (tests/test_cli_plan.py).
 app = typer.Typer(help="heteroplane: cost-optimal placement of agent workloads on heterogeneous fleets.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
-console = Console()
 
 
-def _setup_logging(settings: Settings) -> None:
+@cache
+def _console() -> "Console":
+    from rich.console import Console
+
+    return Console()
+
+
+def _setup_logging(settings: "Settings") -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -34,8 +44,11 @@ def serve() -> None:
     from collectors.prometheus import PrometheusPuller
     from collectors.receiver import create_receiver_app
     from controlplane.app import create_app
+    from controlplane.db import make_engine
     from controlplane.runtime import ServerThread, prepare_database, run_until_interrupted
+    from controlplane.settings import get_settings
 
+    console = _console()
     settings = get_settings()
     _setup_logging(settings)
     engine = make_engine(settings.effective_database_url)
@@ -67,10 +80,11 @@ def serve() -> None:
 def demo() -> None:
     """Run everything on the embedded default with a simulated fleet and three sample agent apps."""
     from controlplane.demo import run_demo
+    from controlplane.settings import get_settings
 
     settings = get_settings()
     _setup_logging(settings)
-    raise typer.Exit(run_demo(settings, console))
+    raise typer.Exit(run_demo(settings, _console()))
 
 
 @app.command()
@@ -79,8 +93,6 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON only.")] = False,
 ) -> None:
     """Solve a placement problem from a file and print the plan; exit 1 if infeasible, 2 if the file is bad."""
-    from rich.table import Table
-
     from optimizer.problem_io import plan_to_json, problem_from_json
     from optimizer.solver import solve
 
@@ -88,11 +100,14 @@ def plan(
         problem = problem_from_json(json.loads(problem_file.read_text()))
         result = solve(problem)
     except (OSError, ValueError) as exc:  # unreadable, not JSON, a bad field, or the solver's cross-field checks
-        console.print(f"[red]{problem_file}: {exc}[/red]", soft_wrap=True)
+        _console().print(f"[red]{problem_file}: {exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps(plan_to_json(result), indent=2))
         raise typer.Exit(0 if result.feasible else 1)
+    from rich.table import Table
+
+    console = _console()
     table = Table("fragment", "pool", "class", "replicas", "slices", "$/h", title="plan")
     for a in sorted(result.assignments, key=lambda a: (a.fragment, a.phase, a.device_class)):
         if a.replicas:
@@ -110,10 +125,13 @@ def plan(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply the schema migrations (creates the SQLite file if needed)."""
+    from controlplane.db import make_engine, upgrade
+    from controlplane.settings import get_settings
+
     settings = get_settings()
     make_engine(settings.effective_database_url).dispose()  # creates the data directory for SQLite
     upgrade(settings.effective_database_url, revision)
-    console.print(f"database at revision {revision}")
+    _console().print(f"database at revision {revision}")
 
 
 @token_app.command("create")
@@ -123,8 +141,14 @@ def token_create(
     tenant: Annotated[str | None, typer.Option(help="Limit the token to this tenant (by name).")] = None,
 ) -> None:
     """Mint an API token and print it once; only its hash is stored."""
-    from controlplane.auth import mint_token
+    from sqlmodel import Session, select
 
+    from controlplane.auth import mint_token
+    from controlplane.db import make_engine, upgrade
+    from controlplane.models import Tenant
+    from controlplane.settings import get_settings
+
+    console = _console()
     settings = get_settings()
     engine = make_engine(settings.effective_database_url)
     upgrade(settings.effective_database_url)

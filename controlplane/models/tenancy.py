@@ -1,21 +1,13 @@
 """Who may do what: tenants, API tokens (stored hashed) and the audit trail."""
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, String
 from sqlmodel import Field, SQLModel
 
 from controlplane.models._common import utcnow
-
-
-class Role(StrEnum):
-    """What a token may do. admin ⊃ operator ⊃ viewer."""
-
-    admin = "admin"
-    operator = "operator"
-    viewer = "viewer"
+from controlplane.roles import Role
 
 
 class TenantBase(SQLModel):
