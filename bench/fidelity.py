@@ -466,11 +466,11 @@ def run_case(case: Case, requests: int, seed: int) -> tuple[Plan, list[WorkloadR
     measured: dict[str, tuple[float, int, tuple[FragmentResult, ...]]] = {}
     for app in case.apps:
         rate = case.rps[app.workload]
-        n = requests + math.ceil(rate * WARMUP_S)
+        warm = math.ceil(rate * WARMUP_S - 1e-9)  # requests driven before measuring
         recorder, roots = _Recorder(fleet, replace(app, steady_rps=rate)), _Roots()
-        LoadDriver(recorder, seed=seed).run(n, roots, start_s=START_S)
-        t0, t1 = START_S + WARMUP_S, START_S + (n - 1) / rate
-        durations = [d for start, d in roots.roots if start >= t0 - 1e-9]
+        LoadDriver(recorder, seed=seed).run(warm + requests, roots, start_s=START_S)
+        t0, t1 = START_S + warm / rate, START_S + (warm + requests - 1) / rate
+        durations = [d for _, d in sorted(roots.roots)[warm:]]
         frags = []
         for f in app.fragments():
             name = fragment_name(app, f.key)
