@@ -149,8 +149,7 @@ class Shape:
 
     def add_calls(self, parent: str, child: str, pmf: list[float]) -> None:
         """Calls of one more step; a child called from two steps of one parent gets the sum of both."""
-        if (parent, child) in self.calls:
-            old, pmf = self.calls[parent, child], pmf
+        if (old := self.calls.get((parent, child))) is not None:  # the sum's pmf: a convolution
             pmf = [sum(old[i] * pmf[k - i] for i in range(len(old)) if 0 <= k - i < len(pmf))
                    for k in range(len(old) + len(pmf) - 1)]
         self.calls[parent, child] = pmf
@@ -317,15 +316,12 @@ def generated_app(seed: int, i: int) -> tuple[App, float, float]:
         return Call(Fragment(Kind.tool, f"plan{next(counter)}", cpu_ms=round(rng.uniform(5, 50), 1)),
                     children=(chat(sizes=(8, 32)),))
 
-    def single(make: Callable[[], Call]) -> Callable[[], tuple[Call, ...]]:
+    def single(make: Callable[[], Step]) -> Callable[[], tuple[Step, ...]]:
         return lambda: (make(),)
 
-    blocks = [(single(optional), loop, single(chain))[i % 3]]
+    blocks = [(single(optional), single(loop), single(chain))[i % 3]]
     blocks += rng.sample([single(chat), rag, single(tool), single(optional), single(chain)], rng.randint(1, 2))
-    steps: list[Step] = []
-    for block in blocks:
-        made = block()
-        steps.extend(made if isinstance(made, tuple) else (made,))
+    steps = [step for block in blocks for step in block()]
     rng.shuffle(steps)
     root = Call(Fragment(rng.choice((Kind.agent, Kind.cpu)), f"entry{next(counter)}",
                          cpu_ms=round(rng.uniform(2, 10), 1)), children=tuple(steps))
@@ -450,10 +446,10 @@ def run_case(case: Case, requests: int, seed: int) -> tuple[Plan, list[WorkloadR
     if set(running) != {replace(rs, phase=Phase(rs.phase)) for rs in desired.replica_sets if rs.replicas}:
         return plan, [], f"the sim runs other replicas than planned: {running}"
 
-    by_name = {c.device_class: c for c in classes}
+    class_of = {c.device_class: c for c in classes}
     units = units_of(plan.assignments)
     latency = {(f.fragment, p.device_class, p.phase): p.latency_ms for f in problem.fragments for p in f.profiles}
-    own_pred = own_latency(problem, by_name, latency, units)
+    own_pred = own_latency(problem, class_of, latency, units)
     used: dict[str, dict[str, int]] = defaultdict(dict)
     for (f, _), by_class in units.items():
         for c, n in by_class.items():
@@ -494,7 +490,7 @@ def run_case(case: Case, requests: int, seed: int) -> tuple[Plan, list[WorkloadR
                 p99_ms=own_meas[name],
             ))
         measured[app.workload] = (quantile(durations, 0.99) * 1000, len(durations), tuple(frags))
-    recomposed, _ = predicted_p99(problem, build_graph(problem), by_name, own_meas, used)
+    recomposed, _ = predicted_p99(problem, build_graph(problem), class_of, own_meas, used)
     for app in case.apps:
         meas, count, frags = measured[app.workload]
         seq = sim_shaped(shape(app), lambda key, app=app: own_pred[fragment_name(app, key)])
