@@ -32,6 +32,8 @@ class SimDeviceClass:
     accelerator: bool = True
 
 
+CPU_CORES_PER_SLICE = 8  # the CPU class: a 64-core socket in 8 slices
+
 H100 = "H100-SXM"
 L40S = "L40S"
 GAUDI2 = "Gaudi2"

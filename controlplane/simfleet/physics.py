@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from controlplane.simfleet.apps import MODEL_KINDS, Fragment, Kind
-from controlplane.simfleet.devices import CPU, H100, OFFLOAD_GBPS, SimDeviceClass, device_class
+from controlplane.simfleet.devices import CPU, CPU_CORES_PER_SLICE, H100, OFFLOAD_GBPS, SimDeviceClass, device_class
 from optimizer.types import Phase
 
 MAX_RHO = 0.95
@@ -90,6 +90,7 @@ class Service:
     kv_s_per_request: float  # KV-streaming part of one decode step, per request in the batch
     output_tokens: int
     offloaded: bool
+    parallel: int = 1  # visits one replica serves at once outside decode batches (a CPU replica: its cores)
 
     def step_s(self, batch: float) -> float:
         return self.weights_s + batch * self.kv_s_per_request
@@ -101,12 +102,12 @@ class Service:
 
     @property
     def occupancy_s(self) -> float:
-        return self.prefill_s + self.decode_occupancy_s
+        return self.prefill_s / self.parallel + self.decode_occupancy_s
 
     def occupancy_in(self, phase: Phase) -> float:
         """Replica-seconds one visit takes on a replica serving `phase`."""
         if phase is Phase.prefill:
-            return self.prefill_s
+            return self.prefill_s / self.parallel
         if phase is Phase.decode:
             return self.decode_occupancy_s
         return self.occupancy_s
@@ -163,8 +164,9 @@ def service(fragment: Fragment, deployment: Deployment, input_tokens: int, outpu
     if fragment.model is None:
         seconds = fragment.cpu_ms / 1000.0
         if spec.accelerator:
-            seconds /= fragment.accelerated_speedup
-        return Service(seconds, 1, 0.0, 0.0, 0, False)
+            return Service(seconds / fragment.accelerated_speedup, 1, 0.0, 0.0, 0, False)
+        # One core serves one visit: a replica of s slices serves s x CPU_CORES_PER_SLICE at once.
+        return Service(seconds, 1, 0.0, 0.0, 0, False, parallel=deployment.slices * CPU_CORES_PER_SLICE)
 
     devices = deployment.slices / spec.slices_per_device
     tp = 0.9 if devices > 1 else 1.0

@@ -56,28 +56,33 @@ def test_model_that_does_not_fit_is_offloaded_and_slow():
 
 def test_fixed_cost_kind_queues_like_mm1():
     fragment = Fragment(Kind.tool, "grep", cpu_ms=10.0)
-    visit = physics.visit(fragment, [physics.Deployment(CPU, 1)], physics.Load(50.0), 0, 0, 0.5, 0.0)
-    # rho = 50/s * 10 ms / 1 replica = 0.5; latency = 10 ms / (1 - 0.5) * exp(-sigma^2 / 2)
+    visit = physics.visit(fragment, [physics.Deployment(CPU, 1)], physics.Load(400.0), 0, 0, 0.5, 0.0)
+    # One 8-core slice serves 8 visits at once: occupancy 10 ms / 8 = 1.25 ms, rho = 400/s x 1.25 ms = 0.5;
+    # wait = 1.25 ms x 0.5 / (1 - 0.5) = 1.25 ms; latency = (10 + 1.25) ms x exp(-sigma^2 / 2)
     assert visit.rho == pytest.approx(0.5)
-    assert visit.latency_s == pytest.approx(0.020 * math.exp(-physics.JITTER_SIGMA**2 / 2))
+    assert visit.latency_s == pytest.approx(0.01125 * math.exp(-physics.JITTER_SIGMA**2 / 2))
+    two_slices = physics.visit(fragment, [physics.Deployment(CPU, 1, 2)], physics.Load(400.0), 0, 0, 0.5, 0.0)
+    assert two_slices.rho == pytest.approx(0.25)  # 16 cores
 
 
 def test_saturation_is_capped_not_infinite():
     fragment = Fragment(Kind.tool, "grep", cpu_ms=10.0)
-    visit = physics.visit(fragment, [physics.Deployment(CPU, 1)], physics.Load(1000.0), 0, 0, 0.5, 0.0)
+    visit = physics.visit(fragment, [physics.Deployment(CPU, 1)], physics.Load(8000.0), 0, 0, 0.5, 0.0)
     assert visit.rho == pytest.approx(10.0)
-    assert visit.latency_s == pytest.approx(0.010 / (1 - physics.MAX_RHO) * math.exp(-physics.JITTER_SIGMA**2 / 2))
+    wait = 0.010 / 8 * physics.MAX_RHO / (1 - physics.MAX_RHO)
+    assert visit.latency_s == pytest.approx((0.010 + wait) * math.exp(-physics.JITTER_SIGMA**2 / 2))
 
 
 def test_load_is_routed_in_proportion_to_capacity():
     fragment = Fragment(Kind.tool, "grep", cpu_ms=10.0)
     rho, shares = physics.utilisation(
-        fragment, [physics.Deployment(CPU, 3), physics.Deployment(H100, 1)], physics.Load(100.0)
+        fragment, [physics.Deployment(CPU, 1), physics.Deployment(H100, 8)], physics.Load(400.0)
     )
-    # capacity 3/0.01 + 1/0.01 = 400/s, so rho = 100/400 and shares are 3:1
+    # capacity: one 8-core CPU replica 8/0.01 = 800/s, 8 H100 replicas (one visit at a time, no speedup)
+    # 8/0.01 = 800/s; rho = 400/1600 and shares are 1:1
     assert rho == pytest.approx(0.25)
-    assert shares == pytest.approx((0.75, 0.25))
-    assert physics.choose(shares, 0.74) == 0 and physics.choose(shares, 0.76) == 1
+    assert shares == pytest.approx((0.5, 0.5))
+    assert physics.choose(shares, 0.49) == 0 and physics.choose(shares, 0.51) == 1
 
 
 def test_no_replicas_is_an_error():
