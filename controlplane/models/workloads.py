@@ -95,6 +95,23 @@ class Edge(SQLModel, table=True):
     child_id: int = Field(foreign_key="fragment.id", index=True, ondelete="CASCADE")
     calls: int = Field(0, sa_type=BigInteger)
     bytes_total: int = Field(0, sa_type=BigInteger)
+    # Calls that overlapped another child call of the same parent visit in time (collectors.fanout).
+    calls_overlapping: int = Field(0, sa_type=BigInteger)
+
+
+class EdgeVisitCalls(SQLModel, table=True):
+    """Parent visits that made exactly `calls` (>= 1) calls along an edge, additive like the edge.
+
+    Visits that made none are the parent's visits less these; with them, the rows give the
+    percentiles of calls per parent visit (collectors.fanout.calls_percentile).
+    """
+
+    __tablename__ = "edge_visit_calls"
+    __table_args__ = (UniqueConstraint("edge_id", "calls", name="uq_edge_visit_calls"),)
+    id: int | None = Field(default=None, primary_key=True)
+    edge_id: int = Field(foreign_key="edge.id", ondelete="CASCADE")
+    calls: int
+    visits: int = Field(0, sa_type=BigInteger)
 
 
 class EdgePublic(SQLModel):
