@@ -123,6 +123,12 @@ class EdgePublic(SQLModel):
     bytes_total: int
     calls_per_parent_call: float | None = None
     bytes_per_call: float | None = None
+    concurrent: bool = Field(
+        False, description="Most of the edge's calls overlapped another call of the same parent visit in time "
+                           "(their spans overlap): they run concurrently, so a path waits for the slowest, not the sum.")
+    calls_p99: float | None = Field(
+        None, description="Calls per parent visit at the 99th percentile (nearest rank) over all the parent's "
+                          "visits, those making none included; empty until visits are tallied.")
 
 
 class FragmentProfile(SQLModel, table=True):
