@@ -4,7 +4,9 @@ Pure: values in, values out. `assemble` turns what one flush collected into frag
 per-minute visits, distribution buckets (latency sketch, token histograms), edges and
 end-to-end requests. Edges come from a `TraceWindow` that links spans across batches;
 without one, spans are linked within the records given (a parent in another batch is
-then an orphan: a visit, but no edge).
+then an orphan: a visit, but no edge). An edge also carries the tallies of parent visits
+whose traces left the window (calls that overlapped a sibling, calls per visit), which may
+come a flush after its calls.
 
 Every aggregate is additive, so the store can add a batch to whatever other collectors
 have already written. Edges join fragments of one workload (`Edge` has a single
@@ -13,6 +15,7 @@ workload); calls between workloads are counted in `cross_workload_calls`.
 Hot path: one pass per record with integer minute keys; datetimes are built once per key.
 """
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,13 +73,17 @@ class FragmentVisits:
 
 @dataclass(frozen=True, slots=True)
 class EdgeCalls:
-    """Calls from a parent fragment to a child fragment of the same workload, and the bytes they moved."""
+    """Calls from a parent fragment to a child fragment of the same workload, the bytes they moved,
+    and, from the parent visits tallied (collectors.fanout), calls that overlapped a sibling call and
+    (calls made, parent visits that made exactly that many) pairs."""
 
     workload: WorkloadName
     parent_key: str
     child_key: str
     calls: int
     bytes: int = 0
+    calls_overlapping: int = 0
+    visits_by_calls: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +123,7 @@ class AssembledBatch:
 
     @property
     def empty(self) -> bool:
-        return not self.fragments
+        return not self.fragments and not self.edges
 
 
 def ns_to_datetime(ns: int) -> datetime:
@@ -138,7 +145,8 @@ def assemble(
     if links is None:
         window = TraceWindow(max_traces=len(records) + 1)
         links = window.link(records, now_s=0.0)
-        orphans = sum(len(children) for t in window._traces.values() for children in t.waiting.values())
+        window.evict(math.inf, links)  # the records are all there is: close every trace
+        orphans = window.orphan_spans
     # Hot loop: keys are plain tuples ((tenant, workload), ...); dataclasses are built once per key below.
     seen: dict[tuple[tuple[str, str], str], list] = {}  # -> [kind, name, model, first_ns, last_ns]
     # (wl, key, class, minute) -> [visits, latency, tokens in, tokens out, queued visits, queue ms]
@@ -189,10 +197,7 @@ def assemble(
             FragmentVisits(names[wl], key, dc, minute_at(m), v, latency, ti, to, qv, queue)
             for (wl, key, dc, m), (v, latency, ti, to, qv, queue) in sorted(visits.items())
         ),
-        edges=tuple(
-            EdgeCalls(WorkloadName(*wl), parent, child, calls, nbytes)
-            for (wl, parent, child), (calls, nbytes) in sorted(links.edges.items())
-        ),
+        edges=_edges(links),
         requests=_requests(records),
         orphan_spans=orphans,
         cross_workload_calls=links.cross_workload_calls,
@@ -201,6 +206,19 @@ def assemble(
             for (wl, key, dc, m, series, bucket), count in sorted(buckets.items())
         ),
     )
+
+
+def _edges(links: Links) -> tuple[EdgeCalls, ...]:
+    """Every edge `links` counted calls on or tallied visits of (a trace may close a flush after its calls)."""
+    edges = []
+    for key in sorted(links.edges.keys() | links.visits.keys()):
+        calls, nbytes = links.edges.get(key, (0, 0))
+        wl, parent, child = key
+        edges.append(
+            EdgeCalls(WorkloadName(*wl), parent, child, calls, nbytes, links.overlapping.get(key, 0),
+                      tuple(sorted(links.visits.get(key, {}).items())))
+        )
+    return tuple(edges)
 
 
 def _see(seen: dict, wl: tuple[str, str], key: str, kind, name: str, model: str, start_ns: int, end_ns: int) -> None:

@@ -138,8 +138,8 @@ class Ingest:
                 self.window.link(records, now, into=links)
                 spans.extend(records)
             samples.extend(metric_samples)
-        self.window.evict(now)
-        if not spans and not samples:
+        self.window.evict(now, links)
+        if not spans and not samples and links.empty:  # an idle flush may still close stale traces
             return None
         batch = assemble(spans, links, samples)
         self._cross += batch.cross_workload_calls

@@ -19,7 +19,17 @@ from sqlmodel import Session
 
 from collectors.assembly import AssembledBatch, RequestSample, WorkloadName
 from controlplane.db import dialect_insert
-from controlplane.models import Edge, Fragment, FragmentProfile, ProfileBucket, RequestStat, Sla, Tenant, Workload
+from controlplane.models import (
+    Edge,
+    EdgeVisitCalls,
+    Fragment,
+    FragmentProfile,
+    ProfileBucket,
+    RequestStat,
+    Sla,
+    Tenant,
+    Workload,
+)
 from controlplane.models._common import utcnow
 
 # Rows per INSERT: well under SQLite's 32766 and PostgreSQL's 65535 bound parameters.
@@ -146,16 +156,24 @@ def _add_edge_ends(
         raise RuntimeError(f"edge ends were never stored as fragments: {sorted(unknown)[:5]}")
 
 
-def _additive_upsert(session: Session, table: Table, unique: list[str], counters: list[str], rows: list[dict]) -> None:
-    """Insert `rows`, or add their `counters` to the stored row with the same `unique` values."""
+def _additive_upsert(
+    session: Session, table: Table, unique: list[str], counters: list[str], rows: list[dict], returning: Sequence[str] = ()
+) -> list[tuple]:
+    """Insert `rows`, or add their `counters` to the stored row with the same `unique` values; returns
+    the `returning` columns of every row written."""
     rows.sort(key=lambda row: tuple(row[name] for name in unique))
+    written: list[tuple] = []
     for chunk in _chunks(rows):
         stmt = dialect_insert(session, table).values(chunk)
         stmt = stmt.on_conflict_do_update(
             index_elements=unique,
             set_={name: table.c[name] + stmt.excluded[name] for name in counters},
         )
-        session.execute(stmt)
+        if returning:
+            written.extend(tuple(row) for row in session.execute(stmt.returning(*(table.c[name] for name in returning))))
+        else:
+            session.execute(stmt)
+    return written
 
 
 def _upsert_edges(
@@ -164,19 +182,39 @@ def _upsert_edges(
     workload_ids: dict[WorkloadName, int],
     fragment_ids: dict[tuple[int, str], int],
 ) -> None:
+    """Edges' counters, then the tallies of parent visits per edge and calls made."""
     rows = []
+    tallies: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {}  # (parent id, child id) -> (calls, visits)
     for e in batch.edges:
         workload_id = workload_ids[e.workload]
+        ends = (fragment_ids[(workload_id, e.parent_key)], fragment_ids[(workload_id, e.child_key)])
         rows.append(
             {
                 "workload_id": workload_id,
-                "parent_id": fragment_ids[(workload_id, e.parent_key)],
-                "child_id": fragment_ids[(workload_id, e.child_key)],
+                "parent_id": ends[0],
+                "child_id": ends[1],
                 "calls": e.calls,
                 "bytes_total": e.bytes,
+                "calls_overlapping": e.calls_overlapping,
             }
         )
-    _additive_upsert(session, Edge.__table__, ["parent_id", "child_id"], ["calls", "bytes_total"], rows)
+        if e.visits_by_calls:
+            tallies[ends] = e.visits_by_calls
+    edge_ids = _additive_upsert(
+        session, Edge.__table__, ["parent_id", "child_id"], ["calls", "bytes_total", "calls_overlapping"], rows,
+        returning=("parent_id", "child_id", "id"),
+    )
+    _additive_upsert(
+        session,
+        EdgeVisitCalls.__table__,
+        ["edge_id", "calls"],
+        ["visits"],
+        [
+            {"edge_id": edge_id, "calls": calls, "visits": visits}
+            for parent_id, child_id, edge_id in edge_ids
+            for calls, visits in tallies.get((parent_id, child_id), ())
+        ],
+    )
 
 
 def _upsert_profiles(

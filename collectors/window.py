@@ -1,11 +1,17 @@
 """Trace assembly across batches: a bounded window of open traces that turns parent links into edges.
 
 Spans of one trace arrive in many export requests and in any order. For each open trace
-the window remembers which fragment each seen span belongs to, and which seen spans wait
-for a parent not seen yet. An edge (parent fragment -> child fragment) is emitted as soon as
-both ends are known, whichever arrives first. A trace with no new span for `idle_s`, or the
-least recently active trace when more than `max_traces` are open, is evicted; its waiting
-children are counted as orphans (they keep their visits, only the edge is lost).
+the window remembers which fragment each seen span belongs to, and the child calls seen under
+each parent span id, with their times. An edge's call (parent fragment -> child fragment) is
+counted as soon as both ends are known, whichever arrives first. A trace with no new span for
+`idle_s`, or the least recently active trace when more than `max_traces` are open, is evicted;
+children still waiting for their parent are counted as orphans (they keep their visits, only
+the edge is lost).
+
+When a trace leaves the window (complete, or evicted), each of its parent visits is tallied
+once: per child fragment, how many calls the visit made and how many of them overlapped a
+sibling call (collectors.fanout). A call arriving after its trace left is an orphan, so the
+tallies and the counted calls stay consistent.
 
 Not thread-safe: one ingest worker owns it.
 """
@@ -14,24 +20,40 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from collectors.fanout import overlapping
 from collectors.normalise import SpanRecord
 
 # (tenant, workload) and a fragment key: how the window names one end of an edge.
 End = tuple[tuple[str, str], str]
+# (workload, parent key, child key): one edge.
+EdgeKey = tuple[tuple[str, str], str, str]
+_NONE: dict = {}  # no calls seen under a span (never written to)
 
 
 @dataclass(slots=True)
 class _OpenTrace:
     spans: dict[str, End] = field(default_factory=dict)
-    waiting: dict[str, list[tuple[End, int]]] = field(default_factory=dict)  # parent span id -> (child, bytes)
+    # parent span id -> child span id -> (child, bytes, start ns, end ns)
+    calls: dict[str, dict[str, tuple[End, int, int, int]]] = field(default_factory=dict)
     last_active_s: float = 0.0
+
+    def waiting(self) -> int:
+        """Child spans whose parent has not been seen."""
+        return sum(len(children) for parent, children in self.calls.items() if parent not in self.spans)
 
 
 @dataclass(slots=True)
 class Links:
-    """Edges found by one `link` call: (workload, parent key, child key) -> [calls, bytes]."""
+    """What one `link` call found.
 
-    edges: dict[tuple[tuple[str, str], str, str], list[int]] = field(default_factory=dict)
+    `edges`: (workload, parent key, child key) -> [calls, bytes], counted as calls are linked.
+    `visits`: per edge, calls made n -> parent visits that made exactly n (n >= 1), and
+    `overlapping`: per edge, calls that overlapped a sibling; both tallied as traces leave the window.
+    """
+
+    edges: dict[EdgeKey, list[int]] = field(default_factory=dict)
+    visits: dict[EdgeKey, dict[int, int]] = field(default_factory=dict)
+    overlapping: dict[EdgeKey, int] = field(default_factory=dict)
     cross_workload_calls: int = 0
 
     def add(self, parent: End, child: End, nbytes: int) -> None:
@@ -44,6 +66,31 @@ class Links:
         else:
             acc[0] += 1
             acc[1] += nbytes
+
+    def tally(self, parent: End, children: Iterable[tuple[End, int, int, int]]) -> None:
+        """Tally one parent visit's child calls: calls per child fragment, and those overlapping a sibling.
+
+        Siblings in other workloads count for overlap, though their calls are no edge of this one.
+        """
+        children = list(children)
+        calls: dict[str, int] = {}  # child key -> calls of this visit
+        overlapped: dict[str, int] = {}
+        for (child, _, _, _), overlaps in zip(children, overlapping([(c[2], c[3]) for c in children]), strict=True):
+            if child[0] == parent[0]:
+                calls[child[1]] = calls.get(child[1], 0) + 1
+                if overlaps:
+                    overlapped[child[1]] = overlapped.get(child[1], 0) + 1
+        workload, parent_key = parent
+        for child_key, n in calls.items():
+            per_visit = self.visits.setdefault((workload, parent_key, child_key), {})
+            per_visit[n] = per_visit.get(n, 0) + 1
+        for child_key, n in overlapped.items():
+            edge = (workload, parent_key, child_key)
+            self.overlapping[edge] = self.overlapping.get(edge, 0) + n
+
+    @property
+    def empty(self) -> bool:
+        return not (self.edges or self.visits or self.overlapping)
 
 
 class TraceWindow:
@@ -62,7 +109,7 @@ class TraceWindow:
         return len(self._traces)
 
     def link(self, records: Iterable[SpanRecord], now_s: float, into: Links | None = None) -> Links:
-        """Record `records` (seen at monotonic time `now_s`); the edges they complete are added to `into`."""
+        """Record `records` (seen at monotonic time `now_s`); what they complete is added to `into`."""
         links = Links() if into is None else into
         traces = self._traces
         rooted: list[str] = []
@@ -74,31 +121,38 @@ class TraceWindow:
                 traces.move_to_end(r.trace_id)
             trace.last_active_s = now_s
             me: End = ((r.tenant, r.workload), r.key)
-            trace.spans[r.span_id] = me
-            for child, nbytes in trace.waiting.pop(r.span_id, ()):
-                links.add(me, child, nbytes)
+            if r.span_id not in trace.spans:  # a span sent twice links its children once
+                trace.spans[r.span_id] = me
+                for child, nbytes, _, _ in trace.calls.get(r.span_id, _NONE).values():
+                    links.add(me, child, nbytes)
             parent_id = r.parent_span_id
             if parent_id is None:
                 rooted.append(r.trace_id)
-            else:
-                parent = trace.spans.get(parent_id)
-                if parent is not None:
-                    links.add(parent, me, r.bytes)
-                else:
-                    trace.waiting.setdefault(parent_id, []).append((me, r.bytes))
+                continue
+            siblings = trace.calls.get(parent_id)
+            if siblings is None:
+                siblings = trace.calls[parent_id] = {}
+            elif r.span_id in siblings:
+                continue
+            siblings[r.span_id] = (me, r.bytes, r.start_ns, r.end_ns)
+            parent = trace.spans.get(parent_id)
+            if parent is not None:
+                links.add(parent, me, r.bytes)
         # Spans are exported when they end, so a trace's root comes with or after its children: once the
         # root is in and nothing waits, the trace is complete and leaves the window. A child arriving in a
         # later batch than its root then becomes an orphan when evicted (counted, visit kept).
         for trace_id in rooted:
             trace = traces.get(trace_id)
-            if trace is not None and not trace.waiting:
+            if trace is not None and not trace.waiting():
                 del traces[trace_id]
+                self._close(trace, links)
                 self.completed_traces += 1
-        self.evict(now_s)
+        self.evict(now_s, links)
         return links
 
-    def evict(self, now_s: float) -> int:
-        """Drop stale traces and the least recently active beyond `max_traces`; returns how many went."""
+    def evict(self, now_s: float, into: Links) -> int:
+        """Drop stale traces and the least recently active beyond `max_traces`, tallying their visits
+        into `into`; returns how many went. `now_s=math.inf` closes every open trace."""
         traces = self._traces
         gone = 0
         while traces:
@@ -107,6 +161,14 @@ class TraceWindow:
                 break
             del traces[trace_id]
             gone += 1
-            self.orphan_spans += sum(len(children) for children in trace.waiting.values())
+            self.orphan_spans += trace.waiting()
+            self._close(trace, into)
         self.evicted_traces += gone
         return gone
+
+    @staticmethod
+    def _close(trace: _OpenTrace, links: Links) -> None:
+        for parent_id, children in trace.calls.items():
+            parent = trace.spans.get(parent_id)
+            if parent is not None:
+                links.tally(parent, children.values())

@@ -13,6 +13,7 @@ from functools import cached_property
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from collectors.fanout import calls_percentile, is_concurrent
 from controlplane.db import int_sum
 from controlplane.models import (
     Device,
@@ -33,6 +34,7 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import minute_of, to_utc
+from controlplane.profiles import visits_by_calls
 from controlplane.seed import spec_of
 from optimizer.catalog import DeviceClassSpec
 from optimizer.perfmodel import (
@@ -127,6 +129,8 @@ class Snapshot:
     edges: tuple["EdgeView", ...] = ()
     last_moved: dict[int, datetime] = field(default_factory=dict)  # fragment id -> its last migration's end
     proposal: ProposalView | None = None
+    # Healthy devices on each healthy node of a class, in node order (a class missing: not known).
+    node_devices: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @cached_property
     def fresh_capacity(self) -> dict[int, dict[str, float]]:
@@ -141,12 +145,16 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class EdgeView:
-    """Calls from one fragment to another, per call of the parent, and bytes per call, all-time."""
+    """Calls from one fragment to another, per call of the parent, and bytes per call, all-time;
+    whether they run concurrently with their siblings, and calls per parent visit at p99 where
+    visits were tallied (collectors.fanout)."""
 
     parent_id: int
     child_id: int
     calls_per_parent_call: float
     bytes_per_call: float
+    concurrent: bool = False
+    calls_p99: float | None = None
 
 
 def take_snapshot(session: Session, now: datetime) -> Snapshot:
@@ -156,15 +164,16 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
     rows = session.exec(select(DeviceClass).order_by(DeviceClass.id)).all()
     classes = tuple(spec_of(r) for r in rows)
     class_ids = {r.name: r.id for r in rows}
-    healthy = defaultdict(int)
-    for name, count in session.exec(
-        select(DeviceClass.name, func.count(Device.id))
+    per_node: dict[str, list[int]] = defaultdict(list)
+    for name, _, count in session.exec(
+        select(DeviceClass.name, Node.id, func.count(Device.id))
         .join(Node, Node.device_class_id == DeviceClass.id)
         .join(Device, Device.node_id == Node.id)
         .where(Node.healthy, Device.healthy)
-        .group_by(DeviceClass.name)
+        .group_by(DeviceClass.name, Node.id)
+        .order_by(DeviceClass.name, Node.id)
     ).all():
-        healthy[name] = int(count)
+        per_node[name].append(int(count))
 
     last_moved = {
         fid: to_utc(at)
@@ -270,10 +279,13 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
             select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits)).group_by(FragmentProfile.fragment_id)
         ).all()
     )
+    tallies = visits_by_calls(session)
     edges = tuple(
-        EdgeView(e.parent_id, e.child_id, e.calls / int(visits_ever[e.parent_id]), e.bytes_total / e.calls)
+        EdgeView(e.parent_id, e.child_id, e.calls / visits, e.bytes_total / e.calls,
+                 concurrent=is_concurrent(e.calls, e.calls_overlapping),
+                 calls_p99=calls_percentile(tallies.get(e.id, {}), visits))
         for e in session.exec(select(Edge).order_by(Edge.id)).all()
-        if e.calls > 0 and int(visits_ever.get(e.parent_id) or 0) > 0
+        if e.calls > 0 and (visits := int(visits_ever.get(e.parent_id) or 0)) > 0
     )
 
     policy_row = session.exec(
@@ -291,7 +303,7 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         now=now,
         classes=classes,
         class_ids=class_ids,
-        healthy_devices=dict(healthy),
+        healthy_devices={name: sum(counts) for name, counts in per_node.items()},
         fragments=tuple(fragments),
         workloads=workloads,
         current=current,
@@ -301,6 +313,7 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         edges=edges,
         last_moved=last_moved,
         proposal=proposal,
+        node_devices={name: tuple(counts) for name, counts in per_node.items()},
     )
 
 
@@ -349,6 +362,8 @@ def build_problem(
             c.slices_per_device,
             vendor=c.vendor,
             fabric=c.fabric,
+            sold_by_slice=c.sold_by_slice,
+            node_devices=snapshot.node_devices.get(c.name, ()),
         )
         for c in snapshot.classes
         if snapshot.healthy_devices.get(c.name, 0) > 0
@@ -368,7 +383,8 @@ def build_problem(
     )
     placed = {f.fragment for f in fragments}
     edges = acyclic(
-        OptEdge(str(e.parent_id), str(e.child_id), e.calls_per_parent_call, e.bytes_per_call)
+        OptEdge(str(e.parent_id), str(e.child_id), e.calls_per_parent_call, e.bytes_per_call,
+                concurrent=e.concurrent, calls_p99=e.calls_p99)
         for e in snapshot.edges
         if str(e.parent_id) in placed and str(e.child_id) in placed and e.parent_id != e.child_id
     )

@@ -8,10 +8,11 @@ from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from collectors.fanout import calls_percentile, is_concurrent
 from collectors.records import Series
 from collectors.sketch import TOKEN_EDGES, quantiles
 from controlplane.db import int_sum
-from controlplane.models import Edge, Fragment, FragmentProfile, MeasuredCapacity, ProfileBucket
+from controlplane.models import Edge, EdgeVisitCalls, Fragment, FragmentProfile, MeasuredCapacity, ProfileBucket
 from controlplane.models._common import minute_of, to_utc
 from controlplane.models.workloads import EdgePublic, FragmentPublic
 
@@ -45,7 +46,8 @@ def fragment_views(session: Session, fragments: Sequence[Fragment]) -> list[Frag
 
 
 def edge_views(session: Session, edges: Sequence[Edge]) -> list[EdgePublic]:
-    """Edges with calls and bytes per call of the parent fragment."""
+    """Edges with calls and bytes per call of the parent fragment, whether their calls run
+    concurrently, and calls per parent visit at p99 (collectors.fanout)."""
     parent_visits = dict(
         session.exec(
             select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits))
@@ -53,14 +55,28 @@ def edge_views(session: Session, edges: Sequence[Edge]) -> list[EdgePublic]:
             .group_by(FragmentProfile.fragment_id)
         ).all()
     )
+    tallies = visits_by_calls(session, [e.id for e in edges])
     views = []
     for edge in edges:
         visits = int(parent_visits.get(edge.parent_id) or 0)
         view = EdgePublic.model_validate(edge)
         view.calls_per_parent_call = edge.calls / visits if visits else None
         view.bytes_per_call = edge.bytes_total / edge.calls if edge.calls and edge.bytes_total else None
+        view.concurrent = is_concurrent(edge.calls, edge.calls_overlapping)
+        view.calls_p99 = calls_percentile(tallies.get(edge.id, {}), visits)
         views.append(view)
     return views
+
+
+def visits_by_calls(session: Session, edge_ids: Sequence[int] | None = None) -> dict[int, dict[int, int]]:
+    """Per edge id: calls made -> parent visits that made exactly that many (of `edge_ids`, or all edges)."""
+    statement = select(EdgeVisitCalls.edge_id, EdgeVisitCalls.calls, EdgeVisitCalls.visits)
+    if edge_ids is not None:
+        statement = statement.where(EdgeVisitCalls.edge_id.in_(edge_ids))
+    out: dict[int, dict[int, int]] = defaultdict(dict)
+    for edge_id, calls, visits in session.exec(statement).all():
+        out[edge_id][calls] = int(visits)
+    return dict(out)
 
 
 class Graph(BaseModel):

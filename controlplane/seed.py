@@ -29,6 +29,7 @@ def spec_fields(spec: DeviceClassSpec) -> dict:
         "slices_per_device": spec.slices_per_device,
         "price_source": spec.price_source,
         "cores": spec.cores,
+        "sold_by_slice": spec.sold_by_slice,
     }
 
 
@@ -45,4 +46,5 @@ def spec_of(row: DeviceClass) -> DeviceClassSpec:
         slices_per_device=row.slices_per_device,
         price_source=row.price_source,
         cores=row.cores,
+        sold_by_slice=row.sold_by_slice,
     )

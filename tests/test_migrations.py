@@ -1,8 +1,10 @@
 """The alembic migrations and the SQLModel models never disagree, on either backend."""
 
+from datetime import UTC, datetime
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 from controlplane.db import downgrade, make_engine, upgrade
@@ -23,5 +25,47 @@ def test_upgrade_matches_models_and_downgrade_empties(empty_database_url):
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         upgrade(empty_database_url)  # and back up again: the chain is repeatable
         assert set(SQLModel.metadata.tables) <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_edge_overlap_migration_keeps_the_rows_of_a_populated_database(empty_database_url):
+    before = "5e6f7a8b9c0d"
+    upgrade(empty_database_url, before)
+    engine = make_engine(empty_database_url)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = (
+        "INSERT INTO device_class (id, name, vendor, bf16_tflops, memory_gib, memory_gbps, fabric, usd_per_hour,"
+        " slices_per_device, price_source, cores, created_at) VALUES"
+        " (1, 'H100-SXM', 'nvidia', 989, 80, 3350, 'nvlink', 3.9, 7, '', 0, :at),"
+        " (2, 'CPU-EPYC-64C', 'amd', 12.7, 256, 307, 'ethernet', 3.7, 8, '', 64, :at)",
+        "INSERT INTO node (id, name, device_class_id, device_count, healthy, created_at) VALUES (1, 'h100-0', 1, 8, true, :at)",
+        "INSERT INTO tenant (id, name, display_name, created_at) VALUES (1, 'acme', '', :at)",
+        "INSERT INTO workload (id, tenant_id, name, description, created_at) VALUES (1, 1, 'bot', '', :at)",
+        "INSERT INTO fragment (id, workload_id, key, kind, name, model, first_seen, last_seen) VALUES"
+        " (1, 1, 'agent:a', 'agent', 'a', '', :at, :at), (2, 1, 'tool:t', 'tool', 't', '', :at, :at)",
+        "INSERT INTO edge (id, workload_id, parent_id, child_id, calls, bytes_total) VALUES (1, 1, 1, 2, 300, 9000)",
+    )
+    try:
+        with engine.begin() as conn:
+            for statement in rows:
+                conn.execute(text(statement), {"at": at})
+
+        upgrade(empty_database_url)
+        with engine.begin() as conn:
+            # Existing edges have no overlap or visits tallied; CPU classes are sold by the slice, as the catalog seeds.
+            assert tuple(conn.execute(text("SELECT calls, bytes_total, calls_overlapping FROM edge")).one()) == (300, 9000, 0)
+            assert {name: bool(flag) for name, flag in conn.execute(text("SELECT name, sold_by_slice FROM device_class"))} == {
+                "H100-SXM": False, "CPU-EPYC-64C": True}
+            conn.execute(text("INSERT INTO edge_visit_calls (edge_id, calls, visits) VALUES (1, 3, 100)"))
+
+        downgrade(empty_database_url, before)
+        engine.dispose()
+        with engine.connect() as conn:
+            assert tuple(conn.execute(text("SELECT calls, bytes_total FROM edge")).one()) == (300, 9000)
+            assert conn.execute(text("SELECT count(*) FROM device_class")).scalar() == 2
+            assert conn.execute(text("SELECT count(*) FROM node")).scalar() == 1
+        assert "edge_visit_calls" not in inspect(engine).get_table_names()
+        assert "sold_by_slice" not in {c["name"] for c in inspect(engine).get_columns("device_class")}
     finally:
         engine.dispose()

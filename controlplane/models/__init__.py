@@ -7,6 +7,7 @@ from controlplane.models.tenancy import ApiToken, AuditEvent, Role, Tenant
 from controlplane.models.usage import RequestStat, UsageRecord
 from controlplane.models.workloads import (
     Edge,
+    EdgeVisitCalls,
     Fragment,
     FragmentKind,
     FragmentProfile,
@@ -24,6 +25,7 @@ __all__ = [
     "DeviceClass",
     "DeviceTelemetry",
     "Edge",
+    "EdgeVisitCalls",
     "Fragment",
     "FragmentKind",
     "FragmentProfile",

@@ -2,6 +2,7 @@
 
 from datetime import datetime
 
+from pydantic import field_validator
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -19,6 +20,9 @@ class DeviceClassBase(SQLModel):
     slices_per_device: int = Field(1, ge=1, le=64, description="How many slices one device can be partitioned into.")
     price_source: str = Field("", max_length=256)
     cores: int = Field(0, ge=0, description="CPU cores per device for CPU classes; 0 for accelerators.")
+    sold_by_slice: bool = Field(
+        False, description="Paid per slice (true: CPU cores, MIG profiles rented on their own) or per device "
+                           "occupied (false: a device with any replica on it costs its whole price).")
 
 
 class DeviceClass(DeviceClassBase, table=True):
@@ -50,6 +54,15 @@ class DeviceClassUpdate(SQLModel):
     slices_per_device: int | None = Field(None, ge=1, le=64)
     price_source: str | None = Field(None, max_length=256)
     cores: int | None = Field(None, ge=0)
+    sold_by_slice: bool | None = None
+
+    @field_validator("sold_by_slice")
+    @classmethod
+    def _not_null(cls, value: bool | None) -> bool:
+        # Runs only when the client sent the field: null would clear a column that has no "unknown".
+        if value is None:
+            raise ValueError("must be true or false; leave it out to keep the current value")
+        return value
 
 
 class DeviceClassPublic(DeviceClassBase):

@@ -95,6 +95,23 @@ class Edge(SQLModel, table=True):
     child_id: int = Field(foreign_key="fragment.id", index=True, ondelete="CASCADE")
     calls: int = Field(0, sa_type=BigInteger)
     bytes_total: int = Field(0, sa_type=BigInteger)
+    # Calls that overlapped another child call of the same parent visit in time (collectors.fanout).
+    calls_overlapping: int = Field(0, sa_type=BigInteger)
+
+
+class EdgeVisitCalls(SQLModel, table=True):
+    """Parent visits that made exactly `calls` (>= 1) calls along an edge, additive like the edge.
+
+    Visits that made none are the parent's visits less these; with them, the rows give the
+    percentiles of calls per parent visit (collectors.fanout.calls_percentile).
+    """
+
+    __tablename__ = "edge_visit_calls"
+    __table_args__ = (UniqueConstraint("edge_id", "calls", name="uq_edge_visit_calls"),)
+    id: int | None = Field(default=None, primary_key=True)
+    edge_id: int = Field(foreign_key="edge.id", ondelete="CASCADE")
+    calls: int
+    visits: int = Field(0, sa_type=BigInteger)
 
 
 class EdgePublic(SQLModel):
@@ -106,6 +123,12 @@ class EdgePublic(SQLModel):
     bytes_total: int
     calls_per_parent_call: float | None = None
     bytes_per_call: float | None = None
+    concurrent: bool = Field(
+        False, description="Most of the edge's calls overlapped another call of the same parent visit in time "
+                           "(their spans overlap): they run concurrently, so a path waits for the slowest, not the sum.")
+    calls_p99: float | None = Field(
+        None, description="Calls per parent visit at the 99th percentile (nearest rank) over all the parent's "
+                          "visits, those making none included; empty until visits are tallied.")
 
 
 class FragmentProfile(SQLModel, table=True):

@@ -175,3 +175,60 @@ def test_health_exposes_the_window_and_refusals(engine):
     with TestClient(create_app(engine, Settings(), ingest)) as client:
         health = client.get("/api/v1/health").json()["ingest"]
     assert (health["refused_batches"], health["open_traces"], health["evicted_traces"], health["orphan_spans"]) == (1, 1, 1, 1)
+
+
+AGENT = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "a"}
+TOOL = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "t"}
+
+
+def under_api(trace, calls, at_once):
+    """An API root (span 1) around an agent visit (span 2) that calls a tool `calls` times, at once or in turn."""
+    return [
+        make_span("api", trace=trace, span=1, duration_ms=1000),
+        make_span("agent", trace=trace, span=2, parent=1, duration_ms=900, attrs=AGENT),
+        *(make_span("tool", trace=trace, span=10 + i, parent=2, start_ms=10 if at_once else 10 + 40 * i,
+                    duration_ms=40, attrs=TOOL) for i in range(calls)),
+    ]
+
+
+def agent_to_tool(engine):
+    """The agent -> tool edge as stored: calls, calls overlapping a sibling, {calls made: parent visits}."""
+    from controlplane.models import EdgeVisitCalls, Fragment
+
+    with Session(engine) as session:
+        keys = {f.key: f.id for f in session.exec(select(Fragment))}
+        edge = session.exec(select(Edge).where(Edge.parent_id == keys["agent:a"], Edge.child_id == keys["tool:t"])).one()
+        tallies = {row.calls: row.visits for row in session.exec(select(EdgeVisitCalls).where(EdgeVisitCalls.edge_id == edge.id))}
+    return edge.calls, edge.calls_overlapping, tallies
+
+
+def test_visit_tallies_add_up_across_flushes_and_collectors(engine):
+    first, second = Ingest(engine), Ingest(engine)
+    first.submit(records(under_api(1, calls=2, at_once=True)))
+    first.flush()
+    second.submit(records(under_api(2, calls=3, at_once=False)))
+    second.flush()
+    assert agent_to_tool(engine) == (5, 2, {2: 1, 3: 1})
+
+    # A visit's calls are stored with the flush that links them; its tally with the flush that closes its trace.
+    spans = under_api(3, calls=2, at_once=True)
+    first.submit(records(spans[1:]))
+    first.flush()
+    assert agent_to_tool(engine) == (7, 2, {2: 1, 3: 1})
+    first.submit(records(spans[:1]))
+    first.flush()
+    assert agent_to_tool(engine) == (7, 4, {2: 2, 3: 1})
+
+
+def test_an_idle_flush_stores_the_tallies_of_the_traces_it_evicts(engine):
+    import time
+
+    from collectors.window import TraceWindow
+
+    ingest = Ingest(engine, window=TraceWindow(idle_s=0.5))
+    ingest.submit(records(under_api(1, calls=2, at_once=True)[1:]))  # the API root never arrives
+    ingest.flush()
+    assert agent_to_tool(engine) == (2, 0, {})
+    time.sleep(0.6)
+    ingest.flush()  # nothing new: the stale trace leaves the window, its visit tallied
+    assert agent_to_tool(engine) == (2, 2, {2: 1})

@@ -1,9 +1,11 @@
 """End to end: the official OTel SDK and OTLP/HTTP exporter talk to the receiver served by uvicorn."""
 
+import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -129,3 +131,50 @@ def test_exported_graph_is_readable_through_the_rest_api(engine, settings, inges
     # The agent called the tool 3 times in its one visit: 3 calls per parent call.
     calls = {(by_id[e["parent_id"]]["key"], by_id[e["child_id"]]["key"]): e["calls_per_parent_call"] for e in edges}
     assert calls == {("agent:triage", "llm:gpt-4o"): 1.0, ("agent:triage", "tool:search"): 3.0}
+
+
+def fan_out(provider: TracerProvider, searches: int, at_ns: int) -> None:
+    """An agent visit that chats, then runs `searches` tool calls at once (explicit times, as a fan-out has)."""
+    tracer = provider.get_tracer("test-agent")
+    ms = 1_000_000
+    agent = tracer.start_span("invoke_agent triage", start_time=at_ns, attributes={
+        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "triage"})
+    inside = trace.set_span_in_context(agent)
+    chat = tracer.start_span("chat gpt-4o", context=inside, start_time=at_ns + ms, attributes={
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"})
+    chat.end(end_time=at_ns + 200 * ms)
+    for i in range(searches):
+        search = tracer.start_span("execute_tool search", context=inside, start_time=at_ns + (200 + i) * ms,
+                                   attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"})
+        search.end(end_time=at_ns + 300 * ms)
+    agent.end(end_time=at_ns + 310 * ms)
+
+
+def test_fanned_out_calls_read_as_concurrent_with_their_p99_per_visit(
+    engine, settings, ingest, receiver_url, admin_token, scoped_token
+):
+    recorded = InMemorySpanExporter()
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    fan_out(provider, searches=3, at_ns=time.time_ns())
+    fan_out(provider, searches=2, at_ns=time.time_ns() + 10**9)
+    exporter = OTLPSpanExporter(endpoint=receiver_url, headers={"authorization": f"Bearer {admin_token}"})
+    assert exporter.export(recorded.get_finished_spans()) == SpanExportResult.SUCCESS
+    exporter.shutdown()
+    ingest.flush()
+
+    with TestClient(create_app(engine, settings)) as api:
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        workload = api.get("/api/v1/workloads", headers=headers).json()["items"][0]
+        keys = {f["id"]: f["key"] for f in api.get(f"/api/v1/workloads/{workload['id']}/fragments",
+                                                   headers=headers).json()["items"]}
+        edges = api.get(f"/api/v1/workloads/{workload['id']}/edges", headers=headers).json()["items"]
+        graph = api.get(f"/api/v1/workloads/{workload['id']}/graph", headers=headers).json()["edges"]
+        other_tenant = api.get(f"/api/v1/workloads/{workload['id']}/edges",
+                               headers={"Authorization": f"Bearer {scoped_token}"})
+    read = {(keys[e["parent_id"]], keys[e["child_id"]]): (e["concurrent"], e["calls_p99"]) for e in edges}
+    # Searches overlap one another, never the chat that ended as they began. Of the two visits, one
+    # searched three times, one twice: the p99 visit (rank ceil(0.99 x 2) = 2) searched three times.
+    assert read == {("agent:triage", "llm:gpt-4o"): (False, 1.0), ("agent:triage", "tool:search"): (True, 3.0)}
+    assert {(keys[e["parent_id"]], keys[e["child_id"]]): (e["concurrent"], e["calls_p99"]) for e in graph} == read
+    assert other_tenant.status_code == 404

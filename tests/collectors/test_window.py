@@ -47,7 +47,7 @@ def test_complete_traces_leave_at_once_and_stale_or_surplus_ones_are_evicted():
     window.link(records([waiting(2)]), now_s=10)
     window.link(records([waiting(3)]), now_s=20)  # three open: trace 1, the least recently active, goes
     assert (window.open_traces, window.evicted_traces, window.orphan_spans) == (2, 1, 1)
-    window.evict(now_s=71)  # trace 2 idle for 61 s > 60 s; trace 3 for 51 s stays
+    window.evict(now_s=71, into=Links())  # trace 2 idle for 61 s > 60 s; trace 3 for 51 s stays
     assert (window.open_traces, window.evicted_traces, window.orphan_spans) == (1, 2, 2)
 
 
@@ -59,3 +59,35 @@ def test_edge_bytes_are_summed_when_telemetry_reports_them():
     ]
     links = TraceWindow().link(records(spans), now_s=0)
     assert links.edges == {(BOT, "agent:a", "cpu:GET"): [2, 800]}
+
+
+AGENT = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "a"}
+CHAT = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}
+TOOL = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "t"}
+
+
+def test_a_visit_is_tallied_once_its_trace_leaves_the_window():
+    # The chat [0, 200 ms) and the first tool call [100, 140 ms) share time; the second call [300, 340 ms) does not.
+    chat = make_span("chat", span=2, parent=1, duration_ms=200, attrs=CHAT)
+    tools = [make_span("tool", span=3, parent=1, start_ms=100, duration_ms=40, attrs=TOOL),
+             make_span("tool", span=4, parent=1, start_ms=300, duration_ms=40, attrs=TOOL)]
+    root = make_span("agent", span=1, duration_ms=500, attrs=AGENT)
+    window, links = TraceWindow(), Links()
+    window.link(records([chat, *tools]), now_s=0, into=links)
+    assert links.visits == {} and links.overlapping == {}  # the visit may still make calls
+    window.link(records([root, tools[0]]), now_s=1, into=links)  # the root closes the trace; a resent span counts once
+    assert links.edges == {(BOT, "agent:a", "llm:m"): [1, 0], (BOT, "agent:a", "tool:t"): [2, 0]}
+    assert links.visits == {(BOT, "agent:a", "llm:m"): {1: 1}, (BOT, "agent:a", "tool:t"): {2: 1}}
+    assert links.overlapping == {(BOT, "agent:a", "llm:m"): 1, (BOT, "agent:a", "tool:t"): 1}
+
+
+def test_a_trace_whose_root_never_comes_is_tallied_when_evicted():
+    # An agent span under a root that never arrives: its calls are linked at once, its visit tallied on eviction.
+    agent = make_span("agent", span=2, parent=1, duration_ms=500, attrs=AGENT)
+    tools = [make_span("tool", span=10 + i, parent=2, start_ms=50 * i, duration_ms=40, attrs=TOOL) for i in range(3)]
+    window, links = TraceWindow(idle_s=60), Links()
+    window.link(records([agent, *tools]), now_s=0, into=links)
+    assert links.edges == {(BOT, "agent:a", "tool:t"): [3, 0]} and links.visits == {}
+    window.evict(now_s=61, into=links)
+    assert links.visits == {(BOT, "agent:a", "tool:t"): {3: 1}} and links.overlapping == {}
+    assert window.orphan_spans == 1  # the agent span itself waited for its parent

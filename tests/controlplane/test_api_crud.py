@@ -73,12 +73,28 @@ def test_tenant_workload_sla_policy_lifecycle(client, callers):
     assert client.delete(f"/api/v1/tenants/{tenant['id']}", headers=admin).status_code == 204
 
 
+def test_a_device_class_says_whether_it_is_sold_by_the_slice(client, callers):
+    h = auth(callers.admin)
+    dc = client.post("/api/v1/device-classes", json=DEVICE_CLASS, headers=h).json()
+    assert dc["sold_by_slice"] is False  # by default a device with any replica on it costs its whole price
+    patched = client.patch(f"/api/v1/device-classes/{dc['id']}", json={"sold_by_slice": True}, headers=h)
+    assert patched.status_code == 200 and patched.json()["sold_by_slice"] is True
+    assert client.get(f"/api/v1/device-classes/{dc['id']}", headers=h).json()["sold_by_slice"] is True
+    for body in ({"sold_by_slice": None}, {"sold_by_slice": "sometimes"}):
+        refused = client.patch(f"/api/v1/device-classes/{dc['id']}", json=body, headers=h)
+        assert refused.status_code == 422 and refused.json()["field"] == "sold_by_slice", refused.text
+    created = client.post("/api/v1/device-classes", json={**DEVICE_CLASS, "name": "TestCPU", "sold_by_slice": True},
+                          headers=h)
+    assert created.status_code == 201 and created.json()["sold_by_slice"] is True
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
         ("/api/v1/tenants", {"name": "Not Valid!"}, "name"),
         ("/api/v1/device-classes", {**DEVICE_CLASS, "usd_per_hour": -1}, "usd_per_hour"),
         ("/api/v1/device-classes", {k: v for k, v in DEVICE_CLASS.items() if k != "vendor"}, "vendor"),
+        ("/api/v1/device-classes", {**DEVICE_CLASS, "sold_by_slice": "by the hour"}, "sold_by_slice"),
         ("/api/v1/slas", {"workload_id": 1, "p99_ms": 0}, "p99_ms"),
         ("/api/v1/migration-policies", {"name": "p", "min_improvement_pct": 150}, "min_improvement_pct"),
     ],

@@ -7,7 +7,7 @@ from sqlmodel import Session
 from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
 from controlplane.inventory import sync_inventory
-from controlplane.models import Edge, Fragment, FragmentKind, FragmentProfile, Sla, Tenant, Workload
+from controlplane.models import Edge, EdgeVisitCalls, Fragment, FragmentKind, FragmentProfile, Sla, Tenant, Workload
 from controlplane.models._common import minute_of, utcnow
 from controlplane.planning import acyclic, build_problem, take_snapshot
 from controlplane.reconciler import Reconciler
@@ -99,3 +99,46 @@ def test_a_callers_span_time_is_not_taken_as_its_own_latency():
     assert [(p.measured, p.latency_ms < 5000) for p in agent.profiles] == [(False, True)]
     h100 = next(p for p in llm.profiles if p.device_class == "H100-SXM" and p.phase is Phase.whole)
     assert h100.measured and h100.latency_ms == 4000.0
+
+
+def test_the_problem_knows_how_classes_are_sold_their_nodes_and_how_edges_call(engine):
+    with Session(engine) as session:
+        seed_catalog(session)
+        sync_inventory(session, (
+            NodeInventory("h100-0", "H100-SXM", 8, 8),
+            NodeInventory("h100-1", "H100-SXM", 8, 6),  # two devices failed
+            NodeInventory("h100-2", "H100-SXM", 8, 0),  # the node is down
+            NodeInventory("cpu-0", "CPU-EPYC-64C", 2, 2),
+        ))
+        tenant = Tenant(name="acme")
+        session.add(tenant)
+        session.flush()
+        workload = Workload(tenant_id=tenant.id, name="agent")
+        session.add(workload)
+        session.flush()
+        agent = Fragment(workload_id=workload.id, key="agent:a", kind=FragmentKind.agent, name="a")
+        tool = Fragment(workload_id=workload.id, key="tool:search", kind=FragmentKind.tool, name="search")
+        llm = Fragment(workload_id=workload.id, key="llm:m-8b", kind=FragmentKind.llm, name="m-8b", model="m-8b")
+        session.add_all([agent, tool, llm])
+        session.flush()
+        for fragment, visits in ((agent, 100), (tool, 300), (llm, 100)):
+            session.add(FragmentProfile(fragment_id=fragment.id, minute=minute_of(NOW), visits=visits,
+                                        latency_ms_sum=visits * 20.0, tokens_in=visits * 200, tokens_out=visits * 50))
+        # 100 agent visits: half search twice, half four times, and 240 of the 300 searches overlapped another
+        # call. Every visit chats once; half the chats overlapped a search, which is not most of them.
+        searches = Edge(workload_id=workload.id, parent_id=agent.id, child_id=tool.id, calls=300, calls_overlapping=240)
+        chats = Edge(workload_id=workload.id, parent_id=agent.id, child_id=llm.id, calls=100, calls_overlapping=50)
+        session.add_all([searches, chats])
+        session.flush()
+        session.add_all([EdgeVisitCalls(edge_id=searches.id, calls=2, visits=50),
+                         EdgeVisitCalls(edge_id=searches.id, calls=4, visits=50)])
+        session.commit()
+        agent_id, tool_id, llm_id = str(agent.id), str(tool.id), str(llm.id)
+
+        problem = build_problem(take_snapshot(session, NOW), 1.2, 2.0)
+
+    capacity = {c.device_class: (c.devices, c.node_devices, c.sold_by_slice) for c in problem.device_classes}
+    assert capacity == {"H100-SXM": (14, (8, 6), False), "CPU-EPYC-64C": (2, (2,), True)}
+    edges = {(e.parent, e.child): (e.calls_per_parent_call, e.concurrent, e.calls_p99) for e in problem.edges}
+    # Searches: rank ceil(0.99 x 100) = 99 falls among the 50 visits searching four times. Chats: never tallied.
+    assert edges == {(agent_id, tool_id): (3.0, True, 4.0), (agent_id, llm_id): (1.0, False, None)}

@@ -18,6 +18,8 @@ def test_first_start_seeds_the_catalog_and_restarts_keep_edits(tmp_path):
         rows = {row.name: row for row in session.exec(select(DeviceClass)).all()}
         assert set(rows) == {spec.name for spec in CATALOG}
         assert rows["H100-SXM"].price_source and rows["CPU-EPYC-64C"].cores > 0
+        # CPU cores are rented by the core; GPUs cost their whole price once any replica is on them.
+        assert {name for name, row in rows.items() if row.sold_by_slice} == {"CPU-EPYC-64C"}
         rows["L40S"].usd_per_hour = 1.23  # an operator's negotiated price
         session.commit()
     prepare_database(engine, settings)

@@ -152,6 +152,22 @@ def test_coding_agent_loops_llm_then_tools(spans):
         assert ordered[0] == "agent:coder" and ordered[1] == "llm:qwen2.5-coder-32b"
 
 
+def test_the_sample_apps_call_in_turn_so_no_edge_reads_as_concurrent(spans):
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from collectors.assembly import assemble
+    from collectors.normalise import normalise_request
+
+    batch = assemble(normalise_request(encode_spans(spans)).records)
+    edges = {(e.workload.workload, e.parent_key, e.child_key): e for e in batch.edges}
+    assert edges and all(e.calls_overlapping == 0 for e in edges.values())
+    # The coding agent's loop runs its model 3 to 6 times a visit, in turn: that many calls per visit.
+    loop = edges[("coding-agent", "agent:coder", "llm:qwen2.5-coder-32b")]
+    assert {calls for calls, _ in loop.visits_by_calls} <= {3, 4, 5, 6}
+    assert sum(visits for _, visits in loop.visits_by_calls) == sum(
+        1 for s in spans if s.name.startswith("invoke_agent") and s.attributes.get("gen_ai.agent.name") == "coder")
+
+
 def test_same_seed_same_latencies():
     def durations(seed):
         exporter = InMemorySpanExporter()
