@@ -11,6 +11,7 @@ from controlplane.models import PlacementState
 from controlplane.planning import Replicas, Snapshot
 from optimizer.checker import check
 from optimizer.explain import pair_moves
+from optimizer.packing import device_costs
 from optimizer.types import Assignment, Phase, Plan, PlanStatus, Problem
 
 
@@ -91,7 +92,8 @@ def _summary(snapshot: Snapshot, plan: Plan) -> str:
 
 
 def as_plan(assignments: Replicas, problem: Problem) -> Plan:
-    """A placement expressed as a `Plan`, so the optimizer's checker can judge it against `problem`."""
+    """A placement expressed as a `Plan`, so the optimizer's checker can judge it against `problem`:
+    its replicas' slices, and the idle rest of the devices they occupy on classes sold whole."""
     price = {c.device_class: c.usd_per_hour / c.slices_per_device for c in problem.device_classes}
     known = {f.fragment for f in problem.fragments}
     rows = tuple(
@@ -99,7 +101,13 @@ def as_plan(assignments: Replicas, problem: Problem) -> Plan:
         for (fid, cls, phase), (replicas, slices) in sorted(assignments.items())
         if str(fid) in known
     )
-    return Plan(PlanStatus.feasible, rows, usd_per_hour=sum(a.usd_per_hour for a in rows))
+    classes = {c.device_class: c for c in problem.device_classes}
+    try:
+        devices, idle = device_costs(classes, (a for a in rows if a.device_class in classes))
+    except ValueError:  # it no longer packs on the healthy devices: the checker says so, by class
+        devices, idle = {}, {}
+    return Plan(PlanStatus.feasible, rows, usd_per_hour=sum(a.usd_per_hour for a in rows) + sum(idle.values()),
+                devices_used=devices)
 
 
 def diff(current: Replicas, target: Replicas) -> tuple[Move, ...]:

@@ -14,6 +14,8 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from collectors.fanout import calls_percentile, is_concurrent
+from collectors.records import Series
+from collectors.sketch import quantiles
 from controlplane.db import int_sum
 from controlplane.models import (
     Device,
@@ -29,6 +31,7 @@ from controlplane.models import (
     Placement,
     PlacementItem,
     PlacementState,
+    ProfileBucket,
     Sla,
     Tenant,
     Workload,
@@ -70,7 +73,9 @@ class FragmentView:
     tokens_in_mean: float
     tokens_out_mean: float
     visits: int
-    # Mean latency of a visit without its queue wait, by class with enough visits in the window.
+    # The p99 latency of a visit less the mean queue wait (the SLA is a p99: a path counts each
+    # fragment's tail, and queueing is a shortage of replicas, not a slow class), by class with enough
+    # visits in the window; the mean less the wait where the window has no latency sketch.
     measured_latency_ms: dict[str, float] = field(default_factory=dict)
     # Since the fragment's replicas last changed (within the window): visits/s on each class, and the
     # mean wait for a replica on the classes with enough visits that reported one.
@@ -184,7 +189,7 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         ).all()
         if at is not None
     }
-    # Per (fragment, class): visits, latency without queue waits, tokens in, tokens out over the window;
+    # Per (fragment, class): visits, latency without queue waits, tokens in, tokens out, waits over the window;
     # and since the minute after the fragment last moved: visits, visits that reported a wait, waits.
     observed: dict[int, dict[str, list]] = defaultdict(dict)
     settled: dict[int, dict[str, list]] = defaultdict(dict)
@@ -201,16 +206,25 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
             FragmentProfile.queue_ms_sum,
         ).where(FragmentProfile.minute >= since)
     ).all():
-        acc = observed[fid].setdefault(cls, [0, 0.0, 0, 0])
+        acc = observed[fid].setdefault(cls, [0, 0.0, 0, 0, 0.0])
         acc[0] += visits
         acc[1] += latency - queue_ms
         acc[2] += tin
         acc[3] += tout
+        acc[4] += queue_ms
         if fid not in last_moved or to_utc(minute) > minute_of(last_moved[fid]):
             acc = settled[fid].setdefault(cls, [0, 0, 0.0])
             acc[0] += visits
             acc[1] += queued
             acc[2] += queue_ms
+
+    sketches: dict[tuple[int, str], dict[int, int]] = defaultdict(dict)
+    for fid, cls, bucket, count in session.exec(
+        select(ProfileBucket.fragment_id, ProfileBucket.device_class, ProfileBucket.bucket, int_sum(ProfileBucket.count))
+        .where(ProfileBucket.minute >= since, ProfileBucket.series == Series.latency_ms)
+        .group_by(ProfileBucket.fragment_id, ProfileBucket.device_class, ProfileBucket.bucket)
+    ).all():
+        sketches[fid, cls][bucket] = int(count)
 
     known: dict[int, dict[str, float]] = defaultdict(dict)
     for fid, cls, visits_per_s in session.exec(
@@ -249,7 +263,8 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
                 tokens_out_mean=sum(v[3] for v in per_class.values()) / visits if visits else 0.0,
                 visits=visits,
                 measured_latency_ms={
-                    cls: max(v[1], 0.0) / v[0] for cls, v in per_class.items() if cls and v[0] >= MIN_MEASURED_VISITS
+                    cls: _tail_latency_ms(v, sketches.get((fragment.id, cls), {}))
+                    for cls, v in per_class.items() if cls and v[0] >= MIN_MEASURED_VISITS
                 },
                 settled_rate_rps={cls: v[0] / settled_s for cls, v in calm.items() if cls and v[0]},
                 queue_ms={cls: v[2] / v[1] for cls, v in calm.items() if cls and v[1] >= MIN_MEASURED_VISITS},
@@ -466,6 +481,18 @@ def measured_capacity(fragment: FragmentView, replicas: dict[str, int]) -> dict[
             if rho >= MIN_QUEUE_UTILISATION:
                 out[cls] = mu
     return out
+
+
+def _tail_latency_ms(observed: list, sketch: dict[int, int]) -> float:
+    """A visit's p99 latency on one class less the mean queue wait (never below the mean without it);
+    `observed` is [visits, latency sum less waits, tokens in, tokens out, waits] over the window and
+    `sketch` its latency buckets."""
+    visits, without_waits = observed[0], max(observed[1], 0.0)
+    mean = without_waits / visits
+    p99 = quantiles(sketch, (0.99,))[0.99] if sketch else None
+    if p99 is None:
+        return mean
+    return max(mean, p99 - observed[4] / visits)
 
 
 def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...], measured: bool,

@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
+from collectors.records import Series
+from collectors.sketch import latency_bucket
 from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
 from controlplane.app import create_app
@@ -25,6 +27,7 @@ from controlplane.models import (
     Placement,
     PlacementItem,
     PlacementState,
+    ProfileBucket,
     Role,
     Tenant,
     Workload,
@@ -190,6 +193,24 @@ def test_the_snapshot_reads_waits_since_the_last_move_and_latency_without_them(e
     assert fragment.queue_ms == {"H100-SXM": pytest.approx(500.0)}  # only the minute after the move
     assert fragment.settled_rate_rps == {"H100-SXM": pytest.approx(300 / 30.0)}  # 300 visits in 30 s
     assert fragment.known_capacity == {"H100-SXM": 1.5}  # the L40S one is too old
+
+
+def test_measured_latency_is_the_p99_visit_less_the_mean_wait(engine):
+    # 100 visits: 98 of 500 ms and 2 of 3,000 ms, each having waited 100 ms for a replica. The SLA is a
+    # p99, so the fragment's latency on the class is its p99 visit, 3,000 ms, less the 100 ms mean wait.
+    minute = minute_of(NOW)
+    with Session(engine) as session:
+        llm = _llm(session)
+        session.add(FragmentProfile(fragment_id=llm.id, device_class="H100-SXM", minute=minute, visits=100,
+                                    latency_ms_sum=98 * 500.0 + 2 * 3000.0, tokens_in=100 * 500, tokens_out=100 * 100,
+                                    queue_visits=100, queue_ms_sum=100 * 100.0))
+        for value, count in ((500.0, 98), (3000.0, 2)):
+            session.add(ProfileBucket(fragment_id=llm.id, device_class="H100-SXM", minute=minute,
+                                      series=Series.latency_ms, bucket=latency_bucket(value), count=count))
+        session.commit()
+        (fragment,) = take_snapshot(session, NOW).fragments
+    # The sketch answers within 1% of the value.
+    assert fragment.measured_latency_ms["H100-SXM"] == pytest.approx(3000.0 - 100.0, rel=0.011)
 
 
 # --- the reconciler, end to end ---------------------------------------------------------------------------------
