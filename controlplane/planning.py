@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from collectors.fanout import calls_percentile, is_concurrent
 from collectors.records import Series
-from collectors.sketch import quantiles
+from collectors.sketch import TOKEN_EDGES, quantiles
 from controlplane.db import int_sum
 from controlplane.models import (
     Device,
@@ -83,6 +83,9 @@ class FragmentView:
     queue_ms: dict[str, float] = field(default_factory=dict)
     # Capacity of one whole replica (visits/s) by class, as last measured (MeasuredCapacity).
     known_capacity: dict[str, float] = field(default_factory=dict)
+    # Input and output tokens of a visit at the 99th percentile, from the token histograms (the upper
+    # edge of the bucket holding it; twice the last edge for the open bucket); None without them.
+    tokens_p99: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -219,12 +222,19 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
             acc[2] += queue_ms
 
     sketches: dict[tuple[int, str], dict[int, int]] = defaultdict(dict)
-    for fid, cls, bucket, count in session.exec(
-        select(ProfileBucket.fragment_id, ProfileBucket.device_class, ProfileBucket.bucket, int_sum(ProfileBucket.count))
-        .where(ProfileBucket.minute >= since, ProfileBucket.series == Series.latency_ms)
-        .group_by(ProfileBucket.fragment_id, ProfileBucket.device_class, ProfileBucket.bucket)
+    token_counts: dict[tuple[int, str], dict[int, int]] = defaultdict(dict)  # (fragment, series): all classes
+    for fid, cls, series, bucket, count in session.exec(
+        select(ProfileBucket.fragment_id, ProfileBucket.device_class, ProfileBucket.series, ProfileBucket.bucket,
+               int_sum(ProfileBucket.count))
+        .where(ProfileBucket.minute >= since,
+               ProfileBucket.series.in_((Series.latency_ms, Series.tokens_in, Series.tokens_out)))
+        .group_by(ProfileBucket.fragment_id, ProfileBucket.device_class, ProfileBucket.series, ProfileBucket.bucket)
     ).all():
-        sketches[fid, cls][bucket] = int(count)
+        if series == Series.latency_ms:
+            sketches[fid, cls][bucket] = int(count)
+        else:
+            counts = token_counts[fid, series]
+            counts[bucket] = counts.get(bucket, 0) + int(count)
 
     known: dict[int, dict[str, float]] = defaultdict(dict)
     for fid, cls, visits_per_s in session.exec(
@@ -262,6 +272,8 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
                 tokens_in_mean=sum(v[2] for v in per_class.values()) / visits if visits else 0.0,
                 tokens_out_mean=sum(v[3] for v in per_class.values()) / visits if visits else 0.0,
                 visits=visits,
+                tokens_p99=_tokens_p99(token_counts.get((fragment.id, Series.tokens_in)),
+                                       token_counts.get((fragment.id, Series.tokens_out))),
                 measured_latency_ms={
                     cls: _tail_latency_ms(v, sketches.get((fragment.id, cls), {}))
                     for cls, v in per_class.items() if cls and v[0] >= MIN_MEASURED_VISITS
@@ -483,6 +495,24 @@ def measured_capacity(fragment: FragmentView, replicas: dict[str, int]) -> dict[
     return out
 
 
+def _tokens_p99(tokens_in: dict[int, int] | None, tokens_out: dict[int, int] | None) -> tuple[float, float] | None:
+    """FragmentView.tokens_p99 from the two token histograms (bucket i: [TOKEN_EDGES[i], TOKEN_EDGES[i+1]))."""
+    if not tokens_in and not tokens_out:
+        return None
+
+    def p99(counts: dict[int, int] | None) -> float:
+        if not counts:
+            return 0.0
+        total, acc = sum(counts.values()), 0
+        for bucket in sorted(counts):
+            acc += counts[bucket]
+            if acc >= 0.99 * total:
+                return float(TOKEN_EDGES[bucket + 1] if bucket + 1 < len(TOKEN_EDGES) else 2 * TOKEN_EDGES[-1])
+        return float(2 * TOKEN_EDGES[-1])
+
+    return p99(tokens_in), p99(tokens_out)
+
+
 def _tail_latency_ms(observed: list, sketch: dict[int, int]) -> float:
     """A visit's p99 latency on one class less the mean queue wait (never below the mean without it);
     `observed` is [visits, latency sum less waits, tokens in, tokens out, waits] over the window and
@@ -503,7 +533,7 @@ def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...], meas
     the measured classes of their kind (CPU or accelerator) against their estimates, when they fell
     short (see build_problem)."""
     estimated = estimate_profiles(fragment.kind, fragment.model, fragment.tokens_in_mean, fragment.tokens_out_mean,
-                                  classes, phases=True)
+                                  classes, phases=True, tail_tokens=fragment.tokens_p99)
     latency = fragment.measured_latency_ms if measured else {}
     throughput = {p.device_class: TARGET_UTILISATION * capacity[p.device_class] for p in estimated
                   if p.phase is Phase.whole and p.device_class in capacity}

@@ -300,16 +300,21 @@ def kv_bytes_per_token(params_b: float) -> float:
     return d * d / 32 / (8 if params_b >= GQA_MIN_PARAMS_B else 1)
 
 
-def phase_profiles(est: Estimate, tokens_out: float) -> tuple[ServiceProfile, ServiceProfile] | None:
+def phase_profiles(est: Estimate, tokens_out: float, tail: Estimate | None = None,
+                   tail_tokens_out: float | None = None) -> tuple[ServiceProfile, ServiceProfile] | None:
     """The prefill-pool and decode-pool replicas of an LLM `estimate` (module docstring); None when
-    there is nothing to split (not an LLM, or no output tokens)."""
+    there is nothing to split (not an LLM, or no output tokens). Latencies come from `tail` (the
+    estimate at tail tokens) when given, throughputs from `est` (mean tokens)."""
     if est.prefill_ms <= 0 or est.decode_step_ms <= 0 or tokens_out <= 0:
         return None
-    prefill_ms = est.prefill_ms + FRAMEWORK_OVERHEAD_MS
-    decode_ms = tokens_out * est.decode_step_ms
+    tail = tail or est
+    tail_out = tokens_out if tail_tokens_out is None else max(tokens_out, tail_tokens_out)
+    prefill_ms = tail.prefill_ms + FRAMEWORK_OVERHEAD_MS
+    decode_ms = tail_out * tail.decode_step_ms
     prefill = ServiceProfile(est.device_class, TARGET_UTILISATION * 1000 / est.prefill_ms, prefill_ms, est.slices,
                              phase=Phase.prefill, ttft_ms=prefill_ms)
-    decode = ServiceProfile(est.device_class, TARGET_UTILISATION * DECODE_BATCH * 1000 / decode_ms,
+    decode = ServiceProfile(est.device_class,
+                            TARGET_UTILISATION * DECODE_BATCH * 1000 / (tokens_out * est.decode_step_ms),
                             decode_ms + FRAMEWORK_OVERHEAD_MS, est.slices, phase=Phase.decode,
                             tpot_ms=est.decode_step_ms)
     return prefill, decode
@@ -323,32 +328,40 @@ def estimate_profiles(
     specs: tuple[DeviceClassSpec, ...] = CATALOG,
     latency_bound_ms: float | None = None,
     phases: bool = False,
+    tail_tokens: tuple[float, float] | None = None,
 ) -> tuple[ServiceProfile, ...]:
     """Estimated `ServiceProfile`s of a fragment, one per class in `specs` that can run it (an
     LLM's with its TTFT and TPOT), and with `phases` an LLM's prefill- and decode-pool profiles too.
+
+    Throughput is estimated at the mean tokens; latency (and TTFT) at `tail_tokens`, the (input,
+    output) tokens of a visit at the 99th percentile, when given: a workload's SLA is a p99, and its
+    paths count each fragment's tail visit (optimizer.graph), which a long answer makes.
 
     A replica gets the smallest size that holds the model; with `latency_bound_ms`, on a
     MIG-capable class, the smallest MIG profile that also meets the bound (a bigger share of
     the device is faster), falling back to the smallest when none does.
     """
     params_b = params_from_model_name(model, kind)
+    tail_in, tail_out = (max(tokens_in, tail_tokens[0]), max(tokens_out, tail_tokens[1])) if tail_tokens else \
+        (tokens_in, tokens_out)
     profiles = []
     for spec in specs:
         est = estimate(kind, params_b, tokens_in, tokens_out, spec)
         if est is None:
             continue
-        if latency_bound_ms is not None and est.latency_ms > latency_bound_ms:
+        tail = estimate(kind, params_b, tail_in, tail_out, spec, slices=est.slices)
+        if latency_bound_ms is not None and tail.latency_ms > latency_bound_ms:
             for size in _larger_mig_profiles(est.slices, spec):
-                bigger = estimate(kind, params_b, tokens_in, tokens_out, spec, slices=size)
+                bigger = estimate(kind, params_b, tail_in, tail_out, spec, slices=size)
                 if bigger is not None and bigger.latency_ms <= latency_bound_ms:
-                    est = bigger
+                    est, tail = estimate(kind, params_b, tokens_in, tokens_out, spec, slices=size), bigger
                     break
         llm = est.prefill_ms > 0
         profiles.append(ServiceProfile(
-            spec.name, est.throughput_rps, est.latency_ms, est.slices, measured=False,
-            ttft_ms=est.prefill_ms + FRAMEWORK_OVERHEAD_MS if llm else None,
+            spec.name, est.throughput_rps, tail.latency_ms, est.slices, measured=False,
+            ttft_ms=tail.prefill_ms + FRAMEWORK_OVERHEAD_MS if llm else None,
             tpot_ms=est.decode_step_ms if llm else None))
-        if phases and (pools := phase_profiles(est, tokens_out)) is not None:
+        if phases and (pools := phase_profiles(est, tokens_out, tail, tail_out)) is not None:
             profiles.extend(pools)
     return tuple(profiles)
 

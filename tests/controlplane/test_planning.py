@@ -142,3 +142,14 @@ def test_the_problem_knows_how_classes_are_sold_their_nodes_and_how_edges_call(e
     edges = {(e.parent, e.child): (e.calls_per_parent_call, e.concurrent, e.calls_p99) for e in problem.edges}
     # Searches: rank ceil(0.99 x 100) = 99 falls among the 50 visits searching four times. Chats: never tallied.
     assert edges == {(agent_id, tool_id): (3.0, True, 4.0), (agent_id, llm_id): (1.0, False, None)}
+
+
+def test_tail_tokens_come_from_the_token_histograms():
+    from controlplane.planning import _tokens_p99
+
+    # Buckets over the edges 0/25/100/250/500/1000/2000/inf. Input: all visits in [250, 500), so the
+    # p99 visit is read as 500 tokens. Output: 98 visits in [25, 100), 2 in [1000, 2000): the 99th
+    # percentile falls in the last, read as 2,000; with all 100 in the open bucket, twice its edge.
+    assert _tokens_p99({3: 100}, {1: 98, 5: 2}) == (500.0, 2000.0)
+    assert _tokens_p99(None, {6: 100}) == (0.0, 4000.0)
+    assert _tokens_p99(None, None) is None

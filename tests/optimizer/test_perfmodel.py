@@ -9,6 +9,7 @@ import pytest
 
 from optimizer.catalog import CATALOG, by_name
 from optimizer.perfmodel import estimate, estimate_profiles, params_from_model_name, phase_times, splitwise_errors
+from optimizer.types import Phase
 
 SPLITWISE = Path("/work/shared/data/splitwise/perf_model.csv")
 GPUS = [spec for spec in CATALOG if not spec.is_cpu]
@@ -162,3 +163,22 @@ def test_latency_bound_picks_a_bigger_mig_profile() -> None:
                                    latency_bound_ms=smallest.latency_ms * 0.6)
     assert smallest.slices == 2 and bounded.slices > smallest.slices
     assert bounded.latency_ms <= smallest.latency_ms * 0.6
+
+
+def test_tail_tokens_set_latency_and_mean_tokens_set_throughput():
+    # A chat with 257 output tokens on average and 612 at the 99th percentile (the Azure conversation
+    # trace): its profile's latency is the long answer's, its throughput the average answer's.
+    h100 = (by_name("H100-SXM"),)
+    mean_only = {p.phase: p for p in estimate_profiles("llm", "llama-3.1-8b", 1000, 257, h100, phases=True)}
+    tail = {p.phase: p for p in estimate_profiles("llm", "llama-3.1-8b", 1000, 257, h100, phases=True,
+                                                  tail_tokens=(4000, 612))}
+    for phase in mean_only:
+        assert tail[phase].throughput_rps == pytest.approx(mean_only[phase].throughput_rps)
+        assert tail[phase].slices == mean_only[phase].slices
+    whole = Phase.whole
+    step = mean_only[whole].tpot_ms
+    # The decode part grows by (612 - 257) steps; the prefill by the longer prompt.
+    assert tail[whole].latency_ms - mean_only[whole].latency_ms == pytest.approx(
+        (612 - 257) * step + tail[whole].ttft_ms - mean_only[whole].ttft_ms)
+    assert tail[Phase.prefill].ttft_ms > mean_only[Phase.prefill].ttft_ms
+    assert tail[Phase.decode].latency_ms - mean_only[Phase.decode].latency_ms == pytest.approx((612 - 257) * step)
