@@ -19,8 +19,9 @@ visit. Every third app has such an optional child, every third a loop, every thi
 The problem is what telemetry would tell the optimizer about these apps:
 
   * fragments per workload ("<workload>/<key>"); demand = root rps x expected visits per request;
-  * tokens: each call's TokenRule averaged over the trace rows the driver replays (with a loop's
-    context growth), so the optimizer gets exact means;
+  * tokens: each call's TokenRule over the trace rows the driver replays (with a loop's context
+    growth): the exact means, and the tokens of the 99th-percentile visit, which planning reads from
+    the token histograms (estimates take latency at those, throughput at the means);
   * profiles: model kinds from `optimizer.perfmodel.estimate_profiles` (roofline, with prefill and
     decode pools, as controlplane/planning.py builds them before telemetry); other kinds on the CPU
     class only, latency cpu_ms + 1 ms, 8 cores a slice at 70% utilisation (as bench/graphs.py);
@@ -133,9 +134,23 @@ class _Node:
     visits: float = 0.0
     tokens_in: float = 0.0
     tokens_out: float = 0.0
+    # (tokens, weight) of every visit the walk makes: weight = visits per request it stands for
+    samples_in: list[tuple[float, float]] = field(default_factory=list)
+    samples_out: list[tuple[float, float]] = field(default_factory=list)
 
     def mean_tokens(self) -> tuple[float, float]:
         return (self.tokens_in / self.visits, self.tokens_out / self.visits) if self.visits else (0.0, 0.0)
+
+    def p99_tokens(self) -> tuple[float, float]:
+        """Input and output tokens of the 99th-percentile visit (what telemetry's histograms tell planning)."""
+        def p99(samples: list[tuple[float, float]]) -> float:
+            total, acc = sum(w for _, w in samples), 0.0
+            for value, w in sorted(samples):
+                acc += w
+                if acc >= 0.99 * total:
+                    return value
+            return 0.0
+        return p99(self.samples_in), p99(self.samples_out)
 
 
 @dataclass
@@ -182,8 +197,10 @@ def shape(app: App) -> Shape:
         node.visits += weight
         if f.model is not None:
             node.tokens_in += weight * mean(lambda r: call.tokens.input_tokens(r.context_tokens + growth))
+            node.samples_in += [(call.tokens.input_tokens(r.context_tokens + growth), weight / len(rows)) for r in rows]
         if f.kind is Kind.llm:
             node.tokens_out += weight * mean(lambda r: call.tokens.output_tokens(r.generated_tokens))
+            node.samples_out += [(call.tokens.output_tokens(r.generated_tokens), weight / len(rows)) for r in rows]
         for step in call.children:
             if isinstance(step, Call):
                 out.add_calls(f.key, step.fragment.key, [1 - step.probability, step.probability])
@@ -244,7 +261,8 @@ def profiles_of(node: _Node, specs: tuple) -> tuple[tuple[ServiceProfile, ...], 
     t_in, t_out = node.mean_tokens()
     if f.kind in MODEL_KINDS:
         kv = kv_bytes_per_token(params_from_model_name(f.name, "llm")) * t_in if f.kind is Kind.llm else 0.0
-        return estimate_profiles(str(f.kind), f.name, t_in, t_out, specs, phases=True), kv
+        return estimate_profiles(str(f.kind), f.name, t_in, t_out, specs, phases=True,
+                                 tail_tokens=node.p99_tokens()), kv
     cpu = by_name(CPU_CLASS)
     cores = cpu.cores / cpu.slices_per_device
     return (ServiceProfile(cpu.name, 0.7 * cores * 1000 / f.cpu_ms, f.cpu_ms + 1.0),), 0.0
