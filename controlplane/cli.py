@@ -113,6 +113,8 @@ def plan(
         if a.replicas:
             table.add_row(a.fragment, a.phase.value or "whole", a.device_class, str(a.replicas), str(a.slices),
                           f"{a.usd_per_hour:.2f}")
+    for name, usd in sorted(result.cost_breakdown.idle_by_class.items()):  # devices sold whole, partly used
+        table.add_row("(idle slices)", "", name, "", "", f"{usd:.2f}")
     if result.assignments:
         console.print(table)
     console.print(f"status: {result.status.value}   total: ${result.usd_per_hour:.2f}/h   "

@@ -157,6 +157,7 @@ def pattern_counts(rows: list[tuple[tuple[int, ...], int]], need: Mapping[int, i
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.max_time_in_seconds = 10.0
+    solver.parameters.catch_sigint_signal = False  # a library must not take the process's SIGINT (see solver)
     if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     return [solver.value(v) for v in counts]

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from controlplane.cli import app
@@ -23,8 +24,10 @@ def _write(tmp_path: Path, doc: dict) -> str:
 def test_prints_a_table_for_the_example() -> None:
     result = runner.invoke(app, ["plan", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
-    for text in ("support/chat", "support/embed", "support/retrieval", "H100-SXM", "status: optimal", "total: $"):
+    for text in ("support/chat", "support/embed", "support/retrieval", "H100-SXM", "status: optimal", "total: $8.15/h"):
         assert text in result.output
+    # chat's 2 replicas of 2 slices occupy one 7-slice H100 sold whole: its 3 idle slices cost 3/7 x $6.88.
+    assert "(idle slices)" in result.output and "2.95" in result.output
 
 
 def test_json_output_is_the_plan_only() -> None:
@@ -34,7 +37,9 @@ def test_json_output_is_the_plan_only() -> None:
     assert plan["status"] == "optimal" and plan["feasible"] is True
     served = {a["fragment"] for a in plan["assignments"] if a["replicas"] > 0}
     assert served == {"support/chat", "support/embed", "support/retrieval"}
-    assert plan["usd_per_hour"] == sum(a["usd_per_hour"] for a in plan["assignments"])
+    idle = plan["cost_breakdown"]["idle_by_class"]
+    assert plan["usd_per_hour"] == pytest.approx(sum(a["usd_per_hour"] for a in plan["assignments"]) + sum(idle.values()))
+    assert plan["devices_used"] == {"H100-SXM": 1, "L4": 1, "CPU-EPYC-64C": 1}
 
 
 def test_infeasible_problem_exits_1_with_a_diagnosis(tmp_path) -> None:
