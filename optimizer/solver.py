@@ -177,10 +177,13 @@ NUM_WORKERS = 8
 RANDOM_SEED = 0
 # Below this much time left there is no point building or searching the model: the greedy plan stands.
 MIN_SEARCH_S = 0.02
-# Time kept back from the search for the plan's explanations: 2.5 times what `prepare` took, which passes
-# over the same fragments and candidates (~50 ms each at 1,000 fragments), at most this share of the limit.
-RESERVE_PER_PREPARE = 2.5
+# Time kept back from the search for the plan's explanations: 5 times what `prepare` took, which passes
+# over the same fragments and candidates (prepare ~25 ms, explanations 25-150 ms at 1,000 fragments), at most
+# this share of the limit.
+RESERVE_PER_PREPARE = 5.0
 RESERVE_SHARE = 0.2
+# CP-SAT overran its limit by ~10% of the model's build time at 1,000 fragments (120 ms; 8 workers, 2 cores).
+STOP_SHARE = 0.15
 # The LP relaxation may use at most this share of the time left after greedy (it is a start, not a plan).
 LP_SHARE = 0.25
 US_PER_MS = 1000
@@ -307,12 +310,16 @@ def _run(problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[s
     hint = min((h for h in hints if h is not None), key=lambda h: _objective_usd(problem, candidates, h), default=None)
     status, solver, model = cp_model.UNKNOWN, None, None
     if deadline - time.perf_counter() > MIN_SEARCH_S:
+        building = time.perf_counter()
         try:
             model = _Model(problem, classes, candidates, graph, pools=pools, deadline=deadline)
             model.hint(hint)
         except _OutOfTime:
             model = None
-        if model is not None and (left := deadline - time.perf_counter()) > MIN_SEARCH_S:
+        # CP-SAT stops some time after its limit, more the larger the model (its presolve and workers
+        # finish their step): keep back STOP_SHARE of what building the model took.
+        stop = STOP_SHARE * (time.perf_counter() - building)
+        if model is not None and (left := deadline - time.perf_counter() - stop) > MIN_SEARCH_S:
             status, solver = model.solve(left)
     pooled: dict[tuple[str, str, Phase], int] = {}
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
