@@ -21,7 +21,7 @@ sub-device sizes summing to <= S) and node patterns (maximal multisets of multi 
 This is exact: devices are identical bins, so the contents of any packing are sub-multisets of
 patterns (and a sub-multiset of a pattern fits where the pattern does); devices hosting sub-device
 replicas or whole-device replicas may be anywhere, so only multi-device replicas need nodes. The
-solver writes these rows into its model (`ClassPacking`); `min_devices` solves the same rows alone.
+solver writes these rows into its CP-SAT model (its `_add_packing`); `min_devices` solves the same rows alone.
 
 Cost. A class sold by the slice costs s / S of a device's price per replica. A class sold by the
 device costs every device a replica occupies: sum_p n_p + N_S + sum_g g * N_g of them. Assignments
