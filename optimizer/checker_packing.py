@@ -51,7 +51,12 @@ def device_violations(cls: ClassCapacity, replicas: Counter[int], claimed: int) 
 def min_bins(capacity: int, items: Counter[int]) -> int | None:
     """The fewest bins of `capacity` holding `items` (size -> count); None when undecided."""
     total = sum(s * n for s, n in items.items())
+    # Start from the best of two bounds: the slices, and for every size s the items at least that
+    # large, of which one bin holds no more than capacity // s.
     k = -(-total // capacity)
+    for s in items:
+        larger = sum(n for size, n in items.items() if size >= s)
+        k = max(k, -(-larger // (capacity // s)))
     while True:
         fits = _fits(Counter({capacity: k}), items)
         if fits is None:
@@ -96,15 +101,25 @@ def _fits(bins: Counter[int], items: Counter[int]) -> bool | None:
 
 
 def _first_fit_decreasing(bins: Counter[int], items: Counter[int], sizes: list[int]) -> bool:
-    """Best fit decreasing over a histogram of bins by free space: a quick packing, when it finds one."""
+    """Best fit decreasing over a histogram of bins by free space: a quick packing, when it finds one.
+    All items of one size go at once: a bin with r free slices takes r // size of them."""
     free = [0] * (max(bins) + 1)
     for c, n in bins.items():
         free[c] += n
     for s in sizes:
-        for _ in range(items[s]):
-            r = next((r for r in range(s, len(free)) if free[r]), None)
-            if r is None:
-                return False
-            free[r] -= 1
-            free[r - s] += 1
+        left = items[s]
+        for r in range(s, len(free)):
+            if not left:
+                break
+            each = r // s
+            whole_bins = min(free[r], left // each)
+            free[r] -= whole_bins
+            free[r - each * s] += whole_bins
+            left -= whole_bins * each
+            if left and free[r]:  # one more bin, partly filled
+                free[r] -= 1
+                free[r - left * s] += 1
+                left = 0
+        if left:
+            return False
     return True

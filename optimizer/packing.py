@@ -114,28 +114,44 @@ def _sub_devices(capacity: int, counts: Mapping[int, int]) -> int:
     counts = {s: n for s, n in counts.items() if n > 0}
     if not counts:
         return 0
-    total = sum(s * n for s, n in counts.items())
-    lower = -(-total // capacity)
-    upper = _first_fit_decreasing(capacity, counts)
+    lower = _lower_bound(capacity, counts)
+    upper = _best_fit_decreasing(capacity, counts)
     if upper == lower:
         return upper
     return _exact_cover(tuple(sorted(counts.items())), capacity, upper)
 
 
-def _first_fit_decreasing(capacity: int, counts: Mapping[int, int]) -> int:
-    """Devices first-fit decreasing uses, on residual counts (a histogram of free slices per device)."""
-    residual = [0] * (capacity + 1)  # residual[r]: open devices with r free slices
-    devices = 0
+def _lower_bound(capacity: int, counts: Mapping[int, int]) -> int:
+    """No fewer devices than the slices need, nor than replicas of size >= s need when a device holds
+    at most capacity // s of them."""
+    bound = -(-sum(s * n for s, n in counts.items()) // capacity)
+    at_least = 0
     for size in sorted(counts, reverse=True):
-        for _ in range(counts[size]):
-            r = next((r for r in range(size, capacity + 1) if residual[r]), None)
-            if r is None:
-                devices += 1
-                r = capacity
-                residual[r] += 1
-            residual[r] -= 1
-            residual[r - size] += 1
-    return devices
+        at_least += counts[size]
+        bound = max(bound, -(-at_least // (capacity // size)))
+    return bound
+
+
+def _best_fit_decreasing(capacity: int, counts: Mapping[int, int]) -> int:
+    """Devices best fit decreasing opens for `counts`, placed in bulk (`_pack_sub`)."""
+    residual: Counter[int] = Counter()
+    return sum(_pack_sub(residual, capacity, size, counts[size]) for size in sorted(counts, reverse=True))
+
+
+def _pack_sub(residual: Counter[int], capacity: int, size: int, n: int) -> int:
+    """Best fit of `n` sub-device replicas of `size` into partly used devices (`residual`: free slices
+    -> devices, updated), then into new devices of `capacity`, each filled before the next; returns
+    how many devices it opened."""
+    left = _best_fit(residual, size, n, take_all=False)
+    if not left:
+        return 0
+    per = capacity // size
+    full, rest = divmod(left, per)
+    if (r := capacity - per * size) and full:
+        residual[r] += full
+    if rest:
+        residual[capacity - rest * size] += 1
+    return full + (rest > 0)
 
 
 def pattern_counts(rows: list[tuple[tuple[int, ...], int]], need: Mapping[int, int],
@@ -180,12 +196,10 @@ def _nodes_hold(cls: ClassCapacity, multi: Mapping[int, int]) -> bool:
     """Whether multi-device replicas (g devices -> count) fit on the class's nodes, g on one node each."""
     if not cls.node_devices:
         return True  # nodes not known: only the device total limits them (min_devices checks it)
-    free = sorted(cls.node_devices, reverse=True)
-    for g in sorted((g for g, n in multi.items() for _ in range(n)), reverse=True):
-        best = min((i for i, d in enumerate(free) if d >= g), key=free.__getitem__, default=None)
-        if best is None:  # best fit decreasing failed: ask the exact model
+    nodes = Counter(d for d in cls.node_devices if d > 0)
+    for g in sorted(multi, reverse=True):  # best fit decreasing, then the exact model when it fails
+        if _best_fit(nodes, g, multi[g], take_all=False):
             return node_counts(cls, multi) is not None
-        free[best] -= g
     return True
 
 
@@ -229,82 +243,95 @@ def device_costs(classes: Mapping[str, ClassCapacity], assignments: Iterable[Ass
 class Room:
     """Free space on every class while a heuristic adds and removes replicas (greedy, baselines).
 
-    Best fit, per class: a sub-device replica goes to the partly used device with the least room
-    that holds it, else opens a device; whole and multi-device replicas take devices from the node
-    with the fewest free devices that holds them (keeping large holes for large replicas). Every
-    state it reaches is a real packing, so what it accepts fits; it may refuse a replica an exact
-    packing would fit (the solver's model is exact). Removing replicas repacks the class from its
-    counts, largest first.
+    Best fit, per class: sub-device replicas go to the partly used devices with the least room that
+    holds them, then open devices; whole and multi-device replicas take devices from the nodes with
+    the fewest free devices that hold them (keeping large holes for large replicas). Every state it
+    reaches is a real packing, so what it accepts fits; it may refuse a replica an exact packing would
+    fit (the solver's model is exact). State is kept as counts (devices by free slices, nodes by free
+    devices), and n replicas are placed at once, so the cost does not grow with replicas or devices.
+    Removing replicas repacks the class from its counts, largest first; when that best fit cannot
+    hold them all, the space stays taken (an under-estimate of room, never an over-estimate).
     """
 
     def __init__(self, classes: Mapping[str, ClassCapacity]) -> None:
         self._classes = dict(classes)
         self._counts: dict[str, Counter[int]] = {name: Counter() for name in classes}
-        self._residual: dict[str, list[int]] = {}  # class -> devices by free slices (sub-device use)
-        self._nodes: dict[str, list[int]] = {}  # class -> nodes by free devices
+        self._residual: dict[str, Counter[int]] = {}  # class -> partly used devices by free slices (> 0)
+        self._nodes: dict[str, Counter[int]] = {}  # class -> nodes by free devices (> 0)
         for name in classes:
             self._reset(name)
 
     def _reset(self, name: str) -> None:
         cls = self._classes[name]
-        self._residual[name] = [0] * (cls.slices_per_device + 1)
-        nodes = [0] * (max(cls.node_devices, default=cls.devices) + 1)
-        for d in cls.node_devices or (cls.devices,):
-            nodes[d] += 1
-        self._nodes[name] = nodes
+        self._residual[name] = Counter()
+        self._nodes[name] = Counter(d for d in (cls.node_devices or (cls.devices,)) if d > 0)
 
     def fits(self, name: str, slices: int) -> int:
         """How many more replicas of `slices` the class holds as it is packed now."""
-        s_per = self._classes[name].slices_per_device
+        per_device = self._classes[name].slices_per_device
+        what, size = kind(slices, per_device)
         nodes = self._nodes[name]
-        what, size = kind(slices, s_per)
         if what == "multi":
-            return sum(count * (free // size) for free, count in enumerate(nodes))
-        whole = sum(free * count for free, count in enumerate(nodes))
+            return sum(count * (free // size) for free, count in nodes.items())
+        whole = sum(free * count for free, count in nodes.items())
         if what == "device":
             return whole
-        residual = self._residual[name]
-        return whole * (s_per // size) + sum(count * (r // size) for r, count in enumerate(residual))
+        return whole * (per_device // size) + sum(count * (r // size) for r, count in self._residual[name].items())
 
     def add(self, name: str, slices: int, n: int) -> int:
         """Place up to `n` replicas of `slices`; returns how many were placed."""
-        placed = 0
-        for _ in range(n):
-            if not self._place(name, slices):
-                break
-            placed += 1
+        placed = self._place(name, slices, n)
         self._counts[name][slices] += placed
         return placed
 
     def remove(self, name: str, slices: int, n: int) -> None:
         counts = self._counts[name]
         counts[slices] -= min(n, counts[slices])
+        before = Counter(self._residual[name]), Counter(self._nodes[name])
         self._reset(name)
         for size in sorted(counts, reverse=True):
-            for _ in range(counts[size]):
-                self._place(name, size)
+            if self._place(name, size, counts[size]) < counts[size]:
+                self._residual[name], self._nodes[name] = before
+                return
 
-    def _place(self, name: str, slices: int) -> bool:
-        s_per = self._classes[name].slices_per_device
-        what, size = kind(slices, s_per)
-        if what == "sub":
-            residual = self._residual[name]
-            r = next((r for r in range(size, s_per + 1) if residual[r]), None)
-            if r is None:
-                if not self._take_devices(name, 1):
-                    return False
-                r = s_per
-                residual[r] += 1
-            residual[r] -= 1
-            residual[r - size] += 1
-            return True
-        return self._take_devices(name, size)
+    def _place(self, name: str, slices: int, n: int) -> int:
+        n = min(n, self.fits(name, slices))
+        if n <= 0:
+            return 0
+        per_device = self._classes[name].slices_per_device
+        what, size = kind(slices, per_device)
+        if what != "sub":
+            _best_fit(self._nodes[name], size, n)
+            return n
+        if opened := _pack_sub(self._residual[name], per_device, size, n):
+            _best_fit(self._nodes[name], 1, opened)
+        return n
 
-    def _take_devices(self, name: str, g: int) -> bool:
-        nodes = self._nodes[name]
-        free = next((k for k in range(g, len(nodes)) if nodes[k]), None)
-        if free is None:
-            return False
-        nodes[free] -= 1
-        nodes[free - g] += 1
-        return True
+
+def _best_fit(bins: Counter[int], size: int, n: int, take_all: bool = True) -> int:
+    """Put `n` items of `size` into `bins` (free space -> how many bins), the fullest bins that hold
+    one first, each bin filled before the next: what n one-at-a-time best-fit placements do. Returns
+    how many did not fit (0 when `take_all`: the caller checked the room)."""
+    for free in sorted(f for f in bins if f >= size):
+        if n == 0:
+            break
+        per = free // size
+        count = bins[free]
+        full = min(count, n // per)
+        _move(bins, free, free - per * size, full)
+        n -= full * per
+        if n and count > full:  # one more bin takes the rest
+            _move(bins, free, free - n * size, 1)
+            n = 0
+    assert n == 0 or not take_all, "Room placed more than fits"
+    return n
+
+
+def _move(bins: Counter[int], frm: int, to: int, count: int) -> None:
+    if count <= 0:
+        return
+    bins[frm] -= count
+    if not bins[frm]:
+        del bins[frm]
+    if to > 0:
+        bins[to] += count

@@ -215,3 +215,14 @@ def test_exact_packing_leaves_the_process_sigint_handler_alone():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and done.stdout.strip() == "interrupted", done.stderr
+
+
+def test_millions_of_replicas_pack_in_bulk():
+    # 5 million 3-slice replicas on a 7-slice class (two a device) and 100,000 4-device replicas on
+    # 100,000 nodes of 8: greedy, the solver and the checker place them by counts, not one by one.
+    mig = Problem((ClassCapacity("c", 7.0, 10**7, 7),), (pinned("f", "c", 3, 5_000_000),), headroom=1.0)
+    tp = Problem((ClassCapacity("c", 7.0, 8 * 10**5, 1, node_devices=(8,) * 10**5),), (pinned("f", "c", 4, 100_000),),
+                 headroom=1.0)
+    for problem, devices in ((mig, 2_500_000), (tp, 400_000)):
+        for plan in (greedy(problem), solve(problem)):
+            assert plan.devices_used == {"c": devices} and check(problem, plan) == []
