@@ -226,9 +226,8 @@ class _Relaxed:
         if budget < MIN_SEARCH_S:
             return
         lam, self.prefer = relaxed_placement(problem, classes, candidates, budget)
-        if self.prefer or lam:
-            capacity = {name: cls.slices for name, cls in classes.items()}
-            self.bound = max(self.bound, lagrangian_bound(problem, candidates, lam, capacity, prepared.pools))
+        capacity = {name: cls.slices for name, cls in classes.items()}
+        self.bound = max(self.bound, lagrangian_bound(problem, candidates, lam, capacity, prepared.pools))
 
 
 def _whole(problem: Problem, prepared: Prepared, relaxed: _Relaxed, started: float, deadline: float,
@@ -275,7 +274,9 @@ def _warm(problem: Problem, prepared: Prepared, hood: Neighbourhood, relaxed: _R
     sub_candidates = {f: candidates[f] for f in names}
     found, split = (), {}
     if names:
-        found, split, _, _ = _run(sub, hood.classes, sub_candidates, build_graph(sub), sub_pools, deadline, relaxed)
+        sub_graph = build_graph(sub)
+        plain = greedy_assignments(sub, hood.classes, sub_candidates, sub_graph)
+        found, split, _, _ = _run(sub, hood.classes, sub_candidates, sub_graph, sub_pools, deadline, relaxed, plain)
         if found is None:
             return None
     assignments = hood.fixed + found
@@ -296,15 +297,14 @@ def _warm(problem: Problem, prepared: Prepared, hood: Neighbourhood, relaxed: _R
 
 
 def _run(problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]],
-         graph: Graph, pools: Pools, deadline: float, relaxed: _Relaxed,
-         plain: dict[tuple[str, str], int] | None | bool = False):
+         graph: Graph, pools: Pools, deadline: float, relaxed: _Relaxed, plain: dict[tuple[str, str], int] | None):
     """Build, hint and solve the model by `deadline` (perf_counter; building counts): (assignments,
-    bucket split, CP-SAT status, solver). The hint is the cheaper (with migration) of plain greedy
-    (`plain` when the caller ran it already) and greedy from the LP's whole choices (`relaxed`).
+    bucket split, CP-SAT status, solver). The hint is the cheaper (with migration) of `plain` (greedy's
+    placement, None when greedy found none) and greedy from the LP's whole choices (`relaxed`).
     When the deadline comes before CP-SAT has a solution (or before the model is built), the hint
     is the plan. The assignments are None when CP-SAT proves it infeasible, or finds nothing and
     greedy has no plan."""
-    hints = [greedy_assignments(problem, classes, candidates, graph) if plain is False else plain]
+    hints = [plain]
     if relaxed.prefer and time.perf_counter() < deadline:
         hints.append(greedy_assignments(problem, classes, candidates, graph, prefer=relaxed.prefer))
     hint = min((h for h in hints if h is not None), key=lambda h: _objective_usd(problem, candidates, h), default=None)
