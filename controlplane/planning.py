@@ -507,8 +507,8 @@ def _tokens_p99(tokens_in: dict[int, int] | None, tokens_out: dict[int, int] | N
         for bucket in sorted(counts):
             acc += counts[bucket]
             if acc >= 0.99 * total:
-                return float(TOKEN_EDGES[bucket + 1] if bucket + 1 < len(TOKEN_EDGES) else 2 * TOKEN_EDGES[-1])
-        return float(2 * TOKEN_EDGES[-1])
+                break
+        return float(TOKEN_EDGES[bucket + 1] if bucket + 1 < len(TOKEN_EDGES) else 2 * TOKEN_EDGES[-1])
 
     return p99(tokens_in), p99(tokens_out)
 

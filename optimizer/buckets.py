@@ -8,7 +8,8 @@ Multiplied through by an integer K_c this is
     sum_b s_bc * k_bc <= x_c * K_c * (1 + LOAD_REL_TOL),     k_bc = ceil(K_c * u_b / T_bc)
 
 rounded up so that any integer solution satisfies the real constraint (up to LOAD_REL_TOL of the
-replicas' throughput, and none at all on a class without replicas). K_c is chosen per (fragment, class) so that the largest k_bc is about 10^9, lowered by
+replicas' throughput, and none at all on a class without replicas). K_c is chosen per (fragment,
+class) so that the largest k_bc is about 10^9, lowered by
 powers of ten when the constraint's terms could overflow int64.
 """
 
@@ -109,7 +110,7 @@ def fill_buckets(
     price: dict[str, float],  # $/h per replica, per candidate class
     slices: dict[str, int],  # slices per replica, per candidate class
     placed: dict[str, int],  # replicas already there (updated in place)
-    free: "Room | None",  # free space per class (optimizer.packing; updated in place); None: add no replicas
+    free: Room | None,  # free space per class (optimizer.packing; updated in place); None: add no replicas
 ) -> dict[str, dict[str, int]] | None:
     """Split every bucket's need over classes: first into the spare load of replicas already placed,
     then by adding replicas on the class cheapest per throughput for the bucket (spilling when a

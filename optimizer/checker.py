@@ -79,8 +79,10 @@ def check(problem: Problem, plan: Plan) -> list[str]:
             violations.append(f"class {name}: plan does not say how many devices it occupies")
             continue
         violations += [f"class {name}: {v}" for v in device_violations(cls, by_size, claimed)]
-        cost += claimed * cls.usd_per_hour if not cls.sold_by_slice else \
-            sum(n * s for s, n in by_size.items()) * cls.usd_per_hour / cls.slices_per_device
+        if cls.sold_by_slice:
+            cost += sum(n * s for s, n in by_size.items()) * cls.usd_per_hour / cls.slices_per_device
+        else:
+            cost += claimed * cls.usd_per_hour
     on_class: dict[str, dict[str, int]] = defaultdict(dict)
     for a in plan.assignments:
         on_class[a.fragment][a.device_class] = on_class[a.fragment].get(a.device_class, 0) + a.replicas

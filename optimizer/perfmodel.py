@@ -301,14 +301,13 @@ def kv_bytes_per_token(params_b: float) -> float:
 
 
 def phase_profiles(est: Estimate, tokens_out: float, tail: Estimate | None = None,
-                   tail_tokens_out: float | None = None) -> tuple[ServiceProfile, ServiceProfile] | None:
+                   tail_out: float | None = None) -> tuple[ServiceProfile, ServiceProfile] | None:
     """The prefill-pool and decode-pool replicas of an LLM `estimate` (module docstring); None when
-    there is nothing to split (not an LLM, or no output tokens). Latencies come from `tail` (the
-    estimate at tail tokens) when given, throughputs from `est` (mean tokens)."""
+    there is nothing to split (not an LLM, or no output tokens). Latencies come from `tail`, the
+    estimate at `tail_out` output tokens, when given; throughputs from `est` (mean tokens)."""
     if est.prefill_ms <= 0 or est.decode_step_ms <= 0 or tokens_out <= 0:
         return None
-    tail = tail or est
-    tail_out = tokens_out if tail_tokens_out is None else max(tokens_out, tail_tokens_out)
+    tail, tail_out = tail or est, tail_out or tokens_out
     prefill_ms = tail.prefill_ms + FRAMEWORK_OVERHEAD_MS
     decode_ms = tail_out * tail.decode_step_ms
     prefill = ServiceProfile(est.device_class, TARGET_UTILISATION * 1000 / est.prefill_ms, prefill_ms, est.slices,
