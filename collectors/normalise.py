@@ -412,7 +412,7 @@ def _normalise(span: Span, origin: ResourceOrigin) -> SpanRecord:
     parent = span.parent_span_id
     parent_span_id = _hex_id(parent, 8, "parent_span_id") if parent else None
     attrs = _known_attributes(span.attributes)
-    kind, name, model = classify(span.name.strip() or UNNAMED, attrs, span.kind)
+    kind, name, model = classify(span.name.replace("\x00", "").strip() or UNNAMED, attrs, span.kind)
     prefix = _KEY_PREFIXES[kind]
     name = name[: KEY_MAX - len(prefix)]  # so the key fits the Fragment.key column
     start_ns = span.start_time_unix_nano
@@ -492,10 +492,12 @@ def _hex_id(raw: bytes, size: int, field: str) -> str:
 
 
 def first_str(attrs: Attributes, names: Iterable[str]) -> str:
+    """The first of `names` with a non-blank value, as text without NUL characters (no database
+    column holds them: one would fail every flush that carries it)."""
     for name in names:
         value = attrs.get(name)
         if value is not None and not isinstance(value, bool):
-            text = str(value).strip()
+            text = str(value).replace("\x00", "").strip()
             if text:
                 return text
     return ""

@@ -97,6 +97,18 @@ def test_long_names_keep_the_key_within_its_column():
     assert len(record.key) == 200 and record.key == f"tool:{record.name}"
 
 
+def test_nul_characters_never_reach_a_stored_name():
+    # PostgreSQL text holds no NUL: one in a tool, model or span name failed every flush that carried it,
+    # and the pipeline retried that flush for ever, so no tenant's spans were stored any more.
+    tool = make_span("execute_tool x\x00", span=1, attrs={"gen_ai.operation.name": "execute_tool",
+                                                           "gen_ai.tool.name": "grep\x00 -r", "heteroplane.device_class": "h1\x0000"})
+    chat = make_span("chat\x00", span=2, attrs={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt\x00-4o"})
+    plain = make_span("\x00work\x00", span=3)
+    records = [normalise_span(span, {}) for span in (tool, chat, plain)]
+    assert [(r.key, r.model, r.device_class) for r in records] == [
+        ("tool:grep -r", "", "h100"), ("llm:gpt-4o", "gpt-4o", ""), ("cpu:work", "", "")]
+
+
 @pytest.mark.parametrize("field", ["trace_id", "span_id"])
 def test_spans_with_missing_ids_are_invalid(field):
     span = make_span("x", span=1)
