@@ -122,14 +122,17 @@ the capacity left over. It falls back to the whole model when more than half the
 free, when what runs no longer fits the fleet, when the joined plan misses an SLA or does not pack.
 
 The time limit bounds the whole call, in stages that each stop at one deadline: `prepare`
-(validation, candidates, diagnosis), plain greedy (the fallback plan), the capacity relaxation of
-optimizer.prices as a linear program (every fragment on one class alone, capacity kept, SLAs and
-edges dropped; at most LP_SHARE of the time left), whose duals price each class's slices and
-whose whole choices seed a second greedy run, then building the model (abandoned at the deadline)
-and the search (NUM_WORKERS threads, a fixed seed, hinted with the cheaper, cost plus migration,
-of the two greedy plans; both keep the current placement where it is still allowed). The deadline
-leaves RESERVE_PER_PREPARE times `prepare`'s time for the plan's explanations. When the limit is
-too short for CP-SAT to find a solution, the greedy plan is returned as feasible, with its gap to
+(validation, candidates, diagnosis), plain greedy (the fallback plan; its time is the unit the
+stages after it are budgeted in), the capacity relaxation of optimizer.prices as a linear program
+(every fragment on one class alone, capacity kept, SLAs and edges dropped; started with
+RELAX_PASSES greedy passes left, GLOP stopped at LP_SHARE of the time left), whose duals price each
+class's slices and whose whole choices seed a second greedy run (with one pass left), then building
+and hinting the model (started with BUILD_PASSES left, abandoned at the deadline) and the search
+(NUM_WORKERS threads, a fixed seed, hinted with the cheaper, cost plus migration, of the two greedy
+plans; both keep the current placement where it is still allowed; stopped STOP_SHARE of the build
+time early, since CP-SAT overruns its limit). The deadline leaves time for the plan's explanations
+(RESERVE_PER_PREPARE times `prepare`'s time, at least EXPLAIN_PASSES greedy passes). When the limit
+is too short for CP-SAT to find a solution, the greedy plan is returned as feasible, with its gap to
 the bound; only `prepare` and plain greedy always run. The plan's lower bound is the best of
 CP-SAT's own bound, the fractional bound and the Lagrangian bound at the LP's prices (every plan
 costs at least that: optimizer.prices). When the cheapest classes run short, CP-SAT's bound comes
@@ -177,15 +180,20 @@ NUM_WORKERS = 8
 RANDOM_SEED = 0
 # Below this much time left there is no point building or searching the model: the greedy plan stands.
 MIN_SEARCH_S = 0.02
-# Time kept back from the search for the plan's explanations: 5 times what `prepare` took, which passes
+# Time kept back from the search for the plan's explanations: 6 times what `prepare` took, which passes
 # over the same fragments and candidates (prepare ~25 ms, explanations 25-150 ms at 1,000 fragments), at most
 # this share of the limit.
-RESERVE_PER_PREPARE = 5.0
+RESERVE_PER_PREPARE = 6.0
 RESERVE_SHARE = 0.2
-# CP-SAT overran its limit by ~10% of the model's build time at 1,000 fragments (120 ms; 8 workers, 2 cores).
-STOP_SHARE = 0.15
+# ... and at least this many times what plain greedy took (explanations took 1-2 greedy passes).
+EXPLAIN_PASSES = 1.5
+# CP-SAT overran its limit by 10-25% of the model's build time at 1,000 fragments (120-290 ms; 8 workers, 2 cores).
+STOP_SHARE = 0.3
 # The LP relaxation may use at most this share of the time left after greedy (it is a start, not a plan).
 LP_SHARE = 0.25
+# Building the LP, solving it and the Lagrangian bound took 2-3 greedy passes at 1,000 fragments.
+RELAX_PASSES = 3.0
+BUILD_PASSES = 8.0
 US_PER_MS = 1000
 
 
@@ -205,8 +213,12 @@ def solve(problem: Problem) -> Plan:
     reserve = min(RESERVE_SHARE * problem.time_limit_s, RESERVE_PER_PREPARE * (time.perf_counter() - started))
     deadline = started + problem.time_limit_s - reserve
     # The fallback first: when the limit is too short for anything better, this is the plan.
+    greedy_started = time.perf_counter()
     plain = greedy_assignments(problem, classes, candidates, graph)
-    relaxed = _Relaxed(problem, prepared, deadline)
+    pass_s = time.perf_counter() - greedy_started
+    # Greedy passes over the same fragments and candidates as the explanations: reserve for them by it too.
+    deadline = min(deadline, started + problem.time_limit_s - EXPLAIN_PASSES * pass_s)
+    relaxed = _Relaxed(problem, prepared, deadline, pass_s)
     if (hood := neighbourhood(problem, prepared)) is not None and (
             plan := _warm(problem, prepared, hood, relaxed, started, deadline)):
         return plan
@@ -215,15 +227,19 @@ def solve(problem: Problem) -> Plan:
 
 class _Relaxed:
     """optimizer.prices on the whole problem: the LP's whole choices (the CP-SAT hint starts from
-    them), and the Lagrangian lower bound at its capacity prices on any plan's cost ($/h). With
-    little time left the LP is skipped (or stopped) and the bound is the fractional one alone."""
+    them), and the Lagrangian lower bound at its capacity prices on any plan's cost ($/h). `pass_s`
+    is what plain greedy took, a pass over every fragment's candidates: with less than
+    RELAX_PASSES of them left before `deadline` (building the LP, solving it, the bound) the LP is
+    skipped and the bound is the fractional one alone; GLOP itself stops at LP_SHARE of the time left."""
 
-    def __init__(self, problem: Problem, prepared: Prepared, deadline: float) -> None:
+    def __init__(self, problem: Problem, prepared: Prepared, deadline: float, pass_s: float) -> None:
         classes, candidates = prepared.classes, prepared.candidates
+        self.pass_s = pass_s
         self.bound = fractional_bound(problem, candidates, prepared.pools)
         self.prefer: dict[str, str] = {}
-        budget = LP_SHARE * (deadline - time.perf_counter())
-        if budget < MIN_SEARCH_S:
+        left = deadline - time.perf_counter()
+        budget = LP_SHARE * left
+        if budget < MIN_SEARCH_S or left < RELAX_PASSES * pass_s:
             return
         lam, self.prefer = relaxed_placement(problem, classes, candidates, budget)
         capacity = {name: cls.slices for name, cls in classes.items()}
@@ -305,11 +321,13 @@ def _run(problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[s
     is the plan. The assignments are None when CP-SAT proves it infeasible, or finds nothing and
     greedy has no plan."""
     hints = [plain]
-    if relaxed.prefer and time.perf_counter() < deadline:
+    if relaxed.prefer and deadline - time.perf_counter() > relaxed.pass_s:  # time for one more greedy pass
         hints.append(greedy_assignments(problem, classes, candidates, graph, prefer=relaxed.prefer))
     hint = min((h for h in hints if h is not None), key=lambda h: _objective_usd(problem, candidates, h), default=None)
     status, solver, model = cp_model.UNKNOWN, None, None
-    if deadline - time.perf_counter() > MIN_SEARCH_S:
+    # Building a model that the deadline then abandons costs its build and, after, freeing it: start
+    # only with BUILD_PASSES greedy passes of time left (the build took 5-10 at 1,000 fragments).
+    if deadline - time.perf_counter() > max(MIN_SEARCH_S, BUILD_PASSES * relaxed.pass_s):
         building = time.perf_counter()
         try:
             model = _Model(problem, classes, candidates, graph, pools=pools, deadline=deadline)
@@ -693,6 +711,7 @@ class _Model:
             if key in self.z:
                 z, cur = self.z[key]
                 m.add_hint(z, abs(n - cur))
+        self._check_time()
         self._hint_packing(replicas)
         for f, loads in self.loads.items():
             cands = {c.device_class: c for c in self.cands[f]}
@@ -718,6 +737,7 @@ class _Model:
         for e, w, t in self.edges:
             by_parent.setdefault(e.parent, []).append((e, w, t))
         below: dict[str, int] = {}
+        self._check_time()
         for f in self.graph.order:  # children first, the recurrence of optimizer.graph
             added, side_by_side = 0, None
             for e, w, t in by_parent.get(f, ()):
