@@ -185,15 +185,16 @@ MIN_SEARCH_S = 0.02
 # this share of the limit.
 RESERVE_PER_PREPARE = 6.0
 RESERVE_SHARE = 0.2
-# ... and at least this many times what plain greedy took (explanations took 1-2 greedy passes).
-EXPLAIN_PASSES = 1.5
+# ... and at least this many times what plain greedy took (explanations took 1-4 greedy passes).
+EXPLAIN_PASSES = 2.0
 # CP-SAT overran its limit by 10-25% of the model's build time at 1,000 fragments (120-290 ms; 8 workers, 2 cores).
 STOP_SHARE = 0.3
 # The LP relaxation may use at most this share of the time left after greedy (it is a start, not a plan).
 LP_SHARE = 0.25
-# Building the LP, solving it and the Lagrangian bound took 2-3 greedy passes at 1,000 fragments.
-RELAX_PASSES = 3.0
-BUILD_PASSES = 8.0
+# Building the LP, solving it and the Lagrangian bound took 4-6 greedy passes at 1,000 fragments;
+# building and hinting the CP-SAT model 45-60 (and freeing an abandoned one another 5-8).
+RELAX_PASSES = 6.0
+BUILD_PASSES = 50.0
 US_PER_MS = 1000
 
 
@@ -252,7 +253,7 @@ def _whole(problem: Problem, prepared: Prepared, relaxed: _Relaxed, started: flo
     choices when cheaper), searched until `deadline`; the greedy plan when there is no time for it."""
     classes, candidates, graph, _ = unpack(prepared)
     assignments, split, status, solver = _run(problem, classes, candidates, graph, prepared.pools, deadline,
-                                              relaxed, plain)
+                                              relaxed, plain, relaxed.pass_s)
     if assignments is None:
         diagnosis = _diagnose_infeasible(problem, classes, candidates, graph, status, prepared.pools,
                                          started + problem.time_limit_s)
@@ -291,8 +292,10 @@ def _warm(problem: Problem, prepared: Prepared, hood: Neighbourhood, relaxed: _R
     found, split = (), {}
     if names:
         sub_graph = build_graph(sub)
+        greedy_started = time.perf_counter()
         plain = greedy_assignments(sub, hood.classes, sub_candidates, sub_graph)
-        found, split, _, _ = _run(sub, hood.classes, sub_candidates, sub_graph, sub_pools, deadline, relaxed, plain)
+        found, split, _, _ = _run(sub, hood.classes, sub_candidates, sub_graph, sub_pools, deadline, relaxed, plain,
+                                  time.perf_counter() - greedy_started)
         if found is None:
             return None
     assignments = hood.fixed + found
@@ -313,21 +316,23 @@ def _warm(problem: Problem, prepared: Prepared, hood: Neighbourhood, relaxed: _R
 
 
 def _run(problem: Problem, classes: dict[str, ClassCapacity], candidates: dict[str, tuple[Candidate, ...]],
-         graph: Graph, pools: Pools, deadline: float, relaxed: _Relaxed, plain: dict[tuple[str, str], int] | None):
+         graph: Graph, pools: Pools, deadline: float, relaxed: _Relaxed, plain: dict[tuple[str, str], int] | None,
+         pass_s: float):
     """Build, hint and solve the model by `deadline` (perf_counter; building counts): (assignments,
     bucket split, CP-SAT status, solver). The hint is the cheaper (with migration) of `plain` (greedy's
-    placement, None when greedy found none) and greedy from the LP's whole choices (`relaxed`).
+    placement, None when greedy found none; `pass_s` the time it took) and greedy from the LP's whole
+    choices (`relaxed`).
     When the deadline comes before CP-SAT has a solution (or before the model is built), the hint
     is the plan. The assignments are None when CP-SAT proves it infeasible, or finds nothing and
     greedy has no plan."""
     hints = [plain]
-    if relaxed.prefer and deadline - time.perf_counter() > relaxed.pass_s:  # time for one more greedy pass
+    if relaxed.prefer and deadline - time.perf_counter() > pass_s:  # time for one more greedy pass
         hints.append(greedy_assignments(problem, classes, candidates, graph, prefer=relaxed.prefer))
     hint = min((h for h in hints if h is not None), key=lambda h: _objective_usd(problem, candidates, h), default=None)
     status, solver, model = cp_model.UNKNOWN, None, None
     # Building a model that the deadline then abandons costs its build and, after, freeing it: start
-    # only with BUILD_PASSES greedy passes of time left (the build took 5-10 at 1,000 fragments).
-    if deadline - time.perf_counter() > max(MIN_SEARCH_S, BUILD_PASSES * relaxed.pass_s):
+    # only with BUILD_PASSES greedy passes of time left.
+    if deadline - time.perf_counter() > max(MIN_SEARCH_S, BUILD_PASSES * pass_s):
         building = time.perf_counter()
         try:
             model = _Model(problem, classes, candidates, graph, pools=pools, deadline=deadline)
