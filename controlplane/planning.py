@@ -37,7 +37,9 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import minute_of, to_utc
+from controlplane.policy import Limits, Policy
 from controlplane.profiles import visits_by_calls
+from controlplane.windows import parse_window
 from controlplane.seed import spec_of
 from optimizer.catalog import DeviceClassSpec
 from optimizer.perfmodel import (
@@ -48,7 +50,16 @@ from optimizer.perfmodel import (
     kv_bytes_per_token,
     params_from_model_name,
 )
-from optimizer.types import Assignment, ClassCapacity, FragmentDemand, Phase, Problem, ServiceProfile, WorkloadSla
+from optimizer.types import (
+    Assignment,
+    ChangeLimit,
+    ClassCapacity,
+    FragmentDemand,
+    Phase,
+    Problem,
+    ServiceProfile,
+    WorkloadSla,
+)
 from optimizer.types import Edge as OptEdge
 
 WINDOW_MINUTES = 5  # demand and measured latency are averaged over this many minutes
@@ -96,28 +107,21 @@ class WorkloadView:
     tpot_ms: float | None = None
 
 
-@dataclass(frozen=True)
-class PolicyView:
-    """The fleet-wide migration policy in force (a policy's defaults when none is set)."""
-
-    min_improvement_pct: float = 5.0
-    approval_required: bool = False
-    dry_run: bool = False
-    cooldown_s: int = 300
-    max_moves_per_cycle: int = 10
-
-
 Replicas = dict[tuple[int, str, Phase], tuple[int, int]]  # (fragment id, class, phase) -> (replicas, slices)
 
 
 @dataclass(frozen=True)
 class ProposalView:
-    """The newest placement when it was not applied: a proposal (waiting for approval, or dry run)
-    or one an operator rejected, with its items."""
+    """The newest placement when it was not applied: an open proposal (waiting for approval, or
+    recorded by a dry run) or one an operator rejected, with its items and what it was made against."""
 
     version: int
     state: PlacementState
     items: Replicas
+    created_at: datetime
+    usd_per_hour: float = 0.0
+    demand_rps: float = 0.0
+    base_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,12 +137,14 @@ class Snapshot:
     current: Replicas
     current_version: int | None
     latest_version: int
-    policy: PolicyView
+    policies: tuple[Policy, ...] = ()  # the enabled migration policies, oldest first
     edges: tuple["EdgeView", ...] = ()
     last_moved: dict[int, datetime] = field(default_factory=dict)  # fragment id -> its last migration's end
     proposal: ProposalView | None = None
     # Healthy devices on each healthy node of a class, in node order (a class missing: not known).
     node_devices: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Fragments an operator or a rollback pinned to classes (fragment id -> classes).
+    pins: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     @cached_property
     def fresh_capacity(self) -> dict[int, dict[str, float]]:
@@ -298,8 +304,11 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
     newest = session.exec(select(Placement).order_by(Placement.version.desc())).first()
     latest = newest.version if newest is not None else 0
     proposal = None
-    if newest is not None and newest.state in (PlacementState.proposed, PlacementState.rejected):
-        proposal = ProposalView(newest.version, PlacementState(newest.state), _items(session, newest.id))
+    if newest is not None and newest.state in (PlacementState.proposed, PlacementState.recorded,
+                                                PlacementState.rejected):
+        proposal = ProposalView(newest.version, PlacementState(newest.state), _items(session, newest.id),
+                                to_utc(newest.created_at), newest.usd_per_hour, newest.demand_rps,
+                                newest.base_version)
 
     visits_ever = dict(
         session.exec(
@@ -315,17 +324,8 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         if e.calls > 0 and (visits := int(visits_ever.get(e.parent_id) or 0)) > 0
     )
 
-    policy_row = session.exec(
-        select(MigrationPolicy)
-        .where(MigrationPolicy.enabled, MigrationPolicy.tenant_id.is_(None), MigrationPolicy.workload_id.is_(None))
-        .order_by(MigrationPolicy.id)
-    ).first()
-    policy = (
-        PolicyView(policy_row.min_improvement_pct, policy_row.approval_required, policy_row.dry_run,
-                   policy_row.cooldown_s, policy_row.max_moves_per_cycle)
-        if policy_row
-        else PolicyView()
-    )
+    policies = tuple(policy_of(row) for row in session.exec(
+        select(MigrationPolicy).where(MigrationPolicy.enabled).order_by(MigrationPolicy.id)).all())
     return Snapshot(
         now=now,
         classes=classes,
@@ -336,11 +336,23 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         current=current,
         current_version=current_placement.version if current_placement else None,
         latest_version=int(latest),
-        policy=policy,
+        policies=policies,
         edges=edges,
         last_moved=last_moved,
         proposal=proposal,
         node_devices={name: tuple(counts) for name, counts in per_node.items()},
+    )
+
+
+def policy_of(row: MigrationPolicy) -> Policy:
+    """A stored migration policy as the gate reads it (its windows were checked when written)."""
+    return Policy(
+        name=row.name, tenant_id=row.tenant_id, workload_id=row.workload_id,
+        min_improvement_pct=row.min_improvement_pct, cooldown_s=row.cooldown_s,
+        max_moves_per_cycle=row.max_moves_per_cycle, approval_required=row.approval_required,
+        dry_run=row.dry_run, windows=tuple(parse_window(w) for w in row.maintenance_windows or ()),
+        proposal_ttl_s=row.proposal_ttl_s, supersede_cost_pct=row.supersede_cost_pct,
+        supersede_demand_pct=row.supersede_demand_pct,
     )
 
 
@@ -357,7 +369,8 @@ def _items(session: Session, placement_id: int) -> Replicas:
 
 
 def build_problem(
-    snapshot: Snapshot, headroom: float, time_limit_s: float, migration_cost_usd: float = 0.0, limits: bool = True
+    snapshot: Snapshot, headroom: float, time_limit_s: float, migration_cost_usd: float = 0.0,
+    limits: Limits | None = None,
 ) -> Problem:
     """The optimizer's problem: the observed graph with its SLAs, the fleet, and what runs now.
 
@@ -375,10 +388,8 @@ def build_problem(
     close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
     lightest first, since a path bound needs an acyclic graph.
 
-    With a current placement and `limits`, the migration policy bounds the plan: fragments that
-    moved less than `cooldown_s` ago are pinned to the classes they run on, and at most
-    `max_moves_per_cycle` running fragments may change (Problem.max_changed_fragments).
-    `limits=False` is the same problem without them, for when no plan within them exists.
+    `limits` (controlplane.policy.limits: the migration policies' cooldowns, windows, pins and
+    move limits) pin fragments to classes and bound how many running fragments change.
     """
     specs = {c.name: c for c in snapshot.classes}
     capacity = tuple(
@@ -427,10 +438,14 @@ def build_problem(
         for (fid, cls, phase), (replicas, slices) in sorted(snapshot.current.items())
         if str(fid) in placed and cls in specs
     )
-    limit = None
-    if limits and current:
-        fragments = _cooling_down(snapshot, fragments, current)
-        limit = snapshot.policy.max_moves_per_cycle
+    limit, groups = None, ()
+    if limits is not None:
+        fragments = tuple(replace(f, pinned=limits.pinned[int(f.fragment)]) if int(f.fragment) in limits.pinned
+                          else f for f in fragments)
+        if current:
+            limit = limits.max_changed
+            groups = tuple(ChangeLimit(tuple(sorted(str(fid) for fid in g.fragments if str(fid) in placed)), g.limit)
+                           for g in limits.groups)
     return Problem(
         device_classes=capacity,
         fragments=fragments,
@@ -441,20 +456,8 @@ def build_problem(
         current=current,
         migration_cost_usd=migration_cost_usd,
         max_changed_fragments=limit,
+        change_limits=tuple(g for g in groups if g.fragments),
     )
-
-
-def _cooling_down(snapshot: Snapshot, fragments: tuple[FragmentDemand, ...], current: tuple[Assignment, ...]
-                  ) -> tuple[FragmentDemand, ...]:
-    """`fragments` with those migrated less than the policy's cooldown ago pinned to the classes they
-    run on: they may scale there, not move."""
-    cooldown = timedelta(seconds=snapshot.policy.cooldown_s)
-    running: dict[str, set[str]] = defaultdict(set)
-    for a in current:
-        running[a.fragment].add(a.device_class)
-    cooling = {str(fid) for fid, at in snapshot.last_moved.items() if snapshot.now - at < cooldown}
-    return tuple(replace(f, pinned=tuple(sorted(running[f.fragment])))
-                 if f.fragment in cooling and running[f.fragment] else f for f in fragments)
 
 
 def acyclic(edges: Iterable[OptEdge]) -> tuple[OptEdge, ...]:

@@ -1,11 +1,12 @@
 """The reconciler: the thin stateful shell around the pure stages.
 
 Each cycle: sync inventory -> snapshot (and keep the replica capacities its queue waits measured)
--> build_problem -> solve -> decide -> write the placement and its migrations durably -> actuate
--> mark the outcome -> meter. The problem keeps the
-migration policy's cooldown and move limit; only when no plan within them serves demand is it
-solved again without them, and the placement's reason says so. A placement left `applying`
-by a crash is actuated again at the start of the next cycle (actuation is idempotent).
+-> the policies' limits -> build_problem -> solve -> the policy gate -> write the placement and its
+migrations durably (closing a superseded or expired proposal in the same transaction) -> actuate
+-> mark the outcome -> meter. Every guard lives in controlplane.policy: when no plan within its
+limits serves demand, the problem is solved again with them lifted, and the placement's reason
+says so. A placement left `applying` by a crash, or approved since the last cycle, is actuated
+again at the start of the next cycle (actuation is idempotent).
 """
 
 import logging
@@ -19,7 +20,6 @@ from sqlmodel import Session, select
 
 from controlplane.actuators.base import Actuator, DesiredPlacement, ReplicaSet
 from controlplane.db import session_scope, upsert_latest
-from controlplane.decide import Action, Decision, decide
 from controlplane.inventory import sync_inventory
 from controlplane.metering import meter
 from controlplane.models import (
@@ -37,6 +37,7 @@ from controlplane.models import (
 )
 from controlplane.models._common import utcnow
 from controlplane.planning import Snapshot, build_problem, take_snapshot
+from controlplane.policy import Action, Decision, gate, limits
 from controlplane.settings import Settings
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
@@ -82,18 +83,20 @@ class Reconciler:
         with session_scope(self.engine) as session:
             snapshot = take_snapshot(session, now)
             _remember_capacity(session, now, snapshot.fresh_capacity)
-        problem, plan, lifted = self._plan(snapshot)
-        decision = decide(snapshot, problem, plan)
-        if lifted and decision.action is not Action.keep:
-            decision = replace(decision, reason=f"{decision.reason}; {lifted}")
+        problem, plan, lifted = self._plan(snapshot, now)
+        decision = gate(snapshot, plan, snapshot.policies, now, problem=problem, lifted=lifted)
         version = None
+        closing = snapshot.proposal.version if decision.close_proposal and snapshot.proposal else None
         if decision.action is not Action.keep:
             version = snapshot.latest_version + 1
-            self._record(version, decision, plan)
+            demand = sum(f.demand_rps for f in problem.fragments)
+            self._record(version, decision, plan, snapshot.current_version, demand, closing)
             if decision.action is Action.apply:
                 self._actuate(version)
         else:
             with session_scope(self.engine) as session:
+                if closing is not None:
+                    _close_proposal(session, closing, decision.close_proposal, decision.reason)
                 if not plan.feasible:
                     session.add(_audit("plan.infeasible", "placement", "", {"reason": decision.reason}))
         with session_scope(self.engine) as session:
@@ -111,21 +114,24 @@ class Reconciler:
         log.info("reconcile: %s (%s), %d moves", decision.action.value, decision.reason, len(decision.moves))
         return self.last
 
-    def _plan(self, snapshot: Snapshot) -> tuple[Problem, Plan, str]:
-        """The problem and plan within the migration policy's cooldown and move limit; when no plan
-        exists within them (capacity lost, demand grown past what may stay put), the plan without
-        them, with a note saying so."""
+    def _plan(self, snapshot: Snapshot, now: datetime) -> tuple[Problem, Plan, str]:
+        """The problem and plan within the migration policies' limits; when no plan exists within them
+        (capacity lost, demand grown past what may stay put), the plan with them lifted, and a note
+        saying so."""
         s = self.settings
-        problem = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd)
+        bounded = limits(snapshot, snapshot.policies, now)
+        problem = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd, bounded)
         plan = solve(problem)
-        if plan.feasible or problem.max_changed_fragments is None:
+        if plan.feasible or not (bounded.max_changed is not None or bounded.groups or
+                                 len(bounded.pinned) > len(snapshot.pins)):
             return problem, plan, ""
-        free = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd, limits=False)
+        free = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd,
+                             limits(snapshot, snapshot.policies, now, lifted=True))
         free_plan = solve(free)
         if not free_plan.feasible:
             return problem, plan, ""
         why = plan.diagnosis[0] if plan.diagnosis else "no plan"
-        return free, free_plan, f"cooldown and move limit lifted: none of their plans serves demand ({why})"
+        return free, free_plan, f"cooldowns, windows and move limits lifted: none of their plans serves demand ({why})"
 
     def run_forever(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:
         """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period."""
@@ -138,18 +144,28 @@ class Reconciler:
                     on_error(exc)
             stop.wait(self.settings.reconcile_period_s)
 
-    def _record(self, version: int, decision: Decision, plan: Plan) -> None:
-        """Write the placement and its migrations before anything is actuated."""
+    def _record(self, version: int, decision: Decision, plan: Plan, base_version: int | None, demand_rps: float,
+                closing: int | None) -> None:
+        """Write the placement and its migrations before anything is actuated, closing the open proposal
+        `closing` (superseded or expired) in the same transaction."""
         applying = decision.action is Action.apply
+        states = {Action.apply: (PlacementState.applying, MigrationState.pending),
+                  Action.propose: (PlacementState.proposed, MigrationState.awaiting_approval),
+                  Action.record: (PlacementState.recorded, MigrationState.skipped)}
+        placement_state, state = states[decision.action]
         with session_scope(self.engine) as session:
+            if closing is not None:
+                _close_proposal(session, closing, decision.close_proposal, decision.reason)
             class_ids = dict(session.exec(select(DeviceClass.name, DeviceClass.id)).all())
             placement = Placement(
                 version=version,
-                state=PlacementState.applying if applying else PlacementState.proposed,
-                usd_per_hour=plan.usd_per_hour,
+                state=placement_state,
+                usd_per_hour=decision.usd_per_hour,
                 solver_status=plan.status.value,
                 solve_time_s=plan.solve_time_s,
                 reason=decision.reason[:500],
+                base_version=base_version,
+                demand_rps=demand_rps,
             )
             session.add(placement)
             session.flush()
@@ -164,9 +180,6 @@ class Reconciler:
                         slices=slices,
                     )
                 )
-            state = MigrationState.pending if applying else MigrationState.awaiting_approval
-            if not applying and "dry run" in decision.reason:
-                state = MigrationState.skipped
             for move in decision.moves:
                 session.add(
                     Migration(
@@ -185,7 +198,7 @@ class Reconciler:
                     "placement.record",
                     "placement",
                     str(version),
-                    {"state": placement.state.value, "moves": len(decision.moves), "usd_per_hour": plan.usd_per_hour},
+                    {"state": placement.state.value, "moves": len(decision.moves), "usd_per_hour": decision.usd_per_hour},
                 )
             )
 
@@ -266,6 +279,20 @@ def _remember_capacity(session: Session, now: datetime, capacity: dict[int, dict
         {"fragment_id": fid, "device_class": cls, "visits_per_s": visits_per_s, "measured_at": now}
         for fid, by_class in capacity.items() for cls, visits_per_s in by_class.items()
     ])
+
+
+def _close_proposal(session: Session, version: int, fate: str, why: str) -> None:
+    """Close the open proposal `version` and its migrations as superseded or expired."""
+    state = PlacementState(fate)
+    placement = session.exec(select(Placement).where(Placement.version == version)).one()
+    if placement.state not in (PlacementState.proposed, PlacementState.recorded):
+        return  # approved or rejected since the snapshot: the operator's decision stands
+    placement.state = state
+    for migration in session.exec(select(Migration).where(
+            Migration.placement_id == placement.id,
+            Migration.state.in_((MigrationState.awaiting_approval, MigrationState.skipped)))).all():
+        migration.state = MigrationState(fate)
+    session.add(_audit(f"placement.{fate}", "placement", str(version), {"reason": why[:300]}))
 
 
 def _audit(action: str, target_type: str, target_id: str, detail: dict) -> AuditEvent:

@@ -38,6 +38,9 @@ def validate(problem: Problem) -> None:
         raise ValueError(f"migration_cost_usd must be >= 0, got {problem.migration_cost_usd}")
     if problem.max_changed_fragments is not None and problem.max_changed_fragments < 0:
         raise ValueError(f"max_changed_fragments must be >= 0 or null, got {problem.max_changed_fragments}")
+    for group in problem.change_limits:
+        if group.limit < 0:
+            raise ValueError(f"a change limit must be >= 0, got {group.limit}")
     _require_unique([c.device_class for c in problem.device_classes], "device_classes[].device_class")
     _require_unique([f.fragment for f in problem.fragments], "fragments[].fragment")
     _require_unique([s.workload for s in problem.slas], "slas[].workload")

@@ -17,7 +17,8 @@ def check(problem: Problem, plan: Plan) -> list[str]:
     memory, pins and forbids, names, TTFT and TPOT, and every SLA along the call graph (with
     transfers). A split LLM fragment has prefill and decode pools (never whole replicas beside them),
     each serving the fragment's demand x headroom with at least min replicas. With
-    max_changed_fragments, no more running fragments change their replicas than that."""
+    max_changed_fragments, no more running fragments change their replicas than that; with
+    change_limits, no more than each group's limit of its running fragments."""
     if not plan.feasible:
         violations = [] if plan.diagnosis else ["infeasible plan has no diagnosis"]
         if plan.assignments:
@@ -100,17 +101,22 @@ def check(problem: Problem, plan: Plan) -> list[str]:
             if replicas[f.fragment, phase] < max(f.min_replicas, int(split)):
                 violations.append(f"{what}: {replicas[f.fragment, phase]} replicas < min {f.min_replicas}")
     violations += _sla_violations(problem, plan, classes, fragments)
-    if problem.max_changed_fragments is not None:
-        running: dict[str, set[tuple[str, Phase, int]]] = defaultdict(set)
-        for a in problem.current:
-            running[a.fragment].add((a.device_class, a.phase, a.replicas))
-        planned: dict[str, set[tuple[str, Phase, int]]] = defaultdict(set)
-        for a in plan.assignments:
-            planned[a.fragment].add((a.device_class, a.phase, a.replicas))
-        changed = sorted(f for f, units in running.items() if units != planned[f])
-        if len(changed) > problem.max_changed_fragments:
-            violations.append(f"{len(changed)} running fragments change ({', '.join(changed[:5])}...) > "
-                              f"max_changed_fragments {problem.max_changed_fragments}")
+    running: dict[str, set[tuple[str, Phase, int]]] = defaultdict(set)
+    for a in problem.current:
+        running[a.fragment].add((a.device_class, a.phase, a.replicas))
+    planned: dict[str, set[tuple[str, Phase, int]]] = defaultdict(set)
+    for a in plan.assignments:
+        planned[a.fragment].add((a.device_class, a.phase, a.replicas))
+    changed = sorted(f for f, units in running.items() if units != planned[f])
+    if problem.max_changed_fragments is not None and len(changed) > problem.max_changed_fragments:
+        violations.append(f"{len(changed)} running fragments change ({', '.join(changed[:5])}...) > "
+                          f"max_changed_fragments {problem.max_changed_fragments}")
+    for group in problem.change_limits:
+        members = set(group.fragments)
+        changed_here = [f for f in changed if f in members]
+        if len(changed_here) > group.limit:
+            violations.append(f"{len(changed_here)} running fragments of a change-limit group change "
+                              f"({', '.join(changed_here[:5])}) > its limit {group.limit}")
     if not _close(plan.usd_per_hour, cost):
         violations.append(f"plan costs {plan.usd_per_hour} $/h but its assignments sum to {cost}")
     if plan.lower_bound_usd_per_hour > plan.usd_per_hour * (1 + _REL_TOL) + _REL_TOL:

@@ -125,6 +125,19 @@ def changed_fragments(current: tuple[Assignment, ...], target: Mapping[Unit, Map
                    != {c: n for c, n in target.get((f, phase), {}).items() if n} for phase in Phase)}
 
 
+def change_limit_broken(problem: Problem, target: Mapping[Unit, Mapping[str, int]]) -> str | None:
+    """Which change limit `target` breaks (the fleet's max_changed_fragments, or a ChangeLimit
+    group's), in words; None when it keeps them all."""
+    changed = changed_fragments(problem.current, target)
+    if problem.max_changed_fragments is not None and len(changed) > problem.max_changed_fragments:
+        return f"{len(changed)} running fragments change > max_changed_fragments {problem.max_changed_fragments}"
+    for group in problem.change_limits:
+        inside = changed & set(group.fragments)
+        if len(inside) > group.limit:
+            return f"{len(inside)} running fragments of a change limit's group change > its limit {group.limit}"
+    return None
+
+
 def migration_usd(problem: Problem, target: Mapping[Unit, Mapping[str, int]]) -> float:
     """The objective's migration term: half the per-move cost for every replica started or stopped."""
     if not problem.current:

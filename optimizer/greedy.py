@@ -22,7 +22,7 @@ from math import inf
 
 from optimizer.buckets import bucket_loads, fill_buckets
 from optimizer.candidates import Candidate, Pools, needed_units, replicas_alone, replicas_alone_each, supply_units
-from optimizer.explain import changed_fragments, plan_fields, units_of
+from optimizer.explain import change_limit_broken, plan_fields, units_of
 from optimizer.graph import Graph, longest_paths, path_from, reachable, workload_p99
 from optimizer.packing import Room
 from optimizer.prepare import prepare, unpack
@@ -44,10 +44,8 @@ def greedy(problem: Problem) -> Plan:
         for (f, c), n in placed.items() if n > 0
         for cand in candidates[f] if cand.device_class == c  # the one candidate of (f, c)
     )
-    if problem.max_changed_fragments is not None and len(
-            changed_fragments(problem.current, units_of(assignments))) > problem.max_changed_fragments:
-        diagnosis = (f"the greedy fast path changes more than {problem.max_changed_fragments} running fragments "
-                     "(max_changed_fragments; not proven infeasible); run solve",)
+    if broken := change_limit_broken(problem, units_of(assignments)):
+        diagnosis = (f"the greedy fast path breaks a change limit ({broken}; not proven infeasible); run solve",)
         return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
     bound = fractional_bound(problem, candidates)
     split = bucket_split(problem, candidates, placed)

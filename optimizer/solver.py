@@ -104,7 +104,8 @@ Constraints
     migration  z_fc >= x_fc - cur_fc,  z_fc >= cur_fc - x_fc
     limit      with max_changed_fragments N and a current placement: c_f in {0, 1} for every f
                running now; x_fc = cur_fc (pools: p_fcq = cur_fcq) unless c_f; c_f = 1 when f runs
-               on a class it is no longer allowed; sum_f c_f <= N (fragments new to the fleet are free)
+               on a class it is no longer allowed; sum_f c_f <= N (fragments new to the fleet are free);
+               sum_{f in G} c_f <= N_G for every change_limits group G
 
 B_f is optimizer.graph's recurrence (sequential calls add, w_fg of them at the tail; concurrent
 ones take the max; calls made by at most 1% of visits drop out of the p99) as inequalities: any
@@ -159,7 +160,7 @@ from optimizer.candidates import (
     validate,
 )
 from optimizer.diagnose import diagnose_capacity, diagnose_sla_with_capacity
-from optimizer.explain import changed_fragments, migration_usd, plan_fields, units_of
+from optimizer.explain import change_limit_broken, migration_usd, plan_fields, units_of
 from optimizer.graph import Graph, build_graph, longest_paths, tail_calls, workload_p99
 from optimizer.greedy import bucket_split, fractional_bound, greedy_assignments
 from optimizer.packing import kind, node_counts, node_rows, pattern_counts, patterns
@@ -387,8 +388,7 @@ def _objective_usd(problem: Problem, candidates: dict[str, tuple[Candidate, ...]
 
 def _within_limit(problem: Problem, replicas: dict[tuple[str, str], int]) -> bool:
     """Whether whole replicas per (fragment, class) change no more running fragments than allowed."""
-    limit = problem.max_changed_fragments
-    return limit is None or len(changed_fragments(problem.current, _whole_units(replicas))) <= limit
+    return change_limit_broken(problem, _whole_units(replicas)) is None
 
 
 def plan_fields_migration(problem: Problem, assignments: tuple[Assignment, ...]) -> float:
@@ -454,8 +454,8 @@ class _Model:
         for cls in problem.device_classes:
             if cls.device_class in self._by_size:
                 self._add_packing(cls, self._by_size[cls.device_class])
-        if problem.max_changed_fragments is not None and with_limit:
-            self._add_change_limit(current, problem.max_changed_fragments)
+        if (problem.max_changed_fragments is not None or problem.change_limits) and with_limit:
+            self._add_change_limit(current, problem)
         if with_slas and problem.slas:
             self._add_paths(problem, classes, candidates, graph)
         m.minimize(sum(self._cost))
@@ -524,8 +524,9 @@ class _Model:
                 m.add(counts["multi", g] <= sum(cover[g]))
         m.add(sum(devices_used) <= cls.devices)
 
-    def _add_change_limit(self, current: dict[tuple[str, str, Phase], int], limit: int) -> None:
-        """The docstring's change limit: c_f for every fragment running now, sum_f c_f <= N."""
+    def _add_change_limit(self, current: dict[tuple[str, str, Phase], int], problem: Problem) -> None:
+        """The docstring's change limit: c_f for every fragment running now, sum_f c_f <= N, and the
+        same sum over each ChangeLimit group's fragments."""
         m = self.model
         replicas: dict[str, list[tuple[cp_model.IntVar, int]]] = {}
         for (f, c), x in self.x.items():
@@ -543,7 +544,12 @@ class _Model:
                     m.add(x == cur).only_enforce_if(changed[f].Not())
             if (f, c, phase) not in modelled:  # it runs where it is no longer allowed: it must change
                 m.add(changed[f] == 1)
-        m.add(sum(changed.values()) <= limit)
+        if problem.max_changed_fragments is not None:
+            m.add(sum(changed.values()) <= problem.max_changed_fragments)
+        for group in problem.change_limits:
+            inside = [changed[f] for f in group.fragments if f in changed]
+            if len(inside) > group.limit:
+                m.add(sum(inside) <= group.limit)
 
     def _add_pools(self, f: FragmentDemand, need: int, current: dict, headroom: float) -> cp_model.IntVar:
         """The docstring's split: sigma_f, and the prefill and decode pools that serve f when it is set."""
@@ -823,9 +829,11 @@ def _diagnose_infeasible(problem: Problem, classes: dict[str, ClassCapacity],
             return None
         return found in (cp_model.OPTIMAL, cp_model.FEASIBLE) or (None if found == cp_model.UNKNOWN else False)
 
-    if problem.max_changed_fragments is not None and problem.current and feasible_without(with_limit=False):
-        return (f"no placement changes at most {problem.max_changed_fragments} running fragments "
-                "(max_changed_fragments) and still serves demand within capacity and SLAs; raise the "
+    limited = problem.max_changed_fragments is not None or problem.change_limits
+    if limited and problem.current and feasible_without(with_limit=False):
+        most = f"at most {problem.max_changed_fragments} running fragments (max_changed_fragments)" \
+            if problem.max_changed_fragments is not None else "within its change_limits"
+        return (f"no placement changes {most} and still serves demand within capacity and SLAs; raise the "
                 "limit, or keep the current placement",)
     if problem.slas:
         without_slas = feasible_without(with_slas=False)

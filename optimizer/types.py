@@ -123,6 +123,15 @@ class WorkloadSla:
 
 
 @dataclass(frozen=True)
+class ChangeLimit:
+    """At most `limit` of these fragments, among those running now, may change their replicas
+    (a tenant's or a workload's migration policy: its own disruption limit)."""
+
+    fragments: tuple[str, ...]
+    limit: int
+
+
+@dataclass(frozen=True)
 class Problem:
     """Everything `solve` needs; built by the control plane's snapshot, never mutated."""
 
@@ -141,6 +150,7 @@ class Problem:
     # At most this many fragments that run now may change their replicas (a migration policy's
     # disruption limit); fragments with nothing running yet are placed regardless. None: no limit.
     max_changed_fragments: int | None = None
+    change_limits: tuple[ChangeLimit, ...] = ()  # the same, over groups of fragments
 
 
 class PlanStatus(StrEnum):

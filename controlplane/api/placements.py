@@ -110,6 +110,13 @@ def _decidable(session: Session, principal: Principal, version: int) -> tuple[Pl
     placement = session.exec(select(Placement).where(Placement.version == version)).first()
     if placement is None:
         raise NotFound(f"placement version {version} not found")
+    if placement.state == PlacementState.recorded:
+        raise Conflict(f"placement v{version} was recorded by a dry-run policy and is never actuated; turn "
+                       "dry_run off and the reconciler proposes again")
+    if placement.state in (PlacementState.superseded, PlacementState.expired):
+        newest = session.exec(select(func.max(Placement.version))).one()
+        raise Conflict(f"placement v{version} is {placement.state} (the newest placement is v{newest}); decide "
+                       "on an open proposal")
     if placement.state != PlacementState.proposed:
         raise Conflict(f"placement v{version} is {placement.state}; only a proposed placement can be "
                        "approved or rejected")
@@ -117,9 +124,6 @@ def _decidable(session: Session, principal: Principal, version: int) -> tuple[Pl
     if newest != version:
         raise Conflict(f"placement v{version} is superseded by v{newest}; decide on the newest proposal")
     migrations = session.exec(select(Migration).where(Migration.placement_id == placement.id)).all()
-    if any(m.state == MigrationState.skipped for m in migrations):
-        raise Conflict(f"placement v{version} was recorded by a dry-run policy and is never actuated; turn "
-                       "dry_run off and the reconciler proposes again")
     return placement, list(migrations)
 
 

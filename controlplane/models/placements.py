@@ -12,11 +12,14 @@ from controlplane.models._common import utcnow
 class PlacementState(StrEnum):
     """A placement is written before it is actuated; the current one is the newest `applied`."""
 
-    proposed = "proposed"  # dry-run or waiting for approval: recorded, not actuated
+    proposed = "proposed"  # waiting for an operator's approval, not actuated
+    recorded = "recorded"  # a dry-run policy's plan: recorded, never actuated
     applying = "applying"  # written durably (or approved), actuation under way (a restart resumes it)
     applied = "applied"
     failed = "failed"
     rejected = "rejected"  # an operator turned the proposal down
+    superseded = "superseded"  # an open proposal replaced by a materially different plan
+    expired = "expired"  # an open proposal nobody decided on within its policy's TTL
 
 
 class Placement(SQLModel, table=True):
@@ -31,6 +34,9 @@ class Placement(SQLModel, table=True):
     solver_status: str = Field("", max_length=32)
     solve_time_s: float = 0.0
     reason: str = Field("", max_length=500)
+    # What a proposal was made against, so that it can tell when it no longer holds.
+    base_version: int | None = None
+    demand_rps: float = Field(0.0, sa_column_kwargs={"server_default": "0"})
 
 
 PHASE_DESCRIPTION = (
@@ -88,7 +94,9 @@ class MigrationState(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     rejected = "rejected"
-    skipped = "skipped"
+    skipped = "skipped"  # recorded by a dry run, never to be actuated
+    superseded = "superseded"  # its proposal was superseded
+    expired = "expired"  # its proposal expired
 
 
 class Migration(SQLModel, table=True):

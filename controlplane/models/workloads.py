@@ -3,10 +3,12 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, String, UniqueConstraint
+from pydantic import field_validator
+from sqlalchemy import JSON, BigInteger, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from controlplane.models._common import utcnow
+from controlplane.windows import parse_window
 
 
 class FragmentKind(StrEnum):
@@ -236,6 +238,26 @@ class MigrationPolicyBase(SQLModel):
     approval_required: bool = Field(False, description="Migrations wait for an operator's approval.")
     dry_run: bool = Field(False, description="Plan and record, never actuate.")
     enabled: bool = True
+    maintenance_windows: list[str] = Field(
+        default_factory=list, max_length=16, sa_type=JSON,
+        description="Weekly UTC windows in which fragments may move between device classes, e.g. "
+                    "'Sat 02:00-04:00 UTC', 'Mon-Fri 22:00-02:00', 'daily 03:00-04:00'. Empty: any time. "
+                    "Outside them fragments only scale on the classes they run on; a placement that no "
+                    "longer serves demand is replaced regardless.")
+    proposal_ttl_s: int = Field(
+        3600, ge=60, le=30 * 86400,
+        description="Seconds a proposal (approval required, or dry run) stays open before it expires.")
+    supersede_cost_pct: float = Field(
+        10.0, ge=0, le=1000,
+        description="An open proposal is superseded only by a plan whose $/hour differs from it by more than this.")
+    supersede_demand_pct: float = Field(
+        20.0, ge=0, le=1000,
+        description="... or once the fleet's demand has changed by more than this since it was made.")
+
+    @field_validator("maintenance_windows")
+    @classmethod
+    def _windows(cls, value: list[str] | None) -> list[str]:
+        return _checked_windows(value)
 
 
 class MigrationPolicy(MigrationPolicyBase, table=True):
@@ -259,6 +281,27 @@ class MigrationPolicyUpdate(SQLModel):
     approval_required: bool | None = None
     dry_run: bool | None = None
     enabled: bool | None = None
+    maintenance_windows: list[str] | None = Field(None, max_length=16)
+    proposal_ttl_s: int | None = Field(None, ge=60, le=30 * 86400)
+    supersede_cost_pct: float | None = Field(None, ge=0, le=1000)
+    supersede_demand_pct: float | None = Field(None, ge=0, le=1000)
+
+    @field_validator("maintenance_windows")
+    @classmethod
+    def _windows(cls, value: list[str] | None) -> list[str]:
+        return _checked_windows(value)
+
+
+def _checked_windows(value: list[str] | None) -> list[str]:
+    """Each window parsed (controlplane.windows), so a bad one is a 422 naming it."""
+    if value is None:
+        raise ValueError("maintenance_windows cannot be null; send [] for no windows")
+    out = []
+    for text in value:
+        if len(text) > 64:
+            raise ValueError(f"maintenance window {text[:64]!r}... is longer than 64 characters")
+        out.append(parse_window(text).text)
+    return out
 
 
 class MigrationPolicyPublic(MigrationPolicyBase):

@@ -7,7 +7,7 @@ from sqlmodel import Session, select
 
 from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
-from controlplane.decide import Action
+from controlplane.policy import Action
 from controlplane.models import (
     AuditEvent,
     Fragment,
@@ -105,7 +105,7 @@ def test_a_dry_run_records_one_proposal_that_cannot_be_approved(client, callers,
     policy(engine, dry_run=True)
     cycle(engine, fleet)
     cycle(engine, fleet, 10)
-    assert placements(engine) == [(1, PlacementState.proposed)]
+    assert placements(engine) == [(1, PlacementState.recorded)]
     response = client.post("/api/v1/placements/1/approve", headers=auth(callers.operator))
     assert response.status_code == 409 and "dry-run" in response.json()["detail"]
 
@@ -126,3 +126,37 @@ def test_only_the_newest_proposal_of_a_fleet_wide_operator_can_be_decided(client
     done = client.post("/api/v1/placements/2/approve", headers=auth(callers.operator))
     assert done.status_code == 409 and "is rejected" in done.json()["detail"]
     assert placements(engine) == [(1, PlacementState.proposed), (2, PlacementState.rejected)]
+
+
+def add_visits(engine, factor: float) -> None:
+    """Scale the window's visits of every fragment by `factor` (demand changes by as much)."""
+    with Session(engine) as session:
+        for row in session.exec(select(FragmentProfile)).all():
+            row.visits = round(row.visits * factor)
+            row.tokens_in, row.tokens_out = row.visits * 500, row.visits * 100
+            session.add(row)
+        session.commit()
+
+
+def test_a_proposal_stays_open_through_jitter_and_closes_as_superseded_or_expired(client, callers, engine, fleet):
+    policy(engine, approval_required=True, proposal_ttl_s=600, supersede_demand_pct=20)
+    assert cycle(engine, fleet).action is Action.propose
+    for step in range(1, 6):  # demand wobbles by 3%: v1 stays the one proposal
+        add_visits(engine, 1.03 if step % 2 else 1 / 1.03)
+        assert cycle(engine, fleet, 5 * step).action is Action.keep
+    assert placements(engine) == [(1, PlacementState.proposed)]
+
+    add_visits(engine, 3.0)  # demand triples: v1 no longer holds
+    assert cycle(engine, fleet, 60).action is Action.propose
+    assert placements(engine) == [(1, PlacementState.superseded), (2, PlacementState.proposed)]
+    with Session(engine) as session:
+        v1 = session.exec(select(Placement).where(Placement.version == 1)).one()
+        assert {m.state for m in session.exec(select(Migration).where(Migration.placement_id == v1.id)).all()} == {
+            MigrationState.superseded}
+    stale = client.post("/api/v1/placements/1/approve", headers=auth(callers.operator))
+    assert stale.status_code == 409 and "superseded" in stale.json()["detail"]
+
+    cycle(engine, fleet, 60 + 600)  # nobody decided within the TTL
+    states = dict(placements(engine))
+    assert states[2] == PlacementState.expired and states[3] == PlacementState.proposed
+

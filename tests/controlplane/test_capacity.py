@@ -16,7 +16,7 @@ from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
 from controlplane.app import create_app
 from controlplane.auth import mint_token
-from controlplane.decide import Action
+from controlplane.policy import Action
 from controlplane.models import (
     Fragment,
     FragmentKind,
@@ -36,7 +36,6 @@ from controlplane.models._common import minute_of, utcnow
 from controlplane.planning import (
     CAPACITY_TTL,
     FragmentView,
-    PolicyView,
     Snapshot,
     build_problem,
     take_snapshot,
@@ -106,7 +105,7 @@ def snapshot(fragment: FragmentView, replicas: int = 2) -> Snapshot:
     return Snapshot(
         now=NOW, classes=CLASSES, class_ids={"H100-SXM": 1, "L40S": 2}, healthy_devices={"H100-SXM": 8, "L40S": 8},
         fragments=(fragment,), workloads={}, current={(1, "H100-SXM", Phase.whole): (replicas, 7)},
-        current_version=1, latest_version=1, policy=PolicyView(),
+        current_version=1, latest_version=1,
     )
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlplane.decide import Move, diff
+from controlplane.policy import Move, diff
 from controlplane.metering import Interval, usage_for_minute
 from controlplane.models import DeviceClass
 from optimizer.types import Phase

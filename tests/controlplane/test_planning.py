@@ -73,7 +73,7 @@ def test_the_problem_carries_the_graph_its_sla_and_what_runs_now(engine):
     assert all(f.latency_bound_ms is None for f in problem.fragments)  # the SLA bounds paths, not fragments
     assert {c.device_class: c.vendor for c in problem.device_classes} == {"H100-SXM": "nvidia", "CPU-EPYC-64C": "amd"}
     # What runs now meets the path SLA, counting transfers: the checker finds nothing wrong.
-    from controlplane.decide import as_plan
+    from controlplane.policy import as_plan
 
     assert check(problem, as_plan({(int(a.fragment), a.device_class, a.phase): (a.replicas, a.slices) for a in problem.current}, problem)) == []
 
@@ -81,7 +81,7 @@ def test_the_problem_carries_the_graph_its_sla_and_what_runs_now(engine):
 def test_a_callers_span_time_is_not_taken_as_its_own_latency():
     # The agent's spans (5 s) include the 4 s it waits on the LLM; the path bound adds the LLM again,
     # so the agent keeps its estimate while the LLM's measured 4 s replaces its estimate on H100.
-    from controlplane.planning import EdgeView, FragmentView, PolicyView, Snapshot, WorkloadView
+    from controlplane.planning import EdgeView, FragmentView, Snapshot, WorkloadView
     from optimizer.catalog import by_name
 
     def view(fid: int, kind: str, model: str, measured: dict[str, float]) -> FragmentView:
@@ -92,7 +92,7 @@ def test_a_callers_span_time_is_not_taken_as_its_own_latency():
         healthy_devices={"H100-SXM": 8, "CPU-EPYC-64C": 2},
         fragments=(view(1, "agent", "a", {"CPU-EPYC-64C": 5000.0}), view(2, "llm", "m-8b", {"H100-SXM": 4000.0})),
         workloads={1: WorkloadView(1, 60_000.0)}, current={}, current_version=None, latest_version=0,
-        policy=PolicyView(), edges=(EdgeView(1, 2, 1.0, 100.0),),
+        edges=(EdgeView(1, 2, 1.0, 100.0),),
     )
     problem = build_problem(snapshot, 1.2, 2.0)
     agent, llm = (next(f for f in problem.fragments if f.fragment == fid) for fid in ("1", "2"))

@@ -8,7 +8,7 @@ from sqlmodel import Session, select
 
 from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
-from controlplane.decide import Action
+from controlplane.policy import Action
 from controlplane.models import (
     Fragment,
     FragmentKind,
@@ -121,10 +121,10 @@ def test_dry_run_policy_records_but_never_actuates(engine, graph):
         session.commit()
     actuator = InMemoryActuator(NODES)
     report = reconciler(engine, actuator).run_once()
-    assert report.action is Action.propose
+    assert report.action is Action.record
     assert actuator.applied == []
     with Session(engine) as session:
-        assert session.exec(select(Placement)).one().state == PlacementState.proposed
+        assert session.exec(select(Placement)).one().state == PlacementState.recorded
         assert {m.state for m in session.exec(select(Migration)).all()} == {MigrationState.skipped}
 
 
@@ -263,5 +263,5 @@ def test_losing_the_classes_a_cooling_fragment_runs_on_lifts_the_limits(engine, 
     llm_on = _classes(actuator)["llm:llama-3.1-8b-instruct"]
     actuator.nodes = tuple(replace(n, healthy_devices=0) if n.device_class in llm_on else n for n in WITH_GAUDI)
     report = reconciler(engine, actuator, now=NOW + timedelta(seconds=10)).run_once()
-    assert report.action is Action.apply and "cooldown and move limit lifted" in report.reason
+    assert report.action is Action.apply and "move limits lifted" in report.reason
     assert not _classes(actuator)["llm:llama-3.1-8b-instruct"] & llm_on
