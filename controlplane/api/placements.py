@@ -23,6 +23,10 @@ from controlplane.models.placements import MigrationPublic, PlacementItemPublic,
 
 router = APIRouter(tags=["placements"])
 
+# Reasons and actuator errors are written for the whole fleet (costs, other tenants' fragments and
+# workloads); a tenant-scoped caller gets this instead of them.
+TENANT_REASON = "decided for the whole fleet; the reason is shown to fleet-wide operators"
+
 
 def placement_public(session: Session, principal: Principal, placement: Placement, with_items: bool) -> PlacementPublic:
     """A placement as `principal` may see it: a tenant sees its own items and their cost only."""
@@ -49,8 +53,10 @@ def placement_public(session: Session, principal: Principal, placement: Placemen
         )
         for item, fragment, workload, device_class in session.exec(statement).all()
     ]
-    cost = placement.usd_per_hour if principal.tenant_id is None else sum(i.usd_per_hour for i in items)
-    public = PlacementPublic.model_validate(placement, update={"usd_per_hour": cost})
+    update = {"usd_per_hour": placement.usd_per_hour}
+    if principal.tenant_id is not None:
+        update = {"usd_per_hour": sum(i.usd_per_hour for i in items), "reason": TENANT_REASON}
+    public = PlacementPublic.model_validate(placement, update=update)
     public.items = items if with_items else []
     return public
 
@@ -127,18 +133,18 @@ def _decidable(session: Session, principal: Principal, version: int) -> tuple[Pl
     return placement, list(migrations)
 
 
-def migration_public(session: Session, migration: Migration, workload_id: int) -> MigrationPublic:
+def migration_public(session: Session, principal: Principal, migration: Migration, workload_id: int) -> MigrationPublic:
     def class_name(class_id: int | None) -> str | None:
         return session.get(DeviceClass, class_id).name if class_id is not None else None
 
-    return MigrationPublic.model_validate(
-        migration,
-        update={
-            "workload_id": workload_id,
-            "from_device_class": class_name(migration.from_device_class_id),
-            "to_device_class": class_name(migration.to_device_class_id),
-        },
-    )
+    update = {
+        "workload_id": workload_id,
+        "from_device_class": class_name(migration.from_device_class_id),
+        "to_device_class": class_name(migration.to_device_class_id),
+    }
+    if principal.tenant_id is not None:
+        update |= {"reason": TENANT_REASON, "error": "failed" if migration.error else ""}
+    return MigrationPublic.model_validate(migration, update=update)
 
 
 @router.get("/migrations", response_model=Page[MigrationPublic], summary="Migrations, newest first")
@@ -163,7 +169,7 @@ def list_migrations(
         f.id: f.workload_id
         for f in session.exec(select(Fragment).where(Fragment.id.in_({m.fragment_id for m in rows}))).all()
     }
-    items = [migration_public(session, m, workload_of[m.fragment_id]) for m in rows]
+    items = [migration_public(session, principal, m, workload_of[m.fragment_id]) for m in rows]
     return Page(items=items, total=total, limit=win.limit, offset=win.offset)
 
 
@@ -173,4 +179,4 @@ def get_migration(migration_id: int, session: SessionDep, principal: Viewer):
     fragment = session.get(Fragment, migration.fragment_id)
     workload = session.get(Workload, fragment.workload_id)
     check_tenant(principal, workload.tenant_id, f"migration {migration_id}")
-    return migration_public(session, migration, workload.id)
+    return migration_public(session, principal, migration, workload.id)

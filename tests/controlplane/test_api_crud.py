@@ -171,3 +171,23 @@ def test_every_change_is_audited_with_its_actor_and_never_a_secret(client, calle
     ]
     assert events[1].detail == {"description": "v2"} and events[0].actor.endswith(":ops")
     assert all(minted["token"] not in str(e.detail) and minted["token"] not in e.actor for e in events)
+
+
+def test_maintenance_windows_are_checked_when_a_policy_is_written(client, callers):
+    h = auth(callers.operator)
+    created = client.post("/api/v1/migration-policies", json={
+        "name": "weekend", "maintenance_windows": ["Sat 02:00-04:00 UTC", "Mon-Fri 22:00-02:00"]}, headers=h)
+    assert created.status_code == 201 and created.json()["maintenance_windows"] == [
+        "Sat 02:00-04:00 UTC", "Mon-Fri 22:00-02:00"]
+    pid = created.json()["id"]
+    for bad, says in (["Caturday 02:00-04:00", "'caturday' is not a day"], ["Sat 02:00-02:00", "empty"],
+                      ["Sat 25:00-26:00", "not a time of day"], ["x" * 70, "longer than 64"]):
+        response = client.patch(f"/api/v1/migration-policies/{pid}", json={"maintenance_windows": [bad]}, headers=h)
+        assert response.status_code == 422 and says in response.text, (bad, response.text)
+    too_many = client.patch(f"/api/v1/migration-policies/{pid}", json={"maintenance_windows": ["daily 01:00-02:00"] * 17},
+                            headers=h)
+    assert too_many.status_code == 422
+    null = client.patch(f"/api/v1/migration-policies/{pid}", json={"maintenance_windows": None}, headers=h)
+    assert null.status_code == 422 and "send []" in null.text
+    cleared = client.patch(f"/api/v1/migration-policies/{pid}", json={"maintenance_windows": []}, headers=h)
+    assert cleared.status_code == 200 and cleared.json()["maintenance_windows"] == []

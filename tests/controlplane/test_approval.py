@@ -160,3 +160,12 @@ def test_a_proposal_stays_open_through_jitter_and_closes_as_superseded_or_expire
     states = dict(placements(engine))
     assert states[2] == PlacementState.expired and states[3] == PlacementState.proposed
 
+
+
+def test_a_tenant_sees_no_fleet_wide_reason_or_cost_in_placements_and_migrations(client, callers, engine, fleet):
+    cycle(engine, fleet)
+    fleet_view = client.get("/api/v1/placements/1", headers=auth(callers.operator)).json()
+    assert "$" in fleet_view["reason"]  # the fleet's operators read the whole reason
+    for path in ("/api/v1/placements/1", "/api/v1/placements", "/api/v1/migrations"):
+        body = client.get(path, headers=auth(callers.acme_operator)).text
+        assert "$" not in body and fleet_view["reason"] not in body and "fleet-wide operators" in body
