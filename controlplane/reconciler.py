@@ -127,15 +127,26 @@ class Reconciler:
         why = plan.diagnosis[0] if plan.diagnosis else "no plan"
         return free, free_plan, f"cooldown and move limit lifted: none of their plans serves demand ({why})"
 
-    def run_forever(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:
-        """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period."""
+    def run_forever(
+        self,
+        stop: threading.Event,
+        on_error: Callable[[Exception], None] | None = None,
+        on_success: Callable[[CycleReport], None] | None = None,
+    ) -> None:
+        """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period.
+
+        Every cycle ends in exactly one of the callbacks, so a health view fed by both follows the latest cycle.
+        """
         while not stop.is_set():
             try:
-                self.run_once()
+                report = self.run_once()
             except Exception as exc:  # one bad cycle must not stop the control loop
                 log.exception("reconcile cycle failed")
                 if on_error is not None:
                     on_error(exc)
+            else:
+                if on_success is not None:
+                    on_success(report)
             stop.wait(self.settings.reconcile_period_s)
 
     def _record(self, version: int, decision: Decision, plan: Plan) -> None:
