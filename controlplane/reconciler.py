@@ -1,8 +1,9 @@
 """The reconciler: the thin stateful shell around the pure stages.
 
-Each cycle: sync inventory -> snapshot (and keep the replica capacities its queue waits measured)
--> build_problem -> solve -> decide -> write the placement and its migrations durably -> actuate
--> mark the outcome -> meter. The problem keeps the
+Each cycle: sync inventory -> resume unfinished placements -> check drift (observe what runs;
+re-apply the latest applied placement where it differs) -> snapshot (and keep the replica
+capacities its queue waits measured) -> build_problem -> solve -> decide -> write the placement
+and its migrations durably -> actuate -> mark the outcome -> record what runs -> meter it. The problem keeps the
 migration policy's cooldown and move limit; only when no plan within them serves demand is it
 solved again without them, and the placement's reason says so. A placement left `applying`
 by a crash is actuated again at the start of the next cycle (actuation is idempotent).
@@ -20,6 +21,7 @@ from sqlmodel import Session, select
 from controlplane.actuators.base import Actuator, DesiredPlacement, ReplicaSet
 from controlplane.db import session_scope, upsert_latest
 from controlplane.decide import Action, Decision, decide
+from controlplane.drift import compare
 from controlplane.inventory import sync_inventory
 from controlplane.metering import meter
 from controlplane.models import (
@@ -36,6 +38,7 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import utcnow
+from controlplane.observed import record_observation
 from controlplane.planning import Snapshot, build_problem, take_snapshot
 from controlplane.settings import Settings
 from optimizer.perfmodel import TARGET_UTILISATION
@@ -58,6 +61,7 @@ class CycleReport:
     usd_per_hour: float
     solve_time_s: float
     usage_lines: int
+    drifted: int = 0  # replica sets that ran otherwise than the applied placement said, at the cycle's start
 
 
 class Reconciler:
@@ -77,8 +81,9 @@ class Reconciler:
     def run_once(self) -> CycleReport:
         now = self.clock()
         with session_scope(self.engine) as session:
-            sync_inventory(session, self.actuator.inventory())
+            sync_inventory(session, self.actuator.inventory(), now)
         self._resume_unfinished()
+        drifted = self._check_drift()
         with session_scope(self.engine) as session:
             snapshot = take_snapshot(session, now)
             _remember_capacity(session, now, snapshot.fresh_capacity)
@@ -96,6 +101,7 @@ class Reconciler:
             with session_scope(self.engine) as session:
                 if not plan.feasible:
                     session.add(_audit("plan.infeasible", "placement", "", {"reason": decision.reason}))
+        self._record_observed(now)
         with session_scope(self.engine) as session:
             lines = meter(session, now, busy_per_visit(problem))
         self.last = CycleReport(
@@ -107,6 +113,7 @@ class Reconciler:
             usd_per_hour=plan.usd_per_hour,
             solve_time_s=plan.solve_time_s,
             usage_lines=lines,
+            drifted=drifted,
         )
         log.info("reconcile: %s (%s), %d moves", decision.action.value, decision.reason, len(decision.moves))
         return self.last
@@ -199,6 +206,42 @@ class Reconciler:
                     {"state": placement.state.value, "moves": len(decision.moves), "usd_per_hour": plan.usd_per_hour},
                 )
             )
+
+    def _check_drift(self) -> int:
+        """Compare what runs with the latest applied placement and, when they differ, apply it again
+        (applying is idempotent) and record it; returns how many replica sets differed.
+
+        The placement's own state and time stay as they are: it was in force all along as far as
+        the database goes, and metering bills what ran (`_record_observed`), not this."""
+        with Session(self.engine) as session:
+            placement = session.exec(
+                select(Placement).where(Placement.state == PlacementState.applied).order_by(Placement.version.desc())
+            ).first()
+            if placement is None:
+                return 0
+            desired = desired_placement(session, placement)
+        drift = compare(desired.replica_sets, self.actuator.observe().replica_sets)
+        if not drift:
+            return 0
+        log.warning("placement v%d drifted: %s; applying it again", desired.version, drift.summary())
+        try:
+            result = self.actuator.apply(desired)
+        except Exception as exc:  # an actuator fault is an outcome to record, not a crash
+            log.exception("actuator failed re-applying v%d", desired.version)
+            ok, message = False, f"{type(exc).__name__}: {exc}"
+        else:
+            ok, message = result.ok, result.message
+        with session_scope(self.engine) as session:
+            session.add(_audit("placement.drift", "placement", str(desired.version), {
+                "drifted_sets": drift.sets, "summary": drift.summary()[:300], "reapplied": ok, "message": message[:300],
+            }))
+        return drift.sets
+
+    def _record_observed(self, now: datetime) -> None:
+        """Keep what the actuator reports running (when it changed), for metering to bill."""
+        observed = self.actuator.observe()
+        with session_scope(self.engine) as session:
+            record_observation(session, observed, now)
 
     def _resume_unfinished(self) -> None:
         with Session(self.engine) as session:
