@@ -107,6 +107,7 @@ class RequestSample:
     minute: datetime
     duration_ms: float
     tokens: int
+    failed: bool = False  # some visit of the trace failed (span status ERROR): the request missed its SLA
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +199,7 @@ def assemble(
             for (wl, key, dc, m), (v, latency, ti, to, qv, queue) in sorted(visits.items())
         ),
         edges=_edges(links),
-        requests=_requests(records),
+        requests=_requests(records, links.failed_traces),
         orphan_spans=orphans,
         cross_workload_calls=links.cross_workload_calls,
         buckets=tuple(
@@ -234,10 +235,15 @@ def _see(seen: dict, wl: tuple[str, str], key: str, kind, name: str, model: str,
         acc[4] = end_ns
 
 
-def _requests(records: Sequence[SpanRecord]) -> tuple[RequestSample, ...]:
+def _requests(records: Sequence[SpanRecord], failed_traces: set[str]) -> tuple[RequestSample, ...]:
+    """One sample per root span; failed when a span of its trace failed, in these records or, by
+    `failed_traces` (the trace window's word), in an earlier batch."""
     tokens_by_trace: dict[str, int] = defaultdict(int)
+    failed = set(failed_traces)
     for r in records:
         tokens_by_trace[r.trace_id] += r.tokens_in + r.tokens_out
+        if r.failed:
+            failed.add(r.trace_id)
     roots = sorted((r for r in records if r.parent_span_id is None), key=lambda r: (r.start_ns, r.span_id))
     samples = []
     for root in roots:
@@ -249,6 +255,7 @@ def _requests(records: Sequence[SpanRecord]) -> tuple[RequestSample, ...]:
                 minute=minute_of(ns_to_datetime(root.end_ns)),
                 duration_ms=root.duration_ms,
                 tokens=tokens,
+                failed=root.trace_id in failed,
             )
         )
     return tuple(samples)

@@ -86,7 +86,7 @@ from typing import NamedTuple
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from controlplane.models.workloads import FragmentKind
 
@@ -274,6 +274,7 @@ class SpanRecord(NamedTuple):
     tokens_out: int
     bytes: int = 0  # moved on the call from the parent into this span, when the telemetry says so
     queue_ms: float | None = None  # waited before a model server ran it, when the telemetry says so
+    failed: bool = False  # the span's status is ERROR: this visit did not do its work
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +438,7 @@ def _normalise(span: Span, origin: ResourceOrigin) -> SpanRecord:
         tokens_out,
         _bytes(span, attrs),
         _queue_ms(attrs[QUEUE_ATTR]) if QUEUE_ATTR in attrs else None,
+        span.status.code == Status.STATUS_CODE_ERROR,
     )
 
 

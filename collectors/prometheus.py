@@ -18,9 +18,11 @@ Three layers, in the order a pull runs them:
    `DeviceSample` / `ModelSample` values. A series missing its identifying
    labels or holding a non-number is skipped, never raised.
 3. Storing: one transaction upserts the minute's `DeviceTelemetry` and
-   `ModelTelemetry` rows (latest reading wins) and sets the health of each
-   known `Device`: healthy exactly when its XID is 0. Hosts with no `Node` of
-   that name are counted and ignored, never created.
+   `ModelTelemetry` rows (latest reading wins) and sets telemetry's word on each
+   known `Device`, its XID and when it was read (the device is unhealthy while
+   its XID is not 0; the actuator's readiness and the operator's cordon are
+   theirs to set). Hosts with no `Node` of that name are counted and ignored,
+   never created.
 
 `PrometheusPuller.run_forever` repeats this every `interval_s`. No failure
 stops it: Prometheus unreachable makes the status "down", a query Prometheus
@@ -258,7 +260,7 @@ def store_samples(
         ["minute", "model", "device_class"],
         [asdict(m) | stamp for m in models],
     )
-    unknown_hosts, unknown_devices, unhealthy = _apply_device_health(session, devices)
+    unknown_hosts, unknown_devices, unhealthy = _apply_device_health(session, devices, to_utc(now))
     return PullReport(
         devices=len(devices),
         models=len(models),
@@ -268,8 +270,11 @@ def store_samples(
     )
 
 
-def _apply_device_health(session: Session, samples: Sequence[DeviceSample]) -> tuple[tuple[str, ...], int, int]:
-    """Set xid_errors and healthy on each known Device with an XID reading; (unknown hosts, unknown devices, unhealthy)."""
+def _apply_device_health(
+    session: Session, samples: Sequence[DeviceSample], now: datetime
+) -> tuple[tuple[str, ...], int, int]:
+    """Set xid_errors and xid_at on each known Device with an XID reading, and re-derive its health;
+    (unknown hosts, unknown devices, devices whose XID is not 0)."""
     hosts = sorted({s.hostname for s in samples})
     if not hosts:
         return (), 0, 0
@@ -282,10 +287,10 @@ def _apply_device_health(session: Session, samples: Sequence[DeviceSample]) -> t
         if device is None:
             unknown_devices += sample.hostname in known_hosts
         elif sample.xid is not None:
-            device.xid_errors = sample.xid
-            device.healthy = sample.xid == 0
+            device.xid_errors, device.xid_at = sample.xid, now
+            device.refresh_health()
             session.add(device)
-        unhealthy += device is not None and not device.healthy
+        unhealthy += device is not None and device.xid_errors != 0
     return tuple(h for h in hosts if h not in known_hosts), unknown_devices, unhealthy
 
 

@@ -275,7 +275,8 @@ def _upsert_buckets(
 def _upsert_request_stats(
     session: Session, requests: Iterable[RequestSample], workload_ids: dict[WorkloadName, int]
 ) -> None:
-    """Requests per workload and minute; within SLA when no slower than the workload's p99 bound (or no SLA)."""
+    """Requests per workload and minute; within SLA when none of its visits failed and it was no slower
+    than the workload's p99 bound (or the workload has no SLA)."""
     requests = list(requests)
     if not requests:
         return
@@ -291,7 +292,7 @@ def _upsert_request_stats(
         )
         bound = p99.get(workload_id)
         row["requests"] += 1
-        row["within_sla"] += int(bound is None or r.duration_ms <= bound)
+        row["within_sla"] += int(not r.failed and (bound is None or r.duration_ms <= bound))
         row["latency_ms_sum"] += r.duration_ms
         row["tokens"] += r.tokens
     _additive_upsert(

@@ -36,6 +36,7 @@ class _OpenTrace:
     # parent span id -> child span id -> (child, bytes, start ns, end ns)
     calls: dict[str, dict[str, tuple[End, int, int, int]]] = field(default_factory=dict)
     last_active_s: float = 0.0
+    failed: bool = False  # some span seen so far has status ERROR
 
     def waiting(self) -> int:
         """Child spans whose parent has not been seen."""
@@ -49,12 +50,15 @@ class Links:
     `edges`: (workload, parent key, child key) -> [calls, bytes], counted as calls are linked.
     `visits`: per edge, calls made n -> parent visits that made exactly n (n >= 1), and
     `overlapping`: per edge, calls that overlapped a sibling; both tallied as traces leave the window.
+    `failed_traces`: trace ids whose root span came in, and some span of which (seen so far, in this
+    batch or an earlier one) failed: their requests failed, whatever their latency.
     """
 
     edges: dict[EdgeKey, list[int]] = field(default_factory=dict)
     visits: dict[EdgeKey, dict[int, int]] = field(default_factory=dict)
     overlapping: dict[EdgeKey, int] = field(default_factory=dict)
     cross_workload_calls: int = 0
+    failed_traces: set[str] = field(default_factory=set)
 
     def add(self, parent: End, child: End, nbytes: int) -> None:
         if parent[0] != child[0]:
@@ -120,6 +124,7 @@ class TraceWindow:
             else:
                 traces.move_to_end(r.trace_id)
             trace.last_active_s = now_s
+            trace.failed = trace.failed or r.failed
             me: End = ((r.tenant, r.workload), r.key)
             if r.span_id not in trace.spans:  # a span sent twice links its children once
                 trace.spans[r.span_id] = me
@@ -143,6 +148,8 @@ class TraceWindow:
         # later batch than its root then becomes an orphan when evicted (counted, visit kept).
         for trace_id in rooted:
             trace = traces.get(trace_id)
+            if trace is not None and trace.failed:
+                links.failed_traces.add(trace_id)
             if trace is not None and not trace.waiting():
                 del traces[trace_id]
                 self._close(trace, links)

@@ -17,7 +17,13 @@ from controlplane.auth import mint_token
 from controlplane.db import make_engine
 from controlplane.models import Role, Sla, Tenant, Workload
 from controlplane.reconciler import Reconciler
-from controlplane.runtime import ServerThread, port_is_free, prepare_database, run_until_interrupted
+from controlplane.runtime import (
+    ServerThread,
+    port_is_free,
+    prepare_database,
+    report_cycles,
+    run_until_interrupted,
+)
 from controlplane.settings import Settings
 from controlplane.simfleet import SimulatedFleet
 
@@ -89,14 +95,9 @@ def run_demo(settings: Settings, console: Console) -> int:
     reconciler = Reconciler(engine, fleet, settings)
     stop = threading.Event()
 
-    def note_error(exc: Exception) -> None:
-        app.state.components["reconciler"] = f"error: {type(exc).__name__}"
-
-    def reconcile() -> None:
-        app.state.components["reconciler"] = "ok"
-        reconciler.run_forever(stop, on_error=note_error)
-
-    loop = threading.Thread(target=reconcile, name="reconciler", daemon=True)
+    loop = threading.Thread(
+        target=report_cycles, args=(reconciler, app.state.components, stop), name="reconciler", daemon=True
+    )
     ingest.start()
     api.start()
     otlp.start()

@@ -1,17 +1,26 @@
-"""Keeping the database's nodes and devices in step with what the actuator reports."""
+"""Keeping the actuator's view of nodes and devices in the database, without overwriting anyone else's.
+
+The actuator owns `Node.ready`, `Node.reported_at` and `Device.ready`; telemetry owns the XID
+columns and the operator the cordons. Every writer sets its own columns and re-derives the
+effective `healthy` (see `Node.refresh_health`, `Device.refresh_health`).
+"""
 
 import logging
+from collections.abc import Collection
+from datetime import datetime
 
 from sqlmodel import Session, select
 
 from controlplane.actuators.base import NodeInventory
 from controlplane.models import Device, DeviceClass, Node
+from controlplane.models._common import utcnow
 
 log = logging.getLogger(__name__)
 
 
-def sync_devices(session: Session, node: Node, healthy: int | None = None) -> None:
-    """Make the node's device rows match `device_count`; with `healthy`, the first that many are healthy."""
+def sync_devices(session: Session, node: Node, not_ready: Collection[int] | None = None) -> None:
+    """Make the node's device rows match `device_count`; with `not_ready`, set each device's readiness
+    (the actuator's column): ready exactly when its index is not in `not_ready`."""
     devices = list(session.exec(select(Device).where(Device.node_id == node.id).order_by(Device.index)).all())
     for index in range(len(devices), node.device_count):
         device = Device(node_id=node.id, index=index)
@@ -19,13 +28,16 @@ def sync_devices(session: Session, node: Node, healthy: int | None = None) -> No
         devices.append(device)
     for device in devices[node.device_count :]:
         session.delete(device)
-    if healthy is not None:
+    if not_ready is not None:
         for device in devices[: node.device_count]:
-            device.healthy = device.index < healthy
+            device.ready = device.index not in not_ready
+            device.refresh_health()
 
 
-def sync_inventory(session: Session, inventory: tuple[NodeInventory, ...]) -> int:
-    """Create or update a node per reported one; nodes of an unknown device class are skipped and logged."""
+def sync_inventory(session: Session, inventory: tuple[NodeInventory, ...], now: datetime | None = None) -> int:
+    """Create or update a node per reported one, and mark lost the nodes it reported before but no
+    longer does; nodes of an unknown device class are skipped and logged. Returns nodes synced."""
+    now = now or utcnow()
     class_ids = dict(session.exec(select(DeviceClass.name, DeviceClass.id)).all())
     nodes = {n.name: n for n in session.exec(select(Node)).all()}
     synced = 0
@@ -41,7 +53,16 @@ def sync_inventory(session: Session, inventory: tuple[NodeInventory, ...]) -> in
             session.flush()
         node.device_class_id = class_id
         node.device_count = reported.devices
-        node.healthy = reported.healthy_devices > 0
-        sync_devices(session, node, reported.healthy_devices)
+        node.ready = reported.ready
+        node.reported_at = now
+        node.refresh_health()
+        sync_devices(session, node, reported.unhealthy_indices())
         synced += 1
+    reported_names = {r.name for r in inventory}
+    for name, node in nodes.items():
+        # A node the actuator never reported was registered by an operator: its absence says nothing.
+        if name not in reported_names and node.reported_at is not None and node.ready:
+            log.warning("node %s is no longer reported by the actuator; marking it lost", name)
+            node.ready = False
+            node.refresh_health()
     return synced

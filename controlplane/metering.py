@@ -1,10 +1,11 @@
 """Metering: device time, tokens and cost per minute per fragment and device class.
 
-Usage of a minute is a pure function of the placements in force during it and of the
+Usage of a minute is a pure function of what ran during it (the actuator's observations,
+controlplane.observed: what it reported running, not what the database asked for) and of the
 telemetry observed in it, so the reconciler recomputes the open minute and the one
 before it every cycle and overwrites them: re-running is harmless, nothing is counted twice.
 
-    allocated(f, c, m) = sum over placements p in force during m of
+    allocated(f, c, m) = sum over observations p in force during m of
                          replicas(p, f, c) * slices(p, f, c) / slices_per_device(c) * overlap(p, m)   [s]
     busy(f, c, m)      = min(allocated, visits(f, c, m) * busy_per_visit(f, c) * device share)
     cost(f, c, m)      = allocated / 3600 * usd_per_hour(c)
@@ -23,20 +24,19 @@ from controlplane.models import (
     DeviceClass,
     Fragment,
     FragmentProfile,
-    Placement,
-    PlacementItem,
-    PlacementState,
+    Observation,
     UsageRecord,
     Workload,
 )
 from controlplane.models._common import minute_of, to_utc
+from controlplane.observed import items_of
 
 MINUTE = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A placement in force from `start` to `end`: (fragment id, class id, phase) -> (replicas, slices).
+    """What ran from `start` to `end`: (fragment id, class id, phase) -> (replicas, slices).
     A split fragment's prefill and decode pools on one class are two items, billed together."""
 
     start: datetime
@@ -144,19 +144,19 @@ def meter(session: Session, now: datetime, busy_per_visit_s: dict[tuple[int, str
 
 
 def _intervals(session: Session, since: datetime, now: datetime) -> list[Interval]:
-    """Applied placements in force at any time since `since`, each until the next one was applied."""
-    is_applied = select(Placement).where(Placement.state == PlacementState.applied)
-    before = session.exec(is_applied.where(Placement.created_at < since).order_by(Placement.version.desc())).first()
-    recent = session.exec(is_applied.where(Placement.created_at >= since).order_by(Placement.version)).all()
-    applied = ([before] if before else []) + list(recent)
+    """What the actuator reported running at any time since `since`: each observation until the next."""
+    before = session.exec(
+        select(Observation).where(Observation.observed_at < since)
+        .order_by(Observation.observed_at.desc(), Observation.id.desc())
+    ).first()
+    recent = session.exec(
+        select(Observation).where(Observation.observed_at >= since).order_by(Observation.observed_at, Observation.id)
+    ).all()
+    observed = ([before] if before else []) + list(recent)
     intervals = []
-    for index, placement in enumerate(applied):
-        end = to_utc(applied[index + 1].created_at) if index + 1 < len(applied) else now
+    for index, observation in enumerate(observed):
+        end = to_utc(observed[index + 1].observed_at) if index + 1 < len(observed) else now
         if end <= since:
             continue
-        items = {
-            (i.fragment_id, i.device_class_id, i.phase): (i.replicas, i.slices)
-            for i in session.exec(select(PlacementItem).where(PlacementItem.placement_id == placement.id)).all()
-        }
-        intervals.append(Interval(to_utc(placement.created_at), end, items))
+        intervals.append(Interval(to_utc(observation.observed_at), end, items_of(session, observation.id)))
     return intervals

@@ -1,12 +1,14 @@
 """The reconciler: the thin stateful shell around the pure stages.
 
-Each cycle: sync inventory -> snapshot (and keep the replica capacities its queue waits measured)
--> the policies' limits -> build_problem -> solve -> the policy gate -> write the placement and its
-migrations durably (closing a superseded or expired proposal in the same transaction) -> actuate
--> mark the outcome -> meter. Every guard lives in controlplane.policy: when no plan within its
-limits serves demand, the problem is solved again with them lifted, and the placement's reason
-says so. A placement left `applying` by a crash, or approved since the last cycle, is actuated
-again at the start of the next cycle (actuation is idempotent).
+Each cycle: sync inventory -> resume unfinished placements -> check drift (observe what runs;
+re-apply the latest applied placement where it differs) -> snapshot (and keep the replica
+capacities its queue waits measured) -> the policies' limits -> build_problem -> solve -> the
+policy gate -> write the placement and its migrations durably (closing a superseded or expired
+proposal in the same transaction) -> actuate -> mark the outcome -> record what runs -> meter
+it. Every guard lives in controlplane.policy: when no plan within its limits serves demand, the
+problem is solved again with them lifted, and the placement's reason says so. A placement left
+`applying` by a crash, or approved since the last cycle, is actuated again at the start of the
+next cycle (actuation is idempotent).
 """
 
 import logging
@@ -20,6 +22,7 @@ from sqlmodel import Session, select
 
 from controlplane.actuators.base import Actuator, DesiredPlacement, ReplicaSet
 from controlplane.db import session_scope, upsert_latest
+from controlplane.drift import compare
 from controlplane.inventory import sync_inventory
 from controlplane.metering import meter
 from controlplane.models import (
@@ -36,6 +39,7 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import utcnow
+from controlplane.observed import record_observation
 from controlplane.planning import Snapshot, build_problem, take_snapshot
 from controlplane.policy import Action, Decision, gate, limits
 from controlplane.settings import Settings
@@ -59,6 +63,7 @@ class CycleReport:
     usd_per_hour: float
     solve_time_s: float
     usage_lines: int
+    drifted: int = 0  # replica sets that ran otherwise than the applied placement said, at the cycle's start
 
 
 class Reconciler:
@@ -78,8 +83,9 @@ class Reconciler:
     def run_once(self) -> CycleReport:
         now = self.clock()
         with session_scope(self.engine) as session:
-            sync_inventory(session, self.actuator.inventory())
+            sync_inventory(session, self.actuator.inventory(), now)
         self._resume_unfinished()
+        drifted = self._check_drift()
         with session_scope(self.engine) as session:
             snapshot = take_snapshot(session, now)
             _remember_capacity(session, now, snapshot.fresh_capacity)
@@ -99,6 +105,7 @@ class Reconciler:
                     _close_proposal(session, closing, decision.close_proposal, decision.reason)
                 if not plan.feasible:
                     session.add(_audit("plan.infeasible", "placement", "", {"reason": decision.reason}))
+        self._record_observed(now)
         with session_scope(self.engine) as session:
             lines = meter(session, now, busy_per_visit(problem))
         self.last = CycleReport(
@@ -110,6 +117,7 @@ class Reconciler:
             usd_per_hour=plan.usd_per_hour,
             solve_time_s=plan.solve_time_s,
             usage_lines=lines,
+            drifted=drifted,
         )
         log.info("reconcile: %s (%s), %d moves", decision.action.value, decision.reason, len(decision.moves))
         return self.last
@@ -133,15 +141,26 @@ class Reconciler:
         why = plan.diagnosis[0] if plan.diagnosis else "no plan"
         return free, free_plan, f"cooldowns, windows and move limits lifted: none of their plans serves demand ({why})"
 
-    def run_forever(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:
-        """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period."""
+    def run_forever(
+        self,
+        stop: threading.Event,
+        on_error: Callable[[Exception], None] | None = None,
+        on_success: Callable[[CycleReport], None] | None = None,
+    ) -> None:
+        """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period.
+
+        Every cycle ends in exactly one of the callbacks, so a health view fed by both follows the latest cycle.
+        """
         while not stop.is_set():
             try:
-                self.run_once()
+                report = self.run_once()
             except Exception as exc:  # one bad cycle must not stop the control loop
                 log.exception("reconcile cycle failed")
                 if on_error is not None:
                     on_error(exc)
+            else:
+                if on_success is not None:
+                    on_success(report)
             stop.wait(self.settings.reconcile_period_s)
 
     def _record(self, version: int, decision: Decision, plan: Plan, base_version: int | None, demand_rps: float,
@@ -201,6 +220,42 @@ class Reconciler:
                     {"state": placement.state.value, "moves": len(decision.moves), "usd_per_hour": decision.usd_per_hour},
                 )
             )
+
+    def _check_drift(self) -> int:
+        """Compare what runs with the latest applied placement and, when they differ, apply it again
+        (applying is idempotent) and record it; returns how many replica sets differed.
+
+        The placement's own state and time stay as they are: it was in force all along as far as
+        the database goes, and metering bills what ran (`_record_observed`), not this."""
+        with Session(self.engine) as session:
+            placement = session.exec(
+                select(Placement).where(Placement.state == PlacementState.applied).order_by(Placement.version.desc())
+            ).first()
+            if placement is None:
+                return 0
+            desired = desired_placement(session, placement)
+        drift = compare(desired.replica_sets, self.actuator.observe().replica_sets)
+        if not drift:
+            return 0
+        log.warning("placement v%d drifted: %s; applying it again", desired.version, drift.summary())
+        try:
+            result = self.actuator.apply(desired)
+        except Exception as exc:  # an actuator fault is an outcome to record, not a crash
+            log.exception("actuator failed re-applying v%d", desired.version)
+            ok, message = False, f"{type(exc).__name__}: {exc}"
+        else:
+            ok, message = result.ok, result.message
+        with session_scope(self.engine) as session:
+            session.add(_audit("placement.drift", "placement", str(desired.version), {
+                "drifted_sets": drift.sets, "summary": drift.summary()[:300], "reapplied": ok, "message": message[:300],
+            }))
+        return drift.sets
+
+    def _record_observed(self, now: datetime) -> None:
+        """Keep what the actuator reports running (when it changed), for metering to bill."""
+        observed = self.actuator.observe()
+        with session_scope(self.engine) as session:
+            record_observation(session, observed, now)
 
     def _resume_unfinished(self) -> None:
         with Session(self.engine) as session:

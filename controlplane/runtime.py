@@ -5,7 +5,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -16,7 +17,24 @@ from controlplane.db import upgrade
 from controlplane.seed import seed_catalog
 from controlplane.settings import Settings
 
+if TYPE_CHECKING:
+    from controlplane.reconciler import Reconciler
+
 log = logging.getLogger(__name__)
+
+
+def report_cycles(reconciler: "Reconciler", components: MutableMapping[str, str], stop: threading.Event) -> None:
+    """Run the reconciler until `stop`, keeping `components["reconciler"]` (what /health shows) on the
+    latest cycle's outcome: an error while cycles fail, ok again as soon as one succeeds."""
+    components["reconciler"] = "ok"
+
+    def failed(exc: Exception) -> None:
+        components["reconciler"] = f"error: {type(exc).__name__}"
+
+    def succeeded(_report: object) -> None:
+        components["reconciler"] = "ok"
+
+    reconciler.run_forever(stop, on_error=failed, on_success=succeeded)
 
 
 class ServerThread:

@@ -69,3 +69,37 @@ def test_edge_overlap_migration_keeps_the_rows_of_a_populated_database(empty_dat
         assert "sold_by_slice" not in {c["name"] for c in inspect(engine).get_columns("device_class")}
     finally:
         engine.dispose()
+
+
+def test_health_owner_migration_keeps_a_stored_unhealthy_node_and_device_unhealthy(empty_database_url):
+    before = "795ee9d5df21"
+    upgrade(empty_database_url, before)
+    engine = make_engine(empty_database_url)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = (
+        "INSERT INTO device_class (id, name, vendor, bf16_tflops, memory_gib, memory_gbps, fabric, usd_per_hour,"
+        " slices_per_device, price_source, cores, sold_by_slice, created_at) VALUES"
+        " (1, 'H100-SXM', 'nvidia', 989, 80, 3350, 'nvlink', 3.9, 7, '', 0, false, :at)",
+        "INSERT INTO node (id, name, device_class_id, device_count, healthy, created_at) VALUES"
+        " (1, 'h100-0', 1, 8, true, :at), (2, 'h100-1', 1, 8, false, :at)",
+        "INSERT INTO device (id, node_id, index, healthy, xid_errors) VALUES"
+        " (1, 1, 0, true, 0), (2, 1, 1, false, 0), (3, 1, 2, false, 79)",
+    )
+    try:
+        with engine.begin() as conn:
+            for statement in rows:
+                conn.execute(text(statement.replace(" index,", ' "index",')), {"at": at})
+        upgrade(empty_database_url)
+        with engine.connect() as conn:
+            # The unhealthy node is read as an operator's cordon; a device unhealthy without an XID as not ready.
+            assert {n: (bool(r), bool(c), bool(h)) for n, r, c, h in
+                    conn.execute(text("SELECT name, ready, cordoned, healthy FROM node"))} == {
+                "h100-0": (True, False, True), "h100-1": (True, True, False)}
+            assert {i: (bool(r), x, bool(h)) for i, r, x, h in
+                    conn.execute(text('SELECT "index", ready, xid_errors, healthy FROM device'))} == {
+                0: (True, 0, True), 1: (False, 0, False), 2: (True, 79, False)}
+        downgrade(empty_database_url, before)
+        engine.dispose()
+        assert "cordoned" not in {c["name"] for c in inspect(engine).get_columns("node")}
+    finally:
+        engine.dispose()

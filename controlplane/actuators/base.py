@@ -43,12 +43,37 @@ class ObservedPlacement:
 
 @dataclass(frozen=True)
 class NodeInventory:
-    """One node the actuator can place on."""
+    """One node the actuator can place on, and which of its devices are not ready.
+
+    `unhealthy` names the devices (by index) that are missing or not ready. An actuator that can
+    only count them leaves it None: the last `devices - healthy_devices` indices are then taken.
+    `ready` is false for a node that is lost (not ready); a node no longer reported is lost too.
+    """
 
     name: str
     device_class: str
     devices: int
     healthy_devices: int
+    unhealthy: tuple[int, ...] | None = None
+    ready: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.healthy_devices <= self.devices:
+            raise ValueError(f"node {self.name}: healthy_devices must be within 0..{self.devices}, "
+                             f"got {self.healthy_devices}")
+        if self.unhealthy is not None:
+            wrong = sorted(i for i in self.unhealthy if not 0 <= i < self.devices)
+            if wrong:
+                raise ValueError(f"node {self.name}: unhealthy device indices {wrong} are outside 0..{self.devices - 1}")
+            if len(set(self.unhealthy)) != self.devices - self.healthy_devices:
+                raise ValueError(f"node {self.name}: {len(set(self.unhealthy))} unhealthy devices named but "
+                                 f"{self.devices - self.healthy_devices} counted (devices - healthy_devices)")
+
+    def unhealthy_indices(self) -> frozenset[int]:
+        """The indices of the devices that are missing or not ready."""
+        if self.unhealthy is not None:
+            return frozenset(self.unhealthy)
+        return frozenset(range(self.healthy_devices, self.devices))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from sqlmodel import select
 
 from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate, remove, save
 from controlplane.deps import Admin, Operator, SessionDep, Viewer, fleet_writer
-from controlplane.errors import Conflict
+from controlplane.errors import Conflict, NotFound
 from controlplane.inventory import sync_devices
 from controlplane.models import Device, DeviceClass, Node
 from controlplane.models.fleet import (
@@ -13,6 +13,7 @@ from controlplane.models.fleet import (
     DeviceClassPublic,
     DeviceClassUpdate,
     DevicePublic,
+    DeviceUpdate,
     NodeCreate,
     NodePublic,
     NodeUpdate,
@@ -83,7 +84,9 @@ def create_node(body: NodeCreate, session: SessionDep, principal: Operator):
     get_or_404(session, DeviceClass, body.device_class_id, "device class")
     if session.exec(select(Node).where(Node.name == body.name)).first():
         raise Conflict(f"a node named {body.name!r} already exists", field="name")
-    row = Node.model_validate(body)
+    row = Node.model_validate(body.model_dump(include={"name", "device_class_id", "device_count"}))
+    row.cordoned = bool(body.cordon())
+    row.refresh_health()
     session.add(row)
     session.flush()
     sync_devices(session, row)
@@ -96,9 +99,29 @@ def create_node(body: NodeCreate, session: SessionDep, principal: Operator):
 def update_node(node_id: int, body: NodeUpdate, session: SessionDep, principal: Operator):
     fleet_writer(principal)
     row = get_or_404(session, Node, node_id, "node")
-    changes = apply_update(row, body)
+    changes = body.model_dump(exclude_unset=True, exclude={"cordoned", "healthy"})
+    if "device_count" in changes:
+        row.device_count = changes["device_count"]
+    cordon = body.cordon()
+    if cordon is not None:  # the operator's column only: the actuator's and telemetry's stay theirs
+        row.cordoned = changes["cordoned"] = cordon
+        row.refresh_health()
     sync_devices(session, row)
     return save(session, principal, row, "node.update", detail=changes)
+
+
+@router.patch("/nodes/{node_id}/devices/{index}", response_model=DevicePublic)
+def update_device(node_id: int, index: int, body: DeviceUpdate, session: SessionDep, principal: Operator):
+    """Cordon or uncordon one device: the operator's word, which no sync or telemetry undoes."""
+    fleet_writer(principal)
+    get_or_404(session, Node, node_id, "node")
+    row = session.exec(select(Device).where(Device.node_id == node_id, Device.index == index)).first()
+    if row is None:
+        raise NotFound(f"node {node_id} has no device {index}", field="index")
+    row.cordoned = body.cordoned
+    row.refresh_health()
+    return save(session, principal, row, "device.update", detail={"node_id": node_id, "index": index,
+                                                                    "cordoned": body.cordoned})
 
 
 @router.delete("/nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT)

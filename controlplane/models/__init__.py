@@ -1,6 +1,7 @@
 """The data model: every table heteroplane stores, one module per area."""
 
 from controlplane.models.fleet import Device, DeviceClass, Node
+from controlplane.models.observed import Observation, ObservationItem
 from controlplane.models.placements import Migration, MigrationState, Placement, PlacementItem, PlacementState
 from controlplane.models.telemetry import DeviceTelemetry, ModelTelemetry
 from controlplane.models.tenancy import ApiToken, AuditEvent, Role, Tenant
@@ -35,6 +36,8 @@ __all__ = [
     "MigrationState",
     "ModelTelemetry",
     "Node",
+    "Observation",
+    "ObservationItem",
     "Placement",
     "PlacementItem",
     "PlacementState",

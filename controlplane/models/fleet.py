@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -74,46 +74,113 @@ class NodeBase(SQLModel):
     name: str = Field(min_length=1, max_length=128, schema_extra={"pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"})
     device_class_id: int = Field(foreign_key="device_class.id", ondelete="RESTRICT")
     device_count: int = Field(ge=0, le=64, description="Devices of the node's class installed in it.")
-    healthy: bool = True
 
 
-class Node(NodeBase, table=True):
+class NodeHealth(SQLModel):
+    """A node's health as each owner sees it, and the effective health planning uses.
+
+    Each source writes only its own columns: the actuator `ready` and `reported_at` (inventory sync),
+    the operator `cordoned` (the API). `healthy` is derived from them by `refresh_health`, never
+    written by anyone else, so no source can undo another's word.
+    """
+
+    ready: bool = Field(True, description="Actuator: the node was last reported present and ready.")
+    reported_at: datetime | None = Field(
+        None, description="Actuator: when it last reported the node; null for a node it never reported.")
+    cordoned: bool = Field(False, description="Operator: keep placements off the node.")
+    healthy: bool = Field(True, description="Effective: ready and not cordoned. Planning uses only this.")
+
+
+class Node(NodeBase, NodeHealth, table=True):
     __tablename__ = "node"
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=128, unique=True)
     device_class_id: int = Field(foreign_key="device_class.id", index=True, ondelete="RESTRICT")
     created_at: datetime = Field(default_factory=utcnow)
 
+    def refresh_health(self) -> None:
+        """Derive the effective health from the owners' columns; call after writing any of them."""
+        self.healthy = self.ready and not self.cordoned
 
-class NodeCreate(NodeBase):
+
+class _Cordon(SQLModel):
+    """The operator's word on a node: `cordoned`, or its older spelling `healthy` (false cordons)."""
+
+    cordoned: bool | None = Field(None, description="Keep placements off the node (true) or allow them (false).")
+    healthy: bool | None = Field(
+        None, description="Older spelling of the cordon: false cordons the node, true uncordons it.")
+
+    @field_validator("cordoned", "healthy")
+    @classmethod
+    def _not_null(cls, value: bool | None) -> bool:
+        # Runs only when the client sent the field: null would clear a column that has no "unknown".
+        if value is None:
+            raise ValueError("must be true or false; leave it out to keep the current value")
+        return value
+
+    @field_validator("healthy")
+    @classmethod
+    def _agrees_with_cordoned(cls, value: bool, info: ValidationInfo) -> bool:
+        if info.data.get("cordoned") is not None and info.data["cordoned"] == value:
+            raise ValueError(f"healthy={str(value).lower()} contradicts cordoned={str(value).lower()}; "
+                             "send only cordoned")
+        return value
+
+    def cordon(self) -> bool | None:
+        """The cordon the client asked for, or None to keep the current one."""
+        if self.cordoned is not None:
+            return self.cordoned
+        return None if self.healthy is None else not self.healthy
+
+
+class NodeCreate(NodeBase, _Cordon):
     pass
 
 
-class NodeUpdate(SQLModel):
+class NodeUpdate(_Cordon):
     device_count: int | None = Field(None, ge=0, le=64)
-    healthy: bool | None = None
 
 
-class NodePublic(NodeBase):
+class NodePublic(NodeBase, NodeHealth):
     id: int
     created_at: datetime
 
 
 class Device(SQLModel, table=True):
-    """One accelerator (or CPU socket) in a node; its health gates capacity."""
+    """One accelerator (or CPU socket) in a node; its health gates capacity.
+
+    Each source writes only its own columns: the actuator `ready` (present and ready), telemetry
+    `xid_errors` and `xid_at` (DCGM's last XID code and when it was read), the operator `cordoned`.
+    `healthy` is derived from them by `refresh_health`. A device is usable when it is healthy and
+    so is its node.
+    """
 
     __tablename__ = "device"
     __table_args__ = (UniqueConstraint("node_id", "index", name="uq_device_node_index"),)
     id: int | None = Field(default=None, primary_key=True)
     node_id: int = Field(foreign_key="node.id", index=True, ondelete="CASCADE")
     index: int = Field(ge=0)
-    healthy: bool = True
+    ready: bool = True
     xid_errors: int = 0
+    xid_at: datetime | None = None
+    cordoned: bool = False
+    healthy: bool = True
+
+    def refresh_health(self) -> None:
+        """Derive the effective health from the owners' columns; call after writing any of them."""
+        self.healthy = self.ready and self.xid_errors == 0 and not self.cordoned
 
 
 class DevicePublic(SQLModel):
     id: int
     node_id: int
     index: int
-    healthy: bool
-    xid_errors: int
+    ready: bool = Field(description="Actuator: the device is present and ready.")
+    xid_errors: int = Field(description="Telemetry: the last XID error code read; 0 when none.")
+    xid_at: datetime | None = Field(description="Telemetry: when the XID was last read.")
+    cordoned: bool = Field(description="Operator: placements are kept off the device.")
+    healthy: bool = Field(description="Effective: ready, no XID error and not cordoned (its node must be healthy too).")
+
+
+class DeviceUpdate(SQLModel):
+    cordoned: bool = Field(description="Keep placements off the device (true) or allow them (false).")

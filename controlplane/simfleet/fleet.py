@@ -7,10 +7,10 @@ OTLP spans (the load driver) and Prometheus metrics (FleetMetrics).
 What runs: every replica set of the last applied placement, plus, for each
 fragment of a sample app that no placement has named yet, its initial
 deployment (models on H100, the rest on CPU), as apps ran before heteroplane
-adopted them. Replicas are packed onto healthy devices in node order, slice by
-slice (a replica may straddle devices: a simplification); a replica that no
-longer fits after a device fails stops running, and its fragment's visits fail
-when none is left.
+adopted them. Replicas are packed onto healthy devices of nodes not lost, in node
+order, slice by slice (a replica may straddle devices: a simplification); a replica
+that no longer fits after a device fails (`fail_device`) or its node is lost
+(`fail_node`) stops running, and its fragment's visits fail when none is left.
 
 An LLM fragment may run split (disaggregated serving): a prefill pool and a
 decode pool of replica sets instead of whole replicas. Each visit is prefilled
@@ -118,7 +118,12 @@ class _Device:
     device_class: str
     healthy: bool = True
     xid: int = 0
+    node_lost: bool = False  # its node is down: nothing on it runs, whatever the device's own health
     busy: _Decayed = field(default_factory=_Decayed)
+
+    @property
+    def usable(self) -> bool:
+        return self.healthy and not self.node_lost
 
     @property
     def id(self) -> DeviceId:
@@ -229,10 +234,18 @@ class SimulatedFleet:
 
     def inventory(self) -> tuple[NodeInventory, ...]:
         with self._lock:
-            healthy: dict[str, int] = {}
+            unhealthy: dict[str, list[int]] = {n.name: [] for n in self._nodes}
+            lost: set[str] = set()
             for d in self._devices:
-                healthy[d.node] = healthy.get(d.node, 0) + d.healthy
-            return tuple(NodeInventory(n.name, n.device_class, n.devices, healthy[n.name]) for n in self._nodes)
+                if not d.healthy:
+                    unhealthy[d.node].append(d.index)
+                if d.node_lost:
+                    lost.add(d.node)
+            return tuple(
+                NodeInventory(n.name, n.device_class, n.devices, n.devices - len(unhealthy[n.name]),
+                              unhealthy=tuple(unhealthy[n.name]), ready=n.name not in lost)
+                for n in self._nodes
+            )
 
     # --- faults -----------------------------------------------------------------------------
 
@@ -247,6 +260,22 @@ class SimulatedFleet:
         with self._lock:
             device = self._device(node, index)
             device.healthy, device.xid = True, 0
+            self._repack(self._effective(self._desired.replica_sets if self._desired else ()))
+
+    def fail_node(self, node: str) -> None:
+        """Lose a whole node (it is reported not ready and exports no metrics); replicas on it are evicted."""
+        self._set_node_lost(node, True)
+
+    def repair_node(self, node: str) -> None:
+        self._set_node_lost(node, False)
+
+    def _set_node_lost(self, node: str, lost: bool) -> None:
+        with self._lock:
+            devices = [d for d in self._devices if d.node == node]
+            if not devices:
+                raise KeyError(f"no node {node!r}; nodes are {[n.name for n in self._nodes]}")
+            for d in devices:
+                d.node_lost = lost
             self._repack(self._effective(self._desired.replica_sets if self._desired else ()))
 
     # --- serving (called by the load driver) -----------------------------------------------
@@ -320,6 +349,8 @@ class SimulatedFleet:
                         used_bytes[device_id] += slices / rs.replica_set.slices * HOST_FRAGMENT_MEMORY_GIB * _GIB
             stats = []
             for d in self._devices:
+                if d.node_lost:  # its exporter went down with it
+                    continue
                 spec = device_class(d.device_class)
                 util = min(1.0, d.busy.per_second(now)) if d.healthy else 0.0
                 total = spec.memory_gib * _GIB
@@ -361,7 +392,7 @@ class SimulatedFleet:
             by_class: dict[str, list[float]] = {}
             for d in self._devices:
                 row = by_class.setdefault(d.device_class, [0, 0.0, 0.0])
-                if d.healthy:
+                if d.usable:
                     row[0] += 1
                     row[2] += min(1.0, d.busy.per_second(now))
             for rs in self._running.values():
@@ -468,7 +499,7 @@ class SimulatedFleet:
         problems = []
         for name, slices in sorted(demand.items()):
             spec = device_class(name)
-            capacity = sum(d.healthy for d in self._devices if d.device_class == name) * spec.slices_per_device
+            capacity = sum(d.usable for d in self._devices if d.device_class == name) * spec.slices_per_device
             if slices > capacity:
                 problems.append(f"{name} needs {slices} slices but has {capacity} "
                                 f"({spec.slices_per_device} per healthy device)")
@@ -480,7 +511,7 @@ class SimulatedFleet:
     def _repack(self, sets: list[ReplicaSet]) -> None:
         """Pack replica sets onto healthy devices, keeping each surviving set's serving statistics."""
         free: dict[DeviceId, int] = {
-            d.id: device_class(d.device_class).slices_per_device for d in self._devices if d.healthy
+            d.id: device_class(d.device_class).slices_per_device for d in self._devices if d.usable
         }
         running: dict[SetKey, _RunningSet] = {}
         for rs in sorted(sets, key=_key):

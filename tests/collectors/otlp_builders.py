@@ -16,7 +16,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     HistogramDataPoint,
     Metric,
 )
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
 # 2026-01-01T12:00:00Z: every span starts in the same, known minute unless a test says otherwise.
 T0_NS = 1_767_268_800 * 10**9
@@ -54,9 +54,11 @@ def make_span(
     start_ms: float = 0,
     duration_ms: float = 10,
     attrs: Mapping[str, str | bool | int | float] | None = None,
+    failed: bool = False,
 ) -> Span:
     start = T0_NS + int(start_ms * MS)
     return Span(
+        status=Status(code=Status.STATUS_CODE_ERROR if failed else Status.STATUS_CODE_UNSET),
         trace_id=trace_id(trace),
         span_id=span_id(span),
         parent_span_id=span_id(parent) if parent is not None else b"",

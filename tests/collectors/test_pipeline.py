@@ -232,3 +232,17 @@ def test_an_idle_flush_stores_the_tallies_of_the_traces_it_evicts(engine):
     time.sleep(0.6)
     ingest.flush()  # nothing new: the stale trace leaves the window, its visit tallied
     assert agent_to_tool(engine) == (2, 2, {2: 1})
+
+
+def test_a_visit_that_failed_in_an_earlier_batch_than_its_root_fails_the_request(engine):
+    """Spans are exported as they end, so a failed child usually arrives before its root."""
+    ingest = Ingest(engine)
+    spans = agent_loop(trace=1, tool_calls=2) + agent_loop(trace=2, tool_calls=2)
+    spans[-1].status.code = spans[-1].status.STATUS_CODE_ERROR  # trace 2's last tool call failed
+    roots = [s for s in spans if not s.parent_span_id]
+    for batch in ([s for s in spans if s.parent_span_id], roots):
+        assert ingest.submit(records(batch))
+        ingest.flush()
+    with Session(engine) as session:
+        stat = session.exec(select(RequestStat)).one()
+    assert (stat.requests, stat.within_sla) == (2, 1)  # no SLA, so only the failed visit makes a miss

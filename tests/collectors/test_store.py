@@ -129,3 +129,21 @@ def test_concurrent_writers_add_up(engine):
     with Session(engine) as session:
         assert session.exec(select(func.count()).select_from(Tenant)).one() == 1
         assert session.exec(select(RequestStat.requests)).one() == total
+
+
+def test_a_request_with_a_failed_visit_misses_its_sla_however_fast(engine):
+    write(engine, batch_of([make_span("warmup", span=1)]))
+    with session_scope(engine) as session:
+        workload = session.exec(select(Workload)).one()
+        session.add(Sla(workload_id=workload.id, p99_ms=300))
+    ok = [make_span("handle", trace=2, span=1, duration_ms=100), make_span("search", trace=2, span=2, parent=1)]
+    failed = [
+        make_span("handle", trace=3, span=1, duration_ms=100),
+        make_span("search", trace=3, span=2, parent=1, duration_ms=1, failed=True),  # no replica to serve it
+    ]
+    write(engine, batch_of(ok + failed))
+
+    with Session(engine) as session:
+        stat = session.exec(select(RequestStat)).one()
+    # warmup (within) + ok (100 <= 300: within) + failed (fast, but a visit failed: a miss).
+    assert (stat.requests, stat.within_sla) == (3, 2)
