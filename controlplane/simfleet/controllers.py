@@ -20,8 +20,8 @@ from controlplane.models import MigrationPolicy, Sla, Tenant, Workload
 from controlplane.reconciler import CycleReport, Reconciler
 from controlplane.settings import Settings
 from controlplane.simfleet import physics
-from controlplane.simfleet.apps import Fragment, Kind
-from controlplane.simfleet.devices import H100, device_class
+from controlplane.simfleet.apps import App, Fragment, Kind
+from controlplane.simfleet.devices import H100, NodeLayout, device_class
 from controlplane.simfleet.replay import FragmentId, FragmentLoad, Loop, RunResult
 
 TARGET_UTILISATION = 0.7  # the HPA's target, and the utilisation static sizes the peak for
@@ -44,14 +44,14 @@ def _capacity(loop: Loop) -> dict[str, int]:
     return out
 
 
-def fit(sets: Sequence[ReplicaSet], capacity: Mapping[str, int], floor: Mapping[FragmentId, int]) -> list[ReplicaSet]:
-    """`sets` with replicas trimmed, largest set first and never below `floor` (default 1), until
-    every class fits its healthy slices."""
+def fit(sets: Sequence[ReplicaSet], capacity: Mapping[str, int]) -> list[ReplicaSet]:
+    """`sets` with replicas trimmed, largest set first and never below one, until every class fits
+    its healthy slices."""
     out = list(sets)
     for cls, slices in capacity.items():
         while sum(rs.replicas * rs.slices for rs in out if rs.device_class == cls) > slices:
             over = [i for i, rs in enumerate(out) if rs.device_class == cls
-                    and rs.replicas > floor.get((rs.tenant, rs.workload, rs.fragment_key), 1)]
+                    and rs.replicas > 1]
             if not over:
                 break
             i = max(over, key=lambda i: out[i].replicas * out[i].slices)
@@ -84,39 +84,54 @@ def peak_loads(result: RunResult) -> dict[FragmentId, FragmentLoad]:
     return peak
 
 
-@dataclass
-class Static:
-    """Every LLM on H100 sized for the peak, once; everything else as the starting deployment.
+def static_placement(apps: Sequence[App], peak: Mapping[FragmentId, FragmentLoad], period_s: float
+                     ) -> tuple[tuple[ReplicaSet, ...], dict[FragmentId, str]]:
+    """Every LLM on H100 sized for its busiest period, the rest as the starting deployment; and the
+    sizing arithmetic per LLM. Sizing rule, from the peak period's visits and mean tokens:
 
-    Sizing rule, per LLM fragment f, from its busiest period (`peak`: visits and mean tokens):
         replicas(f) = ceil(peak visits/s x occupancy_H100(f) / TARGET_UTILISATION)
-    where occupancy is the replica-seconds one visit at those mean tokens holds an H100 replica of
-    the fewest slices that fit the model (physics.service): the peak runs at 70% utilisation.
-    """
 
-    peak: Mapping[FragmentId, FragmentLoad]
-    period_s: float
-    name: str = "static"
-    reads_telemetry: bool = False
-    sizing: dict[FragmentId, str] = field(default_factory=dict)  # the rule's arithmetic, for the report
-
-    def start(self, loop: Loop) -> None:
-        sets = []
-        for fid, fragment in _fragments(loop).items():
-            if fragment.kind is not Kind.llm or fid not in self.peak:
+    where occupancy is the replica-seconds one visit at those tokens holds an H100 replica of the
+    fewest slices that fit the model (physics.service): the peak runs at 70% utilisation."""
+    sets, sizing = [], {}
+    for app in apps:
+        for fragment in app.fragments():
+            fid = (app.tenant, app.workload, fragment.key)
+            if fragment.kind is not Kind.llm or fid not in peak:
                 sets.append(_initial(fid, fragment))
                 continue
-            load = self.peak[fid]
+            load = peak[fid]
             slices = physics.min_slices(fragment, device_class(H100))
             occupancy = physics.service(fragment, physics.Deployment(H100, 1, slices), round(load.tokens_in),
                                         round(load.tokens_out)).occupancy_s
-            rate = load.visits / self.period_s
+            rate = load.visits / period_s
             replicas = max(1, math.ceil(rate * occupancy / TARGET_UTILISATION))
-            self.sizing[fid] = (f"{rate:.2f} visits/s x {occupancy:.2f} s / {TARGET_UTILISATION} -> {replicas} "
-                                f"replicas of {slices} slices")
+            sizing[fid] = f"{rate:.2f} visits/s x {occupancy:.2f} s / {TARGET_UTILISATION} -> {replicas} x {slices} slices"
             sets.append(ReplicaSet(*fid, H100, replicas, slices))
-        sets = fit(sets, _capacity(loop), {})
-        result = loop.fleet.apply(DesiredPlacement(1, tuple(sets)))
+    return tuple(sets), sizing
+
+
+def with_enough_h100(sets: Sequence[ReplicaSet], layout: tuple[NodeLayout, ...]) -> tuple[NodeLayout, ...]:
+    """`layout` plus the H100 nodes `sets` need beyond it: a static deployment buys the GPUs its peak
+    needs (unused devices cost nothing in the harness; only allocated ones are billed)."""
+    spec = device_class(H100)
+    need = math.ceil(sum(rs.replicas * rs.slices for rs in sets if rs.device_class == H100) / spec.slices_per_device)
+    have = sum(n.nodes * n.devices_per_node for n in layout if n.device_class == H100)
+    if need <= have:
+        return layout
+    return (*layout, NodeLayout(H100, math.ceil((need - have) / 8), 8, "sim-h100-static"))
+
+
+@dataclass
+class Static:
+    """The static deployment of `static_placement`, applied once at the start."""
+
+    sets: tuple[ReplicaSet, ...]
+    name: str = "static"
+    reads_telemetry: bool = False
+
+    def start(self, loop: Loop) -> None:
+        result = loop.fleet.apply(DesiredPlacement(1, self.sets))
         if not result.ok:
             raise RuntimeError(f"static placement refused: {result.message}")
 
@@ -166,7 +181,7 @@ class Reactive:
             self._history[fid] = history
             desired = recommended if recommended >= rs.replicas else max(n for _, n in history)
             wanted.append(ReplicaSet(*fid, rs.device_class, desired, rs.slices))
-        wanted = fit(wanted, _capacity(loop), {})
+        wanted = fit(wanted, _capacity(loop))
         if all(self._replicas[(w.tenant, w.workload, w.fragment_key)] == w for w in wanted):
             return
         self._version += 1

@@ -44,6 +44,7 @@ from collectors.pipeline import Ingest
 from controlplane.db import make_engine
 from controlplane.seed import seed_catalog
 from controlplane.simfleet.apps import APPS, App, Fragment, Kind, Trace
+from controlplane.simfleet.devices import DEFAULT_LAYOUT, NodeLayout
 from controlplane.simfleet.driver import LoadDriver, TraceRow, read_trace
 from controlplane.simfleet.fleet import SimulatedFleet
 from controlplane.simfleet.physics import Visit
@@ -217,6 +218,7 @@ class ReplayConfig:
     sla_ms: tuple[tuple[str, float], ...] = (("rag-chatbot", 20_000.0), ("coding-agent", 30_000.0),
                                              ("doc-pipeline", 15_000.0))
     traces_dir: Path | None = AZURE_TRACES  # None or missing: the packaged samples
+    layout: tuple[NodeLayout, ...] = DEFAULT_LAYOUT
     database_url: str = ""  # empty: a fresh SQLite file in a temporary directory
 
     @property
@@ -334,7 +336,7 @@ class ClosedLoop:
         self.controller, self.config = controller, config
         self.faults = tuple(sorted(faults, key=lambda f: f.at_s))
         self.now_s = START_S
-        self.fleet = fleet_factory(seed=config.seed, apps=config.apps, clock=lambda: self.now_s)
+        self.fleet = fleet_factory(seed=config.seed, apps=config.apps, layout=config.layout, clock=lambda: self.now_s)
         self.engine: Engine | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
 
