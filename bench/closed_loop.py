@@ -33,6 +33,7 @@ changed what runs) and per compressed day. Printed last: heteroplane against sta
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -89,12 +90,11 @@ def main() -> None:
             continue
         if name == "unmanaged":
             results[name] = unmanaged
-            continue
-        if name == "static":
+        elif name == "static":
             sets, sizing = static_placement(config.apps, peak_loads(unmanaged), config.period_s)
             for fid, rule in sizing.items():
                 print(f"static sizing {fid[1]}/{fid[2]}: {rule}")
-            results[name] = ClosedLoop(Static(sets), replace_layout(config, with_enough_h100(sets, config.layout))).run()
+            results[name] = ClosedLoop(Static(sets), replace(config, layout=with_enough_h100(sets, config.layout))).run()
         elif name == "reactive":
             results[name] = ClosedLoop(Reactive(), config).run()
         else:
@@ -129,12 +129,6 @@ def main() -> None:
     lines.append(f"heteroplane within SLA {h.sla_share:.2%} vs unmanaged {u.sla_share:.2%}  "
                  f"(goal >= 99% and >= unmanaged: {'met' if ok else 'MISSED'})")
     print("\n" + "\n".join(lines))
-
-
-def replace_layout(config: ReplayConfig, layout) -> ReplayConfig:
-    from dataclasses import replace
-
-    return replace(config, layout=layout)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ from collectors.normalise import normalise_request
 from collectors.pipeline import Ingest
 from controlplane.db import make_engine
 from controlplane.seed import seed_catalog
-from controlplane.simfleet.apps import APPS, App, Fragment, Kind, Trace
-from controlplane.simfleet.devices import DEFAULT_LAYOUT, NodeLayout
+from controlplane.simfleet.apps import APPS, App, Fragment, Trace
+from controlplane.actuators.base import ApplyResult, DesiredPlacement, ReplicaSet
+from controlplane.simfleet.devices import CPU, DEFAULT_LAYOUT, NodeLayout
 from controlplane.simfleet.driver import LoadDriver, TraceRow, read_trace
 from controlplane.simfleet.fleet import SimulatedFleet
 from controlplane.simfleet.physics import Visit
@@ -99,10 +100,11 @@ class TimeWarp:
 @dataclass(frozen=True)
 class FailDevices:
     """At `at_s` (since the start), `fraction` of `device_class`'s healthy devices fail (at least one):
-    those that hold the most memory (running replicas) first, so the fault bites."""
+    those that hold the most memory (running replicas) first, so the fault bites. None: the
+    accelerator class with the most devices allocated then."""
 
     at_s: float
-    device_class: str
+    device_class: str | None = None
     fraction: float = 0.1
 
 
@@ -122,6 +124,8 @@ class FaultRecord:
     at_s: float
     devices: tuple[tuple[str, int], ...]  # (node, index) of each failed device
     what: str
+    affected: tuple[FragmentId, ...]  # fragments that lost running replicas to it
+    exposed: tuple[FragmentId, ...]  # fragments running on the failed devices' class when it struck
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ class PeriodResult:
     cost_usd: float
     placement_changed: bool  # the controller changed what runs at this period's end
     fragments_changed: int
+    shortfall: tuple[tuple[FragmentId, int], ...]  # after the controller acted: replicas it asked for that do not run
     workloads: tuple[WorkloadPeriod, ...]
     loads: tuple[FragmentLoad, ...]
 
@@ -226,11 +231,47 @@ class ReplayConfig:
         return math.ceil(self.run_s / self.period_s - 1e-9)
 
 
+def _replicas(sets: Sequence[ReplicaSet]) -> dict[tuple[str, str, str, str, str], int]:
+    """Replicas by (tenant, workload, fragment key, class, phase)."""
+    return {(rs.tenant, rs.workload, rs.fragment_key, rs.device_class, str(rs.phase)): rs.replicas for rs in sets}
+
+
+def shortfall(desired: DesiredPlacement | None, running: Sequence[ReplicaSet]) -> dict[FragmentId, int]:
+    """Replicas the last applied placement asks for that do not run (e.g. evicted by a fault and not
+    re-placed), by fragment; empty when everything it asks for runs."""
+    if desired is None:
+        return {}
+    have = _replicas(running)
+    out: dict[FragmentId, int] = defaultdict(int)
+    for key, n in _replicas(desired.replica_sets).items():
+        if have.get(key, 0) < n:
+            out[key[:3]] += n - have.get(key, 0)
+    return dict(out)
+
+
+class RecordingActuator:
+    """The fleet as an Actuator that remembers the last placement applied through it (everything else
+    is the fleet's own), so the harness can tell what a controller asked for from what runs."""
+
+    def __init__(self, fleet: SimulatedFleet) -> None:
+        self.fleet = fleet
+        self.desired: DesiredPlacement | None = None
+
+    def apply(self, desired: DesiredPlacement) -> ApplyResult:
+        result = self.fleet.apply(desired)
+        if result.ok:
+            self.desired = desired
+        return result
+
+    def __getattr__(self, name: str):
+        return getattr(self.fleet, name)
+
+
 class Loop(Protocol):
     """What a controller may use: the fleet through the Actuator protocol (and the sim's physics where an
     autoscaler would read metrics), the harness's database, and the simulated clock."""
 
-    fleet: SimulatedFleet
+    fleet: RecordingActuator  # the SimulatedFleet, applying through the Actuator protocol
     engine: Engine | None
     config: ReplayConfig
 
@@ -336,7 +377,8 @@ class ClosedLoop:
         self.controller, self.config = controller, config
         self.faults = tuple(sorted(faults, key=lambda f: f.at_s))
         self.now_s = START_S
-        self.fleet = fleet_factory(seed=config.seed, apps=config.apps, layout=config.layout, clock=lambda: self.now_s)
+        self.fleet = RecordingActuator(
+            fleet_factory(seed=config.seed, apps=config.apps, layout=config.layout, clock=lambda: self.now_s))
         self.engine: Engine | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
 
@@ -406,27 +448,34 @@ class ClosedLoop:
     def _strike(self, fault: Fault, at_s: float) -> FaultRecord:
         stats = [d for d in self.fleet.device_stats() if d.xid == 0]
         if isinstance(fault, FailDevices):
-            pool = sorted((d for d in stats if d.device_class == fault.device_class),
+            cls = fault.device_class or max(
+                (c for c in self.fleet.class_utilisation() if c.device_class != CPU),
+                key=lambda c: (c.allocated, c.device_class)).device_class
+            pool = sorted((d for d in stats if d.device_class == cls),
                           key=lambda d: (-d.memory_used_mib, d.hostname, d.index))
             chosen = pool[: max(1, math.ceil(fault.fraction * len(pool)))]
-            what = f"{len(chosen)} of {len(pool)} healthy {fault.device_class} devices fail"
+            what = f"{len(chosen)} of {len(pool)} healthy {cls} devices fail"
         else:
             node = fault.node
             if node is None:
                 used: dict[str, float] = defaultdict(float)
                 for d in stats:
-                    if d.device_class != "CPU-EPYC-64C":
+                    if d.device_class != CPU:
                         used[d.hostname] += d.memory_used_mib
                 node = max(sorted(used), key=used.__getitem__)
             chosen = [d for d in stats if d.hostname == node]
             what = f"node {node} is lost ({len(chosen)} devices)"
+        before = _replicas(self.fleet.observe().replica_sets)
         fail_node = getattr(self.fleet, "fail_node", None)
         if isinstance(fault, LoseNode) and fail_node is not None:
             fail_node(chosen[0].hostname)
         else:
             for d in chosen:
                 self.fleet.fail_device(d.hostname, d.index)
-        return FaultRecord(at_s, tuple((d.hostname, d.index) for d in chosen), what)
+        after = _replicas(self.fleet.observe().replica_sets)
+        affected = tuple(sorted({k[:3] for k, n in before.items() if after.get(k, 0) < n}))
+        exposed = tuple(sorted({k[:3] for k in before if k[3] == chosen[0].device_class}))
+        return FaultRecord(at_s, tuple((d.hostname, d.index) for d in chosen), what, affected, exposed)
 
     def _period(self, k: int, done: list[_Request], sla: dict[str, float], cost: float,
                 loads: tuple[FragmentLoad, ...], before, after) -> PeriodResult:
@@ -446,10 +495,7 @@ class ClosedLoop:
             cost_usd=cost,
             placement_changed=bool(changed),
             fragments_changed=len(changed),
+            shortfall=tuple(sorted(shortfall(self.fleet.desired, after).items())),
             workloads=tuple(WorkloadPeriod(w, n, ok) for w, (n, ok) in sorted(by_workload.items())),
             loads=loads,
         )
-
-
-def is_llm(fid: FragmentId) -> bool:
-    return fid[2].startswith(f"{Kind.llm}:")
