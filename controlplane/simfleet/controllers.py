@@ -84,15 +84,15 @@ def peak_loads(result: RunResult) -> dict[FragmentId, FragmentLoad]:
     return peak
 
 
-def static_placement(apps: Sequence[App], peak: Mapping[FragmentId, FragmentLoad], period_s: float
-                     ) -> tuple[tuple[ReplicaSet, ...], dict[FragmentId, str]]:
+def static_placement(apps: Sequence[App], peak: Mapping[FragmentId, FragmentLoad], period_s: float,
+                     target: float = TARGET_UTILISATION) -> tuple[tuple[ReplicaSet, ...], dict[FragmentId, str]]:
     """Every LLM on H100 sized for its busiest period, the rest as the starting deployment; and the
     sizing arithmetic per LLM. Sizing rule, from the peak period's visits and mean tokens:
 
-        replicas(f) = ceil(peak visits/s x occupancy_H100(f) / TARGET_UTILISATION)
+        replicas(f) = ceil(peak visits/s x occupancy_H100(f) / target)
 
     where occupancy is the replica-seconds one visit at those tokens holds an H100 replica of the
-    fewest slices that fit the model (physics.service): the peak runs at 70% utilisation."""
+    fewest slices that fit the model (physics.service): the peak runs at `target` utilisation (70%)."""
     sets, sizing = [], {}
     for app in apps:
         for fragment in app.fragments():
@@ -105,8 +105,8 @@ def static_placement(apps: Sequence[App], peak: Mapping[FragmentId, FragmentLoad
             occupancy = physics.service(fragment, physics.Deployment(H100, 1, slices), round(load.tokens_in),
                                         round(load.tokens_out)).occupancy_s
             rate = load.visits / period_s
-            replicas = max(1, math.ceil(rate * occupancy / TARGET_UTILISATION))
-            sizing[fid] = f"{rate:.2f} visits/s x {occupancy:.2f} s / {TARGET_UTILISATION} -> {replicas} x {slices} slices"
+            replicas = max(1, math.ceil(rate * occupancy / target))
+            sizing[fid] = f"{rate:.2f} visits/s x {occupancy:.2f} s / {target} -> {replicas} x {slices} slices"
             sets.append(ReplicaSet(*fid, H100, replicas, slices))
     return tuple(sets), sizing
 

@@ -41,10 +41,10 @@ from sqlmodel import Session, SQLModel
 import controlplane.models  # noqa: F401  (registers every table for create_all)
 from collectors.normalise import normalise_request
 from collectors.pipeline import Ingest
+from controlplane.actuators.base import ApplyResult, DesiredPlacement, ReplicaSet
 from controlplane.db import make_engine
 from controlplane.seed import seed_catalog
 from controlplane.simfleet.apps import APPS, App, Fragment, Trace
-from controlplane.actuators.base import ApplyResult, DesiredPlacement, ReplicaSet
 from controlplane.simfleet.devices import CPU, DEFAULT_LAYOUT, NodeLayout
 from controlplane.simfleet.driver import LoadDriver, TraceRow, read_trace
 from controlplane.simfleet.fleet import SimulatedFleet

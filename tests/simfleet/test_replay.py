@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlmodel import Session, select
 
-from collectors.records import Series  # noqa: F401  (the collectors package must import on its own)
 from controlplane.db import int_sum
 from controlplane.models import FragmentProfile
 from controlplane.simfleet import SimulatedFleet
@@ -82,6 +81,6 @@ def test_spans_reach_the_database_through_the_collectors_when_their_request_ends
     cumulative = [sum(served[: k + 1]) for k in range(len(served))]
     assert 0 < reader.stored[0] <= cumulative[0]
     # Requests still running at a period's end reach the database later, never twice.
-    assert all(stored <= total for stored, total in zip(reader.stored, cumulative))
+    assert all(stored <= total for stored, total in zip(reader.stored, cumulative, strict=True))
     assert reader.stored == sorted(reader.stored)
     assert reader.stored[-1] >= 0.9 * cumulative[-1]
