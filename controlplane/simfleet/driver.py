@@ -23,11 +23,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Protocol
 
 from opentelemetry import trace
@@ -69,7 +70,17 @@ class TraceRow:
 @cache
 def load_trace(name: Trace) -> tuple[TraceRow, ...]:
     """The packaged sample of one Azure LLM inference trace (see data/ATTRIBUTION.md)."""
-    text = resources.files("controlplane.simfleet").joinpath("data", f"{name.value}.csv").read_text()
+    return parse_trace(resources.files("controlplane.simfleet").joinpath("data", f"{name.value}.csv").read_text())
+
+
+def read_trace(path: Path) -> tuple[TraceRow, ...]:
+    """A whole Azure LLM inference trace file (TIMESTAMP, ContextTokens, GeneratedTokens), e.g. the
+    hour in ../shared/data/azure-llm-2023, for replays longer than the packaged samples."""
+    return parse_trace(path.read_text())
+
+
+def parse_trace(text: str) -> tuple[TraceRow, ...]:
+    """Rows of an Azure LLM inference trace CSV, offsets from its first request."""
     rows = []
     start = None
     for record in csv.DictReader(io.StringIO(text)):
@@ -83,9 +94,9 @@ def load_trace(name: Trace) -> tuple[TraceRow, ...]:
 class _Arrivals:
     """One app's requests, looping its trace: when each arrives and which rows give its token counts."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, rows: Sequence[TraceRow] | None = None) -> None:
         self.app = app
-        self._rows = load_trace(app.trace)
+        self._rows = rows or load_trace(app.trace)
         last = self._rows[-1].offset_s
         self._period = last + last / max(len(self._rows) - 1, 1)  # loop after one mean gap
         self._cursor = 0  # next unused row
@@ -105,6 +116,17 @@ class _Arrivals:
         row = self._rows[self._cursor % len(self._rows)]
         self._cursor += 1
         return row
+
+
+@dataclass
+class _Replay:
+    """A stepped replay's state (`LoadDriver.run_until`): the schedule and the request it stopped at."""
+
+    schedule: Iterator[tuple[float, App, "_Arrivals"]]
+    tracers: dict[str, trace.Tracer]
+    start_s: float
+    warp: Callable[[float], float]
+    next: tuple[float, App, "_Arrivals"] | None = None
 
 
 @dataclass
@@ -151,16 +173,22 @@ def _attributes(app: App, call: Call, input_tokens: int, output_tokens: int) -> 
 
 
 class LoadDriver:
-    """Replays every app of `fleet` in real time (x `speedup`), or runs a fixed number of requests synchronously."""
+    """Replays every app of `fleet` in real time (x `speedup`), or runs requests synchronously in simulated time.
 
-    def __init__(self, fleet: Server, *, seed: int = 0, speedup: float = 1.0) -> None:
+    `traces` replaces the packaged trace samples (e.g. by `read_trace` of a whole trace file).
+    """
+
+    def __init__(self, fleet: Server, *, seed: int = 0, speedup: float = 1.0,
+                 traces: Mapping[Trace, Sequence[TraceRow]] | None = None) -> None:
         self.fleet = fleet
         self.speedup = speedup
+        self.traces = dict(traces or {})
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._processors: list[SpanProcessor] = []
         self.requests = 0  # requests started so far
+        self._replay: _Replay | None = None
 
     # --- modes ------------------------------------------------------------------------------
 
@@ -178,6 +206,31 @@ class LoadDriver:
             plan = self._plan_request(app, arrivals, start + offset / self.speedup)
             emitted += self._emit(tracers[app.workload], plan, None)
         return emitted
+
+    def run_until(self, until_s: float, exporter: SpanExporter, *, start_s: float,
+                  warp: Callable[[float], float] | None = None) -> int:
+        """Run, in arrival order, every request arriving before `until_s` that earlier calls did not run;
+        returns how many. Resumable: a replay in steps (a closed loop changing the fleet between them).
+
+        Simulated time, as `run`: a request whose trace offset is `o` arrives at `start_s + warp(o)`
+        (`warp`, monotonic, reshapes the arrival rate; default o / speedup). The first call fixes
+        `exporter`, `start_s` and `warp` for the whole replay.
+        """
+        if self._replay is None:
+            processors = [SimpleSpanProcessor(exporter) for _ in self.fleet.apps]
+            shift = warp or (lambda offset: offset / self.speedup)
+            self._replay = _Replay(self._schedule(), self._tracers(processors), start_s, shift)
+        replay, started = self._replay, 0
+        while True:
+            if replay.next is None:
+                replay.next = next(replay.schedule)
+            offset, app, arrivals = replay.next
+            at = replay.start_s + replay.warp(offset)
+            if at >= until_s:
+                return started
+            replay.next = None
+            self._emit(replay.tracers[app.workload], self._plan_request(app, arrivals, at), None)
+            started += 1
 
     def start(self, endpoint: str | None, headers: Mapping[str, str] | None = None) -> None:
         """Replay live in a background thread, exporting to `endpoint` over OTLP/HTTP (None: spans are dropped)."""
@@ -227,7 +280,7 @@ class LoadDriver:
 
     def _schedule(self) -> Iterator[tuple[float, App, _Arrivals]]:
         """All apps' requests merged in trace-time order, forever."""
-        streams = [_Arrivals(app) for app in self.fleet.apps]
+        streams = [_Arrivals(app, self.traces.get(app.trace)) for app in self.fleet.apps]
         heap = [(arrivals.next_offset(), i, arrivals) for i, arrivals in enumerate(streams)]
         heapq.heapify(heap)
         while heap:

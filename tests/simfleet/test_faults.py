@@ -1,0 +1,70 @@
+"""The fault harness (issue 11, point 5): with heteroplane in the loop on a steady load, a device or
+node failure's fragments are re-placed within one reconciler period and their workloads' SLA share
+is back within two.
+
+Timeline, periods of PERIOD_S simulated seconds: WARM periods for the reconciler to place the apps
+and settle, the fault a second into period WARM, the reconciler's cycle at that period's end (the
+first after the fault: "within one period"), then period WARM + 1 runs on what that cycle left
+("within two periods").
+"""
+
+import pytest
+
+from controlplane.simfleet.controllers import Heteroplane
+from controlplane.simfleet.replay import ClosedLoop, FailDevices, LoadCurve, LoseNode, ReplayConfig, RunResult
+
+PERIOD_S = 30.0
+WARM = 6
+# rag-chatbot, the busiest workload, has about 55 requests a period: one miss is 1.8 points of share.
+HELD = 0.95  # the steady load counts as held at this share within SLA
+NOISE = 0.05  # restored: within about two requests' worth of the share before the fault
+STEADY = LoadCurve(day_s=86_400.0, peak_to_trough=1.0, burst_factor=1.0)  # multiplier 1 throughout
+CONFIG = ReplayConfig(run_s=(WARM + 2) * PERIOD_S, period_s=PERIOD_S, curve=STEADY, rate=0.4, seed=3,
+                      traces_dir=None)  # the packaged trace samples: the test needs nothing outside the repo
+
+
+def _run(fault) -> RunResult:
+    result = ClosedLoop(Heteroplane(solver_time_limit_s=1.0), CONFIG, faults=[fault]).run()
+    (record,) = result.faults
+    assert record.exposed, f"nothing ran on the failed devices' class: {record.what}"  # else it tests nothing
+    return result
+
+
+def _assert_recovered(result: RunResult) -> None:
+    (record,) = result.faults
+    # The workloads with fragments on the failed class: the sim restarts evicted replicas on free
+    # devices of the class by itself, so those that lost none may still have lost capacity headroom.
+    workloads = sorted({fid[1] for fid in record.exposed})
+    # Re-placed within one period: after the first cycle since the fault, every replica the
+    # placement in force asks for runs, for the fragments the fault hit above all.
+    missing = dict(result.periods[WARM].shortfall)
+    assert not {fid: n for fid, n in missing.items() if fid in record.affected}, (
+        f"{record.what}: replicas still missing after the next cycle: {missing}")
+    # SLA restored within two periods: the period after that cycle is within NOISE of the two before
+    # the fault, which held the steady load (else there is nothing to restore).
+    for workload in workloads:
+        before = result.workload_share(workload, slice(WARM - 2, WARM))
+        after = result.workload_share(workload, slice(WARM + 1, WARM + 2))
+        assert before >= HELD, f"{workload}: only {before:.1%} within SLA on the steady load, before any fault"
+        assert after >= before - NOISE, (
+            f"{record.what}: {workload} within SLA {after:.1%} in the second period, {before:.1%} before the fault")
+
+
+# Today's reconciler (measured): its first plan, from the first minute's demand (1.15 visits/s; the
+# next minute brings 2.9), gives rag-chatbot's 70B model one H100 replica. Overloaded, the fragment's
+# measured p99 grows past the 20 s SLA (23.5 s at the second cycle), so every later cycle says "no
+# feasible plan" (no class looks fast enough) and decide() keeps the placement: the steady load is
+# never held (rag-chatbot about 36% within SLA before any fault), and nothing re-places a lost node.
+TODAY = ("today's reconciler never holds the steady load: after its first under-sized placement every cycle "
+         "is 'no feasible plan' (the overloaded LLM's measured p99 is past the SLA) and it keeps the placement")
+
+
+@pytest.mark.xfail(strict=True, reason=TODAY + "; the lost Gaudi2 device's replicas are restarted by the sim itself")
+def test_ten_percent_of_a_class_fails():
+    _assert_recovered(_run(FailDevices(at_s=WARM * PERIOD_S + 1.0, fraction=0.1)))
+
+
+@pytest.mark.xfail(strict=True, reason=TODAY + "; after the Gaudi2 node is lost, 'no feasible plan' keeps a "
+                   "placement whose 5 fragments have no replica left: every rag-chatbot and doc-pipeline visit fails")
+def test_a_node_is_lost():
+    _assert_recovered(_run(LoseNode(at_s=WARM * PERIOD_S + 1.0)))
