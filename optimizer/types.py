@@ -264,6 +264,7 @@ class ShortfallCause(StrEnum):
     no_fast_class = "no_fast_class"  # no device class of this fleet meets the SLA, whatever the capacity
     fast_classes_full = "fast_classes_full"  # classes fast enough exist, but too few of them are healthy
     capacity = "capacity"  # the healthy devices cannot serve the whole demand
+    no_class = "no_class"  # a fragment of it has no healthy class it may run on (profiles, pins, forbids)
 
 
 @dataclass(frozen=True)
