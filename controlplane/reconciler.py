@@ -10,6 +10,7 @@ by a crash is actuated again at the start of the next cycle (actuation is idempo
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -40,7 +41,8 @@ from controlplane.planning import Snapshot, build_problem, take_snapshot
 from controlplane.settings import Settings
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
-from optimizer.types import Phase, Plan, Problem
+from optimizer.degrade import degrade
+from optimizer.types import Phase, Plan, Problem, Shortfall, ShortfallKind
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciler"
@@ -58,6 +60,8 @@ class CycleReport:
     usd_per_hour: float
     solve_time_s: float
     usage_lines: int
+    # SLAs the cycle's plan does not meet (a degraded plan: optimizer.degrade), by workload id.
+    shortfalls: tuple[Shortfall, ...] = ()
 
 
 class Reconciler:
@@ -107,6 +111,7 @@ class Reconciler:
             usd_per_hour=plan.usd_per_hour,
             solve_time_s=plan.solve_time_s,
             usage_lines=lines,
+            shortfalls=plan.shortfalls,
         )
         log.info("reconcile: %s (%s), %d moves", decision.action.value, decision.reason, len(decision.moves))
         return self.last
@@ -114,18 +119,21 @@ class Reconciler:
     def _plan(self, snapshot: Snapshot) -> tuple[Problem, Plan, str]:
         """The problem and plan within the migration policy's cooldown and move limit; when no plan
         exists within them (capacity lost, demand grown past what may stay put), the plan without
-        them, with a note saying so."""
+        them, with a note saying so; when none exists without them either, the degraded plan."""
         s = self.settings
         problem = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd)
         plan = solve(problem)
-        if plan.feasible or problem.max_changed_fragments is None:
+        if plan.feasible:
             return problem, plan, ""
-        free = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd, limits=False)
-        free_plan = solve(free)
-        if not free_plan.feasible:
-            return problem, plan, ""
-        why = plan.diagnosis[0] if plan.diagnosis else "no plan"
-        return free, free_plan, f"cooldown and move limit lifted: none of their plans serves demand ({why})"
+        free = problem
+        if problem.max_changed_fragments is not None:
+            free = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd,
+                                 limits=False)
+            free_plan = solve(free)
+            if free_plan.feasible:
+                why = plan.diagnosis[0] if plan.diagnosis else "no plan"
+                return free, free_plan, f"cooldown and move limit lifted: none of their plans serves demand ({why})"
+        return degraded_plan(free, plan)
 
     def run_forever(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:
         """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period."""
@@ -228,6 +236,22 @@ class Reconciler:
                 migration.error = "" if ok else message[:1000]
                 migration.finished_at = self.clock()
             session.add(_audit("placement.apply", "placement", str(version), {"ok": ok, "message": message[:300]}))
+
+
+def degraded_plan(problem: Problem, infeasible: Plan) -> tuple[Problem, Plan, str]:
+    """When no plan meets every SLA: the best plan by priority (optimizer.degrade) on the problem
+    it relaxes, with a note that counts what it gives up. The note goes into placement and migration
+    reasons, which every tenant may read: it names no workload (GET /health names them, to callers
+    allowed to see them). The infeasible plan stands when degrading found nothing either."""
+    degraded = degrade(problem)
+    if not degraded.plan.feasible:
+        return problem, infeasible, ""
+    shortfalls = degraded.plan.shortfalls
+    counts = Counter((s.priority.value, s.kind) for s in shortfalls)
+    parts = [f"{n} {priority} workload{'s' if n > 1 else ''} {'shed' if kind is ShortfallKind.demand else 'late'}"
+             for (priority, kind), n in sorted(counts.items())]
+    return degraded.problem, degraded.plan, (
+        f"degraded: no plan meets every SLA ({'; '.join(parts) or 'nothing given up after all'}); see GET /health")
 
 
 def desired_placement(session: Session, placement: Placement) -> DesiredPlacement:

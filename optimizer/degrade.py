@@ -89,7 +89,8 @@ def degrade(problem: Problem) -> Degraded:
     if batch:
         phi, plan = run.largest_fraction(queued, batch - unrunnable, full_known_infeasible=True)
         if plan is not None:
-            return run.done(_shed(queued, batch - unrunnable, phi), plan, {**fractions, **dict.fromkeys(batch, phi)})
+            return run.done(_shed(queued, batch - unrunnable, phi), plan,
+                            {**fractions, **dict.fromkeys(batch - unrunnable, phi)})
     fractions.update(dict.fromkeys(batch, 0.0))
     no_batch = _shed(queued, batch, 0.0)
 
