@@ -4,7 +4,9 @@ Each cycle: sync inventory -> snapshot (and keep the replica capacities its queu
 -> build_problem -> solve -> decide -> write the placement and its migrations durably -> actuate
 -> mark the outcome -> meter. The problem keeps the
 migration policy's cooldown and move limit; only when no plan within them serves demand is it
-solved again without them, and the placement's reason says so. A placement left `applying`
+solved again without them, and the placement's reason says so; when none exists without them
+either, optimizer.degrade's best plan by priority is applied, and the cycle report carries what it
+does not meet (GET /health shows it). A placement left `applying`
 by a crash is actuated again at the start of the next cycle (actuation is idempotent).
 """
 
@@ -131,8 +133,10 @@ class Reconciler:
                                  limits=False)
             free_plan = solve(free)
             if free_plan.feasible:
-                why = plan.diagnosis[0] if plan.diagnosis else "no plan"
-                return free, free_plan, f"cooldown and move limit lifted: none of their plans serves demand ({why})"
+                # The diagnosis names fragment ids and rates of every tenant: the log has it, the
+                # placement reason (which tenants read) does not.
+                log.info("cooldown and move limit lifted: %s", "; ".join(plan.diagnosis) or "no plan")
+                return free, free_plan, "cooldown and move limit lifted: none of their plans serves demand"
         return degraded_plan(free, plan)
 
     def run_forever(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:

@@ -104,6 +104,19 @@ def test_batch_is_shed_first_and_health_names_what_is_not_met(engine):
     _, globex = _health(engine, reconciler, _token(engine, Role.viewer, "globex"))
     assert [u["workload"] for u in globex["unmet_slas"]] == ["doc-pipeline"]
 
+    # The next cycle finds the degraded plan in force: nothing to change, and still loud about it.
+    again = reconciler.run_once()
+    assert again.action is Action.keep and again.shortfalls == report.shortfalls, again.reason
+    assert _health(engine, reconciler)[1]["unmet_sla_count"] == 1
+
+    # Capacity comes back: the batch pipeline is served again and health follows the latest cycle.
+    reconciler.actuator.nodes = (NodeInventory("l40s-0", "L40S", devices=16, healthy_devices=16),)
+    restored = reconciler.run_once()
+    assert restored.action is Action.apply and restored.shortfalls == ()
+    assert "doc-pipeline" in {rs.workload for rs in reconciler.actuator.observe().replica_sets}
+    status, body = _health(engine, reconciler)
+    assert status == 200 and body["status"] == "ok" and body["unmet_sla_count"] == 0
+
 
 def test_an_sla_no_class_meets_is_reported_in_ms(engine):
     # 100 output tokens of an 8B model take far longer than 50 ms on any class.
