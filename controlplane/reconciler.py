@@ -41,9 +41,9 @@ from controlplane.models import (
 from controlplane.models._common import utcnow
 from controlplane.planning import Snapshot, build_problem, take_snapshot
 from controlplane.settings import Settings
+from optimizer.degrade import degrade
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
-from optimizer.degrade import degrade
 from optimizer.types import Phase, Plan, Problem, Shortfall, ShortfallKind
 
 log = logging.getLogger(__name__)

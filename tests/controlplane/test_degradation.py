@@ -3,7 +3,6 @@ which SLAs it cannot meet, by name, to callers allowed to see them."""
 
 from datetime import timedelta
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
