@@ -44,7 +44,7 @@ from controlplane.settings import Settings
 from optimizer.degrade import degrade
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
-from optimizer.types import Phase, Plan, Problem, Shortfall, ShortfallKind
+from optimizer.types import Infeasibility, Phase, Plan, Problem, Shortfall, ShortfallKind
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciler"
@@ -127,7 +127,7 @@ class Reconciler:
         plan = solve(problem)
         if plan.feasible:
             return problem, plan, ""
-        free = problem
+        free, free_plan = problem, plan
         if problem.max_changed_fragments is not None:
             free = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd,
                                  limits=False)
@@ -137,6 +137,8 @@ class Reconciler:
                 # placement reason (which tenants read) does not.
                 log.info("cooldown and move limit lifted: %s", "; ".join(plan.diagnosis) or "no plan")
                 return free, free_plan, "cooldown and move limit lifted: none of their plans serves demand"
+        if free_plan.infeasibility is Infeasibility.not_proven:
+            return problem, plan, ""  # none found in time proves nothing: shedding demand on it could empty the fleet
         return degraded_plan(free, plan)
 
     def run_forever(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:

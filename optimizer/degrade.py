@@ -32,7 +32,10 @@ in capacity, up to the time limit of each solve).
 
 Each solve gets an even share of what is left of `problem.time_limit_s` over the solves still
 possible (at most 4 + 2 * (1 + SHED_STEPS)); an infeasible small problem is rejected by `solve`'s
-diagnosis in milliseconds, so the share of later solves grows as earlier ones return.
+diagnosis in milliseconds, so the share of later solves grows as earlier ones return. A solve that
+finds nothing in its share counts as infeasible, so a share too short sheds more than capacity
+needs: call `degrade` when the problem is proven infeasible (Plan.infeasibility), not when `solve`
+merely ran out of time.
 """
 
 import math

@@ -165,6 +165,14 @@ class PlanStatus(StrEnum):
     infeasible = "infeasible"
 
 
+class Infeasibility(StrEnum):
+    """How sure `solve` is that no plan exists: what a caller may do about an infeasible plan differs."""
+
+    proven = "proven"  # no placement meets the problem as given (the diagnosis says what)
+    change_limit = "change_limit"  # proven, and max_changed_fragments is the cause: without it a plan exists
+    not_proven = "not_proven"  # none found within the time limit; one may exist
+
+
 @dataclass(frozen=True)
 class Assignment:
     """Replicas of one fragment (or of one phase pool of a split LLM fragment) on one device class."""
@@ -198,6 +206,8 @@ class Plan:
     devices_used: dict[str, int] = field(default_factory=dict)
     # With status degraded: what the plan does not meet of the original problem, per workload.
     shortfalls: tuple[Shortfall, ...] = ()
+    # With status infeasible, from `solve`: whether that is proven (None: the planner did not say).
+    infeasibility: Infeasibility | None = None
 
     @property
     def feasible(self) -> bool:

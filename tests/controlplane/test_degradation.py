@@ -3,9 +3,11 @@ which SLAs it cannot meet, by name, to callers allowed to see them."""
 
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
+from controlplane import reconciler as reconciler_module
 from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
 from controlplane.app import create_app
@@ -16,7 +18,7 @@ from controlplane.models._common import minute_of, utcnow
 from controlplane.reconciler import Reconciler
 from controlplane.seed import seed_catalog
 from controlplane.settings import Settings
-from optimizer.types import Priority, ShortfallCause, ShortfallKind
+from optimizer.types import Infeasibility, Plan, PlanStatus, Priority, ShortfallCause, ShortfallKind
 
 NOW = minute_of(utcnow()) + timedelta(seconds=30)
 # One L40S: room for a few replicas of an 8B chat model, not for a busy batch pipeline beside it.
@@ -144,3 +146,18 @@ def test_health_is_ok_when_every_sla_is_met(engine):
     assert report.shortfalls == ()
     status, body = _health(engine, reconciler, _token(engine, Role.admin))
     assert status == 200 and body["status"] == "ok" and body["unmet_sla_count"] == 0
+
+
+def test_a_solve_out_of_time_is_no_reason_to_shed(engine, monkeypatch):
+    # Only a proven infeasibility degrades: a plan not found in time keeps what runs.
+    with Session(engine) as session:
+        seed_catalog(session)
+        _workload(session, "acme", "chatbot", Priority.realtime, 300, 20_000)
+        session.commit()
+    timed_out = Plan(PlanStatus.infeasible, diagnosis=("no feasible plan found within the 2 s time limit",),
+                     infeasibility=Infeasibility.not_proven)
+    monkeypatch.setattr(reconciler_module, "solve", lambda problem: timed_out)
+    monkeypatch.setattr(reconciler_module, "degrade", lambda problem: pytest.fail("degraded on a timeout"))
+    _, report = _run(engine)
+    assert report.action is Action.keep and report.shortfalls == ()
+    assert report.reason.startswith("no feasible plan")

@@ -13,6 +13,7 @@ from optimizer.types import (
     Assignment,
     ClassCapacity,
     FragmentDemand,
+    Infeasibility,
     Plan,
     PlanStatus,
     Problem,
@@ -147,6 +148,7 @@ def test_joint_shortage_names_the_short_class() -> None:
     frags = (fragment("a", 10.0, ONE_L40S), fragment("b", 10.0, ONE_L40S))
     plan = solve(Problem((L40S,), frags))
     assert not plan.feasible and check(Problem((L40S,), frags), plan) == []
+    assert plan.infeasibility is Infeasibility.proven  # a caller may degrade (optimizer.degrade) on it
     assert any("'L40S' is short by 2 devices" in m and "need 6 devices" in m and "it has 4 healthy" in m
                for m in plan.diagnosis), plan.diagnosis
 
