@@ -381,8 +381,8 @@ def build_problem(
     fell short of theirs. LLM fragments get prefill- and decode-pool profiles and
     their KV hand-off size too, so the solver may split them (disaggregated serving). Each
     workload's p99 SLA bounds every path of its graph (the solver adds transfer latency where an
-    edge crosses classes); batch workloads are named for the degraded fallback (optimizer.degrade). Edges that would
-    close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
+    edge crosses classes); batch workloads are named for the degraded fallback (optimizer.degrade).
+    Edges that would close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
     lightest first, since a path bound needs an acyclic graph.
 
     With a current placement and `limits`, the migration policy bounds the plan: fragments that

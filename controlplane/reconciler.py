@@ -12,7 +12,6 @@ by a crash is actuated again at the start of the next cycle (actuation is idempo
 
 import logging
 import threading
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -44,7 +43,7 @@ from controlplane.settings import Settings
 from optimizer.degrade import degrade
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
-from optimizer.types import Infeasibility, Phase, Plan, Problem, Shortfall, ShortfallKind
+from optimizer.types import Infeasibility, Phase, Plan, Problem, Shortfall
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciler"
@@ -246,18 +245,16 @@ class Reconciler:
 
 def degraded_plan(problem: Problem, infeasible: Plan) -> tuple[Problem, Plan, str]:
     """When no plan meets every SLA: the best plan by priority (optimizer.degrade) on the problem
-    it relaxes, with a note that counts what it gives up. The note goes into placement and migration
-    reasons, which every tenant may read: it names no workload (GET /health names them, to callers
-    allowed to see them). The infeasible plan stands when degrading found nothing either."""
+    it relaxes, with a note saying so. The note goes into placement and migration reasons, which
+    every tenant may read: it says no more than GET /health tells anyone (how many SLAs are not
+    met); /health names them to callers allowed to see them. The infeasible plan stands when
+    degrading found nothing either."""
     degraded = degrade(problem)
     if not degraded.plan.feasible:
         return problem, infeasible, ""
-    shortfalls = degraded.plan.shortfalls
-    counts = Counter((s.priority.value, s.kind) for s in shortfalls)
-    parts = [f"{n} {priority} workload{'s' if n > 1 else ''} {'shed' if kind is ShortfallKind.demand else 'late'}"
-             for (priority, kind), n in sorted(counts.items())]
+    unmet = len(degraded.plan.shortfalls)
     return degraded.problem, degraded.plan, (
-        f"degraded: no plan meets every SLA ({'; '.join(parts) or 'nothing given up after all'}); see GET /health")
+        f"degraded: no plan meets every SLA, {unmet} not met by this one; GET /health says which and why")
 
 
 def desired_placement(session: Session, placement: Placement) -> DesiredPlacement:
