@@ -247,8 +247,9 @@ def shortfalls_of(original: Problem, relaxed: Problem, plan: Plan, fractions: di
     best = best_p99_ms(original)
     slas = {s.workload: s for s in original.slas}
     unrunnable = _unrunnable(original)
-    out = []
     workloads = sorted({f.workload for f in original.fragments})
+    hopeless = _unreachable(original, set(workloads))
+    out = []
     for w in workloads:
         priority = original.priority_of(w)
         fraction = fractions.get(w, 1.0)
@@ -268,7 +269,7 @@ def shortfalls_of(original: Problem, relaxed: Problem, plan: Plan, fractions: di
             continue
         if priority is Priority.batch:
             cause = ShortfallCause.queued
-        elif best.get(w, 0.0) > sla.p99_ms or tokens or w in _unreachable(original, {w}):
+        elif tokens or w in hopeless:
             cause = ShortfallCause.no_fast_class
         else:
             cause = ShortfallCause.fast_classes_full

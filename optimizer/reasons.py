@@ -1,6 +1,8 @@
 """How the optimizer's reasons read: plain units (ms, requests/s, $/h, devices), never scientific
 notation, and a sentence for each `Shortfall` with the workload's name the caller gives it."""
 
+import math
+
 from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
 
 
@@ -10,10 +12,12 @@ def ms(value: float) -> str:
 
 
 def number(value: float) -> str:
-    """At most two decimals, no trailing zeros, thousands separated, never scientific notation."""
+    """Thousands separated, no trailing zeros, never scientific notation: whole from 100 up, two
+    decimals down to 1, three significant digits below (e.g. '1,234', '12.5', '0.00123')."""
     if abs(value) >= 100:
         return f"{value:,.0f}"
-    return f"{value:,.2f}".rstrip("0").rstrip(".")
+    decimals = 2 if abs(value) >= 1 or value == 0 else min(12, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}".rstrip("0").rstrip(".")
 
 
 def rps(value: float) -> str:
