@@ -26,6 +26,7 @@ from controlplane.runtime import (
 )
 from controlplane.settings import Settings
 from controlplane.simfleet import SimulatedFleet
+from optimizer.types import Priority
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,14 @@ class SampleWorkload:
     name: str
     description: str
     p99_ms: float
+    priority: Priority = Priority.realtime
 
 
 # SLAs sized to what the sample apps need when well placed (see the simulated fleet's physics).
 SAMPLE_WORKLOADS = (
     SampleWorkload("acme", "rag-chatbot", "RAG chatbot: embed, retrieve, rerank, generate (Azure conv trace)", 20_000),
     SampleWorkload("acme", "coding-agent", "Coding agent calling tools in a loop (Azure code trace)", 30_000),
-    SampleWorkload("globex", "doc-pipeline", "Document-processing batch pipeline", 15_000),
+    SampleWorkload("globex", "doc-pipeline", "Document-processing batch pipeline", 15_000, Priority.batch),
 )
 
 
@@ -56,7 +58,8 @@ def seed_demo(session: Session) -> None:
             select(Workload).where(Workload.tenant_id == tenant.id, Workload.name == sample.name)
         ).first()
         if workload is None:
-            workload = Workload(tenant_id=tenant.id, name=sample.name, description=sample.description)
+            workload = Workload(tenant_id=tenant.id, name=sample.name, description=sample.description,
+                                priority=sample.priority)
             session.add(workload)
             session.flush()
         if session.exec(select(Sla).where(Sla.workload_id == workload.id)).first() is None:
@@ -93,6 +96,7 @@ def run_demo(settings: Settings, console: Console) -> int:
         metrics_addr="127.0.0.1",
     )
     reconciler = Reconciler(engine, fleet, settings)
+    app.state.reconciler = reconciler  # GET /health reports the SLAs its latest cycle could not meet
     stop = threading.Event()
 
     loop = threading.Thread(

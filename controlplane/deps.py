@@ -47,6 +47,20 @@ def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
+def get_optional_principal(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    """The caller when it sent a valid token, else None (for routes open to anyone, such as /health,
+    that show more to a caller allowed to see it)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        return None
+    return authenticate(session, credentials.credentials)
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]
+
+
 def require(role: Role):
     """A dependency that admits principals holding at least `role`."""
 

@@ -56,6 +56,7 @@ from optimizer.types import (
     ClassCapacity,
     FragmentDemand,
     Phase,
+    Priority,
     Problem,
     ServiceProfile,
     WorkloadSla,
@@ -105,6 +106,7 @@ class WorkloadView:
     p99_ms: float | None
     ttft_ms: float | None = None
     tpot_ms: float | None = None
+    priority: Priority = Priority.realtime
 
 
 Replicas = dict[tuple[int, str, Phase], tuple[int, int]]  # (fragment id, class, phase) -> (replicas, slices)
@@ -293,8 +295,8 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
     slas = {wid: (p99, ttft, tpot) for wid, p99, ttft, tpot in
             session.exec(select(Sla.workload_id, Sla.p99_ms, Sla.ttft_ms, Sla.tpot_ms)).all()}
     workloads = {
-        wid: WorkloadView(wid, *slas.get(wid, (None, None, None)))
-        for wid in session.exec(select(Workload.id)).all()
+        wid: WorkloadView(wid, *slas.get(wid, (None, None, None)), priority=Priority(priority))
+        for wid, priority in session.exec(select(Workload.id, Workload.priority)).all()
     }
 
     current_placement = session.exec(
@@ -384,8 +386,8 @@ def build_problem(
     fell short of theirs. LLM fragments get prefill- and decode-pool profiles and
     their KV hand-off size too, so the solver may split them (disaggregated serving). Each
     workload's p99 SLA bounds every path of its graph (the solver adds transfer latency where an
-    edge crosses classes). Edges that would
-    close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
+    edge crosses classes); batch workloads are named for the degraded fallback (optimizer.degrade).
+    Edges that would close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
     lightest first, since a path bound needs an acyclic graph.
 
     `limits` (controlplane.policy.limits: the migration policies' cooldowns, windows, pins and
@@ -457,6 +459,8 @@ def build_problem(
         migration_cost_usd=migration_cost_usd,
         max_changed_fragments=limit,
         change_limits=tuple(g for g in groups if g.fragments),
+        batch_workloads=tuple(sorted(str(w.id) for w in snapshot.workloads.values()
+                                     if w.priority is Priority.batch and str(w.id) in workloads)),
     )
 
 

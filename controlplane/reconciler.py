@@ -6,9 +6,11 @@ capacities its queue waits measured) -> the policies' limits -> build_problem ->
 policy gate -> write the placement and its migrations durably (closing a superseded or expired
 proposal in the same transaction) -> actuate -> mark the outcome -> record what runs -> meter
 it. Every guard lives in controlplane.policy: when no plan within its limits serves demand, the
-problem is solved again with them lifted, and the placement's reason says so. A placement left
-`applying` by a crash, or approved since the last cycle, is actuated again at the start of the
-next cycle (actuation is idempotent).
+problem is solved again with them lifted, and the placement's reason says so; when none exists
+without them either, optimizer.degrade's best plan by priority is applied, and the cycle report
+carries what it does not meet (GET /health shows it). A placement left `applying` by a crash,
+or approved since the last cycle, is actuated again at the start of the next cycle (actuation is
+idempotent).
 """
 
 import logging
@@ -43,9 +45,10 @@ from controlplane.observed import record_observation
 from controlplane.planning import Snapshot, build_problem, take_snapshot
 from controlplane.policy import Action, Decision, gate, limits
 from controlplane.settings import Settings
+from optimizer.degrade import degrade
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
-from optimizer.types import Phase, Plan, Problem
+from optimizer.types import Infeasibility, Phase, Plan, Problem, Shortfall
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciler"
@@ -64,6 +67,8 @@ class CycleReport:
     solve_time_s: float
     usage_lines: int
     drifted: int = 0  # replica sets that ran otherwise than the applied placement said, at the cycle's start
+    # SLAs the cycle's plan does not meet (a degraded plan: optimizer.degrade), by workload id.
+    shortfalls: tuple[Shortfall, ...] = ()
 
 
 class Reconciler:
@@ -118,6 +123,7 @@ class Reconciler:
             solve_time_s=plan.solve_time_s,
             usage_lines=lines,
             drifted=drifted,
+            shortfalls=plan.shortfalls,
         )
         log.info("reconcile: %s (%s), %d moves", decision.action.value, decision.reason, len(decision.moves))
         return self.last
@@ -130,16 +136,21 @@ class Reconciler:
         bounded = limits(snapshot, snapshot.policies, now)
         problem = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd, bounded)
         plan = solve(problem)
-        if plan.feasible or not (bounded.max_changed is not None or bounded.groups or
-                                 len(bounded.pinned) > len(snapshot.pins)):
+        if plan.feasible:
             return problem, plan, ""
-        free = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd,
-                             limits(snapshot, snapshot.policies, now, lifted=True))
-        free_plan = solve(free)
-        if not free_plan.feasible:
-            return problem, plan, ""
-        why = plan.diagnosis[0] if plan.diagnosis else "no plan"
-        return free, free_plan, f"cooldowns, windows and move limits lifted: none of their plans serves demand ({why})"
+        free, free_plan = problem, plan
+        if bounded.max_changed is not None or bounded.groups or len(bounded.pinned) > len(snapshot.pins):
+            free = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd,
+                                 limits(snapshot, snapshot.policies, now, lifted=True))
+            free_plan = solve(free)
+            if free_plan.feasible:
+                # The diagnosis names fragment ids and rates of every tenant: the log has it, the
+                # placement reason (which tenants read) does not.
+                log.info("limits lifted: %s", "; ".join(plan.diagnosis) or "no plan")
+                return free, free_plan, "cooldowns, windows and move limits lifted: none of their plans serves demand"
+        if free_plan.infeasibility is Infeasibility.not_proven:
+            return problem, plan, ""  # none found in time proves nothing: shedding demand on it could empty the fleet
+        return degraded_plan(free, plan)
 
     def run_forever(
         self,
@@ -296,6 +307,20 @@ class Reconciler:
                 migration.error = "" if ok else message[:1000]
                 migration.finished_at = self.clock()
             session.add(_audit("placement.apply", "placement", str(version), {"ok": ok, "message": message[:300]}))
+
+
+def degraded_plan(problem: Problem, infeasible: Plan) -> tuple[Problem, Plan, str]:
+    """When no plan meets every SLA: the best plan by priority (optimizer.degrade) on the problem
+    it relaxes, with a note saying so. The note goes into placement and migration reasons, which
+    every tenant may read: it says no more than GET /health tells anyone (how many SLAs are not
+    met); /health names them to callers allowed to see them. The infeasible plan stands when
+    degrading found nothing either."""
+    degraded = degrade(problem)
+    if not degraded.plan.feasible:
+        return problem, infeasible, ""
+    unmet = len(degraded.plan.shortfalls)
+    return degraded.problem, degraded.plan, (
+        f"degraded: no plan meets every SLA, {unmet} not met by this one; GET /health says which and why")
 
 
 def desired_placement(session: Session, placement: Placement) -> DesiredPlacement:

@@ -5,6 +5,7 @@ from collections import Counter
 from typing import NamedTuple
 
 from optimizer.packing import fits_somewhere
+from optimizer.reasons import gib, ms
 from optimizer.types import ClassCapacity, FragmentDemand, Phase, Problem, ServiceProfile, WorkloadSla
 
 RPS_SCALE = 1_000_000  # micro-visits per second
@@ -257,20 +258,20 @@ def why_no_class(fragment: FragmentDemand, classes: dict[str, ClassCapacity], sl
             reasons.append(f"{name} is {'not pinned' if fragment.pinned else 'forbidden'}")
         elif not memory_fits(fragment, p, cls):
             have = cls.memory_gib_per_device * p.slices / cls.slices_per_device
-            reasons.append(f"a replica needs {fragment.memory_gib_per_replica:.4g} GiB but {name} gives it {have:.4g} GiB")
+            reasons.append(f"a replica needs {gib(fragment.memory_gib_per_replica)} but {name} gives it {gib(have)}")
         else:
             fitting[name] = p
     if fitting and fragment.latency_bound_ms is not None:
         best_name, best = min(fitting.items(), key=lambda item: item[1].latency_ms)
         reasons.append(
-            f"latency bound too tight: best latency {best.latency_ms:.4g} ms (on {best_name}) "
-            f"> bound {fragment.latency_bound_ms:.4g} ms"
+            f"latency bound too tight: best latency {ms(best.latency_ms)} (on {best_name}) "
+            f"> bound {ms(fragment.latency_bound_ms)}"
         )
     if sla is not None:
         for name, p in fitting.items():
             for what, bound, value in (("TTFT", sla.ttft_ms, p.ttft_ms), ("TPOT", sla.tpot_ms, p.tpot_ms)):
                 if bound is not None and value is not None and value > bound:
-                    reasons.append(f"{what} on {name} {value:.4g} ms > workload {sla.workload!r} bound {bound:.4g} ms")
+                    reasons.append(f"{what} on {name} {ms(value)} > workload {sla.workload!r} SLA {ms(bound)}")
     return "; ".join(reasons)
 
 

@@ -10,6 +10,7 @@ from optimizer.candidates import (
     why_no_class,
 )
 from optimizer.graph import Graph, longest_paths, path_from, workload_p99
+from optimizer.reasons import ms, rps
 from optimizer.types import ClassCapacity, Edge, Problem
 
 
@@ -36,15 +37,15 @@ def diagnose_fragments(
         for b in f.buckets:
             if b.rate_rps > 0 and not any(t > 0 and c in allowed for c, t in b.throughput):
                 messages.append(
-                    f"fragment {f.fragment!r}: bucket {b.bucket!r} ({b.rate_rps:.3g} rps) has no throughput on any "
+                    f"fragment {f.fragment!r}: bucket {b.bucket!r} ({rps(b.rate_rps)}) has no throughput on any "
                     f"allowed class ({', '.join(sorted(allowed))})"
                 )
         if (supply := _fleet_supply(cands, need)) < need:  # then the whole supply was counted
-            detail = ", ".join(f"{c.device_class} {c.max_replicas} x {c.throughput_rps:.3g} rps" for c in cands)
+            detail = ", ".join(f"{c.device_class}: {c.max_replicas} replicas x {rps(c.throughput_rps)}" for c in cands)
             messages.append(
-                f"fragment {f.fragment!r}: needs {f.demand_rps * problem.headroom:.3g} rps "
-                f"(demand {f.demand_rps:.3g} x headroom {problem.headroom:g}) but the whole fleet serves at "
-                f"most {supply / RPS_SCALE:.3g} rps of it ({detail})"
+                f"fragment {f.fragment!r}: needs {rps(f.demand_rps * problem.headroom)} "
+                f"({rps(f.demand_rps)} demanded x headroom {problem.headroom:g}) but the whole fleet serves at "
+                f"most {rps(supply / RPS_SCALE)} of it ({detail})"
             )
         # room is at least the first class's: sum the rest only when that falls short
         if f.min_replicas > cands[0].max_replicas and (room := sum(c.max_replicas for c in cands)) < f.min_replicas:
@@ -90,8 +91,9 @@ def diagnose_slas(
         best, root = worst.get(sla.workload, (0.0, None))
         if root is not None and best > sla.p99_ms:
             messages.append(
-                f"workload {sla.workload!r}: best possible path {best:.4g} ms > p99 {sla.p99_ms:.4g} ms "
-                f"by {best - sla.p99_ms:.4g} ms ({' -> '.join(path_from(root, via))})"
+                f"workload {sla.workload!r}: predicted p99 at best {ms(best)} vs SLA {ms(sla.p99_ms)}: no device "
+                f"class of this fleet is fast enough, even with every fragment on its fastest class "
+                f"(slowest path: {' -> '.join(path_from(root, via))})"
             )
     return tuple(messages)
 
@@ -123,40 +125,54 @@ def diagnose_capacity(problem: Problem, candidates: dict[str, tuple[Candidate, .
         cand, n = min(options, key=lambda o: o[1] * o[0].usd_per_replica)
         cheapest.setdefault(cand.device_class, []).append((f.fragment, n * cand.slices))
 
+    per_device = {cls.device_class: cls.slices_per_device for cls in problem.device_classes}
     messages = [
-        _shortage(name, needs, capacity[name], "fragments that can only run there")
+        _shortage(name, needs, capacity[name], per_device[name], "fragments that can only run there")
         for name, needs in pinned.items()
         if sum(s for _, s in needs) > capacity[name]
     ]
     if not messages:
         messages = [
-            _shortage(name, needs, capacity[name], "fragments for which it is the cheapest class")
+            _shortage(name, needs, capacity[name], per_device[name], "fragments for which it is the cheapest class")
             for name, needs in cheapest.items()
             if sum(s for _, s in needs) > capacity[name]
         ]
     if not messages:
-        fleet = ", ".join(f"{name} {slices} slices" for name, slices in capacity.items())
-        messages = [f"every fragment fits alone but not all together; more capacity is needed in: {fleet}"]
+        fleet = ", ".join(f"{cls.devices} {cls.device_class}" for cls in problem.device_classes)
+        messages = [f"every fragment fits alone but not all together on the healthy devices ({fleet}); "
+                    "more devices are needed"]
     return tuple(messages)
 
 
 def diagnose_sla_with_capacity(problem: Problem, best_paths: dict[str, float]) -> tuple[str, ...]:
-    """Capacity alone and each SLA alone can be met, but not all of them together."""
+    """Capacity alone and each SLA alone can be met, but not all of them together: the classes fast
+    enough for the SLAs are too few for all of their workloads at once. (Each SLA is above its best
+    possible path, so its slack is no cause and is not shown.)"""
     detail = ", ".join(
-        f"{s.workload!r} p99 {s.p99_ms:.4g} ms (best possible path {best_paths.get(s.workload, 0.0):.4g} ms, "
-        f"{s.p99_ms - best_paths.get(s.workload, 0.0):.4g} ms of slack)"
+        f"{s.workload!r} (SLA {ms(s.p99_ms)}, {ms(best_paths.get(s.workload, 0.0))} on the fastest classes)"
         for s in problem.slas
     )
     return (
-        "the fleet has capacity for the demand, but not on classes fast enough for these SLAs together: "
-        f"{detail}; add capacity on the fast classes or relax a p99",
+        "the healthy devices can serve the demand, and each SLA alone can be met, but the device classes fast "
+        f"enough are too few for all of these workloads at once: {detail}; add devices of the fast classes, "
+        "or relax a p99",
     )
 
 
-def _shortage(device_class: str, needs: list[tuple[str, int]], capacity: int, who: str) -> str:
+def _shortage(device_class: str, needs: list[tuple[str, int]], capacity: int, slices_per_device: int, who: str) -> str:
+    """A class short of devices: the devices its fragments need (slices rounded up) against its healthy ones."""
+    def whole(slices: int) -> int:
+        return -(-slices // slices_per_device)
+
     total = sum(s for _, s in needs)
-    detail = ", ".join(f"{name} {s}" for name, s in needs)
+    detail = ", ".join(f"{name} {_in_devices(s, slices_per_device)}" for name, s in needs)
     return (
-        f"class {device_class!r} is short by {total - capacity} slices: {who} need {total} ({detail}) "
-        f"but it has {capacity}"
+        f"class {device_class!r} is short by {whole(total) - capacity // slices_per_device} devices: {who} need "
+        f"{_in_devices(total, slices_per_device)} ({detail}) but it has {capacity // slices_per_device} healthy"
     )
+
+
+def _in_devices(slices: int, slices_per_device: int) -> str:
+    if slices_per_device == 1 or slices % slices_per_device == 0:
+        return f"{slices // slices_per_device} devices"
+    return f"{slices / slices_per_device:.1f} devices ({slices} slices)"

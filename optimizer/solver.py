@@ -166,7 +166,17 @@ from optimizer.greedy import bucket_split, fractional_bound, greedy_assignments
 from optimizer.packing import kind, node_counts, node_rows, pattern_counts, patterns
 from optimizer.prepare import Prepared, prepare, unpack
 from optimizer.prices import lagrangian_bound, relaxed_placement
-from optimizer.types import Assignment, ClassCapacity, Edge, FragmentDemand, Phase, Plan, PlanStatus, Problem
+from optimizer.types import (
+    Assignment,
+    ClassCapacity,
+    Edge,
+    FragmentDemand,
+    Infeasibility,
+    Phase,
+    Plan,
+    PlanStatus,
+    Problem,
+)
 from optimizer.warm import Neighbourhood, neighbourhood
 
 IntVar = cp_model.IntVar
@@ -209,7 +219,8 @@ def solve(problem: Problem) -> Plan:
     prepared = prepare(problem)
     classes, candidates, graph, diagnosis = unpack(prepared)
     if diagnosis:
-        return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
+        return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis,
+                    infeasibility=Infeasibility.proven)
     # The limit bounds the whole call: every stage after `prepare` stops at `deadline`, which leaves
     # time for the plan's explanations, a pass over fragments and their candidates like `prepare`'s.
     reserve = min(RESERVE_SHARE * problem.time_limit_s, RESERVE_PER_PREPARE * (time.perf_counter() - started))
@@ -256,9 +267,10 @@ def _whole(problem: Problem, prepared: Prepared, relaxed: _Relaxed, started: flo
     assignments, split, status, solver = _run(problem, classes, candidates, graph, prepared.pools, deadline,
                                               relaxed, plain, relaxed.pass_s)
     if assignments is None:
-        diagnosis = _diagnose_infeasible(problem, classes, candidates, graph, status, prepared.pools,
-                                         started + problem.time_limit_s)
-        return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis)
+        infeasibility, diagnosis = _diagnose_infeasible(problem, classes, candidates, graph, status, prepared.pools,
+                                                        started + problem.time_limit_s)
+        return Plan(PlanStatus.infeasible, solve_time_s=time.perf_counter() - started, diagnosis=diagnosis,
+                    infeasibility=infeasibility)
     fields = plan_fields(problem, graph, classes, candidates, assignments, prepared.pools)
     usd = fields["usd_per_hour"]
     optimal = status == cp_model.OPTIMAL
@@ -812,12 +824,13 @@ def _most_useful(f: FragmentDemand, c: Candidate, headroom: float, current: int)
 
 def _diagnose_infeasible(problem: Problem, classes: dict[str, ClassCapacity],
                          candidates: dict[str, tuple[Candidate, ...]], graph: Graph, status: int,
-                         pools: Pools, until: float) -> tuple[str, ...]:
+                         pools: Pools, until: float) -> tuple[Infeasibility, tuple[str, ...]]:
     """Why the model is infeasible: relaxed models (no change limit, no SLAs) solved in the time left
     before `until` tell the change limit, the SLAs or capacity apart."""
     if status != cp_model.INFEASIBLE:
-        return (f"no feasible plan found within the {problem.time_limit_s} s time limit "
-                "(not proven infeasible); raise time_limit_s",)
+        return Infeasibility.not_proven, (
+            f"no feasible plan found within the {problem.time_limit_s:g} s time limit (not proven infeasible); "
+            "raise time_limit_s",)
 
     def feasible_without(**relax) -> bool | None:
         left = (until - time.perf_counter()) / 2
@@ -833,16 +846,18 @@ def _diagnose_infeasible(problem: Problem, classes: dict[str, ClassCapacity],
     if limited and problem.current and feasible_without(with_limit=False):
         most = f"at most {problem.max_changed_fragments} running fragments (max_changed_fragments)" \
             if problem.max_changed_fragments is not None else "within its change_limits"
-        return (f"no placement changes {most} and still serves demand within capacity and SLAs; raise the "
-                "limit, or keep the current placement",)
+        return Infeasibility.change_limit, (
+            f"no placement changes {most} and still serves demand within capacity and SLAs; raise the "
+            "limit, or keep the current placement",)
     if problem.slas:
         without_slas = feasible_without(with_slas=False)
         if without_slas is None:
-            return ("no placement meets capacity and every SLA together (proven); the time limit left no "
-                    "time to tell which; raise time_limit_s for a diagnosis",)
+            return Infeasibility.proven, (
+                "no placement meets capacity and every SLA together (proven); the time limit left no "
+                "time to tell which; raise time_limit_s for a diagnosis",)
         if without_slas:
             fastest = {f: min((c.latency_ms for c in cands), default=0.0) for f, cands in candidates.items()}
             below, _ = longest_paths(graph, fastest.__getitem__, lambda e: 0.0)
             best = {w: v for w, (v, _) in workload_p99(graph, below).items()}
-            return diagnose_sla_with_capacity(problem, best)
-    return diagnose_capacity(problem, candidates)
+            return Infeasibility.proven, diagnose_sla_with_capacity(problem, best)
+    return Infeasibility.proven, diagnose_capacity(problem, candidates)

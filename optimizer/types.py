@@ -110,6 +110,14 @@ class Edge:
     calls_p99: float | None = None
 
 
+class Priority(StrEnum):
+    """A workload's priority class: when no plan meets every SLA, batch is queued and shed first
+    (optimizer.degrade)."""
+
+    realtime = "realtime"  # interactive: its latency SLA and demand are the last to give
+    batch = "batch"  # throughput work that may wait (queued: SLA relaxed) or be shed
+
+
 @dataclass(frozen=True)
 class WorkloadSla:
     """End-to-end p99 latency bound for every root-to-leaf path of one workload's graph, and
@@ -151,12 +159,28 @@ class Problem:
     # disruption limit); fragments with nothing running yet are placed regardless. None: no limit.
     max_changed_fragments: int | None = None
     change_limits: tuple[ChangeLimit, ...] = ()  # the same, over groups of fragments
+    # Workloads of the batch priority class (every other workload is realtime); only the degraded
+    # fallback (optimizer.degrade) reads it.
+    batch_workloads: tuple[str, ...] = ()
+
+    def priority_of(self, workload: str) -> Priority:
+        return Priority.batch if workload in self.batch_workloads else Priority.realtime
 
 
 class PlanStatus(StrEnum):
     optimal = "optimal"
     feasible = "feasible"
+    # Feasible only for a relaxed problem: some SLA or demand is not met (Plan.shortfalls says which).
+    degraded = "degraded"
     infeasible = "infeasible"
+
+
+class Infeasibility(StrEnum):
+    """How sure `solve` is that no plan exists: what a caller may do about an infeasible plan differs."""
+
+    proven = "proven"  # no placement meets the problem as given (the diagnosis says what)
+    change_limit = "change_limit"  # proven, and max_changed_fragments is the cause: without it a plan exists
+    not_proven = "not_proven"  # none found within the time limit; one may exist
 
 
 @dataclass(frozen=True)
@@ -190,6 +214,10 @@ class Plan:
     bucket_split: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     # Per class, the devices the assignments occupy (the fewest that hold them: optimizer.packing).
     devices_used: dict[str, int] = field(default_factory=dict)
+    # With status degraded: what the plan does not meet of the original problem, per workload.
+    shortfalls: tuple[Shortfall, ...] = ()
+    # With status infeasible, from `solve`: whether that is proven (None: the planner did not say).
+    infeasibility: Infeasibility | None = None
 
     @property
     def feasible(self) -> bool:
@@ -239,3 +267,47 @@ class CostBreakdown:
     by_class: dict[str, float] = field(default_factory=dict)
     by_workload: dict[str, float] = field(default_factory=dict)
     idle_by_class: dict[str, float] = field(default_factory=dict)
+
+
+class ShortfallKind(StrEnum):
+    """What a degraded plan fails to give a workload."""
+
+    latency = "latency"  # its p99 (or TTFT / TPOT) SLA is relaxed: requests are served, later than agreed
+    demand = "demand"  # part (or all) of its demand is shed: not served at all
+
+
+class ShortfallCause(StrEnum):
+    """Why it falls short, as the degraded fallback found it (optimizer.degrade)."""
+
+    queued = "queued"  # batch: its latency SLA gave way so that realtime SLAs hold
+    shed = "shed"  # batch demand shed so that realtime workloads are served
+    no_fast_class = "no_fast_class"  # no device class of this fleet meets the SLA, whatever the capacity
+    fast_classes_full = "fast_classes_full"  # classes fast enough exist, but too few of them are healthy
+    capacity = "capacity"  # the healthy devices cannot serve the whole demand
+    no_class = "no_class"  # a fragment of it has no healthy class it may run on (profiles, pins, forbids)
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """One SLA a degraded plan does not meet for one workload, in plain units.
+
+    latency: `predicted_p99_ms` (worst path of the plan) against `sla_p99_ms`; `sla_ttft_ms` /
+    `sla_tpot_ms` when those bounds were dropped too. demand: `served_rps` of `demand_rps` (the
+    workload's root visits/s; headroom aside). Both: where more devices would close the gap
+    (`device_class`, `devices_needed` in all against `devices_healthy`) and what that adds ($/h)."""
+
+    workload: str
+    priority: Priority
+    kind: ShortfallKind
+    cause: ShortfallCause
+    sla_p99_ms: float | None = None
+    predicted_p99_ms: float | None = None
+    best_p99_ms: float | None = None  # the fastest path any placement on this fleet could give
+    sla_ttft_ms: float | None = None
+    sla_tpot_ms: float | None = None
+    demand_rps: float = 0.0
+    served_rps: float = 0.0
+    device_class: str | None = None
+    devices_needed: int = 0
+    devices_healthy: int = 0
+    extra_usd_per_hour: float = 0.0

@@ -73,6 +73,9 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
 def test_demo_places_every_fragment_of_the_three_apps(demo):
     workloads = demo.wait_for("the sample workloads", lambda: demo.get("/api/v1/workloads").json()["items"])
     assert {w["name"] for w in workloads} == SAMPLE_APPS
+    # The document pipeline may wait: it is queued and shed before the interactive apps.
+    assert {w["name"]: w["priority"] for w in workloads} == {
+        "rag-chatbot": "realtime", "coding-agent": "realtime", "doc-pipeline": "batch"}
 
     def placed_everywhere():
         current = demo.get("/api/v1/placements/current")

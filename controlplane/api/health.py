@@ -1,18 +1,42 @@
-"""Liveness and readiness: is the database reachable, when did the reconciler last finish a cycle."""
+"""Liveness and readiness: is the database reachable, when did the reconciler last finish a cycle,
+and which SLAs its latest plan could not meet."""
 
 from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from collectors.pipeline import IngestStats
-from controlplane.deps import SessionDep
-from controlplane.models import Placement
+from controlplane.auth import Principal
+from controlplane.deps import OptionalPrincipal, SessionDep
+from controlplane.models import Placement, Tenant, Workload
+from optimizer.reasons import describe
+from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
 
 router = APIRouter(tags=["health"])
+
+
+class UnmetSla(BaseModel):
+    """An SLA the reconciler's latest plan does not meet for one workload, and why, in plain units."""
+
+    workload_id: int
+    workload: str
+    tenant: str
+    priority: Priority
+    kind: ShortfallKind = Field(description="latency: served later than the SLA; demand: part of it not served.")
+    cause: ShortfallCause
+    reason: str = Field(description="The shortfall in one sentence: ms, requests/s, devices, $/h.")
+    sla_p99_ms: float | None = None
+    predicted_p99_ms: float | None = None
+    demand_rps: float = 0.0
+    served_rps: float = 0.0
+    device_class: str | None = None
+    devices_needed: int = 0
+    devices_healthy: int = 0
+    extra_usd_per_hour: float = 0.0
 
 
 class Health(BaseModel):
@@ -21,10 +45,18 @@ class Health(BaseModel):
     last_placement_at: datetime | None
     components: dict[str, str]
     ingest: IngestStats | None = None
+    unmet_sla_count: int = Field(
+        0, description="SLAs the latest reconciler cycle's plan cannot meet (it applied the best plan by "
+                       "priority instead: batch queued and shed first); any makes the status degraded.")
+    unmet_slas: list[UnmetSla] = Field(
+        default_factory=list,
+        description="Those SLAs by workload name, with a reason in plain units. Only for a caller with a valid "
+                    "token: a fleet-wide token sees every tenant's, a tenant-scoped token its own tenant's; "
+                    "without a token only the count is shown.")
 
 
 @router.get("/health", response_model=Health, summary="Health of the service (no token needed)")
-def health(session: SessionDep, request: Request):
+def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
     components = dict(getattr(request.app.state, "components", {}))
     try:
         session.exec(text("SELECT 1"))
@@ -36,8 +68,45 @@ def health(session: SessionDep, request: Request):
     stats = ingest.stats() if ingest is not None else None
     if stats is not None and stats.last_error:
         components["ingest"] = f"degraded: {stats.last_error}"
-    ok = database == "ok" and all(v == "ok" for v in components.values())
+    shortfalls = latest_shortfalls(request)
+    unmet = visible_unmet(session, principal, shortfalls) if database == "ok" and principal is not None else []
+    ok = database == "ok" and all(v == "ok" for v in components.values()) and not shortfalls
     body = Health(
-        status="ok" if ok else "degraded", database=database, last_placement_at=last, components=components, ingest=stats
+        status="ok" if ok else "degraded", database=database, last_placement_at=last, components=components,
+        ingest=stats, unmet_sla_count=len(shortfalls), unmet_slas=unmet,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
+
+
+def latest_shortfalls(request: Request) -> tuple[Shortfall, ...]:
+    """The shortfalls of the latest cycle of the reconciler this process runs (none without one)."""
+    reconciler = getattr(request.app.state, "reconciler", None)
+    report = getattr(reconciler, "last", None)
+    return report.shortfalls if report is not None else ()
+
+
+def visible_unmet(session: Session, principal: Principal, shortfalls: tuple[Shortfall, ...]) -> list[UnmetSla]:
+    """`shortfalls` named for `principal`: a tenant-scoped caller sees only its own tenant's workloads."""
+    ids = {int(s.workload) for s in shortfalls if s.workload.isdigit()}
+    names = {
+        wid: (name, tenant_id, tenant)
+        for wid, name, tenant_id, tenant in session.exec(
+            select(Workload.id, Workload.name, Tenant.id, Tenant.name)
+            .join(Tenant, Tenant.id == Workload.tenant_id)
+            .where(Workload.id.in_(ids))
+        ).all()
+    }
+    out = []
+    for s in shortfalls:
+        known = names.get(int(s.workload)) if s.workload.isdigit() else None
+        if known is None or not principal.can_see_tenant(known[1]):
+            continue  # deleted since the cycle, or another tenant's
+        name, _, tenant = known
+        out.append(UnmetSla(
+            workload_id=int(s.workload), workload=name, tenant=tenant, priority=s.priority, kind=s.kind, cause=s.cause,
+            reason=describe(s, f"{tenant}/{name}"), sla_p99_ms=s.sla_p99_ms, predicted_p99_ms=s.predicted_p99_ms,
+            demand_rps=s.demand_rps, served_rps=s.served_rps, device_class=s.device_class,
+            devices_needed=s.devices_needed, devices_healthy=s.devices_healthy,
+            extra_usd_per_hour=s.extra_usd_per_hour,
+        ))
+    return out

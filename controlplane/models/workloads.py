@@ -9,6 +9,13 @@ from sqlmodel import Field, SQLModel
 
 from controlplane.models._common import utcnow
 from controlplane.windows import parse_window
+from optimizer.types import Priority
+
+PRIORITY_DESCRIPTION = (
+    "Priority class: 'realtime' (interactive; its SLA and demand give way last) or 'batch' (may wait: "
+    "when no plan meets every SLA, batch workloads are queued, their latency SLA relaxed, and then shed "
+    "before any realtime workload is)."
+)
 
 
 class FragmentKind(StrEnum):
@@ -27,6 +34,8 @@ class FragmentKind(StrEnum):
 class WorkloadBase(SQLModel):
     name: str = Field(min_length=1, max_length=63, schema_extra={"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"})
     description: str = Field("", max_length=500)
+    priority: Priority = Field(Priority.realtime, sa_type=String(16), sa_column_kwargs={"server_default": "realtime"},
+                               description=PRIORITY_DESCRIPTION)
 
 
 class Workload(WorkloadBase, table=True):
@@ -43,6 +52,15 @@ class WorkloadCreate(WorkloadBase):
 
 class WorkloadUpdate(SQLModel):
     description: str | None = Field(None, max_length=500)
+    priority: Priority | None = Field(None, description=PRIORITY_DESCRIPTION)
+
+    @field_validator("priority")
+    @classmethod
+    def _not_null(cls, value: Priority | None) -> Priority:
+        # Runs only when the client sent the field: every workload has a class.
+        if value is None:
+            raise ValueError("must be 'realtime' or 'batch'; leave it out to keep the current value")
+        return value
 
 
 class WorkloadPublic(WorkloadBase):

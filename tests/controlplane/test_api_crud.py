@@ -50,6 +50,13 @@ def test_tenant_workload_sla_policy_lifecycle(client, callers):
     assert client.patch(f"/api/v1/workloads/{wid}", json={"description": "L1 support"}, headers=h).json()[
         "description"
     ] == "L1 support"
+    # Realtime unless said otherwise; batch is queued and shed first when no plan meets every SLA.
+    assert workload.json()["priority"] == "realtime"
+    assert client.patch(f"/api/v1/workloads/{wid}", json={"priority": "batch"}, headers=h).json()["priority"] == "batch"
+    assert client.get(f"/api/v1/workloads/{wid}", headers=h).json()["priority"] == "batch"
+    for body in ({"priority": None}, {"priority": "urgent"}):
+        refused = client.patch(f"/api/v1/workloads/{wid}", json=body, headers=h)
+        assert refused.status_code == 422 and refused.json()["field"] == "priority", refused.text
 
     sla = client.post("/api/v1/slas", json={"workload_id": wid, "p99_ms": 2500, "ttft_ms": 400}, headers=h)
     assert sla.status_code == 201
@@ -96,6 +103,7 @@ def test_a_device_class_says_whether_it_is_sold_by_the_slice(client, callers):
         ("/api/v1/device-classes", {k: v for k, v in DEVICE_CLASS.items() if k != "vendor"}, "vendor"),
         ("/api/v1/device-classes", {**DEVICE_CLASS, "sold_by_slice": "by the hour"}, "sold_by_slice"),
         ("/api/v1/slas", {"workload_id": 1, "p99_ms": 0}, "p99_ms"),
+        ("/api/v1/workloads", {"name": "w", "tenant_id": 1, "priority": "soon"}, "priority"),
         ("/api/v1/migration-policies", {"name": "p", "min_improvement_pct": 150}, "min_improvement_pct"),
     ],
 )

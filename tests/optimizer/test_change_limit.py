@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 from optimizer.checker import check
 from optimizer.greedy import greedy
 from optimizer.solver import solve
-from optimizer.types import Assignment, ClassCapacity, FragmentDemand, Plan, PlanStatus, Problem, ServiceProfile
+from optimizer.types import (
+    Assignment,
+    ClassCapacity,
+    FragmentDemand,
+    Infeasibility,
+    Plan,
+    PlanStatus,
+    Problem,
+    ServiceProfile,
+)
 from tests.optimizer.test_properties import graph_problems
 
 DEAR = ClassCapacity("dear", 4.0, devices=10)
@@ -54,6 +63,7 @@ def test_a_fragment_on_a_class_gone_from_the_fleet_must_change_and_the_limit_say
     gone = replace(problem, device_classes=(replace(DEAR, devices=0), CHEAP), max_changed_fragments=1)
     plan = solve(gone)
     assert plan.status is PlanStatus.infeasible and plan.assignments == ()
+    assert plan.infeasibility is Infeasibility.change_limit
     assert any("max_changed_fragments" in line and "at most 1 running fragments" in line for line in plan.diagnosis)
     assert solve(replace(gone, max_changed_fragments=3)).usd_per_hour == 3.0
 

@@ -98,7 +98,9 @@ def test_sla_beyond_the_best_path_is_diagnosed_by_how_much() -> None:
     problem = Problem((H100, L40S), (frag("a"), frag("b")), edges=(Edge("a", "b"),), slas=(WorkloadSla("w", 80.0),))
     for plan in (solve(problem), greedy(problem)):
         assert plan.status is PlanStatus.infeasible and plan.assignments == ()
-        assert plan.diagnosis == ("workload 'w': best possible path 100 ms > p99 80 ms by 20 ms (a -> b)",)
+        assert plan.diagnosis == ("workload 'w': predicted p99 at best 100 ms vs SLA 80 ms: no device class of this "
+                                  "fleet is fast enough, even with every fragment on its fastest class "
+                                  "(slowest path: a -> b)",)
 
 
 def test_sla_that_capacity_cannot_hold_is_diagnosed() -> None:
@@ -108,7 +110,8 @@ def test_sla_that_capacity_cannot_hold_is_diagnosed() -> None:
                       slas=(WorkloadSla("w", 60.0), WorkloadSla("v", 60.0)))
     plan = solve(problem)
     assert not plan.feasible and check(problem, plan) == []
-    assert "not on classes fast enough for these SLAs together" in plan.diagnosis[0]
+    assert "the device classes fast enough are too few for all of these workloads at once" in plan.diagnosis[0]
+    assert "slack" not in plan.diagnosis[0]  # each SLA has slack alone: that is not why
 
 
 def test_cycle_is_diagnosed() -> None:
@@ -157,7 +160,7 @@ def test_a_child_called_on_some_visits_counts_in_full_at_the_p99() -> None:
     edges = (Edge("agent", "search", 1.0), Edge("agent", "tool", 0.3))
     tight = Problem((H100,), fragments, edges=edges, slas=(WorkloadSla("w", 1000.0),))
     plan = solve(tight)
-    assert plan.status is PlanStatus.infeasible and "best possible path 2700 ms" in " ".join(plan.diagnosis)
+    assert plan.status is PlanStatus.infeasible and "predicted p99 at best 2,700 ms vs SLA 1,000 ms" in " ".join(plan.diagnosis)
     loose = Problem((H100,), fragments, edges=edges, slas=(WorkloadSla("w", 3000.0),))
     assert solved(loose).predicted_p99_ms == {"w": pytest.approx(2700.0)}
     # Called concurrently, the slower of the two sets the pace: 100 + 2,000 ms.

@@ -13,6 +13,7 @@ from optimizer.types import (
     Assignment,
     ClassCapacity,
     FragmentDemand,
+    Infeasibility,
     Plan,
     PlanStatus,
     Problem,
@@ -139,7 +140,7 @@ def test_demand_beyond_the_whole_fleet_is_diagnosed() -> None:
     # 100 x 1.2 = 120 rps; the fleet serves at most 2 x 12 + 4 x 4 = 40 rps of it.
     plan = solve(Problem((H100, L40S), (fragment("chat", 100.0, WHOLE_H100, ONE_L40S),)))
     assert not plan.feasible
-    assert "needs 120 rps" in plan.diagnosis[0] and "at most 40 rps" in plan.diagnosis[0]
+    assert "needs 120 requests/s" in plan.diagnosis[0] and "at most 40 requests/s" in plan.diagnosis[0]
 
 
 def test_joint_shortage_names_the_short_class() -> None:
@@ -147,7 +148,9 @@ def test_joint_shortage_names_the_short_class() -> None:
     frags = (fragment("a", 10.0, ONE_L40S), fragment("b", 10.0, ONE_L40S))
     plan = solve(Problem((L40S,), frags))
     assert not plan.feasible and check(Problem((L40S,), frags), plan) == []
-    assert any("'L40S' is short by 2 slices" in m for m in plan.diagnosis)
+    assert plan.infeasibility is Infeasibility.proven  # a caller may degrade (optimizer.degrade) on it
+    assert any("'L40S' is short by 2 devices" in m and "need 6 devices" in m and "it has 4 healthy" in m
+               for m in plan.diagnosis), plan.diagnosis
 
 
 def test_bad_input_is_rejected_naming_the_field() -> None:

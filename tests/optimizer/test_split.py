@@ -101,8 +101,8 @@ def test_ttft_and_tpot_bounds_rule_out_classes() -> None:
     both = replace(whole, slas=(WorkloadSla("chat", 5000.0, ttft_ms=100.0, tpot_ms=20.0),))
     plan = solve(both)
     assert plan.status is PlanStatus.infeasible
-    assert any("TTFT on bandwidth 400 ms > workload 'chat' bound 100 ms" in m
-               and "TPOT on flops 40 ms > workload 'chat' bound 20 ms" in m for m in plan.diagnosis), plan.diagnosis
+    assert any("TTFT on bandwidth 400 ms > workload 'chat' SLA 100 ms" in m
+               and "TPOT on flops 40 ms > workload 'chat' SLA 20 ms" in m for m in plan.diagnosis), plan.diagnosis
     # With pools, the same bounds hold: prefill (TTFT 50 ms) on flops, decode (TPOT 10 ms) on bandwidth.
     p = problem(ttft_ms=100.0, tpot_ms=20.0)
     split = solve(p)
