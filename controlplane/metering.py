@@ -144,19 +144,20 @@ def meter(session: Session, now: datetime, busy_per_visit_s: dict[tuple[int, str
 
 
 def _intervals(session: Session, since: datetime, now: datetime) -> list[Interval]:
-    """Applied placements in force at any time since `since`, each until the next one was applied."""
+    """Applied placements in force at any time since `since`, each from its `applied_at` until the
+    next one was applied (not from `created_at`: an approved proposal may wait hours to be applied)."""
     is_applied = select(Placement).where(Placement.state == PlacementState.applied)
-    before = session.exec(is_applied.where(Placement.created_at < since).order_by(Placement.version.desc())).first()
-    recent = session.exec(is_applied.where(Placement.created_at >= since).order_by(Placement.version)).all()
+    before = session.exec(is_applied.where(Placement.applied_at < since).order_by(Placement.version.desc())).first()
+    recent = session.exec(is_applied.where(Placement.applied_at >= since).order_by(Placement.version)).all()
     applied = ([before] if before else []) + list(recent)
     intervals = []
     for index, placement in enumerate(applied):
-        end = to_utc(applied[index + 1].created_at) if index + 1 < len(applied) else now
+        end = to_utc(applied[index + 1].applied_at) if index + 1 < len(applied) else now
         if end <= since:
             continue
         items = {
             (i.fragment_id, i.device_class_id, i.phase): (i.replicas, i.slices)
             for i in session.exec(select(PlacementItem).where(PlacementItem.placement_id == placement.id)).all()
         }
-        intervals.append(Interval(to_utc(placement.created_at), end, items))
+        intervals.append(Interval(to_utc(placement.applied_at), end, items))
     return intervals

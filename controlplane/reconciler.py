@@ -220,7 +220,7 @@ class Reconciler:
             placement = session.exec(select(Placement).where(Placement.version == version)).one()
             placement.state = PlacementState.applied if ok else PlacementState.failed
             if ok:
-                placement.created_at = self.clock()  # in force from now: metering counts from here
+                placement.applied_at = self.clock()  # in force from now: metering counts from here
             for migration in session.exec(
                 select(Migration).where(Migration.placement_id == placement.id, Migration.state == MigrationState.applying)
             ).all():

@@ -1,7 +1,14 @@
 """The data model: every table heteroplane stores, one module per area."""
 
 from controlplane.models.fleet import Device, DeviceClass, Node
-from controlplane.models.placements import Migration, MigrationState, Placement, PlacementItem, PlacementState
+from controlplane.models.placements import (
+    FragmentPin,
+    Migration,
+    MigrationState,
+    Placement,
+    PlacementItem,
+    PlacementState,
+)
 from controlplane.models.telemetry import DeviceTelemetry, ModelTelemetry
 from controlplane.models.tenancy import ApiToken, AuditEvent, Role, Tenant
 from controlplane.models.usage import RequestStat, UsageRecord
@@ -28,6 +35,7 @@ __all__ = [
     "EdgeVisitCalls",
     "Fragment",
     "FragmentKind",
+    "FragmentPin",
     "FragmentProfile",
     "MeasuredCapacity",
     "Migration",
