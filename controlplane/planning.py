@@ -22,6 +22,7 @@ from controlplane.models import (
     DeviceClass,
     Edge,
     Fragment,
+    FragmentPin,
     FragmentProfile,
     MeasuredCapacity,
     Migration,
@@ -139,6 +140,8 @@ class Snapshot:
     proposal: ProposalView | None = None
     # Healthy devices on each healthy node of a class, in node order (a class missing: not known).
     node_devices: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Fragment id -> the classes an operator's or a rollback's pin holds it on (FragmentPin).
+    pins: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     @cached_property
     def fresh_capacity(self) -> dict[int, dict[str, float]]:
@@ -294,12 +297,12 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
     current_placement = session.exec(
         select(Placement).where(Placement.state == PlacementState.applied).order_by(Placement.version.desc())
     ).first()
-    current = _items(session, current_placement.id) if current_placement is not None else {}
+    current = placement_items(session, current_placement.id) if current_placement is not None else {}
     newest = session.exec(select(Placement).order_by(Placement.version.desc())).first()
     latest = newest.version if newest is not None else 0
     proposal = None
     if newest is not None and newest.state in (PlacementState.proposed, PlacementState.rejected):
-        proposal = ProposalView(newest.version, PlacementState(newest.state), _items(session, newest.id))
+        proposal = ProposalView(newest.version, PlacementState(newest.state), placement_items(session, newest.id))
 
     visits_ever = dict(
         session.exec(
@@ -341,10 +344,12 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         last_moved=last_moved,
         proposal=proposal,
         node_devices={name: tuple(counts) for name, counts in per_node.items()},
+        pins={fid: tuple(classes) for fid, classes in
+              session.exec(select(FragmentPin.fragment_id, FragmentPin.device_classes)).all()},
     )
 
 
-def _items(session: Session, placement_id: int) -> Replicas:
+def placement_items(session: Session, placement_id: int) -> Replicas:
     """A placement's replicas per (fragment id, class, phase), with slices per replica."""
     return {
         (item.fragment_id, name, Phase(item.phase)): (item.replicas, item.slices)
@@ -378,7 +383,11 @@ def build_problem(
     With a current placement and `limits`, the migration policy bounds the plan: fragments that
     moved less than `cooldown_s` ago are pinned to the classes they run on, and at most
     `max_moves_per_cycle` running fragments may change (Problem.max_changed_fragments).
-    `limits=False` is the same problem without them, for when no plan within them exists.
+    With `limits`, a fragment's pin (`Snapshot.pins`, written by a rollback) holds it on its pinned
+    classes that still have healthy devices, in place of the cooldown's; a pin none of whose classes
+    has any is ignored, since holding the fragment there would leave it nowhere to run.
+    `limits=False` is the same problem without any of them, for when no plan within them exists:
+    serving demand comes before keeping a fragment where it was.
     """
     specs = {c.name: c for c in snapshot.classes}
     capacity = tuple(
@@ -431,6 +440,8 @@ def build_problem(
     if limits and current:
         fragments = _cooling_down(snapshot, fragments, current)
         limit = snapshot.policy.max_moves_per_cycle
+    if limits:
+        fragments = _pinned(snapshot.pins, fragments, {c.device_class for c in capacity})
     return Problem(
         device_classes=capacity,
         fragments=fragments,
@@ -455,6 +466,16 @@ def _cooling_down(snapshot: Snapshot, fragments: tuple[FragmentDemand, ...], cur
     cooling = {str(fid) for fid, at in snapshot.last_moved.items() if snapshot.now - at < cooldown}
     return tuple(replace(f, pinned=tuple(sorted(running[f.fragment])))
                  if f.fragment in cooling and running[f.fragment] else f for f in fragments)
+
+
+def _pinned(pins: dict[int, tuple[str, ...]], fragments: tuple[FragmentDemand, ...], healthy: set[str]
+            ) -> tuple[FragmentDemand, ...]:
+    """`fragments` held on their pins' classes that have healthy devices (see build_problem)."""
+    out = []
+    for f in fragments:
+        classes = tuple(c for c in pins.get(int(f.fragment), ()) if c in healthy)
+        out.append(replace(f, pinned=classes) if classes else f)
+    return tuple(out)
 
 
 def acyclic(edges: Iterable[OptEdge]) -> tuple[OptEdge, ...]:

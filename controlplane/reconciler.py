@@ -1,6 +1,7 @@
 """The reconciler: the thin stateful shell around the pure stages.
 
-Each cycle: sync inventory -> snapshot (and keep the replica capacities its queue waits measured)
+Each cycle: sync inventory -> resume what was left applying -> roll back migrations that hurt an
+SLA (controlplane.rollback) -> snapshot (and keep the replica capacities its queue waits measured)
 -> build_problem -> solve -> decide -> write the placement and its migrations durably -> actuate
 -> mark the outcome -> meter. The problem keeps the
 migration policy's cooldown and move limit; only when no plan within them serves demand is it
@@ -37,6 +38,7 @@ from controlplane.models import (
 )
 from controlplane.models._common import utcnow
 from controlplane.planning import Snapshot, build_problem, take_snapshot
+from controlplane.rollback import roll_back_regressions
 from controlplane.settings import Settings
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
@@ -79,6 +81,7 @@ class Reconciler:
         with session_scope(self.engine) as session:
             sync_inventory(session, self.actuator.inventory())
         self._resume_unfinished()
+        self._roll_back_regressions(now)
         with session_scope(self.engine) as session:
             snapshot = take_snapshot(session, now)
             _remember_capacity(session, now, snapshot.fresh_capacity)
@@ -112,7 +115,7 @@ class Reconciler:
         return self.last
 
     def _plan(self, snapshot: Snapshot) -> tuple[Problem, Plan, str]:
-        """The problem and plan within the migration policy's cooldown and move limit; when no plan
+        """The problem and plan within the migration policy's cooldown and move limit and the pins; when no plan
         exists within them (capacity lost, demand grown past what may stay put), the plan without
         them, with a note saying so."""
         s = self.settings
@@ -125,7 +128,7 @@ class Reconciler:
         if not free_plan.feasible:
             return problem, plan, ""
         why = plan.diagnosis[0] if plan.diagnosis else "no plan"
-        return free, free_plan, f"cooldown and move limit lifted: none of their plans serves demand ({why})"
+        return free, free_plan, f"cooldown, move limit and pins lifted: none of their plans serves demand ({why})"
 
     def run_forever(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:
         """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period."""
@@ -188,6 +191,16 @@ class Reconciler:
                     {"state": placement.state.value, "moves": len(decision.moves), "usd_per_hour": plan.usd_per_hour},
                 )
             )
+
+    def _roll_back_regressions(self, now: datetime) -> None:
+        """Undo the migrations after which their workload fell below its SLA target (controlplane.rollback):
+        the rollback is written durably with its fragments pinned, then actuated before planning, so the
+        plan of this cycle starts from it."""
+        with session_scope(self.engine) as session:
+            version = roll_back_regressions(session, now, self.settings.rollback_after_minutes)
+        if version is not None:
+            log.warning("automatic rollback: placement v%d puts back fragments whose SLA fell after a migration", version)
+            self._actuate(version)
 
     def _resume_unfinished(self) -> None:
         with Session(self.engine) as session:
