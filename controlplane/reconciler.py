@@ -115,7 +115,7 @@ class Reconciler:
         return self.last
 
     def _plan(self, snapshot: Snapshot) -> tuple[Problem, Plan, str]:
-        """The problem and plan within the migration policy's cooldown and move limit and the pins; when no plan
+        """The problem and plan within the migration policy's cooldown and move limit (and pins); when no plan
         exists within them (capacity lost, demand grown past what may stay put), the plan without
         them, with a note saying so."""
         s = self.settings
@@ -128,7 +128,7 @@ class Reconciler:
         if not free_plan.feasible:
             return problem, plan, ""
         why = plan.diagnosis[0] if plan.diagnosis else "no plan"
-        return free, free_plan, f"cooldown, move limit and pins lifted: none of their plans serves demand ({why})"
+        return free, free_plan, f"cooldown and move limit lifted: none of their plans serves demand ({why})"
 
     def run_forever(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:
         """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period."""
