@@ -126,3 +126,26 @@ def test_only_the_newest_proposal_of_a_fleet_wide_operator_can_be_decided(client
     done = client.post("/api/v1/placements/2/approve", headers=auth(callers.operator))
     assert done.status_code == 409 and "is rejected" in done.json()["detail"]
     assert placements(engine) == [(1, PlacementState.proposed), (2, PlacementState.rejected)]
+
+
+def test_approval_keeps_created_at_and_records_who_decided_and_when_it_was_applied(client, callers, engine, fleet):
+    policy(engine, approval_required=True)
+    cycle(engine, fleet)
+    proposed = client.get("/api/v1/placements/1", headers=auth(callers.viewer)).json()
+    assert proposed["decided_by"] is None and proposed["decided_at"] is None and proposed["applied_at"] is None
+
+    approved = client.post("/api/v1/placements/1/approve", headers=auth(callers.operator)).json()
+    assert approved["decided_by"].endswith(":ops") and approved["decided_at"] is not None
+    cycle(engine, fleet, 20)
+    applied = client.get("/api/v1/placements/1", headers=auth(callers.viewer)).json()
+    assert applied["state"] == "applied" and applied["created_at"] == proposed["created_at"]
+    assert applied["applied_at"].startswith((NOW + timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%S"))
+    assert applied["decided_by"] == approved["decided_by"] and applied["decided_at"] == approved["decided_at"]
+
+
+def test_rejection_records_who_decided(client, callers, engine, fleet):
+    policy(engine, approval_required=True)
+    cycle(engine, fleet)
+    rejected = client.post("/api/v1/placements/1/reject", headers=auth(callers.admin)).json()
+    assert rejected["state"] == "rejected" and rejected["decided_by"].endswith(":admin")
+    assert rejected["decided_at"] is not None and rejected["applied_at"] is None
