@@ -17,6 +17,9 @@ M+N has closed, and only during the N minutes after that: a move in force for lo
 planner's to change, not a rollback's. Only moves that took replicas away from a class (a move or a
 scale-down) are judged: removing a scale-up cannot bring an SLA back. A migration made by a
 rollback, one already rolled back, and one of a fragment that has migrated again since, are never due.
+The shell leaves alone a due migration whose fragment would not fit the healthy devices of the
+classes it goes back to (an evacuation after a failure: the SLA dip was the failure's), and one
+whose fragment already runs as it did before.
 """
 
 from collections import defaultdict
@@ -30,11 +33,13 @@ from sqlmodel import Session, select
 from controlplane.decide import diff
 from controlplane.models import (
     AuditEvent,
+    Device,
     DeviceClass,
     Fragment,
     FragmentPin,
     Migration,
     MigrationState,
+    Node,
     Placement,
     PlacementItem,
     PlacementState,
@@ -161,6 +166,16 @@ def classes_of(items: Replicas, fragment_ids: Iterable[int]) -> dict[int, tuple[
     return {fid: tuple(sorted(classes)) for fid, classes in out.items()}
 
 
+def fits(items: Replicas, classes: Iterable[str], devices: Mapping[str, int], slices_per_device: Mapping[str, int]
+         ) -> bool:
+    """Whether the replicas `items` put on each of `classes` fit its healthy `devices` (by slices;
+    packing onto nodes is the planner's to check)."""
+    need: dict[str, float] = defaultdict(float)
+    for (_, cls, _), (replicas, slices) in items.items():
+        need[cls] += replicas * slices / slices_per_device.get(cls, 1)
+    return all(need[cls] <= devices.get(cls, 0) + 1e-9 for cls in classes)
+
+
 # ---- the edges: read the evidence, write the rollback --------------------------------------------------
 
 
@@ -185,7 +200,7 @@ def roll_back_regressions(session: Session, now: datetime, minutes: int) -> int 
         (wid, to_utc(minute)): MinuteOutcome(int(requests), int(within))
         for wid, minute, requests, within in session.exec(
             select(RequestStat.workload_id, RequestStat.minute, RequestStat.requests, RequestStat.within_sla)
-            .where(RequestStat.workload_id.in_(workloads), RequestStat.minute >= since - minutes * MINUTE)
+            .where(RequestStat.workload_id.in_(workloads), RequestStat.minute >= minute_of(since) - minutes * MINUTE)
         ).all()
     }
     targets = dict(session.exec(select(Sla.workload_id, Sla.attainment_target).where(Sla.workload_id.in_(workloads))).all())
@@ -195,13 +210,26 @@ def roll_back_regressions(session: Session, now: datetime, minutes: int) -> int 
 
     current_row = _newest_applied(session)
     current = placement_items(session, current_row.id) if current_row is not None else {}
+    devices = dict(session.exec(
+        select(DeviceClass.name, func.count(Device.id)).join(Node, Node.device_class_id == DeviceClass.id)
+        .join(Device, Device.node_id == Node.id).where(Node.healthy, Device.healthy).group_by(DeviceClass.name)
+    ).all())
+    per_device = dict(session.exec(select(DeviceClass.name, DeviceClass.slices_per_device)).all())
     earlier: dict[int, Replicas] = {}
     versions: dict[int, int] = {}
     for d in due:
         previous = _newest_applied(session, before_version=d.placement_version)
-        if previous is not None and d.fragment_id not in earlier:
-            earlier[d.fragment_id] = placement_items(session, previous.id)
+        if previous is None or d.fragment_id in earlier:
+            continue
+        items = placement_items(session, previous.id)
+        # A fragment goes back only where it fits the healthy devices: a move off a class that has
+        # since lost devices (an evacuation) is not undone, since the SLA dip was the failure's.
+        candidate = restored(current, {**earlier, d.fragment_id: items})
+        if fits(candidate, classes_of(candidate, [d.fragment_id]).get(d.fragment_id, ()), devices, per_device):
+            earlier[d.fragment_id] = items
             versions[d.fragment_id] = previous.version
+    if not earlier:
+        return None
     target = restored(current, earlier)
     if target == current:
         return None  # already back where they were: nothing to write or pin
@@ -217,7 +245,7 @@ def roll_back_regressions(session: Session, now: datetime, minutes: int) -> int 
                "go back where they ran before, pinned there",
         rollback_to=min(versions.values()), decided_by=None, actor=RECONCILER, why=why,
     )
-    for d in due:
+    for d in (d for d in due if d.fragment_id in earlier):
         migration = session.get(Migration, d.migration_id)
         migration.rollback_placement_id = placement.id
         session.add(AuditEvent(

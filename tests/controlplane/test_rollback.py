@@ -13,6 +13,7 @@ from controlplane.rollback import (
     changed_fragments,
     classes_of,
     due_rollbacks,
+    fits,
     reapplied,
     restored,
 )
@@ -97,6 +98,14 @@ def test_restored_and_reapplied_placements():
     assert again == {(1, "H100", whole): (1, 1), (2, "CPU", whole): (3, 4), (3, "L4", whole): (1, 1)}
     assert changed_fragments(current, again) == {1, 2}
     assert classes_of(again, {1, 2}) == {1: ("H100",), 2: ("CPU",)}
+
+
+def test_a_rollback_fits_the_healthy_devices_of_the_classes_it_goes_back_to():
+    items = {(1, "H100", Phase.whole): (3, 7), (2, "H100", Phase.whole): (2, 1), (3, "L4", Phase.whole): (9, 1)}
+    # H100: 3 x 7 + 2 x 1 = 23 slices = 23/7 = 3.29 devices; L4 is not judged
+    assert fits(items, ["H100"], {"H100": 4}, {"H100": 7, "L4": 1})
+    assert not fits(items, ["H100"], {"H100": 3}, {"H100": 7, "L4": 1})
+    assert not fits(items, ["L4"], {"H100": 4}, {"H100": 7, "L4": 1})  # no healthy L4 at all
 
 
 # ---- properties -----------------------------------------------------------------------------------------

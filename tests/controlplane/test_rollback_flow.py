@@ -1,6 +1,7 @@
 """Rollback end to end: the API's rollback to an earlier version, the reconciler's automatic rollback
 when a migration's workload falls below its SLA, and the pins that hold rolled-back fragments."""
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -187,10 +188,12 @@ def request_stats(engine, outcomes: dict[int, tuple[int, int]]) -> None:
         session.commit()
 
 
-def test_a_migration_after_which_the_sla_fell_is_rolled_back_and_pinned_until_cleared(client, callers, engine, rag):
-    planned, planned_items = llm_classes(rag), llm_items(engine, 1)
-    # The LLM ran on the dear class in v1 and was moved to the planner's choice by v2, at B+1:10; the
-    # workload met its SLA in the three minutes before and missed it in every one of the three after.
+def regressed_move(engine) -> tuple[set[str], int]:
+    """The LLM ran on the dear class in v1 and was moved to the planner's choice by v2, at B+1:10; the
+    workload met its SLA in the three minutes before and missed it in every one of the three after.
+    Returns the planner's classes for the LLM and its fragment id."""
+    planned = {cls for cls, _, _, _ in llm_items(engine, 1)}
+    planned_items = llm_items(engine, 1)
     with Session(engine) as session:
         session.exec(select(Placement).where(Placement.version == 1)).one().version = 0
         session.commit()
@@ -200,7 +203,11 @@ def test_a_migration_after_which_the_sla_fell_is_rolled_back_and_pinned_until_cl
         session.commit()
     llm_id = rewrite_llm(engine, 2, B + MIN + timedelta(seconds=10), planned_items, migrate_from=DEAR)
     request_stats(engine, {-2: (100, 100), -1: (100, 100), 0: (100, 100), 2: (100, 40), 3: (80, 40), 4: (100, 50)})
+    return planned, llm_id
 
+
+def test_a_migration_after_which_the_sla_fell_is_rolled_back_and_pinned_until_cleared(client, callers, engine, rag):
+    planned, llm_id = regressed_move(engine)
     cycle(engine, rag, B + 4 * MIN + timedelta(seconds=30))  # minute B+4 still open: not judged yet
     with Session(engine) as session:
         assert not session.exec(select(Placement).where(Placement.rollback_to.is_not(None))).all()
@@ -240,3 +247,12 @@ def test_a_migration_after_which_the_sla_fell_is_rolled_back_and_pinned_until_cl
     with Session(engine) as session:
         cleared = session.exec(select(AuditEvent).where(AuditEvent.action == "pin.clear")).one()
     assert cleared.actor.endswith(":acme-ops") and cleared.tenant_id == callers.acme_id
+
+
+def test_a_move_off_a_class_that_lost_its_devices_is_not_rolled_back(engine, rag):
+    regressed_move(engine)
+    rag.nodes = tuple(replace(n, healthy_devices=0) if n.device_class == DEAR else n for n in rag.nodes)
+    cycle(engine, rag, B + 5 * MIN + timedelta(seconds=30))
+    with Session(engine) as session:
+        assert not session.exec(select(Placement).where(Placement.rollback_to.is_not(None))).all()
+        assert not session.exec(select(FragmentPin)).all()
