@@ -115,7 +115,7 @@ class Reconciler:
         return self.last
 
     def _plan(self, snapshot: Snapshot) -> tuple[Problem, Plan, str]:
-        """The problem and plan within the migration policy's cooldown and move limit (and pins); when no plan
+        """The problem and plan within the migration policy's cooldown and move limit; when no plan
         exists within them (capacity lost, demand grown past what may stay put), the plan without
         them, with a note saying so."""
         s = self.settings

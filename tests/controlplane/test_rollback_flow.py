@@ -192,18 +192,19 @@ def regressed_move(engine) -> tuple[set[str], int]:
     """The LLM ran on the dear class in v1 and was moved to the planner's choice by v2, at B+1:10; the
     workload met its SLA in the three minutes before and missed it in every one of the three after.
     Returns the planner's classes for the LLM and its fragment id."""
-    planned = {cls for cls, _, _, _ in llm_items(engine, 1)}
     planned_items = llm_items(engine, 1)
-    with Session(engine) as session:
-        session.exec(select(Placement).where(Placement.version == 1)).one().version = 0
-        session.commit()
-    rewrite_llm(engine, 1, B, ON_DEAR)
-    with Session(engine) as session:
-        session.delete(session.exec(select(Placement).where(Placement.version == 0)).one())
+    with Session(engine) as session:  # v1 as it would have been: the LLM on one dear device
+        v1 = session.exec(select(Placement).where(Placement.version == 1)).one()
+        llm = session.exec(select(Fragment).where(Fragment.key == LLM)).one()
+        for item in session.exec(select(PlacementItem).where(PlacementItem.placement_id == v1.id,
+                                                             PlacementItem.fragment_id == llm.id)).all():
+            session.delete(item)
+        dear = session.exec(select(DeviceClass).where(DeviceClass.name == DEAR)).one()
+        session.add(PlacementItem(placement_id=v1.id, fragment_id=llm.id, device_class_id=dear.id, replicas=1, slices=1))
         session.commit()
     llm_id = rewrite_llm(engine, 2, B + MIN + timedelta(seconds=10), planned_items, migrate_from=DEAR)
     request_stats(engine, {-2: (100, 100), -1: (100, 100), 0: (100, 100), 2: (100, 40), 3: (80, 40), 4: (100, 50)})
-    return planned, llm_id
+    return {cls for cls, _, _, _ in planned_items}, llm_id
 
 
 def test_a_migration_after_which_the_sla_fell_is_rolled_back_and_pinned_until_cleared(client, callers, engine, rag):
