@@ -5,7 +5,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.engine import Engine
 
 from collectors.pipeline import Ingest
-from controlplane.api import costs, fleet, health, placements, policies, tenants, tokens, workloads
+from controlplane.api import costs, fleet, health, pins, placements, policies, tenants, tokens, workloads
 from controlplane.errors import install_problem_handlers
 from controlplane.settings import Settings
 from web.console import create_console_router
@@ -25,7 +25,7 @@ def create_app(engine: Engine, settings: Settings, ingest: Ingest | None = None)
     install_problem_handlers(app)
 
     api = APIRouter(prefix="/api/v1")
-    for module in (fleet, tenants, workloads, policies, placements, costs, tokens, health):
+    for module in (fleet, tenants, workloads, policies, placements, pins, costs, tokens, health):
         api.include_router(module.router)
     app.include_router(api)
 

@@ -22,6 +22,7 @@ from controlplane.models import (
     DeviceClass,
     Edge,
     Fragment,
+    FragmentPin,
     FragmentProfile,
     MeasuredCapacity,
     Migration,
@@ -145,7 +146,7 @@ class Snapshot:
     proposal: ProposalView | None = None
     # Healthy devices on each healthy node of a class, in node order (a class missing: not known).
     node_devices: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    # Fragments an operator or a rollback pinned to classes (fragment id -> classes).
+    # Fragment id -> the classes an operator's or a rollback's pin holds it on (FragmentPin).
     pins: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     @cached_property
@@ -302,13 +303,13 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
     current_placement = session.exec(
         select(Placement).where(Placement.state == PlacementState.applied).order_by(Placement.version.desc())
     ).first()
-    current = _items(session, current_placement.id) if current_placement is not None else {}
+    current = placement_items(session, current_placement.id) if current_placement is not None else {}
     newest = session.exec(select(Placement).order_by(Placement.version.desc())).first()
     latest = newest.version if newest is not None else 0
     proposal = None
     if newest is not None and newest.state in (PlacementState.proposed, PlacementState.recorded,
                                                 PlacementState.rejected):
-        proposal = ProposalView(newest.version, PlacementState(newest.state), _items(session, newest.id),
+        proposal = ProposalView(newest.version, PlacementState(newest.state), placement_items(session, newest.id),
                                 to_utc(newest.created_at), newest.usd_per_hour, newest.demand_rps,
                                 newest.base_version)
 
@@ -343,6 +344,8 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         last_moved=last_moved,
         proposal=proposal,
         node_devices={name: tuple(counts) for name, counts in per_node.items()},
+        pins={fid: tuple(classes) for fid, classes in
+              session.exec(select(FragmentPin.fragment_id, FragmentPin.device_classes)).all()},
     )
 
 
@@ -358,7 +361,7 @@ def policy_of(row: MigrationPolicy) -> Policy:
     )
 
 
-def _items(session: Session, placement_id: int) -> Replicas:
+def placement_items(session: Session, placement_id: int) -> Replicas:
     """A placement's replicas per (fragment id, class, phase), with slices per replica."""
     return {
         (item.fragment_id, name, Phase(item.phase)): (item.replicas, item.slices)
@@ -392,6 +395,8 @@ def build_problem(
 
     `limits` (controlplane.policy.limits: the migration policies' cooldowns, windows, pins and
     move limits) pin fragments to classes and bound how many running fragments change.
+    A pin none of whose classes has healthy devices is ignored, since holding the fragment there
+    would leave it nowhere to run.
     """
     specs = {c.name: c for c in snapshot.classes}
     capacity = tuple(
@@ -442,8 +447,9 @@ def build_problem(
     )
     limit, groups = None, ()
     if limits is not None:
-        fragments = tuple(replace(f, pinned=limits.pinned[int(f.fragment)]) if int(f.fragment) in limits.pinned
-                          else f for f in fragments)
+        healthy = {c.device_class for c in capacity}
+        fragments = tuple(replace(f, pinned=held) if (held := tuple(
+            c for c in limits.pinned.get(int(f.fragment), ()) if c in healthy)) else f for f in fragments)
         if current:
             limit = limits.max_changed
             groups = tuple(ChangeLimit(tuple(sorted(str(fid) for fid in g.fragments if str(fid) in placed)), g.limit)

@@ -6,8 +6,8 @@ Two questions are asked of the policies each reconciler cycle, both here and now
   classes they run on (cooldown after a move, outside a maintenance window, an operator's or a
   rollback's pin; they may still scale there), and how many running fragments may change per cycle
   (the fleet policy's limit, plus each tenant or workload policy's own limit over its fragments).
-  When no plan within them serves demand the reconciler plans again with `lifted=True`: only the
-  hard pins (an operator's, a rollback's) stay.
+  When no plan within them serves demand the reconciler plans again with `lifted=True`: none of
+  them holds then, pins included, since serving demand comes first.
 * `gate(snapshot, plan, policies, now, ...)` — what happens to the plan: applied, proposed for
   approval, recorded only (dry run) or kept out, per workload, with a structured reason for each.
 
@@ -145,17 +145,19 @@ class Limits:
 
 
 def limits(snapshot: Snapshot, policies: tuple[Policy, ...], now: datetime, lifted: bool = False) -> Limits:
-    """The module docstring's limits. Hard pins (`snapshot.pins`: an operator's or a rollback's) always
-    hold; cooldowns, windows and move limits only while not `lifted`."""
+    """The module docstring's limits: pins (`snapshot.pins`: an operator's or a rollback's), cooldowns,
+    windows and move limits; `lifted`, none of them."""
     running: dict[int, set[str]] = defaultdict(set)
     for fid, cls, _ in snapshot.current:
         running[fid].add(cls)
+    if lifted:  # serving demand comes before keeping anything where it was
+        return Limits(lifted=True)
     pinned: dict[int, tuple[str, ...]] = {}
     why: dict[int, str] = {}
-    for fid, classes in getattr(snapshot, "pins", {}).items():
+    for fid, classes in snapshot.pins.items():
         pinned[fid], why[fid] = tuple(sorted(classes)), "pinned (see /pins)"
-    if lifted or not snapshot.current:
-        return Limits(pinned, why, None, (), lifted)
+    if not snapshot.current:
+        return Limits(pinned, why)
     groups: dict[str, tuple[set[int], int]] = {}
     for f in snapshot.fragments:
         policy = governing(policies, f.workload_id, f.tenant_id)
@@ -198,7 +200,8 @@ class Move:
 
 @dataclass(frozen=True)
 class WorkloadVerdict:
-    """What the gate decided for one workload's moves, and why, in plain units."""
+    """What the gate decided for one workload's moves, and why, in plain units: `reason` speaks of this
+    workload only (its own costs), so its tenant may read it on its migrations."""
 
     workload_id: int
     verdict: Verdict
@@ -228,6 +231,11 @@ class Decision:
     close_proposal: str | None = None  # "superseded" or "expired": how the open proposal closes
     needed: bool = False  # the current placement no longer serves demand
     usd_per_hour: float = 0.0  # of the placement to write
+
+    def move_reason(self, fragment_id: int, workload_id: int | None) -> str:
+        """What a move of this fragment's workload says to its tenant: its verdict, never the fleet's reason."""
+        verdict = next((v for v in self.verdicts if v.workload_id == workload_id), None)
+        return verdict.reason if verdict is not None else "re-placed by the reconciler"
 
     @property
     def mode(self) -> Mode | None:
@@ -266,7 +274,7 @@ def gate(snapshot: Snapshot, plan: Plan, policies: tuple[Policy, ...], now: date
     for wid, wmoves in sorted(by_workload.items()):
         policy = governing(policies, wid, tenant_of.get(wid, -1))
         if first or needed:
-            why = "initial placement" if first else "the current placement does not serve demand: " + violations[0]
+            why = "initial placement" if first else "the current placement no longer serves demand within capacity and SLAs"
             verdicts.append(WorkloadVerdict(wid, Verdict.taken, policy.mode, policy.name, why, tuple(wmoves)))
             continue
         before = _cost(current, wid, workload_of, price)
@@ -299,7 +307,7 @@ def gate(snapshot: Snapshot, plan: Plan, policies: tuple[Policy, ...], now: date
         held, close = _against_proposal(snapshot, policies, fate, merged, plan.usd_per_hour, action)
         if held:
             return Decision(Action.keep, held, current, (), tuple(verdicts), None, needed)
-        summary = _summary(snapshot, action, plan, chosen, verdicts, lifted, needed)
+        summary = _summary(snapshot, action, plan, chosen, verdicts, lifted, needed, violations[0] if needed else "")
         usd = plan.usd_per_hour if merged == target else as_plan(merged, problem).usd_per_hour
         return Decision(action, summary, merged, diff(current, merged), tuple(verdicts), close, needed, usd)
     reasons = "; ".join(f"workload {v.workload_id}: {v.reason}" for v in verdicts)
@@ -391,7 +399,7 @@ def _merge(current: Replicas, target: Replicas, workloads: set[int], workload_of
 
 
 def _summary(snapshot: Snapshot, action: Action, plan: Plan, chosen: set[int], verdicts: list[WorkloadVerdict],
-             lifted: str, needed: bool) -> str:
+             lifted: str, needed: bool, violation: str) -> str:
     first = snapshot.current_version is None
     what = "initial placement" if first else "re-placement"
     parts = [f"{what}: ${plan.usd_per_hour:.2f}/h, {plan.status.value}"]
@@ -400,7 +408,7 @@ def _summary(snapshot: Snapshot, action: Action, plan: Plan, chosen: set[int], v
     elif action is Action.record:
         parts.append("dry run")
     if needed and not first:
-        parts.append(next(v.reason for v in verdicts if v.workload_id in chosen))
+        parts.append(f"the current placement does not serve demand: {violation}")
         if any(v.mode is Mode.propose for v in verdicts if v.workload_id in chosen):
             parts.append("applied without waiting for approval: demand is not served")
     deferred = [v for v in verdicts if v.workload_id not in chosen]

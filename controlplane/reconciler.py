@@ -1,7 +1,8 @@
 """The reconciler: the thin stateful shell around the pure stages.
 
 Each cycle: sync inventory -> resume unfinished placements -> check drift (observe what runs;
-re-apply the latest applied placement where it differs) -> snapshot (and keep the replica
+re-apply the latest applied placement where it differs) -> roll back migrations that hurt
+an SLA (controlplane.rollback) -> snapshot (and keep the replica
 capacities its queue waits measured) -> the policies' limits -> build_problem -> solve -> the
 policy gate -> write the placement and its migrations durably (closing a superseded or expired
 proposal in the same transaction) -> actuate -> mark the outcome -> record what runs -> meter
@@ -44,6 +45,7 @@ from controlplane.models._common import utcnow
 from controlplane.observed import record_observation
 from controlplane.planning import Snapshot, build_problem, take_snapshot
 from controlplane.policy import Action, Decision, gate, limits
+from controlplane.rollback import roll_back_regressions
 from controlplane.settings import Settings
 from optimizer.degrade import degrade
 from optimizer.perfmodel import TARGET_UTILISATION
@@ -91,6 +93,7 @@ class Reconciler:
             sync_inventory(session, self.actuator.inventory(), now)
         self._resume_unfinished()
         drifted = self._check_drift()
+        self._roll_back_regressions(now)
         with session_scope(self.engine) as session:
             snapshot = take_snapshot(session, now)
             _remember_capacity(session, now, snapshot.fresh_capacity)
@@ -139,7 +142,7 @@ class Reconciler:
         if plan.feasible:
             return problem, plan, ""
         free, free_plan = problem, plan
-        if bounded.max_changed is not None or bounded.groups or len(bounded.pinned) > len(snapshot.pins):
+        if bounded.max_changed is not None or bounded.groups or bounded.pinned:
             free = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd,
                                  limits(snapshot, snapshot.policies, now, lifted=True))
             free_plan = solve(free)
@@ -210,6 +213,8 @@ class Reconciler:
                         slices=slices,
                     )
                 )
+            workload_of = dict(session.exec(select(Fragment.id, Fragment.workload_id).where(
+                Fragment.id.in_({m.fragment_id for m in decision.moves}))).all())
             for move in decision.moves:
                 session.add(
                     Migration(
@@ -220,7 +225,7 @@ class Reconciler:
                         phase=move.phase.value,
                         replicas=move.replicas,
                         state=state,
-                        reason=decision.reason[:500],
+                        reason=decision.move_reason(move.fragment_id, workload_of.get(move.fragment_id))[:500],
                     )
                 )
             session.add(
@@ -268,6 +273,16 @@ class Reconciler:
         with session_scope(self.engine) as session:
             record_observation(session, observed, now)
 
+    def _roll_back_regressions(self, now: datetime) -> None:
+        """Undo the migrations after which their workload fell below its SLA target (controlplane.rollback):
+        the rollback is written durably with its fragments pinned, then actuated before planning, so the
+        plan of this cycle starts from it."""
+        with session_scope(self.engine) as session:
+            version = roll_back_regressions(session, now, self.settings.rollback_after_minutes)
+        if version is not None:
+            log.warning("automatic rollback: placement v%d puts back fragments whose SLA fell after a migration", version)
+            self._actuate(version)
+
     def _resume_unfinished(self) -> None:
         with Session(self.engine) as session:
             versions = session.exec(
@@ -299,7 +314,7 @@ class Reconciler:
             placement = session.exec(select(Placement).where(Placement.version == version)).one()
             placement.state = PlacementState.applied if ok else PlacementState.failed
             if ok:
-                placement.created_at = self.clock()  # in force from now: metering counts from here
+                placement.applied_at = self.clock()  # in force from now: metering counts from here
             for migration in session.exec(
                 select(Migration).where(Migration.placement_id == placement.id, Migration.state == MigrationState.applying)
             ).all():

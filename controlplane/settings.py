@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     migration_cost_usd: float = Field(
         0.05, ge=0, description="$/hour the optimizer charges per replica moved (a move's one-off cost, amortised)."
     )
+    rollback_after_minutes: int = Field(
+        3, ge=0, le=60,
+        description="Automatic rollback: a migration is undone when its workload met its SLA target in this many "
+        "minutes before it and missed it in every one of this many minutes after it; 0 turns it off.",
+    )
     sim_metrics_port: int = Field(9400, ge=1, le=65535, description="Port of the simulated fleet's Prometheus /metrics.")
     sim_speedup: float = Field(1.0, gt=0, description="Simulated fleet: trace seconds replayed per wall second.")
     sim_seed: int = Field(7, description="Simulated fleet: random seed.")

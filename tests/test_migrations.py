@@ -103,3 +103,27 @@ def test_health_owner_migration_keeps_a_stored_unhealthy_node_and_device_unhealt
         assert "cordoned" not in {c["name"] for c in inspect(engine).get_columns("node")}
     finally:
         engine.dispose()
+
+
+def test_rollback_migration_backfills_applied_at_of_applied_placements_only(empty_database_url):
+    before = "795ee9d5df21"
+    upgrade(empty_database_url, before)
+    engine = make_engine(empty_database_url)
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO placement (id, version, state, created_at, usd_per_hour, solver_status,"
+                              " solve_time_s, reason) VALUES (1, 1, 'applied', :at, 1, '', 0, ''),"
+                              " (2, 2, 'proposed', :at, 1, '', 0, '')"), {"at": at})
+        upgrade(empty_database_url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version, applied_at, decided_by FROM placement ORDER BY version")).all()
+        # Until now created_at was rewritten when a placement was applied: it is when an applied one came into force.
+        assert [(v, a is not None, d) for v, a, d in rows] == [(1, True, None), (2, False, None)]
+        assert str(rows[0][1]).startswith("2026-01-01 12:00:00")
+        downgrade(empty_database_url, before)
+        engine.dispose()
+        assert "fragment_pin" not in inspect(engine).get_table_names()
+        assert "applied_at" not in {c["name"] for c in inspect(engine).get_columns("placement")}
+    finally:
+        engine.dispose()

@@ -11,7 +11,7 @@ minute `now` falls in):
 - busy fraction(class, m)  = Σ device_seconds_busy / Σ device_seconds_allocated
 - allocated devices(c, m)  = Σ device_seconds_allocated / 60       (mean devices held in m)
 - SLA attainment(w, m)     = Σ within_sla / Σ requests             (None when no requests)
-- placement $/hour(m)      = $/hour of the placement in force at the end of m (latest created_at ≤ m + 1 min)
+- placement $/hour(m)      = $/hour of the placement in force at the end of m (latest applied_at ≤ m + 1 min)
 
 A placement item costs replicas × slices / slices_per_device × the class's $/hour: a replica
 taking 2 of a device's 7 slices pays 2/7 of the device. The headline metered $/hour averages
@@ -295,15 +295,15 @@ def _placement_cost_series(
     """$/hour of the placement in force at the end of each minute; None before the first placement."""
     end = axis[-1] + _MINUTE
     in_window = session.exec(
-        _applied().where(Placement.created_at >= axis[0], Placement.created_at < end).order_by(Placement.created_at)
+        _applied().where(Placement.applied_at >= axis[0], Placement.applied_at < end).order_by(Placement.applied_at)
     ).all()
     before = session.exec(
-        _applied().where(Placement.created_at < axis[0]).order_by(Placement.created_at.desc()).limit(1)
+        _applied().where(Placement.applied_at < axis[0]).order_by(Placement.applied_at.desc()).limit(1)
     ).first()
     versions = ([before] if before else []) + list(in_window)
     priced = [
         (
-            p.created_at,
+            p.applied_at,
             sum(classes[i.device_class_id].usd_per_hour_for(i.replicas, i.slices) for i, _, _ in _items(session, p.id, tenant_id)),
         )
         for p in versions

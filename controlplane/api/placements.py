@@ -1,5 +1,6 @@
 """Placements (current and history) and the migrations between them; tenant tokens see only their own.
-Operators approve or reject a proposed placement (a policy with approval_required)."""
+Operators approve or reject a proposed placement (a policy with approval_required), and roll the
+fleet back to an earlier applied version."""
 
 from fastapi import APIRouter
 from sqlalchemy import func
@@ -19,12 +20,16 @@ from controlplane.models import (
     PlacementState,
     Workload,
 )
+from controlplane.models._common import utcnow
 from controlplane.models.placements import MigrationPublic, PlacementItemPublic, PlacementPublic
+from controlplane.planning import placement_items
+from controlplane.rollback import changed_fragments, reapplied, record_rollback
 
 router = APIRouter(tags=["placements"])
 
-# Reasons and actuator errors are written for the whole fleet (costs, other tenants' fragments and
-# workloads); a tenant-scoped caller gets this instead of them.
+# A placement's reason and an actuator's error speak for the whole fleet (its cost, other tenants'
+# fragments); a tenant-scoped caller gets this instead. A migration's reason speaks of its own
+# workload only (controlplane.policy.WorkloadVerdict), so its tenant reads it.
 TENANT_REASON = "decided for the whole fleet; the reason is shown to fleet-wide operators"
 
 
@@ -55,7 +60,8 @@ def placement_public(session: Session, principal: Principal, placement: Placemen
     ]
     update = {"usd_per_hour": placement.usd_per_hour}
     if principal.tenant_id is not None:
-        update = {"usd_per_hour": sum(i.usd_per_hour for i in items), "reason": TENANT_REASON}
+        update = {"usd_per_hour": sum(i.usd_per_hour for i in items), "reason": TENANT_REASON,
+                  "decided_by": "a fleet-wide operator" if placement.decided_by else None}
     public = PlacementPublic.model_validate(placement, update=update)
     public.items = items if with_items else []
     return public
@@ -103,6 +109,7 @@ def _decide(session: Session, principal: Principal, version: int, state: Placeme
     """Move the newest proposal and its migrations to `state` and `migration_state`, audited as `action`."""
     placement, migrations = _decidable(session, principal, version)
     placement.state = state
+    placement.decided_by, placement.decided_at = principal.actor, utcnow()
     for migration in migrations:
         migration.state = migration_state
     audit(session, principal, action, placement, detail={"version": version})
@@ -133,6 +140,39 @@ def _decidable(session: Session, principal: Principal, version: int) -> tuple[Pl
     return placement, list(migrations)
 
 
+@router.post("/placements/{version}/rollback", response_model=PlacementPublic, status_code=201,
+             summary="Re-apply an earlier applied version as a new one; the reconciler actuates it at its next cycle")
+def rollback_placement(version: int, session: SessionDep, principal: Operator):
+    """The new version holds `version`'s items (fragments it did not know keep their current ones);
+    the fragments it changes are pinned to the classes it puts them on, until an operator clears the
+    pins (DELETE /pins/{fragment_id}), so the planner does not move them straight back."""
+    fleet_writer(principal)  # a placement moves every tenant's fragments
+    target = session.exec(select(Placement).where(Placement.version == version)).first()
+    if target is None:
+        raise NotFound(f"placement version {version} not found")
+    if target.state != PlacementState.applied:
+        raise Conflict(f"placement v{version} is {target.state} and was never applied; only a version that ran "
+                       "can be rolled back to")
+    current = session.exec(
+        select(Placement).where(Placement.state == PlacementState.applied).order_by(Placement.version.desc())
+    ).first()
+    if current is not None and current.version == version:
+        raise Conflict(f"placement v{version} is the current placement; roll back to an earlier version")
+    running = placement_items(session, current.id) if current is not None else {}
+    items = reapplied(running, placement_items(session, target.id))
+    reason = f"rollback to v{version} by {principal.actor}"
+    why = {fid: reason for fid in changed_fragments(running, items)}
+    if not why:
+        raise Conflict(f"placement v{version} places every fragment as the current v{current.version} does; "
+                       "there is nothing to roll back")
+    placement = record_rollback(session, utcnow(), items, running, reason, rollback_to=version,
+                                decided_by=principal.actor, actor=principal.actor, why=why)
+    audit(session, principal, "placement.rollback", placement,
+          detail={"version": placement.version, "rollback_to": version, "fragments_pinned": len(why)})
+    session.commit()
+    return placement_public(session, principal, placement, with_items=True)
+
+
 def migration_public(session: Session, principal: Principal, migration: Migration, workload_id: int) -> MigrationPublic:
     def class_name(class_id: int | None) -> str | None:
         return session.get(DeviceClass, class_id).name if class_id is not None else None
@@ -143,7 +183,7 @@ def migration_public(session: Session, principal: Principal, migration: Migratio
         "to_device_class": class_name(migration.to_device_class_id),
     }
     if principal.tenant_id is not None:
-        update |= {"reason": TENANT_REASON, "error": "failed" if migration.error else ""}
+        update |= {"error": "the actuator failed (details: fleet-wide operators)" if migration.error else ""}
     return MigrationPublic.model_validate(migration, update=update)
 
 

@@ -2,7 +2,14 @@
 
 from controlplane.models.fleet import Device, DeviceClass, Node
 from controlplane.models.observed import Observation, ObservationItem
-from controlplane.models.placements import Migration, MigrationState, Placement, PlacementItem, PlacementState
+from controlplane.models.placements import (
+    FragmentPin,
+    Migration,
+    MigrationState,
+    Placement,
+    PlacementItem,
+    PlacementState,
+)
 from controlplane.models.telemetry import DeviceTelemetry, ModelTelemetry
 from controlplane.models.tenancy import ApiToken, AuditEvent, Role, Tenant
 from controlplane.models.usage import RequestStat, UsageRecord
@@ -29,6 +36,7 @@ __all__ = [
     "EdgeVisitCalls",
     "Fragment",
     "FragmentKind",
+    "FragmentPin",
     "FragmentProfile",
     "MeasuredCapacity",
     "Migration",

@@ -3,7 +3,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import String, UniqueConstraint
+from sqlalchemy import JSON, Column, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from controlplane.models._common import utcnow
@@ -29,7 +29,13 @@ class Placement(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     version: int = Field(unique=True)
     state: PlacementState = Field(default=PlacementState.applying, sa_type=String(16), index=True)
-    created_at: datetime = Field(default_factory=utcnow, index=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)  # when it was written; never changes
+    applied_at: datetime | None = Field(default=None, index=True)  # when actuation succeeded: in force from then
+    # Who approved or rejected it (Principal.actor, as the audit trail names them) and when; for a
+    # rollback an operator asked for, who asked. None for what the reconciler decided on its own.
+    decided_by: str | None = Field(default=None, max_length=200)
+    decided_at: datetime | None = None
+    rollback_to: int | None = None  # the earlier version it re-applies (for some fragments, when automatic)
     usd_per_hour: float = 0.0
     solver_status: str = Field("", max_length=32)
     solve_time_s: float = 0.0
@@ -78,6 +84,10 @@ class PlacementPublic(SQLModel):
     version: int
     state: PlacementState
     created_at: datetime
+    applied_at: datetime | None
+    decided_by: str | None = Field(description="Who approved or rejected it, or asked for this rollback.")
+    decided_at: datetime | None
+    rollback_to: int | None = Field(description="The earlier version this placement re-applies, when a rollback.")
     usd_per_hour: float
     solver_status: str
     solve_time_s: float
@@ -116,6 +126,8 @@ class Migration(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # The placement that rolled this move back automatically: set once, so it is never rolled back twice.
+    rollback_placement_id: int | None = Field(default=None, foreign_key="placement.id", ondelete="SET NULL")
 
 
 class MigrationPublic(SQLModel):
@@ -133,3 +145,32 @@ class MigrationPublic(SQLModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    rollback_placement_id: int | None = Field(
+        None, description="The placement that rolled this migration back automatically (its workload fell below SLA)."
+    )
+
+
+class FragmentPin(SQLModel, table=True):
+    """Holds a fragment on `device_classes`: the planner may scale it there, not move it elsewhere,
+    until an operator clears the pin. A rollback writes one, so the planner does not move the fragment
+    straight back to where its SLA suffered. One pin per fragment; clearing deletes it (the audit
+    trail keeps the history)."""
+
+    __tablename__ = "fragment_pin"
+    id: int | None = Field(default=None, primary_key=True)
+    fragment_id: int = Field(foreign_key="fragment.id", unique=True, ondelete="CASCADE")
+    device_classes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    reason: str = Field("", max_length=500)
+    created_by: str = Field(max_length=200)  # Principal.actor, or "reconciler"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class FragmentPinPublic(SQLModel):
+    id: int
+    fragment_id: int
+    fragment_key: str
+    workload_id: int
+    device_classes: list[str]
+    reason: str
+    created_by: str
+    created_at: datetime

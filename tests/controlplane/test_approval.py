@@ -166,6 +166,32 @@ def test_a_tenant_sees_no_fleet_wide_reason_or_cost_in_placements_and_migrations
     cycle(engine, fleet)
     fleet_view = client.get("/api/v1/placements/1", headers=auth(callers.operator)).json()
     assert "$" in fleet_view["reason"]  # the fleet's operators read the whole reason
-    for path in ("/api/v1/placements/1", "/api/v1/placements", "/api/v1/migrations"):
+    for path in ("/api/v1/placements/1", "/api/v1/placements"):
         body = client.get(path, headers=auth(callers.acme_operator)).text
         assert "$" not in body and fleet_view["reason"] not in body and "fleet-wide operators" in body
+    # A migration's reason speaks of its own workload only.
+    moves = client.get("/api/v1/migrations", headers=auth(callers.acme_operator)).json()["items"]
+    assert moves and {m["reason"] for m in moves} == {"initial placement"}
+
+
+def test_approval_keeps_created_at_and_records_who_decided_and_when_it_was_applied(client, callers, engine, fleet):
+    policy(engine, approval_required=True)
+    cycle(engine, fleet)
+    proposed = client.get("/api/v1/placements/1", headers=auth(callers.viewer)).json()
+    assert proposed["decided_by"] is None and proposed["decided_at"] is None and proposed["applied_at"] is None
+
+    approved = client.post("/api/v1/placements/1/approve", headers=auth(callers.operator)).json()
+    assert approved["decided_by"].endswith(":ops") and approved["decided_at"] is not None
+    cycle(engine, fleet, 20)
+    applied = client.get("/api/v1/placements/1", headers=auth(callers.viewer)).json()
+    assert applied["state"] == "applied" and applied["created_at"] == proposed["created_at"]
+    assert applied["applied_at"].startswith((NOW + timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%S"))
+    assert applied["decided_by"] == approved["decided_by"] and applied["decided_at"] == approved["decided_at"]
+
+
+def test_rejection_records_who_decided(client, callers, engine, fleet):
+    policy(engine, approval_required=True)
+    cycle(engine, fleet)
+    rejected = client.post("/api/v1/placements/1/reject", headers=auth(callers.admin)).json()
+    assert rejected["state"] == "rejected" and rejected["decided_by"].endswith(":admin")
+    assert rejected["decided_at"] is not None and rejected["applied_at"] is None

@@ -125,9 +125,10 @@ def test_maintenance_windows_pin_running_fragments_outside_them_and_lifting_free
     assert outside.pinned == {1: ("dear",), 2: ("dear",)} and "Sat 02:00-04:00" in outside.why_pinned[1]
     assert limits(snapshot(ON_DEAR, now=SAT_3AM), policies, SAT_3AM).pinned == {}
     assert limits(snapshot(ON_DEAR), policies, SAT_NOON, lifted=True).pinned == {}
-    # An operator's (or a rollback's) pin holds even when the limits are lifted.
-    pinned = snapshot(ON_DEAR, pins={2: ("cheap",)})
-    assert limits(pinned, policies, SAT_NOON, lifted=True).pinned == {2: ("cheap",)}
+    # An operator's (or a rollback's) pin holds with the limits, and gives way with them.
+    pinned = snapshot(ON_DEAR, pins={2: ("cheap",)}, now=SAT_3AM)
+    assert limits(pinned, policies, SAT_3AM).pinned == {2: ("cheap",)}
+    assert limits(pinned, policies, SAT_3AM, lifted=True).pinned == {}
 
 
 def test_cooldown_pins_recently_moved_fragments_and_scoped_move_limits_group_their_fragments():

@@ -97,8 +97,10 @@ def seed(engine: Engine) -> Seed:
         bge = Fragment(workload_id=bot.id, key="embedding:bge", kind=FragmentKind.embedding, name="embed", model="bge")
         qwen = Fragment(workload_id=research.id, key="llm:qwen-32b", kind=FragmentKind.llm, name="chat", model="qwen-32b")
         applied = PlacementState.applied
-        v1 = Placement(version=1, state=applied, created_at=NOW - timedelta(minutes=40), usd_per_hour=8.0)
-        v2 = Placement(version=2, state=applied, created_at=NOW - timedelta(minutes=10), usd_per_hour=12.4)
+        v1 = Placement(version=1, state=applied, created_at=NOW - timedelta(minutes=40),
+                       applied_at=NOW - timedelta(minutes=40), usd_per_hour=8.0)
+        v2 = Placement(version=2, state=applied, created_at=NOW - timedelta(minutes=10),
+                       applied_at=NOW - timedelta(minutes=10), usd_per_hour=12.4)
         # A newer plan that never ran (dry run / awaiting approval): the console must not show it as current.
         v3 = Placement(version=3, state=PlacementState.proposed, created_at=NOW - timedelta(minutes=5), usd_per_hour=99.0)
         s.add_all([llama, bge, qwen, v1, v2, v3, Sla(workload_id=bot.id, p99_ms=2000, attainment_target=0.99)])

@@ -1,0 +1,59 @@
+"""Fragment pins: what holds a fragment on its device classes after a rollback, until an operator
+clears it. Tenant tokens see and clear only their own fragments' pins."""
+
+from fastapi import APIRouter, status
+from sqlmodel import Session, select
+
+from controlplane.api.common import Page, WindowDep, paginate, remove
+from controlplane.auth import Principal
+from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
+from controlplane.errors import NotFound
+from controlplane.models import Fragment, FragmentPin, Workload
+from controlplane.models.placements import FragmentPinPublic
+
+router = APIRouter(tags=["placements"])
+
+
+def _public(session: Session, pin: FragmentPin) -> FragmentPinPublic:
+    fragment = session.get(Fragment, pin.fragment_id)
+    return FragmentPinPublic.model_validate(pin, update={"fragment_key": fragment.key,
+                                                         "workload_id": fragment.workload_id})
+
+
+@router.get("/pins", response_model=Page[FragmentPinPublic], summary="Fragment pins, newest first")
+def list_pins(session: SessionDep, principal: Viewer, win: WindowDep, workload_id: int | None = None):
+    statement = select(FragmentPin).join(Fragment, Fragment.id == FragmentPin.fragment_id).join(
+        Workload, Workload.id == Fragment.workload_id)
+    if principal.tenant_id is not None:
+        statement = statement.where(Workload.tenant_id == principal.tenant_id)
+    if workload_id is not None:
+        statement = statement.where(Workload.id == workload_id)
+    rows, total = paginate(session, statement, win, FragmentPin.id.desc())
+    return Page(items=[_public(session, p) for p in rows], total=total, limit=win.limit, offset=win.offset)
+
+
+@router.get("/pins/{fragment_id}", response_model=FragmentPinPublic)
+def get_pin(fragment_id: int, session: SessionDep, principal: Viewer):
+    return _public(session, _pin_of(session, principal, fragment_id)[0])
+
+
+@router.delete("/pins/{fragment_id}", status_code=status.HTTP_204_NO_CONTENT,
+               summary="Clear a fragment's pin: the planner may move it again from its next cycle")
+def clear_pin(fragment_id: int, session: SessionDep, principal: Operator):
+    pin, tenant_id = _pin_of(session, principal, fragment_id)
+    remove(session, principal, pin, "pin.clear", tenant_id=tenant_id,
+           detail={"fragment_id": fragment_id, "device_classes": ",".join(pin.device_classes)})
+
+
+def _pin_of(session: Session, principal: Principal, fragment_id: int) -> tuple[FragmentPin, int]:
+    """The pin of `fragment_id` and its tenant; 404 alike for no pin and for another tenant's fragment."""
+    row = session.exec(
+        select(FragmentPin, Workload.tenant_id)
+        .join(Fragment, Fragment.id == FragmentPin.fragment_id)
+        .join(Workload, Workload.id == Fragment.workload_id)
+        .where(FragmentPin.fragment_id == fragment_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"fragment {fragment_id} has no pin", field="fragment_id")
+    check_tenant(principal, row[1], f"fragment {fragment_id}'s pin")
+    return row[0], row[1]
