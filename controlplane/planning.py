@@ -16,7 +16,8 @@ from sqlmodel import Session, select
 from collectors.fanout import calls_percentile, is_concurrent
 from collectors.records import Series
 from collectors.sketch import TOKEN_EDGES, quantiles
-from controlplane.db import int_sum
+from controlplane.db import epoch_seconds, int_sum
+from controlplane.forecast import SHORT_MINUTES, DemandHistory, Forecast, ForecastConfig, forecast
 from controlplane.models import (
     Device,
     DeviceClass,
@@ -32,6 +33,7 @@ from controlplane.models import (
     PlacementItem,
     PlacementState,
     ProfileBucket,
+    RequestStat,
     Sla,
     Tenant,
     Workload,
@@ -139,6 +141,8 @@ class Snapshot:
     proposal: ProposalView | None = None
     # Healthy devices on each healthy node of a class, in node order (a class missing: not known).
     node_devices: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # Workload id -> its demand forecast (controlplane.forecast); empty when forecasting is off.
+    forecasts: dict[int, Forecast] = field(default_factory=dict)
 
     @cached_property
     def fresh_capacity(self) -> dict[int, dict[str, float]]:
@@ -165,8 +169,9 @@ class EdgeView:
     calls_p99: float | None = None
 
 
-def take_snapshot(session: Session, now: datetime) -> Snapshot:
-    """Read the fleet, the observed graph and the current placement."""
+def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig | None = None) -> Snapshot:
+    """Read the fleet, the observed graph and the current placement; with `forecasting`, each
+    workload's demand history too, and forecast it."""
     now = to_utc(now)
     since = minute_of(now) - timedelta(minutes=WINDOW_MINUTES - 1)
     rows = session.exec(select(DeviceClass).order_by(DeviceClass.id)).all()
@@ -341,7 +346,52 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         last_moved=last_moved,
         proposal=proposal,
         node_devices={name: tuple(counts) for name, counts in per_node.items()},
+        forecasts={wid: forecast(h, forecasting) for wid, h in demand_history(session, now, forecasting).items()}
+        if forecasting is not None else {},
     )
+
+
+def demand_history(session: Session, now: datetime, config: ForecastConfig) -> dict[int, DemandHistory]:
+    """Each workload's requests (RequestStat) per complete minute over the last SHORT_MINUTES, and per
+    complete bucket of `config.bucket_s` over `config.history_s` (summed in the database, so a long
+    history costs one row per bucket), gaps filled with zeros from its first record on."""
+    now = to_utc(now)
+    this_minute = minute_of(now)
+    per_minute: dict[int, dict[datetime, float]] = defaultdict(dict)
+    for wid, minute, requests in session.exec(
+        select(RequestStat.workload_id, RequestStat.minute, RequestStat.requests)
+        .where(RequestStat.minute >= this_minute - timedelta(minutes=SHORT_MINUTES), RequestStat.minute < this_minute)
+    ).all():
+        per_minute[wid][to_utc(minute)] = float(requests)
+    size = int(config.bucket_s)
+    current = int(now.timestamp()) // size  # the bucket now is in, incomplete
+
+    def at(bucket: int) -> datetime:
+        return datetime.fromtimestamp(bucket * size, now.tzinfo)
+
+    per_bucket: dict[int, dict[int, float]] = defaultdict(dict)
+    if config.periods_s:
+        bucket = epoch_seconds(session, RequestStat.minute) // size
+        for wid, index, requests in session.exec(
+            select(RequestStat.workload_id, bucket, int_sum(RequestStat.requests))
+            .where(RequestStat.minute >= at(current - math.ceil(config.history_s / size)),
+                   RequestStat.minute < at(current))
+            .group_by(RequestStat.workload_id, bucket)
+        ).all():
+            per_bucket[wid][int(index)] = float(requests)
+    out = {}
+    for wid in per_minute.keys() | per_bucket.keys():
+        minutes = per_minute.get(wid, {})
+        first = min(minutes, default=this_minute)
+        buckets = per_bucket.get(wid, {})
+        out[wid] = DemandHistory(
+            minutes=tuple(minutes.get(first + timedelta(minutes=i), 0.0)
+                          for i in range(int((this_minute - first).total_seconds() // 60))),
+            buckets=tuple(buckets.get(i, 0.0) for i in range(min(buckets, default=current), current)),
+            bucket_s=float(size),
+            into_bucket_s=now.timestamp() - current * size,
+        )
+    return out
 
 
 def _items(session: Session, placement_id: int) -> Replicas:
@@ -375,6 +425,10 @@ def build_problem(
     close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
     lightest first, since a path bound needs an acyclic graph.
 
+    Each fragment's demand is its observed rate scaled by its workload's forecast ratio
+    (`Snapshot.forecasts`: the rate planned for over the settling horizon over the observed one,
+    never below 1), so a rise the workload's history foretells is provisioned before it arrives.
+
     With a current placement and `limits`, the migration policy bounds the plan: fragments that
     moved less than `cooldown_s` ago are pinned to the classes they run on, and at most
     `max_moves_per_cycle` running fragments may change (Problem.max_changed_fragments).
@@ -401,8 +455,14 @@ def build_problem(
     unmeasured = {fid for fid, _, phase in snapshot.current if phase is not Phase.whole}
     unmeasured |= {e.parent_id for e in snapshot.edges if e.child_id != e.parent_id}
     fresh = snapshot.fresh_capacity
+
+    def ratio(workload_id: int) -> float:
+        known = snapshot.forecasts.get(workload_id)
+        return known.ratio if known is not None else 1.0
+
     fragments = tuple(
-        FragmentDemand(fragment=str(f.id), workload=str(f.workload_id), demand_rps=f.rate_rps, profiles=profiles,
+        FragmentDemand(fragment=str(f.id), workload=str(f.workload_id), demand_rps=f.rate_rps * ratio(f.workload_id),
+                       profiles=profiles,
                        kv_bytes_per_request=_kv_bytes(f))
         for f in snapshot.fragments
         if (profiles := _profiles(f, snapshot.classes, measured=f.id not in unmeasured,

@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 from controlplane.actuators.base import Actuator, DesiredPlacement, ReplicaSet
 from controlplane.db import session_scope, upsert_latest
 from controlplane.decide import Action, Decision, decide
+from controlplane.forecast import ForecastConfig
 from controlplane.inventory import sync_inventory
 from controlplane.metering import meter
 from controlplane.models import (
@@ -80,7 +81,7 @@ class Reconciler:
             sync_inventory(session, self.actuator.inventory())
         self._resume_unfinished()
         with session_scope(self.engine) as session:
-            snapshot = take_snapshot(session, now)
+            snapshot = take_snapshot(session, now, forecast_config(self.settings))
             _remember_capacity(session, now, snapshot.fresh_capacity)
         problem, plan, lifted = self._plan(snapshot)
         decision = decide(snapshot, problem, plan)
@@ -228,6 +229,13 @@ class Reconciler:
                 migration.error = "" if ok else message[:1000]
                 migration.finished_at = self.clock()
             session.add(_audit("placement.apply", "placement", str(version), {"ok": ok, "message": message[:300]}))
+
+
+def forecast_config(settings: Settings) -> ForecastConfig | None:
+    """How demand is forecast under `settings`; None when forecasting is off."""
+    if not settings.forecast_enabled:
+        return None
+    return ForecastConfig(settings.forecast_horizon_s, settings.forecast_quantile, settings.forecast_periods_s)
 
 
 def desired_placement(session: Session, placement: Placement) -> DesiredPlacement:
