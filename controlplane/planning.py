@@ -435,20 +435,7 @@ def build_problem(
     `limits=False` is the same problem without them, for when no plan within them exists.
     """
     specs = {c.name: c for c in snapshot.classes}
-    capacity = tuple(
-        ClassCapacity(
-            c.name,
-            c.usd_per_hour,
-            snapshot.healthy_devices.get(c.name, 0),
-            c.slices_per_device,
-            vendor=c.vendor,
-            fabric=c.fabric,
-            sold_by_slice=c.sold_by_slice,
-            node_devices=snapshot.node_devices.get(c.name, ()),
-        )
-        for c in snapshot.classes
-        if snapshot.healthy_devices.get(c.name, 0) > 0
-    )
+    capacity = class_capacities(snapshot)
     # Spans time a visit end to end: a caller's include the calls it waits on, which the path bound
     # adds again, and a split fragment's are reported on its decode class. Neither measures the
     # fragment's own latency on a class, so both keep the performance model's estimates.
@@ -501,6 +488,24 @@ def build_problem(
         current=current,
         migration_cost_usd=migration_cost_usd,
         max_changed_fragments=limit,
+    )
+
+
+def class_capacities(snapshot: Snapshot) -> tuple[ClassCapacity, ...]:
+    """The classes with healthy devices, as the optimizer (and the fast path) sees them."""
+    return tuple(
+        ClassCapacity(
+            c.name,
+            c.usd_per_hour,
+            snapshot.healthy_devices.get(c.name, 0),
+            c.slices_per_device,
+            vendor=c.vendor,
+            fabric=c.fabric,
+            sold_by_slice=c.sold_by_slice,
+            node_devices=snapshot.node_devices.get(c.name, ()),
+        )
+        for c in snapshot.classes
+        if snapshot.healthy_devices.get(c.name, 0) > 0
     )
 
 

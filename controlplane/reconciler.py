@@ -6,12 +6,18 @@ Each cycle: sync inventory -> snapshot (and keep the replica capacities its queu
 migration policy's cooldown and move limit; only when no plan within them serves demand is it
 solved again without them, and the placement's reason says so. A placement left `applying`
 by a crash is actuated again at the start of the next cycle (actuation is idempotent).
+
+The snapshot carries each workload's demand forecast (controlplane.forecast) when forecasting is
+on, so the plan covers the rate expected until a migration has settled. Between cycles,
+`run_fast` (every `fast_path_period_s`) adds replicas where vLLM reports a queue or a full KV
+cache (controlplane.fastpath), recorded and actuated as an applied plan is.
 """
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -19,7 +25,8 @@ from sqlmodel import Session, select
 
 from controlplane.actuators.base import Actuator, DesiredPlacement, ReplicaSet
 from controlplane.db import session_scope, upsert_latest
-from controlplane.decide import Action, Decision, decide
+from controlplane.decide import Action, Decision, decide, diff
+from controlplane.fastpath import ScaleUp, Thresholds, read_pressure, scale_up
 from controlplane.forecast import ForecastConfig
 from controlplane.inventory import sync_inventory
 from controlplane.metering import meter
@@ -37,11 +44,12 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import utcnow
-from controlplane.planning import Snapshot, build_problem, take_snapshot
+from controlplane.planning import Snapshot, build_problem, class_capacities, take_snapshot
 from controlplane.settings import Settings
+from optimizer.packing import device_costs
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
-from optimizer.types import Phase, Plan, Problem
+from optimizer.types import Assignment, ClassCapacity, Phase, Plan, PlanStatus, Problem
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciler"
@@ -74,6 +82,7 @@ class Reconciler:
         self.settings = settings
         self.clock = clock
         self.last: CycleReport | None = None
+        self.last_fast: CycleReport | None = None
 
     def run_once(self) -> CycleReport:
         now = self.clock()
@@ -129,15 +138,54 @@ class Reconciler:
         return free, free_plan, f"cooldown and move limit lifted: none of their plans serves demand ({why})"
 
     def run_forever(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:
-        """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period."""
+        """Cycle every `reconcile_period_s` until `stop` is set, with a fast-path check every
+        `fast_path_period_s` in between; a failed cycle or check is logged and retried next time."""
         while not stop.is_set():
-            try:
-                self.run_once()
-            except Exception as exc:  # one bad cycle must not stop the control loop
-                log.exception("reconcile cycle failed")
-                if on_error is not None:
-                    on_error(exc)
-            stop.wait(self.settings.reconcile_period_s)
+            self._guarded(self.run_once, "reconcile cycle", on_error)
+            next_cycle = time.monotonic() + self.settings.reconcile_period_s
+            while not stop.is_set() and (left := next_cycle - time.monotonic()) > 0:
+                if stop.wait(min(self.settings.fast_path_period_s, left)) or time.monotonic() >= next_cycle:
+                    break
+                self._guarded(self.run_fast, "fast path", on_error)
+
+    @staticmethod
+    def _guarded(step: Callable[[], object], what: str, on_error: Callable[[Exception], None] | None) -> None:
+        try:
+            step()
+        except Exception as exc:  # one bad cycle must not stop the control loop
+            log.exception("%s failed", what)
+            if on_error is not None:
+                on_error(exc)
+
+    def run_fast(self, now: datetime | None = None) -> CycleReport | None:
+        """Between cycles: add replicas where a model server's queue or KV cache fills
+        (controlplane.fastpath), recorded durably and actuated as `run_once` applies a plan; None
+        when nothing was added. A dry-run policy, or a placement still being applied, leaves it idle."""
+        now = now or self.clock()
+        with session_scope(self.engine) as session:
+            snapshot = take_snapshot(session, now)
+            readings = read_pressure(session, now)
+            applying = session.exec(select(Placement.id).where(Placement.state == PlacementState.applying)).first()
+        if not readings or snapshot.current_version is None or applying is not None or snapshot.policy.dry_run:
+            return None
+        started = time.perf_counter()
+        capacity = class_capacities(snapshot)
+        thresholds = Thresholds(self.settings.fast_path_queue_per_replica, self.settings.fast_path_kv_usage)
+        result = scale_up(snapshot, capacity, readings, thresholds)
+        if result is None:
+            return None
+        decision, plan = fast_decision(snapshot, result, capacity, time.perf_counter() - started)
+        version = snapshot.latest_version + 1
+        self._record(version, decision, plan)
+        with session_scope(self.engine) as session:
+            session.add(_audit("fastpath.scale_up", "placement", str(version),
+                               {"additions": [asdict(a) for a in result.additions]}))
+        self._actuate(version)
+        self.last_fast = CycleReport(at=now, action=decision.action, reason=decision.reason, version=version,
+                                     moves=len(decision.moves), usd_per_hour=plan.usd_per_hour,
+                                     solve_time_s=plan.solve_time_s, usage_lines=0)
+        log.info("fast path: v%d, %s", version, "; ".join(a.why for a in result.additions))
+        return self.last_fast
 
     def _record(self, version: int, decision: Decision, plan: Plan) -> None:
         """Write the placement and its migrations before anything is actuated."""
@@ -229,6 +277,22 @@ class Reconciler:
                 migration.error = "" if ok else message[:1000]
                 migration.finished_at = self.clock()
             session.add(_audit("placement.apply", "placement", str(version), {"ok": ok, "message": message[:300]}))
+
+
+def fast_decision(snapshot: Snapshot, result: ScaleUp, capacity: tuple[ClassCapacity, ...], seconds: float
+                  ) -> tuple[Decision, Plan]:
+    """The fast path's scale-up as a Decision to apply and the Plan `_record` stores with it. The
+    reason names no model, workload or number: every tenant's token reads placement reasons (the
+    audit event has the details)."""
+    price = {c.device_class: c.usd_per_hour / c.slices_per_device for c in capacity}
+    rows = tuple(Assignment(str(fid), cls, replicas, slices, replicas * slices * price.get(cls, 0.0), phase)
+                 for (fid, cls, phase), (replicas, slices) in sorted(result.assignments.items()))
+    classes = {c.device_class: c for c in capacity}
+    devices, idle = device_costs(classes, (a for a in rows if a.device_class in classes))
+    plan = Plan(PlanStatus.feasible, rows, usd_per_hour=sum(a.usd_per_hour for a in rows) + sum(idle.values()),
+                solve_time_s=seconds, devices_used=devices)
+    reason = "fast path: replicas added where model servers queued or their KV cache filled"
+    return Decision(Action.apply, reason, result.assignments, diff(snapshot.current, result.assignments)), plan
 
 
 def forecast_config(settings: Settings) -> ForecastConfig | None:
