@@ -163,10 +163,13 @@ class Reconciler:
         when nothing was added. A dry-run policy, or a placement still being applied, leaves it idle."""
         now = now or self.clock()
         with session_scope(self.engine) as session:
-            snapshot = take_snapshot(session, now)
             readings = read_pressure(session, now)
-            applying = session.exec(select(Placement.id).where(Placement.state == PlacementState.applying)).first()
-        if not readings or snapshot.current_version is None or applying is not None or snapshot.policy.dry_run:
+            if not readings or session.exec(
+                select(Placement.id).where(Placement.state == PlacementState.applying)
+            ).first() is not None:
+                return None
+            snapshot = take_snapshot(session, now)
+        if snapshot.current_version is None or snapshot.policy.dry_run:
             return None
         started = time.perf_counter()
         capacity = class_capacities(snapshot)

@@ -8,7 +8,7 @@ from collectors.prometheus import ModelSample, store_samples
 from controlplane.actuators.memory import InMemoryActuator
 from controlplane.decide import Action
 from controlplane.fastpath import ModelPressure, Thresholds, scale_up
-from controlplane.models import AuditEvent, Fragment, Placement, PlacementState
+from controlplane.models import AuditEvent, Fragment, MigrationPolicy, Placement, PlacementState
 from controlplane.planning import FragmentView, PolicyView, Snapshot
 from optimizer.types import ClassCapacity, Phase
 from tests.controlplane.test_reconciler import NODES, NOW, graph, reconciler  # noqa: F401  (graph: a fixture)
@@ -118,6 +118,13 @@ def test_a_building_queue_makes_run_fast_add_replicas(engine, graph):  # noqa: F
         assert session.exec(select(AuditEvent).where(AuditEvent.action == "fastpath.scale_up")).one()
     # The same reading, older than the placement it caused, asks for nothing more.
     assert reconciler(engine, actuator, later + timedelta(seconds=3)).run_fast() is None
+    # Under a dry-run policy nothing is actuated, the fast path included.
+    report(queue=50.0 * llm.replicas, kv=0.99, at=later + timedelta(seconds=4))
+    with Session(engine) as session:
+        session.add(MigrationPolicy(name="look-only", dry_run=True))
+        session.commit()
+    assert reconciler(engine, actuator, later + timedelta(seconds=5)).run_fast() is None
+    assert len(actuator.applied) == 2
 
 
 def test_run_forever_checks_the_fast_path_between_cycles(engine):
