@@ -28,6 +28,14 @@ def int_sum(column):
     return cast(func.sum(column), BigInteger)
 
 
+def epoch_seconds(session: Session, column):
+    """Whole seconds since 1970 of a UTC timestamp column, as an integer SQL expression (for bucketing
+    in the database: integer division of it by a bucket's seconds is the bucket's index)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return cast(func.strftime("%s", column), BigInteger)
+    return cast(func.extract("epoch", column), BigInteger)
+
+
 def dialect_insert(session: Session, table: Table):
     """INSERT for the session's backend, with `on_conflict_do_update` (SQLite and PostgreSQL both have it)."""
     dialect = session.get_bind().dialect.name

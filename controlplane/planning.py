@@ -16,7 +16,8 @@ from sqlmodel import Session, select
 from collectors.fanout import calls_percentile, is_concurrent
 from collectors.records import Series
 from collectors.sketch import TOKEN_EDGES, quantiles
-from controlplane.db import int_sum
+from controlplane.db import epoch_seconds, int_sum
+from controlplane.forecast import SHORT_MINUTES, DemandHistory, Forecast, ForecastConfig, forecast
 from controlplane.models import (
     Device,
     DeviceClass,
@@ -33,6 +34,7 @@ from controlplane.models import (
     PlacementItem,
     PlacementState,
     ProfileBucket,
+    RequestStat,
     Sla,
     Tenant,
     Workload,
@@ -148,6 +150,8 @@ class Snapshot:
     node_devices: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # Fragment id -> the classes an operator's or a rollback's pin holds it on (FragmentPin).
     pins: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    # Workload id -> its demand forecast (controlplane.forecast); empty when forecasting is off.
+    forecasts: dict[int, Forecast] = field(default_factory=dict)
 
     @cached_property
     def fresh_capacity(self) -> dict[int, dict[str, float]]:
@@ -174,8 +178,9 @@ class EdgeView:
     calls_p99: float | None = None
 
 
-def take_snapshot(session: Session, now: datetime) -> Snapshot:
-    """Read the fleet, the observed graph and the current placement."""
+def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig | None = None) -> Snapshot:
+    """Read the fleet, the observed graph and the current placement; with `forecasting`, each
+    workload's demand history too, and forecast it."""
     now = to_utc(now)
     since = minute_of(now) - timedelta(minutes=WINDOW_MINUTES - 1)
     rows = session.exec(select(DeviceClass).order_by(DeviceClass.id)).all()
@@ -346,6 +351,8 @@ def take_snapshot(session: Session, now: datetime) -> Snapshot:
         node_devices={name: tuple(counts) for name, counts in per_node.items()},
         pins={fid: tuple(classes) for fid, classes in
               session.exec(select(FragmentPin.fragment_id, FragmentPin.device_classes)).all()},
+        forecasts={wid: forecast(h, forecasting) for wid, h in demand_history(session, now, forecasting).items()}
+        if forecasting is not None else {},
     )
 
 
@@ -359,6 +366,49 @@ def policy_of(row: MigrationPolicy) -> Policy:
         proposal_ttl_s=row.proposal_ttl_s, supersede_cost_pct=row.supersede_cost_pct,
         supersede_demand_pct=row.supersede_demand_pct,
     )
+
+
+def demand_history(session: Session, now: datetime, config: ForecastConfig) -> dict[int, DemandHistory]:
+    """Each workload's requests (RequestStat) per complete minute over the last SHORT_MINUTES, and per
+    complete bucket of `config.bucket_s` over `config.history_s` (summed in the database, so a long
+    history costs one row per bucket), gaps filled with zeros from its first record on."""
+    now = to_utc(now)
+    this_minute = minute_of(now)
+    per_minute: dict[int, dict[datetime, float]] = defaultdict(dict)
+    for wid, minute, requests in session.exec(
+        select(RequestStat.workload_id, RequestStat.minute, RequestStat.requests)
+        .where(RequestStat.minute >= this_minute - timedelta(minutes=SHORT_MINUTES), RequestStat.minute < this_minute)
+    ).all():
+        per_minute[wid][to_utc(minute)] = float(requests)
+    size = int(config.bucket_s)
+    current = int(now.timestamp()) // size  # the bucket now is in, incomplete
+
+    def at(bucket: int) -> datetime:
+        return datetime.fromtimestamp(bucket * size, now.tzinfo)
+
+    per_bucket: dict[int, dict[int, float]] = defaultdict(dict)
+    if config.periods_s:
+        bucket = epoch_seconds(session, RequestStat.minute) // size
+        for wid, index, requests in session.exec(
+            select(RequestStat.workload_id, bucket, int_sum(RequestStat.requests))
+            .where(RequestStat.minute >= at(current - math.ceil(config.history_s / size)),
+                   RequestStat.minute < at(current))
+            .group_by(RequestStat.workload_id, bucket)
+        ).all():
+            per_bucket[wid][int(index)] = float(requests)
+    out = {}
+    for wid in per_minute.keys() | per_bucket.keys():
+        minutes = per_minute.get(wid, {})
+        first = min(minutes, default=this_minute)
+        buckets = per_bucket.get(wid, {})
+        out[wid] = DemandHistory(
+            minutes=tuple(minutes.get(first + timedelta(minutes=i), 0.0)
+                          for i in range(int((this_minute - first).total_seconds() // 60))),
+            buckets=tuple(buckets.get(i, 0.0) for i in range(min(buckets, default=current), current)),
+            bucket_s=float(size),
+            into_bucket_s=now.timestamp() - current * size,
+        )
+    return out
 
 
 def placement_items(session: Session, placement_id: int) -> Replicas:
@@ -393,34 +443,31 @@ def build_problem(
     Edges that would close a cycle (agent loops: a model calls a tool that calls the model) are left out, the
     lightest first, since a path bound needs an acyclic graph.
 
+    Each fragment's demand is its observed rate scaled by its workload's forecast ratio
+    (`Snapshot.forecasts`: the rate planned for over the settling horizon over the observed one,
+    never below 1), so a rise the workload's history foretells is provisioned before it arrives.
+
     `limits` (controlplane.policy.limits: the migration policies' cooldowns, windows, pins and
     move limits) pin fragments to classes and bound how many running fragments change.
     A pin none of whose classes has healthy devices is ignored, since holding the fragment there
     would leave it nowhere to run.
     """
     specs = {c.name: c for c in snapshot.classes}
-    capacity = tuple(
-        ClassCapacity(
-            c.name,
-            c.usd_per_hour,
-            snapshot.healthy_devices.get(c.name, 0),
-            c.slices_per_device,
-            vendor=c.vendor,
-            fabric=c.fabric,
-            sold_by_slice=c.sold_by_slice,
-            node_devices=snapshot.node_devices.get(c.name, ()),
-        )
-        for c in snapshot.classes
-        if snapshot.healthy_devices.get(c.name, 0) > 0
-    )
+    capacity = class_capacities(snapshot)
     # Spans time a visit end to end: a caller's include the calls it waits on, which the path bound
     # adds again, and a split fragment's are reported on its decode class. Neither measures the
     # fragment's own latency on a class, so both keep the performance model's estimates.
     unmeasured = {fid for fid, _, phase in snapshot.current if phase is not Phase.whole}
     unmeasured |= {e.parent_id for e in snapshot.edges if e.child_id != e.parent_id}
     fresh = snapshot.fresh_capacity
+
+    def ratio(workload_id: int) -> float:
+        known = snapshot.forecasts.get(workload_id)
+        return known.ratio if known is not None else 1.0
+
     fragments = tuple(
-        FragmentDemand(fragment=str(f.id), workload=str(f.workload_id), demand_rps=f.rate_rps, profiles=profiles,
+        FragmentDemand(fragment=str(f.id), workload=str(f.workload_id), demand_rps=f.rate_rps * ratio(f.workload_id),
+                       profiles=profiles,
                        kv_bytes_per_request=_kv_bytes(f))
         for f in snapshot.fragments
         if (profiles := _profiles(f, snapshot.classes, measured=f.id not in unmeasured,
@@ -467,6 +514,24 @@ def build_problem(
         change_limits=tuple(g for g in groups if g.fragments),
         batch_workloads=tuple(sorted(str(w.id) for w in snapshot.workloads.values()
                                      if w.priority is Priority.batch and str(w.id) in workloads)),
+    )
+
+
+def class_capacities(snapshot: Snapshot) -> tuple[ClassCapacity, ...]:
+    """The classes with healthy devices, as the optimizer (and the fast path) sees them."""
+    return tuple(
+        ClassCapacity(
+            c.name,
+            c.usd_per_hour,
+            snapshot.healthy_devices.get(c.name, 0),
+            c.slices_per_device,
+            vendor=c.vendor,
+            fabric=c.fabric,
+            sold_by_slice=c.sold_by_slice,
+            node_devices=snapshot.node_devices.get(c.name, ()),
+        )
+        for c in snapshot.classes
+        if snapshot.healthy_devices.get(c.name, 0) > 0
     )
 
 

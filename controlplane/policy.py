@@ -235,7 +235,7 @@ class Decision:
     def move_reason(self, fragment_id: int, workload_id: int | None) -> str:
         """What a move of this fragment's workload says to its tenant: its verdict, never the fleet's reason."""
         verdict = next((v for v in self.verdicts if v.workload_id == workload_id), None)
-        return verdict.reason if verdict is not None else "re-placed by the reconciler"
+        return verdict.reason if verdict is not None else self.reason  # a fast-path scale-up: no verdicts
 
     @property
     def mode(self) -> Mode | None:

@@ -12,12 +12,18 @@ without them either, optimizer.degrade's best plan by priority is applied, and t
 carries what it does not meet (GET /health shows it). A placement left `applying` by a crash,
 or approved since the last cycle, is actuated again at the start of the next cycle (actuation is
 idempotent).
+
+The snapshot carries each workload's demand forecast (controlplane.forecast) when forecasting is
+on, so the plan covers the rate expected until a migration has settled. Between cycles,
+`run_fast` (every `fast_path_period_s`) adds replicas where vLLM reports a queue or a full KV
+cache (controlplane.fastpath), recorded and actuated as an applied plan is.
 """
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -26,6 +32,8 @@ from sqlmodel import Session, select
 from controlplane.actuators.base import Actuator, DesiredPlacement, ReplicaSet
 from controlplane.db import session_scope, upsert_latest
 from controlplane.drift import compare
+from controlplane.fastpath import ScaleUp, Thresholds, read_pressure, scale_up
+from controlplane.forecast import ForecastConfig
 from controlplane.inventory import sync_inventory
 from controlplane.metering import meter
 from controlplane.models import (
@@ -43,14 +51,15 @@ from controlplane.models import (
 )
 from controlplane.models._common import utcnow
 from controlplane.observed import record_observation
-from controlplane.planning import Snapshot, build_problem, take_snapshot
-from controlplane.policy import Action, Decision, gate, limits
+from controlplane.planning import Snapshot, build_problem, class_capacities, take_snapshot
+from controlplane.policy import Action, Decision, diff, gate, governing, limits
 from controlplane.rollback import roll_back_regressions
 from controlplane.settings import Settings
 from optimizer.degrade import degrade
+from optimizer.packing import device_costs
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
-from optimizer.types import Infeasibility, Phase, Plan, Problem, Shortfall
+from optimizer.types import Assignment, ClassCapacity, Infeasibility, Phase, Plan, PlanStatus, Problem, Shortfall
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciler"
@@ -86,6 +95,7 @@ class Reconciler:
         self.settings = settings
         self.clock = clock
         self.last: CycleReport | None = None
+        self.last_fast: CycleReport | None = None
 
     def run_once(self) -> CycleReport:
         now = self.clock()
@@ -95,7 +105,7 @@ class Reconciler:
         drifted = self._check_drift()
         self._roll_back_regressions(now)
         with session_scope(self.engine) as session:
-            snapshot = take_snapshot(session, now)
+            snapshot = take_snapshot(session, now, forecast_config(self.settings))
             _remember_capacity(session, now, snapshot.fresh_capacity)
         problem, plan, lifted = self._plan(snapshot, now)
         decision = gate(snapshot, plan, snapshot.policies, now, problem=problem, lifted=lifted)
@@ -161,21 +171,72 @@ class Reconciler:
         on_error: Callable[[Exception], None] | None = None,
         on_success: Callable[[CycleReport], None] | None = None,
     ) -> None:
-        """Cycle every `reconcile_period_s` until `stop` is set; a failed cycle is logged and retried next period.
+        """Cycle every `reconcile_period_s` until `stop` is set, with a fast-path check every
+        `fast_path_period_s` in between; a failed cycle or check is logged and retried next time.
 
-        Every cycle ends in exactly one of the callbacks, so a health view fed by both follows the latest cycle.
+        Every cycle ends in exactly one of the callbacks, so a health view fed by both follows the
+        latest cycle (a fast-path check reports only its failures).
         """
         while not stop.is_set():
-            try:
-                report = self.run_once()
-            except Exception as exc:  # one bad cycle must not stop the control loop
-                log.exception("reconcile cycle failed")
-                if on_error is not None:
-                    on_error(exc)
-            else:
-                if on_success is not None:
-                    on_success(report)
-            stop.wait(self.settings.reconcile_period_s)
+            report = self._guarded(self.run_once, "reconcile cycle", on_error)
+            if report is not None and on_success is not None:
+                on_success(report)
+            next_cycle = time.monotonic() + self.settings.reconcile_period_s
+            while not stop.is_set() and (left := next_cycle - time.monotonic()) > 0:
+                if stop.wait(min(self.settings.fast_path_period_s, left)) or time.monotonic() >= next_cycle:
+                    break
+                self._guarded(self.run_fast, "fast path", on_error)
+
+    @staticmethod
+    def _guarded(step: Callable[[], "CycleReport | None"], what: str,
+                 on_error: Callable[[Exception], None] | None) -> "CycleReport | None":
+        try:
+            return step()
+        except Exception as exc:  # one bad cycle must not stop the control loop
+            log.exception("%s failed", what)
+            if on_error is not None:
+                on_error(exc)
+            return None
+
+    def run_fast(self, now: datetime | None = None) -> CycleReport | None:
+        """Between cycles: add replicas where a model server's queue or KV cache fills
+        (controlplane.fastpath), recorded durably and actuated as `run_once` applies a plan; None
+        when nothing was added. A dry-run policy, or a placement still being applied, leaves it idle."""
+        now = now or self.clock()
+        with session_scope(self.engine) as session:
+            readings = read_pressure(session, now)
+            if not readings or session.exec(
+                select(Placement.id).where(Placement.state == PlacementState.applying)
+            ).first() is not None:
+                return None
+            snapshot = take_snapshot(session, now)
+        if snapshot.current_version is None:
+            return None
+        started = time.perf_counter()
+        capacity = class_capacities(snapshot)
+        thresholds = Thresholds(self.settings.fast_path_queue_per_replica, self.settings.fast_path_kv_usage)
+        result = scale_up(snapshot, capacity, readings, thresholds)
+        if result is None:
+            return None
+        # Scale-ups that queues or full KV caches call for are what demand needs: windows and approval do
+        # not hold them back (controlplane.policy), but a dry-run policy over any of them does.
+        owners = {f.id: (f.workload_id, f.tenant_id) for f in snapshot.fragments}
+        if any(governing(snapshot.policies, *owners[a.fragment_id]).dry_run
+               for a in result.additions if a.fragment_id in owners):
+            return None
+        decision, plan = fast_decision(snapshot, result, capacity, time.perf_counter() - started)
+        version = snapshot.latest_version + 1
+        closing = snapshot.proposal.version if snapshot.proposal and snapshot.proposal.state != "rejected" else None
+        self._record(version, decision, plan, snapshot.current_version, 0.0, closing)
+        with session_scope(self.engine) as session:
+            session.add(_audit("fastpath.scale_up", "placement", str(version),
+                               {"additions": [asdict(a) for a in result.additions]}))
+        self._actuate(version)
+        self.last_fast = CycleReport(at=now, action=decision.action, reason=decision.reason, version=version,
+                                     moves=len(decision.moves), usd_per_hour=plan.usd_per_hour,
+                                     solve_time_s=plan.solve_time_s, usage_lines=0)
+        log.info("fast path: v%d, %s", version, "; ".join(a.why for a in result.additions))
+        return self.last_fast
 
     def _record(self, version: int, decision: Decision, plan: Plan, base_version: int | None, demand_rps: float,
                 closing: int | None) -> None:
@@ -336,6 +397,31 @@ def degraded_plan(problem: Problem, infeasible: Plan) -> tuple[Problem, Plan, st
     unmet = len(degraded.plan.shortfalls)
     return degraded.problem, degraded.plan, (
         f"degraded: no plan meets every SLA, {unmet} not met by this one; GET /health says which and why")
+
+
+def fast_decision(snapshot: Snapshot, result: ScaleUp, capacity: tuple[ClassCapacity, ...], seconds: float
+                  ) -> tuple[Decision, Plan]:
+    """The fast path's scale-up as a Decision to apply and the Plan `_record` stores with it. The
+    reason names no model, workload or number: every tenant's token reads placement reasons (the
+    audit event has the details)."""
+    price = {c.device_class: c.usd_per_hour / c.slices_per_device for c in capacity}
+    rows = tuple(Assignment(str(fid), cls, replicas, slices, replicas * slices * price.get(cls, 0.0), phase)
+                 for (fid, cls, phase), (replicas, slices) in sorted(result.assignments.items()))
+    classes = {c.device_class: c for c in capacity}
+    devices, idle = device_costs(classes, (a for a in rows if a.device_class in classes))
+    plan = Plan(PlanStatus.feasible, rows, usd_per_hour=sum(a.usd_per_hour for a in rows) + sum(idle.values()),
+                solve_time_s=seconds, devices_used=devices)
+    reason = "fast path: replicas added where model servers queued or their KV cache filled"
+    decision = Decision(Action.apply, reason, result.assignments, diff(snapshot.current, result.assignments),
+                        close_proposal="superseded", needed=True, usd_per_hour=plan.usd_per_hour)
+    return decision, plan
+
+
+def forecast_config(settings: Settings) -> ForecastConfig | None:
+    """How demand is forecast under `settings`; None when forecasting is off."""
+    if not settings.forecast_enabled:
+        return None
+    return ForecastConfig(settings.forecast_horizon_s, settings.forecast_quantile, settings.forecast_periods_s)
 
 
 def desired_placement(session: Session, placement: Placement) -> DesiredPlacement:

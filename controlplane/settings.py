@@ -41,6 +41,24 @@ class Settings(BaseSettings):
     prometheus_window: str = Field(
         "1m", pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$", description="PromQL range of the latency histograms' rate()."
     )
+    forecast_enabled: bool = Field(True, description="Plan each workload's demand at a forecast's upper quantile.")
+    forecast_horizon_s: float = Field(
+        300.0, ge=0, description="Seconds a migration takes to settle: the forecast covers now to now + this."
+    )
+    forecast_quantile: float = Field(0.9, ge=0.5, lt=1.0, description="Upper quantile of the forecast rate planned for.")
+    forecast_periods_s: tuple[float, ...] = Field(
+        (86_400.0, 604_800.0),
+        description="Seasonal periods (seconds) the forecast fits once history covers two of them: daily, weekly.",
+    )
+    fast_path_period_s: float = Field(
+        2.0, gt=0, description="Seconds between fast-path checks (queue depth, KV-cache use) inside a reconcile period."
+    )
+    fast_path_queue_per_replica: float = Field(
+        4.0, gt=0, description="Fast path: requests waiting per replica of a model on a class that add a replica."
+    )
+    fast_path_kv_usage: float = Field(
+        0.9, gt=0, le=1.0, description="Fast path: KV-cache use (0..1, vLLM kv_cache_usage_perc) that adds a replica."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
 
     @field_validator("database_url")
@@ -48,6 +66,13 @@ class Settings(BaseSettings):
     def _known_backend(cls, value: str) -> str:
         if value and not value.startswith(("sqlite", "postgresql")):
             raise ValueError("database_url must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @field_validator("forecast_periods_s")
+    @classmethod
+    def _positive_periods(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(p <= 0 for p in value):
+            raise ValueError("every forecast period must be > 0 seconds")
         return value
 
     @property

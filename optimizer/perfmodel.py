@@ -19,20 +19,36 @@ rounded up to a power of two (tensor parallelism), at most ``MAX_DEVICES_PER_REP
 Given a latency bound, ``estimate_profiles`` takes a bigger MIG profile when the smallest one
 is too slow.
 
+Memory is scheduled (LLM): the KV cache of the requests a replica holds in flight must fit
+beside its weights. With M the memory of the replica's slices (u * memory_gib * 2^30)::
+
+    K       = GPU_MEMORY_UTILISATION * M - W        KV budget (vLLM's gpu_memory_utilization; the
+                                                   rest is activations and the runtime)
+    kv      = KV_BYTES_PER_TOKEN * (t_in + t_out)   one request's KV cache at its longest
+    C_max   = floor(K / kv)                         requests the replica can hold in flight
+
+A replica size with C_max < 1 cannot serve one request, and where no size up to
+MAX_DEVICES_PER_REPLICA holds one the class gets no profile. Of the sizes that do (the smallest
+that holds the weights, then larger MIG profiles, then twice the devices), an LLM replica takes
+the one that serves the most visits per slice (rps / s): the smallest, unless a larger one serves
+SIZE_GAIN more per slice because its larger KV budget batches more. The decode batch is ``b = min(DECODE_BATCH, C_max)`` (step
+and busy below use b), and by Little's law the requests in flight at the operating point,
+``rps * latency``, may not exceed C_max (the ``C_max / latency`` term of rps below).
+
 LLM (prefill is compute-bound, decode memory-bandwidth-bound)::
 
     prefill   = max(2 * P * t_in / (MFU * F),  W / (MBU * B))  +  sync
     step(b)   = max(W / (MBU * B),  2 * P * b / (MFU * F))  +  sync     one decode step, batch b
     sync      = TP_SYNC_MS_PER_PEER * (tp - 1)                   tp: devices the replica spans
-    latency   = prefill + t_out * step(DECODE_BATCH)
-    busy      = prefill + t_out * step(DECODE_BATCH) / DECODE_BATCH   device-seconds per visit
-    rps       = TARGET_UTILISATION / busy
+    latency   = prefill + t_out * step(b)              b = min(DECODE_BATCH, C_max), see above
+    busy      = prefill + t_out * step(b) / b          device-seconds per visit
+    rps       = min(TARGET_UTILISATION / busy,  C_max / latency)
 
 Disaggregated serving (Splitwise, DistServe) runs the two phases in separate pools, so each
 can sit on the class cheapest for its bottleneck. Per replica of a pool::
 
     prefill pool   latency = prefill (its TTFT)        rps = TARGET_UTILISATION / prefill
-    decode pool    latency = t_out * step(DECODE_BATCH) rps = TARGET_UTILISATION * DECODE_BATCH / (t_out * step)
+    decode pool    latency = t_out * step(b)            rps = TARGET_UTILISATION * b / (t_out * step(b))
     KV hand-off    kv_bytes = t_in * KV_BYTES_PER_TOKEN, moved prefill -> decode once per visit
 
 with the KV cache per token from the model's shape: a transformer of P parameters with
@@ -94,6 +110,8 @@ KINDS = ACCELERATED_KINDS | CPU_KINDS
 
 BYTES_PER_PARAM = 2  # bf16 weights
 MEMORY_OVERHEAD = 1.1  # KV cache and activations beside the weights
+GPU_MEMORY_UTILISATION = 0.9  # share of a replica's memory for weights and KV cache (vLLM's default)
+SIZE_GAIN = 0.1  # a larger LLM replica is chosen only when it serves this much more per slice
 PREFILL_MFU = 0.5
 DECODE_MBU = 0.6
 DECODE_BATCH = 16  # "moderate batch" of concurrent sequences in decode
@@ -129,7 +147,8 @@ class Estimate:
     throughput_rps: float  # per replica at TARGET_UTILISATION
     slices: int  # per replica
     prefill_ms: float = 0.0  # LLM only
-    decode_step_ms: float = 0.0  # LLM only: one decode step at DECODE_BATCH
+    decode_step_ms: float = 0.0  # LLM only: one decode step at decode_batch
+    decode_batch: int = DECODE_BATCH  # LLM only: sequences decoded together, as many as the KV cache holds
 
 
 @dataclass(frozen=True)
@@ -165,7 +184,8 @@ def estimate(
 ) -> Estimate | None:
     """Roofline estimate for one replica on `spec`, or None where the fragment cannot run there.
 
-    `slices` asks for a bigger replica than the smallest that holds the model (None: smallest).
+    `slices` asks for a bigger replica than the smallest that holds the model (None: the smallest, or for
+    an LLM the size the module docstring picks for its KV cache).
     """
     _check_kind(kind)
     if tokens_in < 0 or tokens_out < 0:
@@ -182,16 +202,11 @@ def estimate(
         return None
     if slices is not None and slices < smallest:
         raise ValueError(f"{slices} slices of {spec.name} cannot hold this model; it needs at least {smallest}")
+    if kind == "llm":
+        return _llm_estimate(params_b, tokens_in, tokens_out, spec, smallest, slices)
     slices = slices or smallest
     share = slices / spec.slices_per_device
     overhead_s = FRAMEWORK_OVERHEAD_MS / 1000.0
-    if kind == "llm":
-        times = _llm_times(params_b, tokens_in, DECODE_BATCH, spec, share)
-        prefill_s, step_s = times.prefill_ms / 1000, times.decode_step_ms / 1000
-        latency_s = prefill_s + tokens_out * step_s + overhead_s
-        busy_s = prefill_s + tokens_out * step_s / DECODE_BATCH
-        return Estimate(spec.name, latency_s * 1000, TARGET_UTILISATION / busy_s, slices,
-                        prefill_ms=times.prefill_ms, decode_step_ms=times.decode_step_ms)
     flops = share * spec.bf16_tflops * 1e12
     weight_read_s = weight_bytes / (DECODE_MBU * share * spec.memory_gbps * 1e9)
     flop_per_token = 2 * params_b * 1e9
@@ -279,6 +294,60 @@ def replica_slices(memory_bytes: float, spec: DeviceClassSpec) -> int | None:
     return devices * spec.slices_per_device
 
 
+def _llm_estimate(params_b: float, tokens_in: float, tokens_out: float, spec: DeviceClassSpec, smallest: int,
+                  slices: int | None) -> Estimate | None:
+    """An LLM replica of `slices` (None: the size that serves most visits per slice among those that
+    hold one request's KV cache beside the weights, the smallest unless a larger one serves
+    SIZE_GAIN more per slice), with its KV cache scheduled (module docstring)."""
+    if slices is not None:
+        return _llm_at(params_b, tokens_in, tokens_out, spec, slices, explicit=True)
+    best, size = None, smallest
+    while size is not None:
+        est = _llm_at(params_b, tokens_in, tokens_out, spec, size, explicit=False)
+        if est is not None and (best is None or
+                                est.throughput_rps / size > (1 + SIZE_GAIN) * best.throughput_rps / best.slices):
+            best = est
+        size = _next_size(size, spec)
+    return best
+
+
+def _llm_at(params_b: float, tokens_in: float, tokens_out: float, spec: DeviceClassSpec, slices: int,
+            explicit: bool) -> Estimate | None:
+    """One LLM replica of `slices`; None where it cannot hold one request, unless `explicit` (the
+    caller sized it: it then serves one at a time, its memory overcommitted, for a latency estimate)."""
+    weight_bytes = BYTES_PER_PARAM * params_b * 1e9
+    in_flight = _in_flight(weight_bytes, kv_bytes_per_token(params_b) * (tokens_in + tokens_out), spec, slices)
+    if in_flight < 1 and not explicit:
+        return None
+    in_flight = max(1, in_flight)
+    batch = min(DECODE_BATCH, in_flight)
+    times = _llm_times(params_b, tokens_in, batch, spec, slices / spec.slices_per_device)
+    prefill_s, step_s = times.prefill_ms / 1000, times.decode_step_ms / 1000
+    latency_s = prefill_s + tokens_out * step_s + FRAMEWORK_OVERHEAD_MS / 1000.0
+    busy_s = prefill_s + tokens_out * step_s / batch
+    rps = min(TARGET_UTILISATION / busy_s, in_flight / latency_s)  # Little: rps * latency are in flight
+    return Estimate(spec.name, latency_s * 1000, rps, slices, prefill_ms=times.prefill_ms,
+                    decode_step_ms=times.decode_step_ms, decode_batch=batch)
+
+
+def _in_flight(weight_bytes: float, kv_request: float, spec: DeviceClassSpec, slices: int) -> int:
+    """C_max: requests whose KV cache fits beside the weights in `slices` of `spec` (module docstring)."""
+    budget = GPU_MEMORY_UTILISATION * slices / spec.slices_per_device * spec.memory_gib * 2**30 - weight_bytes
+    if budget <= 0:
+        return 0
+    return DECODE_BATCH * 1024 if kv_request <= 0 else int(budget // kv_request)
+
+
+def _next_size(slices: int, spec: DeviceClassSpec) -> int | None:
+    """The next larger replica size on `spec` (a MIG profile, a whole device, twice the devices), or
+    None past MAX_DEVICES_PER_REPLICA."""
+    per = spec.slices_per_device
+    if slices < per:
+        return next((size for size in (MIG_PROFILE_SLICES if _is_mig(spec) else ()) if size > slices), per)
+    devices = 2 * (slices // per)
+    return devices * per if devices <= MAX_DEVICES_PER_REPLICA else None
+
+
 def capacity_from_queueing(rate_rps: float, wait_s: float) -> tuple[float, float]:
     """(μ, ρ): the visits/s one replica completes at most, and its utilisation, from the visits/s it
     receives and their mean wait for it (module docstring). A wait of 0 gives (inf, 0)."""
@@ -313,7 +382,7 @@ def phase_profiles(est: Estimate, tokens_out: float, tail: Estimate | None = Non
     prefill = ServiceProfile(est.device_class, TARGET_UTILISATION * 1000 / est.prefill_ms, prefill_ms, est.slices,
                              phase=Phase.prefill, ttft_ms=prefill_ms)
     decode = ServiceProfile(est.device_class,
-                            TARGET_UTILISATION * DECODE_BATCH * 1000 / (tokens_out * est.decode_step_ms),
+                            TARGET_UTILISATION * est.decode_batch * 1000 / (tokens_out * est.decode_step_ms),
                             decode_ms + FRAMEWORK_OVERHEAD_MS, est.slices, phase=Phase.decode,
                             tpot_ms=est.decode_step_ms)
     return prefill, decode

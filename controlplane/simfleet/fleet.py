@@ -109,6 +109,7 @@ class _RunningSet:
     mean_wait_s: float = 0.0
     mean_service_s: float = 0.0
     max_batch: int = 1
+    mean_kv_share: float = 0.0  # one visit's share of a replica's KV-cache memory (LLM)
 
 
 @dataclass
@@ -301,7 +302,7 @@ class SimulatedFleet:
                                       u=rng.random(), z=rng.gauss(0.0, 1.0))
                 chosen = next(rs for rs in sets if rs.replica_set.device_class == visit.device_class)
                 self._record(chosen, at, wait_s=visit.wait_s, service_s=visit.latency_s - visit.wait_s,
-                             occupancy_s=visit.occupancy_s, max_batch=visit.max_batch)
+                             occupancy_s=visit.occupancy_s, max_batch=visit.max_batch, kv_share=visit.kv_share)
             else:
                 prefill = [rs for rs in sets if rs.replica_set.phase is Phase.prefill]
                 decode = [rs for rs in sets if rs.replica_set.phase is Phase.decode]
@@ -316,10 +317,10 @@ class SimulatedFleet:
                 # and a visit waits for a slot in its batch only when the decode pool runs past capacity.
                 self._record(prefiller, at, wait_s=visit.wait_s,
                              service_s=visit.ttft_s - visit.wait_s - visit.hand_off_s,
-                             occupancy_s=visit.prefill_occupancy_s, max_batch=1)
+                             occupancy_s=visit.prefill_occupancy_s, max_batch=1, kv_share=visit.kv_share)
                 self._record(decoder, at, wait_s=visit.decode_wait_s,
                              service_s=visit.latency_s - visit.ttft_s - visit.decode_wait_s,
-                             occupancy_s=visit.occupancy_s, max_batch=visit.max_batch)
+                             occupancy_s=visit.occupancy_s, max_batch=visit.max_batch, kv_share=visit.kv_share)
         if fragment.kind is Kind.llm:
             self.metrics.observe_llm(
                 tenant=app.tenant,
@@ -369,22 +370,28 @@ class SimulatedFleet:
             return tuple(stats)
 
     def llm_stats(self) -> tuple[LlmStats, ...]:
-        """vLLM's gauges per fragment and device class; a prefill and a decode pool on one class add up."""
+        """vLLM's gauges per fragment and device class; a prefill and a decode pool on one class add up.
+
+        By Little's law: requests running = arrival rate x service time (at most the batch slots),
+        waiting = arrival rate x mean wait; KV-cache use = the running requests' KV over the replicas'
+        KV memory (each request's share of its replica's), averaged over replicas as vLLM's is.
+        """
         now = self._clock()
         with self._lock:
-            totals: dict[tuple[str, str, str, str], tuple[float, float, int]] = {}  # running, waiting, slots
+            # running, waiting, KV held (in replicas' worth), replicas
+            totals: dict[tuple[str, str, str, str], tuple[float, float, float, int]] = {}
             for rs in self._running.values():
                 if rs.fragment is None or rs.fragment.kind is not Kind.llm:
                     continue
                 rate = rs.arrivals.per_second(now)
-                slots = rs.replica_set.replicas * rs.max_batch
-                running = min(rate * rs.mean_service_s, slots)  # Little's law, capped by batch slots
                 r = rs.replica_set
+                running = min(rate * rs.mean_service_s, r.replicas * rs.max_batch)  # Little, capped by batch slots
                 label = (r.tenant, r.workload, rs.fragment.name, r.device_class)
-                before = totals.get(label, (0.0, 0.0, 0))
-                totals[label] = (before[0] + running, before[1] + rate * rs.mean_wait_s, before[2] + slots)
-            return tuple(LlmStats(*label, running, waiting, running / slots if slots else 0.0)
-                         for label, (running, waiting, slots) in totals.items())
+                before = totals.get(label, (0.0, 0.0, 0.0, 0))
+                totals[label] = (before[0] + running, before[1] + rate * rs.mean_wait_s,
+                                 before[2] + running * rs.mean_kv_share, before[3] + r.replicas)
+            return tuple(LlmStats(*label, running, waiting, min(1.0, kv / replicas) if replicas else 0.0)
+                         for label, (running, waiting, kv, replicas) in totals.items())
 
     def class_utilisation(self) -> tuple[ClassUtilisation, ...]:
         now = self._clock()
@@ -546,13 +553,15 @@ class SimulatedFleet:
         self._running = running
 
     def _record(
-        self, rs: _RunningSet, at: float, *, wait_s: float, service_s: float, occupancy_s: float, max_batch: int
+        self, rs: _RunningSet, at: float, *, wait_s: float, service_s: float, occupancy_s: float, max_batch: int,
+        kv_share: float = 0.0,
     ) -> None:
         """Count a visit's (part's) arrival, wait and service on `rs`, and its occupancy as busy time."""
         first = rs.arrivals.value == 0.0
         rs.arrivals.add(1.0, at)
         rs.mean_wait_s = wait_s if first else rs.mean_wait_s + _EWMA * (wait_s - rs.mean_wait_s)
         rs.mean_service_s = service_s if first else rs.mean_service_s + _EWMA * (service_s - rs.mean_service_s)
+        rs.mean_kv_share = kv_share if first else rs.mean_kv_share + _EWMA * (kv_share - rs.mean_kv_share)
         rs.max_batch = max_batch
         spec = device_class(rs.replica_set.device_class)
         # One visit occupies one replica; on average it is spread evenly over the set's devices.

@@ -91,6 +91,7 @@ class Service:
     output_tokens: int
     offloaded: bool
     parallel: int = 1  # visits one replica serves at once outside decode batches (a CPU replica: its cores)
+    kv_share: float = 0.0  # LLM: one request's KV cache over the replica's memory for KV (vLLM's kv_cache_usage)
 
     def step_s(self, batch: float) -> float:
         return self.weights_s + batch * self.kv_s_per_request
@@ -134,6 +135,7 @@ class Visit:
     prefill_occupancy_s: float = 0.0  # replica-seconds it used on `prefill_class`
     hand_off_s: float = 0.0  # KV cache transfer part of ttft_s
     decode_wait_s: float = 0.0  # split: waiting for a decode batch slot after the first token
+    kv_share: float = 0.0  # LLM: its KV cache's share of a `device_class` replica's KV memory while it runs
 
 
 def replica_memory_bytes(spec: SimDeviceClass, slices: int) -> float:
@@ -183,7 +185,8 @@ def service(fragment: Fragment, deployment: Deployment, input_tokens: int, outpu
     kv_per_request = fragment.model.kv_bytes_per_token * (input_tokens + output_tokens / 2)
     free = max(memory - weights, 0.0) if not offloaded else memory * 0.5
     max_batch = max(1, min(MAX_BATCH, int(free // max(kv_per_request, 1.0))))
-    return Service(prefill, max_batch, weights_s, kv_per_request / bandwidth, output_tokens, offloaded)
+    return Service(prefill, max_batch, weights_s, kv_per_request / bandwidth, output_tokens, offloaded,
+                   kv_share=min(1.0, kv_per_request / free) if free > 0 else 1.0)
 
 
 def utilisation(
@@ -251,6 +254,7 @@ def visit(
         max_batch=svc.max_batch,
         rho=rho,
         offloaded=svc.offloaded,
+        kv_share=svc.kv_share,
     )
 
 
@@ -308,4 +312,5 @@ def split_visit(
         prefill_occupancy_s=first.prefill_s,
         hand_off_s=hand_off * noise,
         decode_wait_s=decode_wait * noise,
+        kv_share=rest.kv_share,
     )

@@ -32,3 +32,11 @@ def test_bad_settings_name_the_variable(monkeypatch, variable, value, field):
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=field):
         Settings()
+
+
+def test_forecast_periods_come_as_a_json_list_and_must_be_positive(monkeypatch):
+    monkeypatch.setenv("HETEROPLANE_FORECAST_PERIODS_S", "[1200, 8400]")
+    assert Settings().forecast_periods_s == (1200.0, 8400.0)
+    monkeypatch.setenv("HETEROPLANE_FORECAST_PERIODS_S", "[0]")
+    with pytest.raises(ValidationError, match="forecast_periods_s"):
+        Settings()

@@ -61,6 +61,7 @@ def test_replica_size_follows_weight_memory() -> None:
     assert estimate("llm", 70, 512, 128, by_name("L4")).slices == 8  # 6 x 24 GiB -> TP 8
     # An 8B model (16.4 GiB) takes the 2-slice MIG profile of an H100 (80/7 = 11.4 GiB a slice).
     assert estimate("llm", 8, 512, 128, by_name("H100-SXM")).slices == 2
+    assert estimate("llm", 8, 64, 16, by_name("H100-SXM")).decode_batch == 16  # short requests: a full batch
     # 405B needs 16 L40S: more than one node, so it cannot run there.
     assert estimate("llm", 405, 512, 128, by_name("L40S")) is None
 
@@ -88,9 +89,10 @@ RUNNABLE = [
 
 @pytest.mark.parametrize(("spec", "kind", "params"), RUNNABLE)
 def test_more_tokens_means_more_latency(spec, kind, params) -> None:
+    # On a replica of one size: longer requests may get a larger replica (their KV cache), which is faster.
     short = estimate(kind, params, 256, 64, spec)
-    longer_prompt = estimate(kind, params, 2048, 64, spec)
-    longer_answer = estimate(kind, params, 256, 512, spec)
+    longer_prompt = estimate(kind, params, 2048, 64, spec, slices=short.slices)
+    longer_answer = estimate(kind, params, 256, 512, spec, slices=short.slices)
     assert longer_prompt.latency_ms > short.latency_ms
     assert longer_answer.latency_ms > short.latency_ms
     assert longer_prompt.throughput_rps < short.throughput_rps
@@ -182,3 +184,43 @@ def test_tail_tokens_set_latency_and_mean_tokens_set_throughput():
         (612 - 257) * step + tail[whole].ttft_ms - mean_only[whole].ttft_ms)
     assert tail[Phase.prefill].ttft_ms > mean_only[Phase.prefill].ttft_ms
     assert tail[Phase.decode].latency_ms - mean_only[Phase.decode].latency_ms == pytest.approx((612 - 257) * step)
+
+
+def test_kv_cache_of_long_requests_counts_against_memory() -> None:
+    """An 8B model answering 32,000-token prompts with 500 tokens on L4s (24 GiB, 300 GB/s, 121 TFLOP/s).
+
+    By hand: d = (128 * 8e9 / 12)^(1/3) = 4404, so a token's KV is d^2 / 32 = 0.606 MB and one
+    request's (32,500 tokens) 19.7 GB. One L4 keeps 0.9 * 25.77 GB - 16 GB of weights = 7.2 GB for
+    KV: not one request, so no 1-device replica. Two keep 30.4 GB (1 request), four 76.8 GB (3), eight
+    169.6 GB (8). Four L4s (tensor parallel, 3 x 5 ms sync):
+        prefill = 2 * 8e9 * 32000 / (0.5 * 4 * 121e12) + 0.015 = 2.131 s
+        step(3) = 16e9 / (0.6 * 4 * 300e9) + 0.015 = 0.0372 s
+        busy    = 2.131 + 500 * 0.0372 / 3 = 8.335 s  ->  0.7 / 8.335 = 0.0840 visits/s, 0.0210 a device
+    (Little: 3 in flight over a 20.7 s visit allow 0.145/s, not binding), the most per device of the
+    sizes that hold a request (two: 0.0121 a device; eight: 0.0220, not 10% more). Without KV accounting
+    one L4 was credited a batch of 16:
+        busy    = 2 * 8e9 * 32000 / (0.5 * 121e12) + 500 * (16e9 / (0.6 * 300e9)) / 16 = 8.46 + 2.78 = 11.24 s
+        -> 0.7 / 11.24 = 0.0623 visits/s on one device, three times what its memory allows.
+    """
+    l4 = by_name("L4")
+    got = estimate("llm", 8, 32_000, 500, l4)
+    assert (got.slices, got.decode_batch) == (4, 3)
+    assert got.throughput_rps == pytest.approx(0.0840, rel=0.01)
+    assert got.throughput_rps / got.slices < 0.0623 / 2
+    # The same request, short: a full batch on one L4, as before.
+    assert estimate("llm", 8, 320, 50, l4).slices == 1
+    # The decode pool is sized by the same batch: 0.7 * 3 / (500 * 0.0372 s) = 0.113 visits/s.
+    decode = next(p for p in estimate_profiles("llm", "llama-3.1-8b", 32_000, 500, (l4,), phases=True)
+                  if p.phase is Phase.decode)
+    assert decode.throughput_rps == pytest.approx(0.113, rel=0.01)
+
+
+def test_a_class_that_cannot_hold_one_request_gets_no_profile() -> None:
+    # 70B (GQA): a token's KV is (128 * 70e9 / 12)^(2/3) / 32 / 8 = 0.321 MB, 200,500 tokens 64.4 GB. Eight
+    # L4s (one node) keep 0.9 * 206.2 GB - 140 GB = 45.5 GB beside the weights: not one request. Two
+    # MI300X (192 GiB each) keep 0.9 * 412.3 - 140 = 231 GB: three.
+    assert estimate("llm", 70, 200_000, 500, by_name("L4")) is None
+    assert estimate("llm", 70, 200_000, 500, by_name("MI300X")).slices == 2
+    classes = {p.device_class for p in estimate_profiles("llm", "llama-3.1-70b", 200_000, 500,
+                                                         (by_name("L4"), by_name("MI300X")))}
+    assert classes == {"MI300X"}

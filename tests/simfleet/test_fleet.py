@@ -295,3 +295,19 @@ def test_a_split_fragment_that_lost_its_decode_pool_fails_its_visits():
     assert fleet.serve(RAG_CHATBOT, LLAMA_70B, 1000, 200, 1_000.0, random.Random(0)) is None
     fleet.repair_device("sim-gaudi2-0", 0)
     assert fleet.serve(RAG_CHATBOT, LLAMA_70B, 1000, 200, 1_000.0, random.Random(0)).device_class == "Gaudi2"
+
+
+def test_kv_cache_usage_is_the_running_requests_kv_over_the_replicas_memory():
+    now = 1_000.0
+    fleet = SimulatedFleet(clock=lambda: now)
+    assert fleet.apply(placement(1, (*LLM70, "H100-SXM", 1, 14))).ok  # one replica on two H100s
+    rng = random.Random(6)
+    for _ in range(30):
+        fleet.serve(RAG_CHATBOT, LLAMA_70B, 100, 20, now, rng)
+    (row,) = [s for s in fleet.llm_stats() if s.model_name == "llama-3.1-70b-instruct"]
+    # KV memory: 0.9 x 2 x 80 GiB = 154.62 GB less 141.2 GB of weights = 13.42 GB. A request of 100 + 20 / 2
+    # tokens holds 110 x 327,680 B = 36.0 MB of it: 0.268% each. 372 of them would fit, but a batch is at most
+    # 64, so counting batch slots (running / 64) would report 5.8 times the KV cache really in use.
+    assert row.running > 0
+    assert row.kv_cache_usage == pytest.approx(row.running * 110 * 327_680 / (0.9 * 160 * 2**30 - 141.2e9), rel=1e-6)
+    assert row.kv_cache_usage < row.running / 64
