@@ -210,6 +210,8 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
     # and since the minute after the fragment last moved: visits, visits that reported a wait, waits.
     observed: dict[int, dict[str, list]] = defaultdict(dict)
     settled: dict[int, dict[str, list]] = defaultdict(dict)
+    last_minute = minute_of(now) - timedelta(minutes=1)  # the newest complete minute
+    latest: dict[int, int] = defaultdict(int)  # fragment -> its visits in that minute
     for fid, cls, minute, visits, latency, tin, tout, queued, queue_ms in session.exec(
         select(
             FragmentProfile.fragment_id,
@@ -223,6 +225,8 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
             FragmentProfile.queue_ms_sum,
         ).where(FragmentProfile.minute >= since)
     ).all():
+        if to_utc(minute) == last_minute:
+            latest[fid] += visits
         acc = observed[fid].setdefault(cls, [0, 0.0, 0, 0, 0.0])
         acc[0] += visits
         acc[1] += latency - queue_ms
@@ -282,7 +286,8 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
                 tenant_id=tenant.id,
                 tenant=tenant.name,
                 workload=workload.name,
-                rate_rps=visits / elapsed,
+                # Up at once, down slowly: the newest complete minute when it is busier than the window.
+                rate_rps=max(visits / elapsed, latest.get(fragment.id, 0) / 60.0),
                 tokens_in_mean=sum(v[2] for v in per_class.values()) / visits if visits else 0.0,
                 tokens_out_mean=sum(v[3] for v in per_class.values()) / visits if visits else 0.0,
                 visits=visits,
@@ -460,6 +465,10 @@ def build_problem(
     unmeasured = {fid for fid, _, phase in snapshot.current if phase is not Phase.whole}
     unmeasured |= {e.parent_id for e in snapshot.edges if e.child_id != e.parent_id}
     fresh = snapshot.fresh_capacity
+    whole: dict[int, dict[str, int]] = defaultdict(dict)
+    for (fid, cls, phase), (replicas, _) in snapshot.current.items():
+        if phase is Phase.whole:
+            whole[fid][cls] = replicas
 
     def ratio(workload_id: int) -> float:
         known = snapshot.forecasts.get(workload_id)
@@ -471,7 +480,9 @@ def build_problem(
                        kv_bytes_per_request=_kv_bytes(f))
         for f in snapshot.fragments
         if (profiles := _profiles(f, snapshot.classes, measured=f.id not in unmeasured,
-                                  capacity={**f.known_capacity, **fresh.get(f.id, {})}))
+                                  capacity={**f.known_capacity, **fresh.get(f.id, {})},
+                                  overloaded=overloaded(f, whole.get(f.id, {}), {**f.known_capacity,
+                                                                                 **fresh.get(f.id, {})})))
     )
     placed = {f.fragment for f in fragments}
     edges = acyclic(
@@ -603,8 +614,18 @@ def _tail_latency_ms(observed: list, sketch: dict[int, int]) -> float:
     return max(mean, p99 - observed[4] / visits)
 
 
+def overloaded(fragment: FragmentView, replicas: dict[str, int], capacity: dict[str, float]) -> set[str]:
+    """The classes on which `fragment`'s replicas ran past the SLA-safe operating point
+    (TARGET_UTILISATION of their measured capacity) since it last moved: a latency measured there
+    is the overload's (fuller batches decode slower), not what the class gives at the operating
+    point the plan will hold it to."""
+    return {cls for cls, rate in fragment.settled_rate_rps.items()
+            if replicas.get(cls, 0) > 0 and capacity.get(cls, 0.0) > 0
+            and rate / (replicas[cls] * capacity[cls]) > TARGET_UTILISATION}
+
+
 def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...], measured: bool,
-              capacity: dict[str, float]) -> tuple[ServiceProfile, ...]:
+              capacity: dict[str, float], overloaded: set[str] = frozenset()) -> tuple[ServiceProfile, ...]:
     """Estimates (an LLM's prefill and decode pools too), whole replicas' latency measured where
     telemetry has it, unless `measured` is False, and their throughput at TARGET_UTILISATION of
     the measured `capacity`; other profiles' throughput scaled by the geometric mean shortfall of
@@ -612,7 +633,8 @@ def _profiles(fragment: FragmentView, classes: tuple[DeviceClassSpec, ...], meas
     short (see build_problem)."""
     estimated = estimate_profiles(fragment.kind, fragment.model, fragment.tokens_in_mean, fragment.tokens_out_mean,
                                   classes, phases=True, tail_tokens=fragment.tokens_p99)
-    latency = fragment.measured_latency_ms if measured else {}
+    latency = {cls: ms for cls, ms in fragment.measured_latency_ms.items() if cls not in overloaded} if measured \
+        else {}
     throughput = {p.device_class: TARGET_UTILISATION * capacity[p.device_class] for p in estimated
                   if p.phase is Phase.whole and p.device_class in capacity}
     cpu = {c.name: c.is_cpu for c in classes}

@@ -17,8 +17,9 @@ before it, and stops at the first that is feasible:
                           transfers: optimizer.diagnose) become that best path; TTFT, TPOT and
                           fragment bounds of those workloads are dropped. Served as fast as the
                           fleet can.
-    4. relax realtime     every realtime latency SLA is dropped (the fast classes are too few for
-                          all of them): served, later than agreed.
+    4. relax realtime     every realtime p99 SLA is loosened (x LOOSEN, then dropped: the fast
+                          classes are too few for all of them): served, later than agreed, but
+                          still as fast as the loosest bound that fits keeps it.
     5. shed realtime      realtime demand is scaled by the largest feasible fraction phi_r (as
                           in 2), batch at 0.
        After 3 or 4 (realtime served in full), batch is grown back to the largest fraction the
@@ -63,7 +64,8 @@ from optimizer.types import (
 )
 
 SHED_STEPS = 6  # bisection steps on a shed fraction: the served share is exact to 1 / 64
-_MAX_SOLVES = 4 + 2 * (1 + SHED_STEPS)
+LOOSEN = (1.1, 1.25, 1.5, 2.0)  # stage 4 first tries every realtime p99 SLA times these before dropping them
+_MAX_SOLVES = 4 + len(LOOSEN) + 2 * (1 + SHED_STEPS)
 _MIN_SOLVE_S = 0.05
 _REL_TOL = 1e-9
 
@@ -100,6 +102,7 @@ def degrade(problem: Problem) -> Degraded:
     reachable = _relax_unreachable(no_batch, realtime)
     stages = [no_batch] if unrunnable and not batch else []  # not tried yet: only the unrunnable shed
     stages += [reachable] if reachable != no_batch else []
+    stages += [_loosen(reachable, realtime, factor) for factor in LOOSEN]
     stages.append(_drop_latency(no_batch, realtime))
     for relaxed in stages:
         if plan := run.solve(relaxed):
@@ -173,6 +176,19 @@ def _drop_latency(problem: Problem, workloads: set[str]) -> Problem:
     return replace(
         problem,
         slas=tuple(s for s in problem.slas if s.workload not in workloads),
+        fragments=tuple(replace(f, latency_bound_ms=None) if f.workload in workloads else f
+                        for f in problem.fragments),
+    )
+
+
+def _loosen(problem: Problem, workloads: set[str], factor: float) -> Problem:
+    """`problem` with the p99 SLAs of `workloads` times `factor` (TTFT, TPOT and fragment bounds
+    dropped): a plan still held to a bound stays as fast as capacity lets it, where dropping the
+    bound would let the cheapest, slowest classes in."""
+    return replace(
+        problem,
+        slas=tuple(replace(s, p99_ms=s.p99_ms * factor, ttft_ms=None, tpot_ms=None) if s.workload in workloads
+                   else s for s in problem.slas),
         fragments=tuple(replace(f, latency_bound_ms=None) if f.workload in workloads else f
                         for f in problem.fragments),
     )

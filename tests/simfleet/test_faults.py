@@ -59,12 +59,10 @@ TODAY = ("today's reconciler never holds the steady load: after its first under-
          "is 'no feasible plan' (the overloaded LLM's measured p99 is past the SLA) and it keeps the placement")
 
 
-@pytest.mark.xfail(strict=True, reason=TODAY + "; the lost Gaudi2 device's replicas are restarted by the sim itself")
+
 def test_ten_percent_of_a_class_fails():
     _assert_recovered(_run(FailDevices(at_s=WARM * PERIOD_S + 1.0, fraction=0.1)))
 
 
-@pytest.mark.xfail(strict=True, reason=TODAY + "; after the Gaudi2 node is lost, 'no feasible plan' keeps a "
-                   "placement whose 5 fragments have no replica left: every rag-chatbot and doc-pipeline visit fails")
 def test_a_node_is_lost():
     _assert_recovered(_run(LoseNode(at_s=WARM * PERIOD_S + 1.0)))
