@@ -369,7 +369,7 @@ def policy_of(row: MigrationPolicy) -> Policy:
         max_moves_per_cycle=row.max_moves_per_cycle, approval_required=row.approval_required,
         dry_run=row.dry_run, windows=tuple(parse_window(w) for w in row.maintenance_windows or ()),
         proposal_ttl_s=row.proposal_ttl_s, supersede_cost_pct=row.supersede_cost_pct,
-        supersede_demand_pct=row.supersede_demand_pct,
+        supersede_demand_pct=row.supersede_demand_pct, demand_margin_pct=row.demand_margin_pct,
     )
 
 

@@ -24,7 +24,10 @@ The gate, for a feasible plan that differs from what runs:
     optional otherwise, a workload's moves are taken when its policy's minimum saving is met:
                  saving_w = (cost_w(current) - cost_w(plan)) / cost_w(current) >= min_improvement_pct
              where cost_w is the slices its replicas hold at each class's price per slice (a
-             workload not placed yet has nothing to save and is always taken). The placement then
+             workload not placed yet has nothing to save and is always taken), and, when they
+             stop more replicas than they start, the smaller placement still serves the
+             workload's demand x (1 + demand_margin_pct): a dip does not shrink a placement
+             that the next cycle would grow back (the hysteresis that stops flapping). The placement then
              written is the plan for the taken workloads and what runs for the deferred ones, and
              it must still pass the checker (fit the fleet), else nothing changes this cycle.
 
@@ -87,6 +90,7 @@ class Policy:
     proposal_ttl_s: int = 3600
     supersede_cost_pct: float = 10.0
     supersede_demand_pct: float = 20.0
+    demand_margin_pct: float = 15.0
 
     @property
     def mode(self) -> Mode:
@@ -289,6 +293,12 @@ def gate(snapshot: Snapshot, plan: Plan, policies: tuple[Policy, ...], now: date
             verdicts.append(WorkloadVerdict(wid, Verdict.deferred, policy.mode, policy.name,
                                             f"saving {saving:.1f}% ({line}) is below policy {policy.name!r}'s "
                                             f"{policy.min_improvement_pct:g}% minimum", tuple(wmoves)))
+        elif _shrinks(wmoves) and not _holds_margin(problem, _merge(current, target, {wid}, workload_of), wid,
+                                                      policy.demand_margin_pct):
+            verdicts.append(WorkloadVerdict(wid, Verdict.deferred, policy.mode, policy.name,
+                                            f"scaling down ({line}) waits until the smaller placement serves "
+                                            f"{policy.demand_margin_pct:g}% more than demand (policy "
+                                            f"{policy.name!r})", tuple(wmoves)))
         else:
             verdicts.append(WorkloadVerdict(wid, Verdict.taken, policy.mode, policy.name, f"saves {line}",
                                             tuple(wmoves)))
@@ -384,6 +394,23 @@ def _changed_pct(before: float, after: float) -> float:
     if before <= 0:
         return 0.0 if after <= 0 else float("inf")
     return abs(after - before) / before * 100
+
+
+def _shrinks(moves: Iterable[Move]) -> bool:
+    """Whether the moves take replicas away (more stopped than started), not only move them."""
+    return sum(m.replicas for m in moves if m.to_class is None) > sum(m.replicas for m in moves if m.from_class is None)
+
+
+def _holds_margin(problem: Problem, items: Replicas, workload_id: int, margin_pct: float) -> bool:
+    """Whether `items` still serve workload `workload_id`'s demand grown by `margin_pct` (the hysteresis
+    that keeps a placement from shrinking on a dip and growing back on the next cycle)."""
+    grow = 1 + margin_pct / 100
+    grown = replace(problem, fragments=tuple(
+        replace(f, demand_rps=f.demand_rps * grow,
+                buckets=tuple(replace(b, rate_rps=b.rate_rps * grow) for b in f.buckets))
+        if f.workload == str(workload_id) else f for f in problem.fragments), max_changed_fragments=None,
+        change_limits=())
+    return not check(grown, as_plan(items, grown))
 
 
 def _cost(items: Replicas, workload_id: int, workload_of: dict[int, tuple[int, int]], price: dict[str, float]) -> float:

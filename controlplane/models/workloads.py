@@ -271,6 +271,10 @@ class MigrationPolicyBase(SQLModel):
     supersede_demand_pct: float = Field(
         20.0, ge=0, le=1000,
         description="... or once the fleet's demand has changed by more than this since it was made.")
+    demand_margin_pct: float = Field(
+        15.0, ge=0, le=1000,
+        description="A workload's replicas shrink for cost only when the smaller placement still serves its "
+                    "demand plus this much: the hysteresis that keeps placements from flapping.")
 
     @field_validator("maintenance_windows")
     @classmethod
@@ -303,6 +307,7 @@ class MigrationPolicyUpdate(SQLModel):
     proposal_ttl_s: int | None = Field(None, ge=60, le=30 * 86400)
     supersede_cost_pct: float | None = Field(None, ge=0, le=1000)
     supersede_demand_pct: float | None = Field(None, ge=0, le=1000)
+    demand_margin_pct: float | None = Field(None, ge=0, le=1000)
 
     @field_validator("maintenance_windows")
     @classmethod

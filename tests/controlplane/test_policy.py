@@ -218,3 +218,16 @@ def test_an_optional_move_is_taken_exactly_when_it_saves_its_policys_minimum(sav
         assert decision.action.value == mode.value and decision.assignments == target
     elif saves < minimum - 1e-6:
         assert decision.action is Action.keep and decision.assignments == snap.current
+
+
+def test_a_placement_shrinks_only_past_the_demand_margin():
+    # One replica serves 12 rps; demand x 1.2 headroom must fit. Going from 2 replicas to 1 saves 50%.
+    current = {(1, "dear", W): (2, 1), (2, "dear", W): (1, 1)}
+    target = {(1, "dear", W): (1, 1), (2, "dear", W): (1, 1)}
+    policies = (Policy("fleet", demand_margin_pct=15),)
+    # 9.5 rps x 1.2 = 11.4 rps fits one replica, but 11.4 x 1.15 = 13.1 > 12: it waits.
+    dip = gate(snapshot(current), plan(target), policies, SAT_NOON, problem=problem(demand=9.5))
+    assert dip.action is Action.keep and "15% more than demand" in dip.reason
+    # 8 rps x 1.2 x 1.15 = 11.0 <= 12: demand has fallen past the margin, and it shrinks.
+    fallen = gate(snapshot(current), plan(target), policies, SAT_NOON, problem=problem(demand=8.0))
+    assert fallen.action is Action.apply and fallen.assignments == target
