@@ -18,16 +18,22 @@ workload's moves together, since its SLA binds its fragments' classes together.
 
 The gate, for a feasible plan that differs from what runs:
 
-    needed   the current placement no longer serves demand within capacity and SLAs (the
-             optimizer's checker says why): every move is taken, whatever the minimum saving,
-             window or approval; a dry-run policy still only records.
+    needed   the current placement no longer serves a workload's demand within its SLA (the
+             optimizer's checker says why), or no longer fits the fleet: that workload's moves
+             (every workload's, when capacity is lost or the rest do not fit without them) are
+             taken, whatever the minimum saving, window or approval; a dry-run policy still
+             only records. Other workloads' moves follow the optional rules.
     optional otherwise, a workload's moves are taken when its policy's minimum saving is met:
                  saving_w = (cost_w(current) - cost_w(plan)) / cost_w(current) >= min_improvement_pct
              where cost_w is the slices its replicas hold at each class's price per slice (a
              workload not placed yet has nothing to save and is always taken), and, when they
              stop more replicas than they start, the smaller placement still serves the
-             workload's demand x (1 + demand_margin_pct): a dip does not shrink a placement
-             that the next cycle would grow back (the hysteresis that stops flapping). The placement then
+             workload's demand x (1 + demand_margin_pct).
+
+Hysteresis. The reconciler plans each workload's demand x (1 + demand_margin_pct) (`margins`);
+what runs is judged "needed" against the demand itself. So a placement grows only once demand
+outgrows it, to a size that holds that much more, and shrinks only once a smaller one holds
+that much more: a demand that wobbles within the margin changes nothing. The placement then
              written is the plan for the taken workloads and what runs for the deferred ones, and
              it must still pass the checker (fit the fleet), else nothing changes this cycle.
 
@@ -58,7 +64,7 @@ from controlplane.windows import Window
 from optimizer.checker import check
 from optimizer.explain import pair_moves
 from optimizer.packing import device_costs
-from optimizer.types import Assignment, Phase, Plan, PlanStatus, Problem
+from optimizer.types import Assignment, FragmentDemand, Phase, Plan, PlanStatus, Problem
 
 if TYPE_CHECKING:  # planning reads policies from the database, so it imports this module
     from controlplane.planning import ProposalView, Replicas, Snapshot
@@ -90,7 +96,7 @@ class Policy:
     proposal_ttl_s: int = 3600
     supersede_cost_pct: float = 10.0
     supersede_demand_pct: float = 20.0
-    demand_margin_pct: float = 15.0
+    demand_margin_pct: float = 0.0
 
     @property
     def mode(self) -> Mode:
@@ -182,6 +188,23 @@ def limits(snapshot: Snapshot, policies: tuple[Policy, ...], now: datetime, lift
                   tuple(ChangeGroup(frozenset(m), n, scope) for scope, (m, n) in sorted(groups.items())), False)
 
 
+def margins(snapshot: Snapshot, policies: tuple[Policy, ...]) -> dict[str, float]:
+    """Per workload (the optimizer's workload id), the factor its demand is planned at: 1 plus its
+    policy's demand margin, so that a placement sized for it rides out that much growth before
+    it no longer serves demand (the lower edge of the hysteresis band; the gate keeps the upper)."""
+    return {str(f.workload_id): 1 + governing(policies, f.workload_id, f.tenant_id).demand_margin_pct / 100
+            for f in snapshot.fragments}
+
+
+def with_margins(problem: Problem, factors: dict[str, float]) -> Problem:
+    """`problem` with each workload's demand (and its buckets' rates) times its factor."""
+    def grown(f: FragmentDemand) -> FragmentDemand:
+        k = factors.get(f.workload, 1.0)
+        return f if k == 1.0 else replace(f, demand_rps=f.demand_rps * k,
+                                          buckets=tuple(replace(b, rate_rps=b.rate_rps * k) for b in f.buckets))
+    return replace(problem, fragments=tuple(grown(f) for f in problem.fragments))
+
+
 # ---------------------------------------------------------------------------- the gate
 
 
@@ -270,14 +293,20 @@ def gate(snapshot: Snapshot, plan: Plan, policies: tuple[Policy, ...], now: date
         by_workload[workload_of.get(move.fragment_id, (-1, -1))[0]].append(move)
     tenant_of = {w: t for w, t in workload_of.values()}
     first = snapshot.current_version is None
-    violations = [] if first else check(problem, as_plan(current, problem))
+    # `problem` plans each workload's demand with its margin; what runs must serve the demand itself.
+    base = with_margins(problem, {w: 1 / k for w, k in margins(snapshot, policies).items()})
+    violations = [] if first else check(base, as_plan(current, base))
     needed = bool(violations)
+    # Which workloads the current placement fails: theirs must change; the others only as the optional
+    # rules allow. Lost capacity (the whole no longer packs) leaves no workload's placement safe.
+    unserved = set(by_workload) if first or (needed and not fits(current, base)) else \
+        {w for w in by_workload if needed and _fails(base, current, w, workload_of)}
     price = {c.name: c.usd_per_hour / c.slices_per_device for c in snapshot.classes}
 
     verdicts = []
     for wid, wmoves in sorted(by_workload.items()):
         policy = governing(policies, wid, tenant_of.get(wid, -1))
-        if first or needed:
+        if wid in unserved:
             why = "initial placement" if first else "the current placement no longer serves demand within capacity and SLAs"
             verdicts.append(WorkloadVerdict(wid, Verdict.taken, policy.mode, policy.name, why, tuple(wmoves)))
             continue
@@ -293,8 +322,7 @@ def gate(snapshot: Snapshot, plan: Plan, policies: tuple[Policy, ...], now: date
             verdicts.append(WorkloadVerdict(wid, Verdict.deferred, policy.mode, policy.name,
                                             f"saving {saving:.1f}% ({line}) is below policy {policy.name!r}'s "
                                             f"{policy.min_improvement_pct:g}% minimum", tuple(wmoves)))
-        elif _shrinks(wmoves) and not _holds_margin(problem, _merge(current, target, {wid}, workload_of), wid,
-                                                      policy.demand_margin_pct):
+        elif _shrinks(wmoves) and _fails(problem, _merge(current, target, {wid}, workload_of), wid, workload_of):
             verdicts.append(WorkloadVerdict(wid, Verdict.deferred, policy.mode, policy.name,
                                             f"scaling down ({line}) waits until the smaller placement serves "
                                             f"{policy.demand_margin_pct:g}% more than demand (policy "
@@ -311,9 +339,14 @@ def gate(snapshot: Snapshot, plan: Plan, policies: tuple[Policy, ...], now: date
         if not chosen:
             continue
         merged = _merge(current, target, chosen, workload_of)
-        if not needed and check(problem, as_plan(merged, problem)):
-            return Decision(Action.keep, "the moves the policies allow do not fit the fleet without those they "
-                            "defer; keeping the current placement", current, (), tuple(verdicts), fate, needed)
+        if check(problem, as_plan(merged, problem)):
+            if not needed:
+                return Decision(Action.keep, "the moves the policies allow do not fit the fleet without those they "
+                                "defer; keeping the current placement", current, (), tuple(verdicts), fate, needed)
+            # Serving demand needs more than the failing workloads' moves: take the whole plan.
+            chosen = {wid for wid, m in modes.items() if m is mode} | {
+                v.workload_id for v in verdicts if v.verdict is Verdict.deferred and v.mode is mode}
+            merged = _merge(current, target, chosen, workload_of)
         held, close = _against_proposal(snapshot, policies, fate, merged, plan.usd_per_hour, action)
         if held:
             return Decision(Action.keep, held, current, (), tuple(verdicts), None, needed)
@@ -396,21 +429,22 @@ def _changed_pct(before: float, after: float) -> float:
     return abs(after - before) / before * 100
 
 
+def _fails(problem: Problem, items: Replicas, workload_id: int, workload_of: dict[int, tuple[int, int]]) -> bool:
+    """Whether `items` fail workload `workload_id` on its own: its fragments' demand, bounds and SLA."""
+    w = str(workload_id)
+    mine = {f.fragment for f in problem.fragments if f.workload == w}
+    alone = replace(problem, fragments=tuple(f for f in problem.fragments if f.workload == w),
+                    edges=tuple(e for e in problem.edges if e.parent in mine and e.child in mine),
+                    slas=tuple(s for s in problem.slas if s.workload == w),
+                    current=tuple(a for a in problem.current if a.fragment in mine),
+                    max_changed_fragments=None, change_limits=())
+    return bool(check(alone, as_plan({k: v for k, v in items.items() if workload_of.get(k[0], (-1,))[0] == workload_id},
+                                     alone)))
+
+
 def _shrinks(moves: Iterable[Move]) -> bool:
     """Whether the moves take replicas away (more stopped than started), not only move them."""
     return sum(m.replicas for m in moves if m.to_class is None) > sum(m.replicas for m in moves if m.from_class is None)
-
-
-def _holds_margin(problem: Problem, items: Replicas, workload_id: int, margin_pct: float) -> bool:
-    """Whether `items` still serve workload `workload_id`'s demand grown by `margin_pct` (the hysteresis
-    that keeps a placement from shrinking on a dip and growing back on the next cycle)."""
-    grow = 1 + margin_pct / 100
-    grown = replace(problem, fragments=tuple(
-        replace(f, demand_rps=f.demand_rps * grow,
-                buckets=tuple(replace(b, rate_rps=b.rate_rps * grow) for b in f.buckets))
-        if f.workload == str(workload_id) else f for f in problem.fragments), max_changed_fragments=None,
-        change_limits=())
-    return not check(grown, as_plan(items, grown))
 
 
 def _cost(items: Replicas, workload_id: int, workload_of: dict[int, tuple[int, int]], price: dict[str, float]) -> float:

@@ -52,7 +52,7 @@ from controlplane.models import (
 from controlplane.models._common import utcnow
 from controlplane.observed import record_observation
 from controlplane.planning import Snapshot, build_problem, class_capacities, take_snapshot
-from controlplane.policy import Action, Decision, diff, gate, governing, limits
+from controlplane.policy import Action, Decision, diff, gate, governing, limits, margins, with_margins
 from controlplane.rollback import roll_back_regressions
 from controlplane.settings import Settings
 from optimizer.degrade import degrade
@@ -147,14 +147,17 @@ class Reconciler:
         saying so."""
         s = self.settings
         bounded = limits(snapshot, snapshot.policies, now)
-        problem = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd, bounded)
+        factors = margins(snapshot, snapshot.policies)
+        problem = with_margins(build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd,
+                                             bounded), factors)
         plan = solve(problem)
         if plan.feasible:
             return problem, plan, ""
         free, free_plan = problem, plan
         if bounded.max_changed is not None or bounded.groups or bounded.pinned:
-            free = build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s, s.migration_cost_usd,
-                                 limits(snapshot, snapshot.policies, now, lifted=True))
+            free = with_margins(build_problem(snapshot, s.demand_headroom, s.solver_time_limit_s,
+                                              s.migration_cost_usd, limits(snapshot, snapshot.policies, now,
+                                                                           lifted=True)), factors)
             free_plan = solve(free)
             if free_plan.feasible:
                 # The diagnosis names fragment ids and rates of every tenant: the log has it, the

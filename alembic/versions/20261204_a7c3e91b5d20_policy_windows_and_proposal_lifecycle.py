@@ -6,7 +6,7 @@ Create Date: 2026-12-04 17:30:00
 
 Migration policies gain maintenance windows (none: moves at any time), a proposal TTL (one
 hour), the thresholds by which a new plan supersedes an open proposal (10% cost, 20%
-demand) and the demand margin a workload keeps before it shrinks (15%). A placement records the version it was made against and the fleet's demand then, so
+demand) and a demand margin (hysteresis; 0, off). A placement records the version it was made against and the fleet's demand then, so
 that a proposal can tell when it no longer holds (existing rows: none and 0).
 """
 
@@ -28,7 +28,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('proposal_ttl_s', sa.Integer(), server_default='3600', nullable=False))
         batch_op.add_column(sa.Column('supersede_cost_pct', sa.Float(), server_default='10', nullable=False))
         batch_op.add_column(sa.Column('supersede_demand_pct', sa.Float(), server_default='20', nullable=False))
-        batch_op.add_column(sa.Column('demand_margin_pct', sa.Float(), server_default='15', nullable=False))
+        batch_op.add_column(sa.Column('demand_margin_pct', sa.Float(), server_default='0', nullable=False))
     with op.batch_alter_table('placement', schema=None) as batch_op:
         batch_op.add_column(sa.Column('base_version', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('demand_rps', sa.Float(), server_default='0', nullable=False))

@@ -272,9 +272,10 @@ class MigrationPolicyBase(SQLModel):
         20.0, ge=0, le=1000,
         description="... or once the fleet's demand has changed by more than this since it was made.")
     demand_margin_pct: float = Field(
-        15.0, ge=0, le=1000,
-        description="A workload's replicas shrink for cost only when the smaller placement still serves its "
-                    "demand plus this much: the hysteresis that keeps placements from flapping.")
+        0.0, ge=0, le=1000,
+        description="Hysteresis against flapping: a workload's demand is planned with this much more, and its "
+                    "placement grows only once demand outgrows it and shrinks only once a smaller one holds "
+                    "demand plus this much. 0: planned at demand x headroom.")
 
     @field_validator("maintenance_windows")
     @classmethod

@@ -21,7 +21,9 @@ from controlplane.policy import (
     gate,
     governing,
     limits,
+    margins,
     proposal_fate,
+    with_margins,
 )
 from controlplane.windows import parse_window
 from optimizer.catalog import DeviceClassSpec
@@ -225,9 +227,18 @@ def test_a_placement_shrinks_only_past_the_demand_margin():
     current = {(1, "dear", W): (2, 1), (2, "dear", W): (1, 1)}
     target = {(1, "dear", W): (1, 1), (2, "dear", W): (1, 1)}
     policies = (Policy("fleet", demand_margin_pct=15),)
+    planned = {"1": 1.15, "2": 1.15}  # the reconciler plans demand x (1 + margin): controlplane.policy.margins
+    assert margins(snapshot(current), policies) == planned
     # 9.5 rps x 1.2 = 11.4 rps fits one replica, but 11.4 x 1.15 = 13.1 > 12: it waits.
-    dip = gate(snapshot(current), plan(target), policies, SAT_NOON, problem=problem(demand=9.5))
+    dip = gate(snapshot(current), plan(target), policies, SAT_NOON, problem=with_margins(problem(9.5), planned))
     assert dip.action is Action.keep and "15% more than demand" in dip.reason
     # 8 rps x 1.2 x 1.15 = 11.0 <= 12: demand has fallen past the margin, and it shrinks.
-    fallen = gate(snapshot(current), plan(target), policies, SAT_NOON, problem=problem(demand=8.0))
+    fallen = gate(snapshot(current), plan(target), policies, SAT_NOON, problem=with_margins(problem(8.0), planned))
     assert fallen.action is Action.apply and fallen.assignments == target
+    # And what runs is judged on the demand itself: 10.5 rps x 1.2 = 12.6 > 12 fails one replica (needed),
+    # though 10 x 1.2 = 12 did not.
+    one = {(1, "dear", W): (1, 1), (2, "dear", W): (1, 1)}
+    grow = {(1, "dear", W): (2, 1), (2, "dear", W): (1, 1)}
+    assert gate(snapshot(one), plan(grow), policies, SAT_NOON,
+                problem=with_margins(problem(10.5), planned)).needed
+    assert not gate(snapshot(one), plan(grow), policies, SAT_NOON, problem=with_margins(problem(10.0), planned)).needed
