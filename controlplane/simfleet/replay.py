@@ -203,6 +203,9 @@ class RunResult:
         """Per compressed day."""
         return self.placements / (self.config.run_s / self.config.curve.day_s)
 
+    def workload_requests(self, workload: str, periods: slice = slice(None)) -> int:
+        return sum(w.requests for p in self.periods[periods] for w in p.workloads if w.workload == workload)
+
     def workload_share(self, workload: str, periods: slice = slice(None)) -> float:
         rows = [w for p in self.periods[periods] for w in p.workloads if w.workload == workload]
         return sum(w.within_sla for w in rows) / max(1, sum(w.requests for w in rows))
