@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -81,3 +81,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
         # The message of the driver may contain row values; say what kind of conflict without echoing data.
         return problem(409, "Conflict", "the change conflicts with existing data (duplicate name or a row still in use)", request.url.path)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # A number the database cannot hold (an id past 2^63 - 1): bad input, not a server fault.
+        return problem(422, "Invalid request", "a number in the request is out of range: ids and counts are "
+                       "64-bit integers (at most 9223372036854775807)", request.url.path)

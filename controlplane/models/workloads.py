@@ -315,6 +315,15 @@ class MigrationPolicyUpdate(SQLModel):
     def _windows(cls, value: list[str] | None) -> list[str]:
         return _checked_windows(value)
 
+    @field_validator("min_improvement_pct", "cooldown_s", "max_moves_per_cycle", "approval_required", "dry_run",
+                     "enabled", "proposal_ttl_s", "supersede_cost_pct", "supersede_demand_pct", "demand_margin_pct")
+    @classmethod
+    def _not_null(cls, value):
+        # Runs only when the client sent the field: null would clear a setting that has no "unset".
+        if value is None:
+            raise ValueError("cannot be null; leave it out to keep the current value")
+        return value
+
 
 def _checked_windows(value: list[str] | None) -> list[str]:
     """Each window parsed (controlplane.windows), so a bad one is a 422 naming it."""

@@ -199,3 +199,17 @@ def test_maintenance_windows_are_checked_when_a_policy_is_written(client, caller
     assert null.status_code == 422 and "send []" in null.text
     cleared = client.patch(f"/api/v1/migration-policies/{pid}", json={"maintenance_windows": []}, headers=h)
     assert cleared.status_code == 200 and cleared.json()["maintenance_windows"] == []
+
+
+def test_ids_past_64_bits_and_nulled_policy_settings_are_bad_input_not_server_faults(client, callers):
+    h = auth(callers.operator)
+    huge = 10**23
+    for method, path in (("get", f"/api/v1/placements/{huge}"), ("post", f"/api/v1/placements/{huge}/rollback"),
+                         ("get", f"/api/v1/pins/{huge}"), ("delete", f"/api/v1/pins/{huge}"),
+                         ("get", f"/api/v1/pins?workload_id={huge}")):
+        response = getattr(client, method)(path, headers=h)
+        assert response.status_code == 422 and "out of range" in response.json()["detail"], (path, response.text)
+    pid = client.post("/api/v1/migration-policies", json={"name": "nulls"}, headers=h).json()["id"]
+    for field in ("proposal_ttl_s", "demand_margin_pct", "min_improvement_pct", "dry_run"):
+        response = client.patch(f"/api/v1/migration-policies/{pid}", json={field: None}, headers=h)
+        assert response.status_code == 422 and field in response.text and "cannot be null" in response.text
