@@ -98,8 +98,8 @@ class FragmentView:
     queue_ms: dict[str, float] = field(default_factory=dict)
     # Capacity of one whole replica (visits/s) by class, as last measured (MeasuredCapacity).
     known_capacity: dict[str, float] = field(default_factory=dict)
-    # Input and output tokens of a visit at the 99th percentile, from the token histograms (the upper
-    # edge of the bucket holding it; twice the last edge for the open bucket); None without them.
+    # Input and output tokens of a visit at the 99th percentile, from the token histograms (linear within
+    # the bucket holding it; the open bucket ends at twice its edge); None without them.
     tokens_p99: tuple[float, float] | None = None
 
 
@@ -585,7 +585,8 @@ def measured_capacity(fragment: FragmentView, replicas: dict[str, int]) -> dict[
 
 
 def _tokens_p99(tokens_in: dict[int, int] | None, tokens_out: dict[int, int] | None) -> tuple[float, float] | None:
-    """FragmentView.tokens_p99 from the two token histograms (bucket i: [TOKEN_EDGES[i], TOKEN_EDGES[i+1]))."""
+    """FragmentView.tokens_p99 from the two token histograms (bucket i: [TOKEN_EDGES[i], TOKEN_EDGES[i+1]);
+    the open last bucket is taken to end at twice its lower edge)."""
     if not tokens_in and not tokens_out:
         return None
 
@@ -593,11 +594,16 @@ def _tokens_p99(tokens_in: dict[int, int] | None, tokens_out: dict[int, int] | N
         if not counts:
             return 0.0
         total, acc = sum(counts.values()), 0
+        target = 0.99 * total
         for bucket in sorted(counts):
-            acc += counts[bucket]
-            if acc >= 0.99 * total:
+            if acc + counts[bucket] >= target:
                 break
-        return float(TOKEN_EDGES[bucket + 1] if bucket + 1 < len(TOKEN_EDGES) else 2 * TOKEN_EDGES[-1])
+            acc += counts[bucket]
+        lo = TOKEN_EDGES[bucket]
+        hi = TOKEN_EDGES[bucket + 1] if bucket + 1 < len(TOKEN_EDGES) else 2 * TOKEN_EDGES[-1]
+        # Linear within the bucket, as Prometheus' histogram_quantile: an upper bound of the quantile
+        # wherever the density falls across the bucket, as token counts' does in their tail.
+        return float(lo + (hi - lo) * (target - acc) / counts[bucket])
 
     return p99(tokens_in), p99(tokens_out)
 

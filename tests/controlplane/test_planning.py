@@ -147,9 +147,10 @@ def test_the_problem_knows_how_classes_are_sold_their_nodes_and_how_edges_call(e
 def test_tail_tokens_come_from_the_token_histograms():
     from controlplane.planning import _tokens_p99
 
-    # Buckets over the edges 0/25/100/250/500/1000/2000/inf. Input: all visits in [250, 500), so the
-    # p99 visit is read as 500 tokens. Output: 98 visits in [25, 100), 2 in [1000, 2000): the 99th
-    # percentile falls in the last, read as 2,000; with all 100 in the open bucket, twice its edge.
-    assert _tokens_p99({3: 100}, {1: 98, 5: 2}) == (500.0, 2000.0)
-    assert _tokens_p99(None, {6: 100}) == (0.0, 4000.0)
+    # Buckets over the edges 0/25/100/250/500/1000/2000/inf, linear within a bucket. Input: all 100
+    # visits in [250, 500): rank 99 of 100 is 250 + 250 x 99/100 = 497.5 tokens. Output: 98 visits in
+    # [25, 100), 2 in [1000, 2000): rank 99 is the first of those 2, 1000 + 1000 x (99 - 98)/2 = 1500;
+    # all 100 in the open bucket, taken to end at twice its edge: 2000 + 2000 x 0.99 = 3980.
+    assert _tokens_p99({3: 100}, {1: 98, 5: 2}) == (497.5, 1500.0)
+    assert _tokens_p99(None, {6: 100}) == (0.0, 3980.0)
     assert _tokens_p99(None, None) is None
