@@ -5,6 +5,9 @@ what the plan does not meet, per workload, in plain units.
 sequence of relaxed problems with `optimizer.solver.solve`, each relaxation keeping the ones
 before it, and stops at the first that is feasible:
 
+    0. relax unreachable  SLAs no placement meets on this fleet even with unlimited capacity (see 3),
+                          of any priority, become the fleet's best path: when they are the only
+                          cause, nothing else gives way.
     1. queue batch        batch workloads (Problem.batch_workloads) lose their latency SLA (p99,
                           TTFT, TPOT) and their fragments' latency bounds: their demand is still
                           served in full, later than agreed.
@@ -65,7 +68,7 @@ from optimizer.types import (
 
 SHED_STEPS = 6  # bisection steps on a shed fraction: the served share is exact to 1 / 64
 LOOSEN = (1.1, 1.25, 1.5, 2.0)  # stage 4 first tries every realtime p99 SLA times these before dropping them
-_MAX_SOLVES = 4 + len(LOOSEN) + 2 * (1 + SHED_STEPS)
+_MAX_SOLVES = 5 + len(LOOSEN) + 2 * (1 + SHED_STEPS)
 _MIN_SOLVE_S = 0.05
 _REL_TOL = 1e-9
 
@@ -88,6 +91,11 @@ def degrade(problem: Problem) -> Degraded:
     base = _shed(problem, unrunnable, 0.0)
     fractions = {w: 0.0 for w in unrunnable}
 
+    # SLAs no capacity could meet give way first, to the fleet's best path: queueing or shedding
+    # batch work cannot help them, so it keeps its SLA when they are the only cause.
+    hopeless = _relax_unreachable(base, realtime | batch)
+    if hopeless != base and (plan := run.solve(hopeless)):
+        return run.done(hopeless, plan, fractions)
     queued = _drop_latency(base, batch)
     if batch and (plan := run.solve(queued)):
         return run.done(queued, plan, fractions)
