@@ -339,7 +339,8 @@ def gate(snapshot: Snapshot, plan: Plan, policies: tuple[Policy, ...], now: date
         if not chosen:
             continue
         merged = _merge(current, target, chosen, workload_of)
-        if check(problem, as_plan(merged, problem)):
+        # The deferred keep what runs, which need only serve their demand itself (not the margin).
+        if check(base, as_plan(merged, base)):
             if not needed:
                 return Decision(Action.keep, "the moves the policies allow do not fit the fleet without those they "
                                 "defer; keeping the current placement", current, (), tuple(verdicts), fate, needed)
