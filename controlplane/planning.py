@@ -42,8 +42,8 @@ from controlplane.models import (
 from controlplane.models._common import minute_of, to_utc
 from controlplane.policy import Limits, Policy
 from controlplane.profiles import visits_by_calls
-from controlplane.windows import parse_window
 from controlplane.seed import spec_of
+from controlplane.windows import parse_window
 from optimizer.catalog import DeviceClassSpec
 from optimizer.perfmodel import (
     MIN_QUEUE_UTILISATION,

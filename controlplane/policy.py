@@ -67,7 +67,7 @@ from optimizer.packing import device_costs
 from optimizer.types import Assignment, FragmentDemand, Phase, Plan, PlanStatus, Problem
 
 if TYPE_CHECKING:  # planning reads policies from the database, so it imports this module
-    from controlplane.planning import ProposalView, Replicas, Snapshot
+    from controlplane.planning import Replicas, Snapshot
 
 # ---------------------------------------------------------------------------- policies and their scope
 

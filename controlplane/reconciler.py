@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -245,7 +245,6 @@ class Reconciler:
                 closing: int | None) -> None:
         """Write the placement and its migrations before anything is actuated, closing the open proposal
         `closing` (superseded or expired) in the same transaction."""
-        applying = decision.action is Action.apply
         states = {Action.apply: (PlacementState.applying, MigrationState.pending),
                   Action.propose: (PlacementState.proposed, MigrationState.awaiting_approval),
                   Action.record: (PlacementState.recorded, MigrationState.skipped)}

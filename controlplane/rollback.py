@@ -30,7 +30,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from controlplane.policy import diff
 from controlplane.models import (
     AuditEvent,
     Device,
@@ -49,6 +48,7 @@ from controlplane.models import (
 )
 from controlplane.models._common import minute_of, to_utc
 from controlplane.planning import Replicas, placement_items
+from controlplane.policy import diff
 
 MINUTE = timedelta(minutes=1)
 RECONCILER = "reconciler"

@@ -7,7 +7,6 @@ from sqlmodel import Session, select
 
 from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
-from controlplane.policy import Action
 from controlplane.models import (
     AuditEvent,
     Fragment,
@@ -21,6 +20,7 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import minute_of, utcnow
+from controlplane.policy import Action
 from controlplane.reconciler import Reconciler
 from controlplane.seed import seed_catalog
 from controlplane.settings import Settings

@@ -16,7 +16,6 @@ from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
 from controlplane.app import create_app
 from controlplane.auth import mint_token
-from controlplane.policy import Action
 from controlplane.models import (
     Fragment,
     FragmentKind,
@@ -40,6 +39,7 @@ from controlplane.planning import (
     build_problem,
     take_snapshot,
 )
+from controlplane.policy import Action
 from controlplane.reconciler import Reconciler
 from controlplane.seed import seed_catalog
 from controlplane.settings import Settings

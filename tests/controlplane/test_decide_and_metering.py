@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlplane.policy import Move, diff
 from controlplane.metering import Interval, usage_for_minute
 from controlplane.models import DeviceClass
+from controlplane.policy import Move, diff
 from optimizer.types import Phase
 
 W, PRE, DEC = Phase.whole, Phase.prefill, Phase.decode

@@ -12,9 +12,9 @@ from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
 from controlplane.app import create_app
 from controlplane.auth import mint_token
-from controlplane.policy import Action
 from controlplane.models import Fragment, FragmentKind, FragmentProfile, Placement, Role, Sla, Tenant, Workload
 from controlplane.models._common import minute_of, utcnow
+from controlplane.policy import Action
 from controlplane.reconciler import Reconciler
 from controlplane.seed import seed_catalog
 from controlplane.settings import Settings

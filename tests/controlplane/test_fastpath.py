@@ -6,10 +6,10 @@ from sqlmodel import Session, select
 
 from collectors.prometheus import ModelSample, store_samples
 from controlplane.actuators.memory import InMemoryActuator
-from controlplane.policy import Action
 from controlplane.fastpath import ModelPressure, Thresholds, scale_up
 from controlplane.models import AuditEvent, Fragment, MigrationPolicy, Placement, PlacementState
 from controlplane.planning import FragmentView, Snapshot
+from controlplane.policy import Action
 from optimizer.types import ClassCapacity, Phase
 from tests.controlplane.test_reconciler import NODES, NOW, graph, reconciler  # noqa: F401  (graph: a fixture)
 

@@ -8,7 +8,6 @@ from sqlmodel import Session, select
 
 from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
-from controlplane.policy import Action
 from controlplane.models import (
     Fragment,
     FragmentKind,
@@ -24,6 +23,7 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import minute_of, utcnow
+from controlplane.policy import Action
 from controlplane.reconciler import Reconciler
 from controlplane.seed import seed_catalog
 from controlplane.settings import Settings
