@@ -242,3 +242,36 @@ def test_a_placement_shrinks_only_past_the_demand_margin():
     assert gate(snapshot(one), plan(grow), policies, SAT_NOON,
                 problem=with_margins(problem(10.5), planned)).needed
     assert not gate(snapshot(one), plan(grow), policies, SAT_NOON, problem=with_margins(problem(10.0), planned)).needed
+
+
+placements = st.dictionaries(
+    st.tuples(st.sampled_from([1, 2]), st.sampled_from(["dear", "cheap"])), st.integers(1, 3), min_size=1, max_size=4)
+
+
+@given(current=placements, target=placements, demand=st.floats(0.5, 25.0), minimum=st.sampled_from([0.0, 5.0, 60.0]),
+       margin=st.sampled_from([0.0, 15.0]))
+def test_the_gate_writes_each_workload_whole_from_what_runs_or_from_the_plan(current, target, demand, minimum, margin):
+    # Independent of the gate's arithmetic: a written placement takes each workload's items either all
+    # from what runs or all from the plan, fits the fleet's 8 + 8 devices, and serves demand itself
+    # whenever it replaces a placement that did not.
+    cur = {(f, c, W): (n, 1) for (f, c), n in current.items()}
+    tgt = {(f, c, W): (n, 1) for (f, c), n in target.items()}
+    policies = (Policy("fleet", min_improvement_pct=minimum, demand_margin_pct=margin),)
+    base = problem(demand)
+    planned = with_margins(base, {"1": 1 + margin / 100, "2": 1 + margin / 100})
+    decision = gate(snapshot(cur), plan(tgt), policies, SAT_NOON, problem=planned)
+
+    def serves(items) -> bool:  # each fragment: replicas x 12 rps >= demand x 1.2, counted by hand
+        return all(sum(n for (f, _, _), (n, _) in items.items() if f == fid) * 12.0 >= demand * 1.2 * (1 - 1e-9)
+                   for fid in (1, 2))
+    if decision.action is Action.keep:
+        assert decision.assignments == cur and decision.moves == ()
+        assert serves(cur) or not serves(tgt) or cur == tgt, "a plan that serves demand was kept out"
+        return
+    for fid in (1, 2):
+        mine = {k: v for k, v in decision.assignments.items() if k[0] == fid}
+        assert mine in ({k: v for k, v in cur.items() if k[0] == fid}, {k: v for k, v in tgt.items() if k[0] == fid})
+    assert sum(n for (_, c, _), (n, _) in decision.assignments.items() if c == "dear") <= 8
+    assert sum(n for (_, c, _), (n, _) in decision.assignments.items() if c == "cheap") <= 8
+    if not serves(cur) and serves(tgt):
+        assert serves(decision.assignments)
