@@ -210,8 +210,6 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
     # and since the minute after the fragment last moved: visits, visits that reported a wait, waits.
     observed: dict[int, dict[str, list]] = defaultdict(dict)
     settled: dict[int, dict[str, list]] = defaultdict(dict)
-    last_minute = minute_of(now) - timedelta(minutes=1)  # the newest complete minute
-    latest: dict[int, int] = defaultdict(int)  # fragment -> its visits in that minute
     for fid, cls, minute, visits, latency, tin, tout, queued, queue_ms in session.exec(
         select(
             FragmentProfile.fragment_id,
@@ -225,8 +223,6 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
             FragmentProfile.queue_ms_sum,
         ).where(FragmentProfile.minute >= since)
     ).all():
-        if to_utc(minute) == last_minute:
-            latest[fid] += visits
         acc = observed[fid].setdefault(cls, [0, 0.0, 0, 0, 0.0])
         acc[0] += visits
         acc[1] += latency - queue_ms
@@ -286,8 +282,7 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
                 tenant_id=tenant.id,
                 tenant=tenant.name,
                 workload=workload.name,
-                # Up at once, down slowly: the newest complete minute when it is busier than the window.
-                rate_rps=max(visits / elapsed, latest.get(fragment.id, 0) / 60.0),
+                rate_rps=visits / elapsed,
                 tokens_in_mean=sum(v[2] for v in per_class.values()) / visits if visits else 0.0,
                 tokens_out_mean=sum(v[3] for v in per_class.values()) / visits if visits else 0.0,
                 visits=visits,

@@ -20,9 +20,10 @@ before it, and stops at the first that is feasible:
                           transfers: optimizer.diagnose) become that best path; TTFT, TPOT and
                           fragment bounds of those workloads are dropped. Served as fast as the
                           fleet can.
-    4. relax realtime     every realtime p99 SLA is loosened (x LOOSEN, then dropped: the fast
-                          classes are too few for all of them): served, later than agreed, but
-                          still as fast as the loosest bound that fits keeps it.
+    4. relax realtime     every realtime p99 SLA is loosened (x LOOSEN; then dropped, each fragment
+                          held within NEAR_FASTEST x its fastest class's latency; then dropped
+                          altogether: the fast classes are too few for all of them): served, later
+                          than agreed, but still as fast as the loosest bound that fits keeps it.
     5. shed realtime      realtime demand is scaled by the largest feasible fraction phi_r (as
                           in 2), batch at 0.
        After 3 or 4 (realtime served in full), batch is grown back to the largest fraction the
@@ -68,7 +69,8 @@ from optimizer.types import (
 
 SHED_STEPS = 6  # bisection steps on a shed fraction: the served share is exact to 1 / 64
 LOOSEN = (1.1, 1.25, 1.5, 2.0)  # stage 4 first tries every realtime p99 SLA times these before dropping them
-_MAX_SOLVES = 5 + len(LOOSEN) + 2 * (1 + SHED_STEPS)
+NEAR_FASTEST = 4.0  # then each fragment within this many times its fastest class's latency
+_MAX_SOLVES = 6 + len(LOOSEN) + 2 * (1 + SHED_STEPS)
 _MIN_SOLVE_S = 0.05
 _REL_TOL = 1e-9
 
@@ -111,7 +113,8 @@ def degrade(problem: Problem) -> Degraded:
     stages = [no_batch] if unrunnable and not batch else []  # not tried yet: only the unrunnable shed
     stages += [reachable] if reachable != no_batch else []
     stages += [_loosen(reachable, realtime, factor) for factor in LOOSEN]
-    stages.append(_drop_latency(no_batch, realtime))
+    dropped = _drop_latency(no_batch, realtime)
+    stages += [_near_fastest(dropped, realtime), dropped]
     for relaxed in stages:
         if plan := run.solve(relaxed):
             # Realtime is served in full: batch gets what capacity is left.
@@ -200,6 +203,18 @@ def _loosen(problem: Problem, workloads: set[str], factor: float) -> Problem:
         fragments=tuple(replace(f, latency_bound_ms=None) if f.workload in workloads else f
                         for f in problem.fragments),
     )
+
+
+def _near_fastest(problem: Problem, workloads: set[str]) -> Problem:
+    """`problem` with each fragment of `workloads` bound to NEAR_FASTEST x its fastest class's latency:
+    with the path SLAs gone, this still keeps a reranker off a CPU a thousand times slower."""
+    classes = {c.device_class for c in problem.device_classes if c.devices > 0}
+
+    def bound(f: FragmentDemand) -> FragmentDemand:
+        fastest = min((p.latency_ms for p in f.profiles if p.device_class in classes and p.phase is Phase.whole),
+                      default=None)
+        return replace(f, latency_bound_ms=NEAR_FASTEST * fastest) if fastest and f.workload in workloads else f
+    return replace(problem, fragments=tuple(bound(f) for f in problem.fragments))
 
 
 def _shed(problem: Problem, workloads: set[str], fraction: float) -> Problem:

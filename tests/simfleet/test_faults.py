@@ -8,8 +8,6 @@ first after the fault: "within one period"), then period WARM + 1 runs on what t
 ("within two periods").
 """
 
-import pytest
-
 from controlplane.simfleet.controllers import Heteroplane
 from controlplane.simfleet.replay import ClosedLoop, FailDevices, LoadCurve, LoseNode, ReplayConfig, RunResult
 
@@ -54,19 +52,9 @@ def _assert_recovered(result: RunResult) -> None:
             f"{record.what}: {workload} within SLA {after:.1%} in the second period, {before:.1%} before the fault")
 
 
-# Measured (2026-12-04): after 8 of 16 H100s go, the cycle that follows re-places every replica the
-# lost node held (the first assertion holds), but no plan within 1.5x of rag-chatbot's best path fits
-# what is left, so the degraded plan is held to 2x (predicted p99 46.8 s against a 28 s best and the
-# 20 s SLA) and rag-chatbot falls from 99% to 62% within SLA in the second period. Kept strict: it
-# passes once the degraded plan keeps the fast classes for the paths that need them.
-NODE_LOSS = ("the degraded plan after losing half the H100s is held only to 2x rag-chatbot's best path: 62% "
-             "within SLA in the second period, 99% before")
-
-
 def test_ten_percent_of_a_class_fails():
     _assert_recovered(_run(FailDevices(at_s=WARM * PERIOD_S + 1.0, fraction=0.1)))
 
 
-@pytest.mark.xfail(strict=True, reason=NODE_LOSS)
 def test_a_node_is_lost():
     _assert_recovered(_run(LoseNode(at_s=WARM * PERIOD_S + 1.0)))
