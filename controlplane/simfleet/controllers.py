@@ -191,11 +191,10 @@ class Reactive:
 
 def compressed_time_settings(period_s: float, solver_time_limit_s: float = 2.0) -> tuple[Settings, MigrationPolicy]:
     """The reconciler's settings and fleet policy for a compressed day: a cycle every period; a
-    cooldown of two periods instead of 300 s (a compressed day's hour passes in `day_s / 24`); a 15%
-    demand margin (the gate's hysteresis; 0 by default); the shipped minimum saving (5%), move limit
-    (10), headroom (1.2) and migration cost."""
+    cooldown of two periods instead of 300 s (a compressed day's hour passes in `day_s / 24`); the
+    shipped minimum saving (5%), move limit (10), demand margin (0), headroom (1.2) and migration cost."""
     settings = Settings(reconcile_period_s=period_s, solver_time_limit_s=solver_time_limit_s)
-    policy = MigrationPolicy(name="compressed-day", cooldown_s=int(2 * period_s), demand_margin_pct=15.0)
+    policy = MigrationPolicy(name="compressed-day", cooldown_s=int(2 * period_s))
     return settings, policy
 
 
