@@ -114,6 +114,7 @@ class Policy:
 
 
 DEFAULTS = Policy()
+DEGRADED_SLACK = 0.1  # what runs misses a degraded plan's relaxed bounds and shares only 10% past them
 
 
 def governing(policies: Iterable[Policy], workload_id: int, tenant_id: int) -> Policy:
@@ -295,6 +296,11 @@ def gate(snapshot: Snapshot, plan: Plan, policies: tuple[Policy, ...], now: date
     first = snapshot.current_version is None
     # `problem` plans each workload's demand with its margin; what runs must serve the demand itself.
     base = with_margins(problem, {w: 1 / k for w, k in margins(snapshot, policies).items()})
+    if plan.status is PlanStatus.degraded:
+        # Its bounds and served shares are the best this fleet gives now, re-solved every cycle: what
+        # runs is replaced for them only past DEGRADED_SLACK, or every cycle would chase the last one's.
+        base = with_margins(base, {w: 1 / (1 + DEGRADED_SLACK) for w in margins(snapshot, policies)})
+        base = replace(base, slas=tuple(replace(s, p99_ms=s.p99_ms * (1 + DEGRADED_SLACK)) for s in base.slas))
     violations = [] if first else check(base, as_plan(current, base))
     needed = bool(violations)
     # Which workloads the current placement fails: theirs must change; the others only as the optional

@@ -275,3 +275,24 @@ def test_the_gate_writes_each_workload_whole_from_what_runs_or_from_the_plan(cur
     assert sum(n for (_, c, _), (n, _) in decision.assignments.items() if c == "cheap") <= 8
     if not serves(cur) and serves(tgt):
         assert serves(decision.assignments)
+
+
+def test_a_degraded_plan_replaces_what_runs_only_past_the_slack():
+    # Degraded plans re-solve their relaxed bounds and shares every cycle; what runs (one 10 ms replica
+    # of 12 rps per fragment) counts as failing them only more than DEGRADED_SLACK (10%) past them.
+    from controlplane.policy import DEGRADED_SLACK
+    from optimizer.types import WorkloadSla
+
+    assert DEGRADED_SLACK == 0.1
+    one = {(1, "dear", W): (1, 1), (2, "dear", W): (1, 1)}
+    two = {(1, "cheap", W): (2, 1), (2, "dear", W): (1, 1)}
+    degraded = replace(plan(two), status=PlanStatus.degraded)
+
+    def needed(p99_ms: float, demand: float) -> bool:
+        p = replace(problem(demand), slas=(WorkloadSla("1", p99_ms),))
+        return gate(snapshot(one), degraded, (Policy("fleet"),), SAT_NOON, problem=p).needed
+
+    assert not needed(9.5, 10.0)  # 10 ms against 9.5: 5% past the bound
+    assert needed(8.5, 10.0)  # 17.6% past it
+    assert not needed(1000.0, 10.5)  # 10.5 x 1.2 = 12.6 rps on 12: 5% short
+    assert needed(1000.0, 11.5)  # 13.8 rps on 12: 15% short
