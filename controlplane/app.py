@@ -5,6 +5,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.engine import Engine
 
 from collectors.pipeline import Ingest
+from controlplane.admission import Admission
 from controlplane.api import costs, fleet, health, pins, placements, policies, tenants, tokens, workloads
 from controlplane.errors import install_problem_handlers
 from controlplane.settings import Settings
@@ -23,6 +24,7 @@ def create_app(engine: Engine, settings: Settings, ingest: Ingest | None = None)
     app.state.components = {}
     app.state.ingest = ingest
     install_problem_handlers(app)
+    app.add_middleware(Admission, concurrency=settings.api_concurrency)
 
     api = APIRouter(prefix="/api/v1")
     for module in (fleet, tenants, workloads, policies, placements, pins, costs, tokens, health):

@@ -44,14 +44,14 @@ def serve() -> None:
     from collectors.prometheus import PrometheusPuller
     from collectors.receiver import create_receiver_app
     from controlplane.app import create_app
-    from controlplane.db import make_engine
+    from controlplane.db import make_engine, pool_size
     from controlplane.runtime import ServerThread, prepare_database, run_until_interrupted
     from controlplane.settings import get_settings
 
     console = _console()
     settings = get_settings()
     _setup_logging(settings)
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, pool_size(settings.api_concurrency))
     prepare_database(engine, settings)
     ingest = Ingest(engine)
     api_app = create_app(engine, settings, ingest)
@@ -146,13 +146,13 @@ def token_create(
     from sqlmodel import Session, select
 
     from controlplane.auth import mint_token
-    from controlplane.db import make_engine, upgrade
+    from controlplane.db import make_engine, pool_size, upgrade
     from controlplane.models import Tenant
     from controlplane.settings import get_settings
 
     console = _console()
     settings = get_settings()
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, pool_size(settings.api_concurrency))
     upgrade(settings.effective_database_url)
     with Session(engine) as session:
         tenant_id = None

@@ -59,13 +59,25 @@ def upsert_latest(session: Session, table: Table, unique: list[str], rows: list[
     session.execute(stmt)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets foreign keys, WAL and a busy timeout for concurrent writers."""
+BACKGROUND_CONNECTIONS = 4  # the ingest writer, the reconciler, the Prometheus puller, one spare
+POOL_WAIT_S = 2.0  # a request waits this long for a connection, then answers 503 (it never queues for long)
+
+
+def pool_size(concurrency: int) -> int:
+    """Connections for a process serving `concurrency` requests at once: one each, plus its loops'."""
+    return concurrency + BACKGROUND_CONNECTIONS
+
+
+def make_engine(url: str, connections: int = pool_size(16)) -> Engine:
+    """An engine for `url` with a pool of exactly `connections` (no overflow: sized with the worker
+    threads from one setting, see pool_size); SQLite gets foreign keys, WAL and a busy timeout for
+    concurrent writers."""
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=connections, max_overflow=0, pool_timeout=POOL_WAIT_S)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -76,7 +88,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=connections, max_overflow=0, pool_timeout=POOL_WAIT_S)
 
 
 @contextmanager

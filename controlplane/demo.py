@@ -14,7 +14,7 @@ from collectors.pipeline import Ingest
 from collectors.receiver import create_receiver_app
 from controlplane.app import create_app
 from controlplane.auth import mint_token
-from controlplane.db import make_engine
+from controlplane.db import make_engine, pool_size
 from controlplane.models import Role, Sla, Tenant, Workload
 from controlplane.reconciler import Reconciler
 from controlplane.runtime import (
@@ -75,7 +75,7 @@ def run_demo(settings: Settings, console: Console) -> int:
             console.print(f"[red]port {port} for the {what} is in use; stop what holds it or set HETEROPLANE_*_PORT[/red]")
             return 2
 
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, pool_size(settings.api_concurrency))
     prepare_database(engine, settings)
     with Session(engine) as session:
         seed_demo(session)

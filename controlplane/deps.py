@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from controlplane.auth import Principal, authenticate
-from controlplane.errors import Forbidden, NotFound, Unauthorized
+from controlplane.errors import Forbidden, NotFound, Unauthorized, database_state
 from controlplane.models import Role
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer hp_…`")
@@ -27,6 +27,7 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
         except BaseException:
             session.rollback()
             raise
+    database_state(up=True)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -39,6 +40,9 @@ def get_principal(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("send an API token as `Authorization: Bearer <token>`")
     principal = authenticate(session, credentials.credentials)
+    # End the read's transaction: its connection goes back to the pool while the request waits for a
+    # worker thread to run its route (holding it across that wait is how a pool deadlocks).
+    session.rollback()
     if principal is None:
         raise Unauthorized("the API token is unknown, revoked or expired")
     return principal
@@ -55,7 +59,9 @@ def get_optional_principal(
     that show more to a caller allowed to see it)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         return None
-    return authenticate(session, credentials.credentials)
+    principal = authenticate(session, credentials.credentials)
+    session.rollback()  # as in get_principal
+    return principal
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]

@@ -1,14 +1,18 @@
 """Every error the API can answer, and the one handler that renders them as RFC 9457 problem+json."""
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 PROBLEM_JSON = "application/problem+json"
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -88,3 +92,29 @@ def install_problem_handlers(app: FastAPI) -> None:
         # A number the database cannot hold (an id past 2^63 - 1): bad input, not a server fault.
         return problem(422, "Invalid request", "a number in the request is out of range: ids and counts are "
                        "64-bit integers (at most 9223372036854775807)", request.url.path)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The database is down, restarting or saturated: the client should retry, and the driver's
+        # text (hosts, users) stays in the log, once per outage.
+        database_state(up=False, why=type(exc).__name__)
+        response = problem(503, "Service unavailable", "the database is unavailable or busy; retry after the "
+                           "seconds in Retry-After", request.url.path)
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return response
+
+
+DATABASE_RETRY_AFTER_S = 2
+_database = {"up": True}
+
+
+def database_state(up: bool, why: str = "") -> None:
+    """Note whether the database answered; logs one line when that changes, never one per request."""
+    if _database["up"] != up:
+        _database["up"] = up
+        if up:
+            log.warning("the database answers again")
+        else:
+            log.warning("the database is unavailable (%s); API requests answer 503 until it answers", why)

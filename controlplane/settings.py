@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     )
     api_host: str = Field("127.0.0.1", description="Interface the REST API and console listen on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the REST API and console.")
+    api_concurrency: int = Field(
+        16, ge=1, le=256,
+        description="Requests one process serves at once: its worker threads, and (plus its loops') its database "
+                    "connections; up to 4x as many more wait, and beyond that it answers 503 with Retry-After.")
     otlp_host: str = Field("127.0.0.1", description="Interface the OTLP/HTTP receiver listens on.")
     otlp_port: int = Field(4318, ge=1, le=65535, description="Port of the OTLP/HTTP receiver.")
     otlp_max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest decompressed OTLP body accepted.")

@@ -1,0 +1,96 @@
+"""Overload and outage, from outside: a real server on PostgreSQL flooded past its capacity answers 503
+with Retry-After instead of hanging and recovers at once; with its database gone every route answers
+503 problem+json, logged once."""
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from controlplane.app import create_app
+from controlplane.auth import mint_token
+from controlplane.db import make_engine, pool_size
+from controlplane.deps import SessionDep, Viewer
+from controlplane.models import Role, Tenant
+from controlplane.runtime import ServerThread
+from controlplane.settings import Settings
+
+CONCURRENCY = 2  # worker threads; 2 x (1 + 4) = 10 requests in the process at most
+
+
+@pytest.fixture
+def flooded_server(postgres_url, _postgres_engine):
+    """A real API server on PostgreSQL (the run's database, schema in place, truncated by every test
+    that uses it) whose one extra route holds a connection and a thread for 0.3 s."""
+    engine = make_engine(postgres_url, pool_size(CONCURRENCY))
+    with Session(engine) as session:
+        _, token = mint_token(session, "flood", Role.viewer)
+        session.commit()
+    app = create_app(engine, Settings(database_url=postgres_url, api_concurrency=CONCURRENCY))
+
+    @app.get("/api/v1/slow-read")
+    def slow_read(session: SessionDep, principal: Viewer) -> dict:
+        session.exec(select(Tenant)).all()
+        time.sleep(0.3)  # a slow query, holding its connection
+        return {"ok": True}
+
+    server = ServerThread(app, "127.0.0.1", 0, "flooded")
+    server.start()
+    yield f"http://127.0.0.1:{server.port}", {"Authorization": f"Bearer {token}"}
+    server.stop()
+    engine.dispose()
+
+
+def test_a_flood_past_capacity_is_told_to_retry_and_the_server_recovers_at_once(flooded_server):
+    base, headers = flooded_server
+
+    clients = [httpx.Client(base_url=base, headers=headers, timeout=30) for _ in range(60)]
+    for client in clients:  # connected before the flood, so that it arrives at once
+        client.get("/api/v1/health")
+    go = threading.Barrier(60)
+
+    def call(client: httpx.Client) -> httpx.Response:
+        go.wait()
+        return client.get("/api/v1/slow-read")
+
+    # 60 requests at once against 2 threads and room for 10 (each holds its thread 0.3 s): most must
+    # be shed at once, none may hang.
+    started = time.monotonic()
+    with ThreadPoolExecutor(60) as pool:
+        responses = list(pool.map(call, clients))
+    assert time.monotonic() - started < 20, "the flood was not answered: requests queued or hung"
+    for client in clients:
+        client.close()
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= CONCURRENCY and statuses.count(503) >= 10, statuses
+    shed = next(r for r in responses if r.status_code == 503)
+    assert shed.headers["content-type"] == "application/problem+json" and shed.headers["retry-after"] == "1"
+    assert shed.json()["status"] == 503
+    # The flood is over: the next request is served at once, and health was never shed.
+    after = httpx.get(f"{base}/api/v1/slow-read", headers=headers, timeout=5)
+    assert after.status_code == 200 and after.elapsed.total_seconds() < 2
+    assert httpx.get(f"{base}/api/v1/health", timeout=5).status_code in (200, 503)
+
+
+def test_with_the_database_gone_routes_answer_503_problem_json_logged_once(caplog):
+    # Nothing listens on port 1: every connection attempt is refused, as with PostgreSQL stopped.
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/heteroplane"
+    engine = make_engine(url, pool_size(2))
+    client = TestClient(create_app(engine, Settings(database_url=url, api_concurrency=2)))
+    with caplog.at_level(logging.WARNING, logger="controlplane.errors"):
+        for path in ("/api/v1/workloads", "/api/v1/placements", "/api/v1/device-classes"):
+            response = client.get(path, headers={"Authorization": "Bearer hp_x"})
+            assert response.status_code == 503, (path, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["retry-after"] == "2" and "database" in response.json()["detail"]
+            assert "127.0.0.1" not in response.text and "refused" not in response.text
+    outages = [r for r in caplog.records if "database is unavailable" in r.getMessage()]
+    assert len(outages) == 1
+    health = client.get("/api/v1/health")
+    assert health.status_code == 503 and "refused" not in health.text and "127.0.0.1" not in health.text
+    engine.dispose()
