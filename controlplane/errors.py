@@ -79,7 +79,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
+        response = problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
+        response.headers.update(exc.headers or {})  # e.g. a 405's Allow
+        return response
 
     @app.exception_handler(IntegrityError)
     async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
@@ -89,9 +91,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(OverflowError)
     @app.exception_handler(DataError)
     async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
-        # A number the database cannot hold (an id past 2^63 - 1): bad input, not a server fault.
-        return problem(422, "Invalid request", "a number in the request is out of range: ids and counts are "
-                       "64-bit integers (at most 9223372036854775807)", request.url.path)
+        # A value the database cannot hold: bad input, not a server fault (the driver's text may echo data).
+        return problem(422, "Invalid request", "a value in the request cannot be stored: a number past its "
+                       "column's range (ids are at most 9223372036854775807, most counts 2147483647), a date "
+                       "outside years 1-9999, or a NUL character", request.url.path)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
