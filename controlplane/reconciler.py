@@ -256,6 +256,7 @@ class Reconciler:
             placement = Placement(
                 version=version,
                 state=placement_state,
+                created_at=self.clock(),  # the loop's clock: a proposal's TTL is judged on it
                 usd_per_hour=decision.usd_per_hour,
                 solver_status=plan.status.value,
                 solve_time_s=plan.solve_time_s,
