@@ -8,6 +8,7 @@ from collectors.pipeline import Ingest
 from controlplane.admission import Admission
 from controlplane.api import costs, fleet, health, pins, placements, policies, tenants, tokens, workloads
 from controlplane.errors import install_problem_handlers
+from controlplane.ratelimit import FailureLimiter
 from controlplane.settings import Settings
 from web.console import create_console_router
 
@@ -23,6 +24,8 @@ def create_app(engine: Engine, settings: Settings, ingest: Ingest | None = None)
     app.state.settings = settings
     app.state.components = {}
     app.state.ingest = ingest
+    app.state.token_cache = {}  # controlplane.deps.verified
+    app.state.auth_failures = FailureLimiter()
     install_problem_handlers(app)
     app.add_middleware(Admission, concurrency=settings.api_concurrency)
 

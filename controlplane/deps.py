@@ -1,5 +1,6 @@
 """FastAPI dependencies shared by every router: the session, the caller, and role checks."""
 
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -8,8 +9,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from controlplane.auth import Principal, authenticate
-from controlplane.errors import Forbidden, NotFound, Unauthorized, database_state
+from controlplane.auth import Principal, authenticate, hash_token
+from controlplane.errors import Forbidden, NotFound, TooManyRequests, Unauthorized, database_state
 from controlplane.models import Role
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer hp_…`")
@@ -33,17 +34,44 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_principal(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("send an API token as `Authorization: Bearer <token>`")
-    principal = authenticate(session, credentials.credentials)
+TOKEN_CACHE_S = 5.0  # a verified token is trusted this long without a query (revoked here: at once)
+TOKEN_CACHE_MAX = 10_000
+
+
+def verified(request: Request, session: Session, raw_token: str) -> Principal | None:
+    """The principal behind `raw_token`, from this process's short-lived cache of verified tokens or
+    the database. A token revoked through this process leaves the cache at once (controlplane.api.
+    tokens); one revoked elsewhere stops working within TOKEN_CACHE_S."""
+    cache: dict[str, tuple[Principal, float]] = request.app.state.token_cache
+    key = hash_token(raw_token) if raw_token and len(raw_token) <= 200 else ""
+    hit = cache.get(key)
+    if hit is not None and hit[1] > time.monotonic():
+        return hit[0]
+    principal = authenticate(session, raw_token)
     # End the read's transaction: its connection goes back to the pool while the request waits for a
     # worker thread to run its route (holding it across that wait is how a pool deadlocks).
     session.rollback()
+    if principal is not None:
+        if len(cache) >= TOKEN_CACHE_MAX:
+            cache.clear()
+        cache[key] = (principal, time.monotonic() + TOKEN_CACHE_S)
+    return principal
+
+
+def get_principal(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    client = request.client.host if request.client else ""
+    limiter = request.app.state.auth_failures
+    if (wait := limiter.retry_after(client)) is not None:
+        raise TooManyRequests(f"too many failed tokens from this client; retry in {wait} s", retry_after_s=wait)
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("send an API token as `Authorization: Bearer <token>`")
+    principal = verified(request, session, credentials.credentials)
     if principal is None:
+        limiter.failed(client)
         raise Unauthorized("the API token is unknown, revoked or expired")
     return principal
 
@@ -52,6 +80,7 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
 def get_optional_principal(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal | None:
@@ -59,9 +88,7 @@ def get_optional_principal(
     that show more to a caller allowed to see it)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         return None
-    principal = authenticate(session, credentials.credentials)
-    session.rollback()  # as in get_principal
-    return principal
+    return verified(request, session, credentials.credentials)
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]

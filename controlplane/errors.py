@@ -48,6 +48,15 @@ class Forbidden(ApiError):
     title = "Forbidden"
 
 
+class TooManyRequests(ApiError):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 def problem(status: int, title: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "instance": instance}
     body.update({k: v for k, v in extra.items() if v is not None})
@@ -65,7 +74,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, request.url.path, field=exc.field, **exc.extra)
+        response = problem(exc.status, exc.title, exc.detail, request.url.path, field=exc.field, **exc.extra)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

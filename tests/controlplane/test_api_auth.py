@@ -158,3 +158,21 @@ def test_tenant_token_sees_only_its_own_costs_and_placements(client, callers, en
     assert history[0]["usd_per_hour"] == pytest.approx(h100_price)
     # The admin sees both tenants.
     assert client.get("/api/v1/costs?group_by=tenant", headers=auth(callers.admin)).json()["total_cost_usd"] == 6.0
+
+
+def test_failed_tokens_are_rate_limited_per_client_and_revocation_ends_a_cached_token(client, callers):
+    from controlplane.ratelimit import MAX_FAILURES
+
+    for _ in range(MAX_FAILURES):
+        assert client.get("/api/v1/workloads", headers=auth("hp_wrong")).status_code == 401
+    limited = client.get("/api/v1/workloads", headers=auth(callers.viewer))  # even a good token waits now
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert limited.headers["content-type"] == "application/problem+json"
+    client.app.state.auth_failures = type(client.app.state.auth_failures)()  # the window has passed
+
+    # A verified token is cached; revoking it through the API ends it at once all the same.
+    assert client.get("/api/v1/workloads", headers=auth(callers.viewer)).status_code == 200
+    tokens = client.get("/api/v1/tokens", headers=auth(callers.admin)).json()["items"]
+    viewer_id = next(t["id"] for t in tokens if callers.viewer.startswith(t["prefix"]))
+    assert client.delete(f"/api/v1/tokens/{viewer_id}", headers=auth(callers.admin)).status_code == 204
+    assert client.get("/api/v1/workloads", headers=auth(callers.viewer)).status_code == 401
