@@ -35,7 +35,7 @@ from sqlmodel import Session, select
 from controlplane.models import ModelTelemetry, Placement, PlacementState
 from controlplane.models._common import minute_of, to_utc
 from controlplane.planning import Replicas, Snapshot
-from optimizer.packing import min_devices
+from controlplane.policy import fits
 from optimizer.types import ClassCapacity, Phase
 
 
@@ -160,8 +160,4 @@ def _wants(placement: Replicas, fragment_ids: Iterable[int], reading: ModelPress
 
 def _fits(cls: ClassCapacity, placement: Mapping[tuple[int, str, Phase], tuple[int, int]]) -> bool:
     """Whether every replica `placement` puts on `cls` packs onto its healthy devices."""
-    sizes: dict[int, int] = defaultdict(int)
-    for (_, name, _), (replicas, slices) in placement.items():
-        if name == cls.device_class:
-            sizes[slices] += replicas
-    return min_devices(cls, sizes) is not None
+    return fits({k: v for k, v in placement.items() if k[1] == cls.device_class}, (cls,))

@@ -154,14 +154,20 @@ class Snapshot:
     forecasts: dict[int, Forecast] = field(default_factory=dict)
 
     @cached_property
-    def fresh_capacity(self) -> dict[int, dict[str, float]]:
-        """`measured_capacity` of every fragment that queued long enough, with the whole replicas it
-        runs now; worked out once per snapshot (the reconciler keeps it, build_problem plans by it)."""
+    def whole_replicas(self) -> dict[int, dict[str, int]]:
+        """Fragment id -> class -> the whole replicas it runs there now."""
         whole: dict[int, dict[str, int]] = defaultdict(dict)
         for (fid, cls, phase), (replicas, _) in self.current.items():
             if phase is Phase.whole:
                 whole[fid][cls] = replicas
-        return {f.id: measured for f in self.fragments if (measured := measured_capacity(f, whole.get(f.id, {})))}
+        return dict(whole)
+
+    @cached_property
+    def fresh_capacity(self) -> dict[int, dict[str, float]]:
+        """`measured_capacity` of every fragment that queued long enough, with the whole replicas it
+        runs now; worked out once per snapshot (the reconciler keeps it, build_problem plans by it)."""
+        return {f.id: measured for f in self.fragments
+                if (measured := measured_capacity(f, self.whole_replicas.get(f.id, {})))}
 
 
 @dataclass(frozen=True)
@@ -460,11 +466,6 @@ def build_problem(
     unmeasured = {fid for fid, _, phase in snapshot.current if phase is not Phase.whole}
     unmeasured |= {e.parent_id for e in snapshot.edges if e.child_id != e.parent_id}
     fresh = snapshot.fresh_capacity
-    whole: dict[int, dict[str, int]] = defaultdict(dict)
-    for (fid, cls, phase), (replicas, _) in snapshot.current.items():
-        if phase is Phase.whole:
-            whole[fid][cls] = replicas
-
     def ratio(workload_id: int) -> float:
         known = snapshot.forecasts.get(workload_id)
         return known.ratio if known is not None else 1.0
@@ -475,9 +476,8 @@ def build_problem(
                        kv_bytes_per_request=_kv_bytes(f))
         for f in snapshot.fragments
         if (profiles := _profiles(f, snapshot.classes, measured=f.id not in unmeasured,
-                                  capacity={**f.known_capacity, **fresh.get(f.id, {})},
-                                  overloaded=overloaded(f, whole.get(f.id, {}), {**f.known_capacity,
-                                                                                 **fresh.get(f.id, {})})))
+                                  capacity=(rates := {**f.known_capacity, **fresh.get(f.id, {})}),
+                                  overloaded=overloaded(f, snapshot.whole_replicas.get(f.id, {}), rates)))
     )
     placed = {f.fragment for f in fragments}
     edges = acyclic(

@@ -53,7 +53,7 @@ close as `superseded` / `expired`; a rejected plan is never proposed again as it
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -63,8 +63,8 @@ from typing import TYPE_CHECKING
 from controlplane.windows import Window
 from optimizer.checker import check
 from optimizer.explain import pair_moves
-from optimizer.packing import device_costs
-from optimizer.types import Assignment, FragmentDemand, Phase, Plan, PlanStatus, Problem
+from optimizer.packing import device_costs, min_devices
+from optimizer.types import Assignment, ClassCapacity, Phase, Plan, PlanStatus, Problem
 
 if TYPE_CHECKING:  # planning reads policies from the database, so it imports this module
     from controlplane.planning import Replicas, Snapshot
@@ -199,11 +199,8 @@ def margins(snapshot: Snapshot, policies: tuple[Policy, ...]) -> dict[str, float
 
 def with_margins(problem: Problem, factors: dict[str, float]) -> Problem:
     """`problem` with each workload's demand (and its buckets' rates) times its factor."""
-    def grown(f: FragmentDemand) -> FragmentDemand:
-        k = factors.get(f.workload, 1.0)
-        return f if k == 1.0 else replace(f, demand_rps=f.demand_rps * k,
-                                          buckets=tuple(replace(b, rate_rps=b.rate_rps * k) for b in f.buckets))
-    return replace(problem, fragments=tuple(grown(f) for f in problem.fragments))
+    return replace(problem, fragments=tuple(f.scaled(factors[f.workload]) if factors.get(f.workload, 1.0) != 1.0
+                                            else f for f in problem.fragments))
 
 
 # ---------------------------------------------------------------------------- the gate
@@ -305,7 +302,7 @@ def gate(snapshot: Snapshot, plan: Plan, policies: tuple[Policy, ...], now: date
     needed = bool(violations)
     # Which workloads the current placement fails: theirs must change; the others only as the optional
     # rules allow. Lost capacity (the whole no longer packs) leaves no workload's placement safe.
-    unserved = set(by_workload) if first or (needed and not fits(current, base)) else \
+    unserved = set(by_workload) if first or (needed and not fits(current, base.device_classes)) else \
         {w for w in by_workload if needed and _fails(base, current, w, workload_of)}
     price = {c.name: c.usd_per_hour / c.slices_per_device for c in snapshot.classes}
 
@@ -401,7 +398,7 @@ def proposal_fate(snapshot: Snapshot, policies: tuple[Policy, ...], now: datetim
     demand = sum(f.demand_rps for f in problem.fragments)
     if _changed_pct(proposal.demand_rps, demand) > policy.supersede_demand_pct:
         return "superseded"
-    if not fits(proposal.items, problem):
+    if not fits(proposal.items, problem.device_classes):
         return "superseded"
     unlimited = replace(problem, max_changed_fragments=None, change_limits=())
     if check(unlimited, as_plan(proposal.items, unlimited)):  # it no longer serves demand within SLAs
@@ -409,17 +406,15 @@ def proposal_fate(snapshot: Snapshot, policies: tuple[Policy, ...], now: datetim
     return None
 
 
-def fits(items: Replicas, problem: Problem) -> bool:
-    """Whether a placement's replicas still pack onto the healthy devices of `problem`'s classes."""
-    classes = {c.device_class: c for c in problem.device_classes}
-    rows = [Assignment(str(fid), cls, n, slices, 0.0, phase) for (fid, cls, phase), (n, slices) in items.items() if n]
-    if any(a.device_class not in classes for a in rows):
-        return False
-    try:
-        device_costs(classes, rows)
-    except ValueError:
-        return False
-    return True
+def fits(items: Replicas, classes: Iterable[ClassCapacity]) -> bool:
+    """Whether a placement's replicas pack onto the healthy devices of `classes` (optimizer.packing),
+    a replica on a class not among them never does."""
+    by_name = {c.device_class: c for c in classes}
+    sizes: dict[str, Counter[int]] = defaultdict(Counter)
+    for (_, cls, _), (replicas, slices) in items.items():
+        if replicas:
+            sizes[cls][slices] += replicas
+    return all(cls in by_name and min_devices(by_name[cls], counts) is not None for cls, counts in sizes.items())
 
 
 def _proposal_policy(snapshot: Snapshot, policies: tuple[Policy, ...], items: Replicas) -> Policy:
@@ -491,22 +486,27 @@ def _summary(snapshot: Snapshot, action: Action, plan: Plan, chosen: set[int], v
 
 
 def as_plan(assignments: Replicas, problem: Problem) -> Plan:
-    """A placement expressed as a `Plan`, so the optimizer's checker can judge it against `problem`:
-    its replicas' slices, and the idle rest of the devices they occupy on classes sold whole."""
-    price = {c.device_class: c.usd_per_hour / c.slices_per_device for c in problem.device_classes}
-    known = {f.fragment for f in problem.fragments}
+    """A placement expressed as a `Plan`, so the optimizer's checker can judge it against `problem`."""
+    return plan_of(assignments, problem.device_classes, known={f.fragment for f in problem.fragments})
+
+
+def plan_of(assignments: Replicas, classes: Iterable[ClassCapacity], known: set[str] | None = None,
+            solve_time_s: float = 0.0) -> Plan:
+    """A placement as a `Plan` priced on `classes`: its replicas' slices, and the idle rest of the
+    devices they occupy on classes sold whole; with `known`, only those fragments' replicas."""
+    capacity = {c.device_class: c for c in classes}
+    price = {name: c.usd_per_hour / c.slices_per_device for name, c in capacity.items()}
     rows = tuple(
         Assignment(str(fid), cls, replicas, slices, replicas * slices * price.get(cls, 0.0), phase)
         for (fid, cls, phase), (replicas, slices) in sorted(assignments.items())
-        if str(fid) in known
+        if known is None or str(fid) in known
     )
-    classes = {c.device_class: c for c in problem.device_classes}
     try:
-        devices, idle = device_costs(classes, (a for a in rows if a.device_class in classes))
+        devices, idle = device_costs(capacity, (a for a in rows if a.device_class in capacity))
     except ValueError:  # it no longer packs on the healthy devices: the checker says so, by class
         devices, idle = {}, {}
     return Plan(PlanStatus.feasible, rows, usd_per_hour=sum(a.usd_per_hour for a in rows) + sum(idle.values()),
-                devices_used=devices)
+                solve_time_s=solve_time_s, devices_used=devices)
 
 
 def diff(current: Replicas, target: Replicas) -> tuple[Move, ...]:

@@ -52,14 +52,13 @@ from controlplane.models import (
 from controlplane.models._common import utcnow
 from controlplane.observed import record_observation
 from controlplane.planning import Snapshot, build_problem, class_capacities, take_snapshot
-from controlplane.policy import Action, Decision, diff, gate, governing, limits, margins, with_margins
+from controlplane.policy import Action, Decision, diff, gate, governing, limits, margins, plan_of, with_margins
 from controlplane.rollback import roll_back_regressions
 from controlplane.settings import Settings
 from optimizer.degrade import degrade
-from optimizer.packing import device_costs
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
-from optimizer.types import Assignment, ClassCapacity, Infeasibility, Phase, Plan, PlanStatus, Problem, Shortfall
+from optimizer.types import ClassCapacity, Infeasibility, Phase, Plan, Problem, Shortfall
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciler"
@@ -407,13 +406,7 @@ def fast_decision(snapshot: Snapshot, result: ScaleUp, capacity: tuple[ClassCapa
     """The fast path's scale-up as a Decision to apply and the Plan `_record` stores with it. The
     reason names no model, workload or number: every tenant's token reads placement reasons (the
     audit event has the details)."""
-    price = {c.device_class: c.usd_per_hour / c.slices_per_device for c in capacity}
-    rows = tuple(Assignment(str(fid), cls, replicas, slices, replicas * slices * price.get(cls, 0.0), phase)
-                 for (fid, cls, phase), (replicas, slices) in sorted(result.assignments.items()))
-    classes = {c.device_class: c for c in capacity}
-    devices, idle = device_costs(classes, (a for a in rows if a.device_class in classes))
-    plan = Plan(PlanStatus.feasible, rows, usd_per_hour=sum(a.usd_per_hour for a in rows) + sum(idle.values()),
-                solve_time_s=seconds, devices_used=devices)
+    plan = plan_of(result.assignments, capacity, solve_time_s=seconds)
     reason = "fast path: replicas added where model servers queued or their KV cache filled"
     decision = Decision(Action.apply, reason, result.assignments, diff(snapshot.current, result.assignments),
                         close_proposal="superseded", needed=True, usd_per_hour=plan.usd_per_hour)

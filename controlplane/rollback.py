@@ -48,7 +48,8 @@ from controlplane.models import (
 )
 from controlplane.models._common import minute_of, to_utc
 from controlplane.planning import Replicas, placement_items
-from controlplane.policy import diff
+from controlplane.policy import diff, fits
+from optimizer.types import ClassCapacity
 
 MINUTE = timedelta(minutes=1)
 RECONCILER = "reconciler"
@@ -166,16 +167,6 @@ def classes_of(items: Replicas, fragment_ids: Iterable[int]) -> dict[int, tuple[
     return {fid: tuple(sorted(classes)) for fid, classes in out.items()}
 
 
-def fits(items: Replicas, classes: Iterable[str], devices: Mapping[str, int], slices_per_device: Mapping[str, int]
-         ) -> bool:
-    """Whether the replicas `items` put on each of `classes` fit its healthy `devices` (by slices;
-    packing onto nodes is the planner's to check)."""
-    need: dict[str, float] = defaultdict(float)
-    for (_, cls, _), (replicas, slices) in items.items():
-        need[cls] += replicas * slices / slices_per_device.get(cls, 1)
-    return all(need[cls] <= devices.get(cls, 0) + 1e-9 for cls in classes)
-
-
 # ---- the edges: read the evidence, write the rollback --------------------------------------------------
 
 
@@ -214,7 +205,8 @@ def roll_back_regressions(session: Session, now: datetime, minutes: int) -> int 
         select(DeviceClass.name, func.count(Device.id)).join(Node, Node.device_class_id == DeviceClass.id)
         .join(Device, Device.node_id == Node.id).where(Node.healthy, Device.healthy).group_by(DeviceClass.name)
     ).all())
-    per_device = dict(session.exec(select(DeviceClass.name, DeviceClass.slices_per_device)).all())
+    capacity = [ClassCapacity(name, 0.0, devices.get(name, 0), per_device) for name, per_device in
+                session.exec(select(DeviceClass.name, DeviceClass.slices_per_device)).all()]
     earlier: dict[int, Replicas] = {}
     versions: dict[int, int] = {}
     for d in due:
@@ -225,7 +217,8 @@ def roll_back_regressions(session: Session, now: datetime, minutes: int) -> int 
         # A fragment goes back only where it fits the healthy devices: a move off a class that has
         # since lost devices (an evacuation) is not undone, since the SLA dip was the failure's.
         candidate = restored(current, {**earlier, d.fragment_id: items})
-        if fits(candidate, classes_of(candidate, [d.fragment_id]).get(d.fragment_id, ()), devices, per_device):
+        back_to = set(classes_of(candidate, [d.fragment_id]).get(d.fragment_id, ()))
+        if fits({k: v for k, v in candidate.items() if k[1] in back_to}, capacity):
             earlier[d.fragment_id] = items
             versions[d.fragment_id] = previous.version
     if not earlier:

@@ -224,9 +224,7 @@ def _shed(problem: Problem, workloads: set[str], fraction: float) -> Problem:
 
 
 def _scaled(f: FragmentDemand, fraction: float) -> FragmentDemand:
-    buckets = tuple(replace(b, rate_rps=b.rate_rps * fraction) for b in f.buckets)
-    demand = sum(b.rate_rps for b in buckets) if buckets and f.demand_rps else f.demand_rps * fraction
-    return replace(f, demand_rps=demand, buckets=buckets, min_replicas=f.min_replicas if fraction > 0 else 0)
+    return replace(f.scaled(fraction), min_replicas=f.min_replicas if fraction > 0 else 0)
 
 
 def _restore(problem: Problem, original: Problem, workloads: set[str]) -> Problem:

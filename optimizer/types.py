@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from optimizer.transfer import TransferModel
@@ -93,6 +93,11 @@ class FragmentDemand:
     # KV-cache bytes a prefill replica hands to a decode replica per visit, when the fragment is
     # split (profiles with phase prefill and decode); the transfer counts in its latency.
     kv_bytes_per_request: float = 0.0
+
+    def scaled(self, factor: float) -> FragmentDemand:
+        """This fragment with its demand (and every bucket's rate) times `factor`."""
+        return replace(self, demand_rps=self.demand_rps * factor,
+                       buckets=tuple(replace(b, rate_rps=b.rate_rps * factor) for b in self.buckets))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controlplane.policy import fits
 from controlplane.rollback import (
     DueRollback,
     MinuteOutcome,
@@ -13,11 +14,10 @@ from controlplane.rollback import (
     changed_fragments,
     classes_of,
     due_rollbacks,
-    fits,
     reapplied,
     restored,
 )
-from optimizer.types import Phase
+from optimizer.types import ClassCapacity, Phase
 
 M = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)  # the minute the migration finished in
 MIN = timedelta(minutes=1)
@@ -101,11 +101,11 @@ def test_restored_and_reapplied_placements():
 
 
 def test_a_rollback_fits_the_healthy_devices_of_the_classes_it_goes_back_to():
-    items = {(1, "H100", Phase.whole): (3, 7), (2, "H100", Phase.whole): (2, 1), (3, "L4", Phase.whole): (9, 1)}
-    # H100: 3 x 7 + 2 x 1 = 23 slices = 23/7 = 3.29 devices; L4 is not judged
-    assert fits(items, ["H100"], {"H100": 4}, {"H100": 7, "L4": 1})
-    assert not fits(items, ["H100"], {"H100": 3}, {"H100": 7, "L4": 1})
-    assert not fits(items, ["L4"], {"H100": 4}, {"H100": 7, "L4": 1})  # no healthy L4 at all
+    h100 = {(1, "H100", Phase.whole): (3, 7), (2, "H100", Phase.whole): (2, 1)}
+    # H100 (7 slices a device): three whole devices, and the two 1-slice replicas share a fourth.
+    assert fits(h100, [ClassCapacity("H100", 0.0, 4, 7)])
+    assert not fits(h100, [ClassCapacity("H100", 0.0, 3, 7)])
+    assert not fits({(3, "L4", Phase.whole): (9, 1)}, [ClassCapacity("H100", 0.0, 4, 7)])  # no healthy L4 at all
 
 
 # ---- properties -----------------------------------------------------------------------------------------
