@@ -69,9 +69,15 @@ def create_policy(body: MigrationPolicyCreate, session: SessionDep, principal: O
     owner = policy_tenant(session, principal, body.tenant_id, body.workload_id)
     if owner is None and principal.tenant_id is not None:
         raise Forbidden("a tenant-scoped token can only create policies for its own tenant or workloads")
-    if session.exec(select(MigrationPolicy).where(MigrationPolicy.name == body.name)).first():
-        raise Conflict(f"a migration policy named {body.name!r} already exists", field="name")
-    row = MigrationPolicy.model_validate(body)
+    # Unique within the owner's scope only (uq_migration_policy_tenant_name), so a 409 names nothing
+    # the caller cannot list; a workload's policy records its workload's tenant.
+    taken = select(MigrationPolicy.id).where(MigrationPolicy.name == body.name,
+                                             MigrationPolicy.tenant_id.is_(None) if owner is None
+                                             else MigrationPolicy.tenant_id == owner)
+    if session.exec(taken).first() is not None:
+        where = "fleet-wide" if owner is None else f"for tenant {owner}"
+        raise Conflict(f"a migration policy named {body.name!r} already exists {where}", field="name")
+    row = MigrationPolicy.model_validate(body, update={"tenant_id": owner})
     return save(session, principal, row, "migration_policy.create", tenant_id=owner, detail=body.model_dump())
 
 

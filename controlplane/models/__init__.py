@@ -11,7 +11,7 @@ from controlplane.models.placements import (
     PlacementState,
 )
 from controlplane.models.telemetry import DeviceTelemetry, ModelTelemetry
-from controlplane.models.tenancy import ApiToken, AuditEvent, Role, Tenant
+from controlplane.models.tenancy import ApiToken, AuditEvent, ConsoleSession, Role, Tenant
 from controlplane.models.usage import RequestStat, UsageRecord
 from controlplane.models.workloads import (
     Edge,
@@ -29,6 +29,7 @@ from controlplane.models.workloads import (
 __all__ = [
     "ApiToken",
     "AuditEvent",
+    "ConsoleSession",
     "Device",
     "DeviceClass",
     "DeviceTelemetry",

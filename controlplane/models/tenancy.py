@@ -50,6 +50,18 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in console: the browser's cookie holds a random id, of which only a SHA-256 is kept
+    here. It ends at logout (row deleted), when its token is revoked or expires, or at expires_at."""
+
+    __tablename__ = "console_session"
+    id: int | None = Field(default=None, primary_key=True)
+    id_hash: str = Field(max_length=64, unique=True)
+    token_id: int = Field(foreign_key="api_token.id", index=True, ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+
+
 class AuditEvent(SQLModel, table=True):
     """Something a principal or the reconciler changed; append-only."""
 

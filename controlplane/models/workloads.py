@@ -4,7 +4,8 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import field_validator
-from sqlalchemy import JSON, BigInteger, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, String, UniqueConstraint
+from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel
 
 from controlplane.models._common import utcnow
@@ -242,7 +243,9 @@ class SlaPublic(SlaBase):
 
 class MigrationPolicyBase(SQLModel):
     name: str = Field(min_length=1, max_length=63, schema_extra={"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"})
-    tenant_id: int | None = Field(None, description="Scope: this tenant's workloads; empty for the whole fleet.")
+    tenant_id: int | None = Field(
+        None, description="Scope: this tenant's workloads; empty for the whole fleet. A workload's policy records "
+                          "its workload's tenant here.")
     workload_id: int | None = Field(None, description="Scope: one workload; overrides a tenant or fleet policy.")
     min_improvement_pct: float = Field(5.0, ge=0, le=100, description="Move only if $/hour drops by at least this.")
     cooldown_s: int = Field(
@@ -284,9 +287,17 @@ class MigrationPolicyBase(SQLModel):
 
 
 class MigrationPolicy(MigrationPolicyBase, table=True):
+    """A policy's name is unique within its tenant (tenant_id; for a workload's policy, the workload's
+    tenant) and among fleet-wide policies, so a name taken elsewhere tells no tenant anything."""
+
     __tablename__ = "migration_policy"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", name="uq_migration_policy_tenant_name"),
+        Index("uq_migration_policy_fleet_name", "name", unique=True,
+              sqlite_where=sql_text("tenant_id IS NULL"), postgresql_where=sql_text("tenant_id IS NULL")),
+    )
     id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(max_length=63, unique=True)
+    name: str = Field(max_length=63)
     tenant_id: int | None = Field(default=None, foreign_key="tenant.id", index=True, ondelete="CASCADE")
     workload_id: int | None = Field(default=None, foreign_key="workload.id", index=True, ondelete="CASCADE")
     created_at: datetime = Field(default_factory=utcnow)
