@@ -1,6 +1,6 @@
 """The FastAPI application: REST API under /api/v1, console under /ui, problem+json errors."""
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import RedirectResponse
 from sqlalchemy.engine import Engine
 
@@ -8,6 +8,8 @@ from collectors.pipeline import Ingest
 from controlplane.admission import Admission
 from controlplane.api import costs, fleet, health, pins, placements, policies, tenants, tokens, workloads
 from controlplane.errors import install_problem_handlers
+from controlplane.inputs import InputGuard, known_query_parameters
+from controlplane.openapi import document_errors
 from controlplane.ratelimit import FailureLimiter
 from controlplane.settings import Settings
 from web.console import create_console_router
@@ -27,14 +29,16 @@ def create_app(engine: Engine, settings: Settings, ingest: Ingest | None = None)
     app.state.token_cache = {}  # controlplane.deps.verified
     app.state.auth_failures = FailureLimiter()
     install_problem_handlers(app)
-    app.add_middleware(Admission, concurrency=settings.api_concurrency)
+    app.add_middleware(InputGuard)
+    app.add_middleware(Admission, concurrency=settings.api_concurrency)  # outermost: sheds before reading bodies
 
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(known_query_parameters)])
     for module in (fleet, tenants, workloads, policies, placements, pins, costs, tokens, health):
         api.include_router(module.router)
     app.include_router(api)
 
     app.include_router(create_console_router(engine))
+    document_errors(app)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -63,12 +63,12 @@ def get_principal(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("send an API token as `Authorization: Bearer <token>`")  # no guess: not counted
     client = request.client.host if request.client else ""
     limiter = request.app.state.auth_failures
     if (wait := limiter.retry_after(client)) is not None:
         raise TooManyRequests(f"too many failed tokens from this client; retry in {wait} s", retry_after_s=wait)
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("send an API token as `Authorization: Bearer <token>`")
     principal = verified(request, session, credentials.credentials)
     if principal is None:
         limiter.failed(client)

@@ -1,6 +1,7 @@
 """Every error the API can answer, and the one handler that renders them as RFC 9457 problem+json."""
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -92,7 +93,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         response = problem(exc.status_code, str(exc.detail), str(exc.detail), request.url.path)
-        response.headers.update(exc.headers or {})  # e.g. a 405's Allow
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route on the path; a path served by
+            # several routes (GET list, POST create) allows all of theirs.
+            response.headers["Allow"] = allowed_methods(request, response.headers.get("Allow", ""))
         return response
 
     @app.exception_handler(IntegrityError)
@@ -119,6 +124,25 @@ def install_problem_handlers(app: FastAPI) -> None:
                            "seconds in Retry-After", request.url.path)
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
         return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A defect: logged with its traceback by the server; the client gets problem+json, and is told
+        # the connection closes (the server drops it after a 500).
+        response = problem(500, "Internal server error", "an unexpected error; it is logged, and the request "
+                           "may be retried", request.url.path)
+        response.headers["Connection"] = "close"
+        return response
+
+
+def allowed_methods(request: Request, named: str) -> str:
+    """Every method the OpenAPI document gives the request's path, with those Starlette `named` (the
+    first matching route's only): GET list and POST create on one path are separate routes."""
+    methods = {m.strip().upper() for m in named.split(",") if m.strip()}
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^/]+\}", "[^/]+", template), request.url.path):
+            methods |= {m.upper() for m in operations}
+    return ", ".join(sorted(methods))
 
 
 DATABASE_RETRY_AFTER_S = 2

@@ -14,11 +14,19 @@ _WINDOW = re.compile(
     r"(?:\s*UTC)?\s*$"
 )
 
+_DAY = "(Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_SPAN = f"{_DAY}(-{_DAY})?"
+_HHMM = "([01][0-9]|2[0-3]):[0-5][0-9]"
+WINDOW_PATTERN = f"^(daily|{_SPAN}(,{_SPAN})*) {_HHMM}-{_HHMM}( UTC)?$"
+"""The canonical spelling, as the API documents it: every text it matches parses; the parser also
+reads full day names, other case and spacing, and 24:00."""
+
 
 @dataclass(frozen=True)
 class Window:
     """A weekly maintenance window in UTC: on `days` (Monday = 0), from `start_min` to `end_min`
-    minutes after midnight; an end at or before the start runs into the next day."""
+    minutes after midnight; an end at or before the start runs into the next day (an end equal to
+    the start: 24 hours)."""
 
     days: frozenset[int]
     start_min: int
@@ -44,8 +52,6 @@ def parse_window(text: str) -> Window:
     start, end = (_minutes(match[k], text) for k in ("start", "end"))
     if start >= 24 * 60:
         raise ValueError(f"maintenance window {text!r} starts after 23:59")
-    if start == end:
-        raise ValueError(f"maintenance window {text!r} is empty: it starts when it ends")
     return Window(frozenset(days), start, end % (24 * 60) if end > 24 * 60 else end, text.strip())
 
 

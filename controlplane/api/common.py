@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, Query
+from fastapi import Depends, Path, Query
 from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import Session, SQLModel, select
@@ -11,10 +11,15 @@ from sqlmodel.sql.expression import SelectOfScalar
 from controlplane.auth import Principal
 from controlplane.errors import NotFound
 from controlplane.models import AuditEvent
-from controlplane.models._common import utcnow
+from controlplane.models._common import INT32_MAX, utcnow
 
 T = TypeVar("T")
 M = TypeVar("M", bound=SQLModel)
+
+
+Id = Annotated[int, Path(ge=1, le=INT32_MAX, description="An id: a positive integer up to 2147483647.")]
+IdFilter = Annotated[int | None, Query(ge=1, le=INT32_MAX, description="Only items of this id (up to 2147483647).")]
+DeviceIndex = Annotated[int, Path(ge=0, le=63, description="The device's index in its node, from 0.")]
 
 
 class Page(BaseModel, Generic[T]):
@@ -33,7 +38,7 @@ class Window(BaseModel):
 
 def window(
     limit: Annotated[int, Query(ge=1, le=500, description="Items per page.")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX, description="Items to skip.")] = 0,
 ) -> Window:
     return Window(limit=limit, offset=offset)
 

@@ -13,7 +13,7 @@ from controlplane.db import int_sum
 from controlplane.deps import SessionDep, Viewer
 from controlplane.errors import ApiError
 from controlplane.models import DeviceClass, Fragment, Tenant, UsageRecord, Workload
-from controlplane.models._common import to_utc, utcnow
+from controlplane.models._common import Instant, to_utc, utcnow
 
 router = APIRouter(tags=["costs"])
 
@@ -58,8 +58,8 @@ def costs(
     session: SessionDep,
     principal: Viewer,
     group_by: GroupBy = GroupBy.workload,
-    since: Annotated[datetime | None, Query(description="Start (UTC); default one hour before `until`.")] = None,
-    until: Annotated[datetime | None, Query(description="End (UTC), exclusive; default now.")] = None,
+    since: Annotated[Instant | None, Query(description="Start (UTC, 2000-01-01 to 2200-01-01); default one hour before `until`.")] = None,
+    until: Annotated[Instant | None, Query(description="End (UTC, 2000-01-01 to 2200-01-01), exclusive; default now.")] = None,
 ):
     until = to_utc(until) if until else utcnow()
     since = to_utc(since) if since else until - timedelta(hours=1)

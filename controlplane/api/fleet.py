@@ -3,7 +3,19 @@
 from fastapi import APIRouter, status
 from sqlmodel import select
 
-from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate, remove, save
+from controlplane.api.common import (
+    DeviceIndex,
+    Id,
+    IdFilter,
+    Page,
+    WindowDep,
+    apply_update,
+    audit,
+    get_or_404,
+    paginate,
+    remove,
+    save,
+)
 from controlplane.deps import Admin, Operator, SessionDep, Viewer, fleet_writer
 from controlplane.errors import Conflict, NotFound
 from controlplane.inventory import sync_devices
@@ -29,7 +41,7 @@ def list_device_classes(session: SessionDep, _: Viewer, win: WindowDep):
 
 
 @router.get("/device-classes/{device_class_id}", response_model=DeviceClassPublic)
-def get_device_class(device_class_id: int, session: SessionDep, _: Viewer):
+def get_device_class(device_class_id: Id, session: SessionDep, _: Viewer):
     return get_or_404(session, DeviceClass, device_class_id, "device class")
 
 
@@ -43,14 +55,14 @@ def create_device_class(body: DeviceClassCreate, session: SessionDep, principal:
 
 
 @router.patch("/device-classes/{device_class_id}", response_model=DeviceClassPublic)
-def update_device_class(device_class_id: int, body: DeviceClassUpdate, session: SessionDep, principal: Admin):
+def update_device_class(device_class_id: Id, body: DeviceClassUpdate, session: SessionDep, principal: Admin):
     fleet_writer(principal)
     row = get_or_404(session, DeviceClass, device_class_id, "device class")
     return save(session, principal, row, "device_class.update", detail=apply_update(row, body))
 
 
 @router.delete("/device-classes/{device_class_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_device_class(device_class_id: int, session: SessionDep, principal: Admin):
+def delete_device_class(device_class_id: Id, session: SessionDep, principal: Admin):
     fleet_writer(principal)
     row = get_or_404(session, DeviceClass, device_class_id, "device class")
     if session.exec(select(Node.id).where(Node.device_class_id == device_class_id)).first():
@@ -59,7 +71,7 @@ def delete_device_class(device_class_id: int, session: SessionDep, principal: Ad
 
 
 @router.get("/nodes", response_model=Page[NodePublic])
-def list_nodes(session: SessionDep, _: Viewer, win: WindowDep, device_class_id: int | None = None):
+def list_nodes(session: SessionDep, _: Viewer, win: WindowDep, device_class_id: IdFilter = None):
     statement = select(Node)
     if device_class_id is not None:
         statement = statement.where(Node.device_class_id == device_class_id)
@@ -68,12 +80,12 @@ def list_nodes(session: SessionDep, _: Viewer, win: WindowDep, device_class_id: 
 
 
 @router.get("/nodes/{node_id}", response_model=NodePublic)
-def get_node(node_id: int, session: SessionDep, _: Viewer):
+def get_node(node_id: Id, session: SessionDep, _: Viewer):
     return get_or_404(session, Node, node_id, "node")
 
 
 @router.get("/nodes/{node_id}/devices", response_model=list[DevicePublic])
-def list_node_devices(node_id: int, session: SessionDep, _: Viewer):
+def list_node_devices(node_id: Id, session: SessionDep, _: Viewer):
     get_or_404(session, Node, node_id, "node")
     return session.exec(select(Device).where(Device.node_id == node_id).order_by(Device.index)).all()
 
@@ -96,7 +108,7 @@ def create_node(body: NodeCreate, session: SessionDep, principal: Operator):
 
 
 @router.patch("/nodes/{node_id}", response_model=NodePublic)
-def update_node(node_id: int, body: NodeUpdate, session: SessionDep, principal: Operator):
+def update_node(node_id: Id, body: NodeUpdate, session: SessionDep, principal: Operator):
     fleet_writer(principal)
     row = get_or_404(session, Node, node_id, "node")
     changes = body.model_dump(exclude_unset=True, exclude={"cordoned", "healthy"})
@@ -111,7 +123,7 @@ def update_node(node_id: int, body: NodeUpdate, session: SessionDep, principal: 
 
 
 @router.patch("/nodes/{node_id}/devices/{index}", response_model=DevicePublic)
-def update_device(node_id: int, index: int, body: DeviceUpdate, session: SessionDep, principal: Operator):
+def update_device(node_id: Id, index: DeviceIndex, body: DeviceUpdate, session: SessionDep, principal: Operator):
     """Cordon or uncordon one device: the operator's word, which no sync or telemetry undoes."""
     fleet_writer(principal)
     get_or_404(session, Node, node_id, "node")
@@ -125,7 +137,7 @@ def update_device(node_id: int, index: int, body: DeviceUpdate, session: Session
 
 
 @router.delete("/nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_node(node_id: int, session: SessionDep, principal: Operator):
+def delete_node(node_id: Id, session: SessionDep, principal: Operator):
     fleet_writer(principal)
     row = get_or_404(session, Node, node_id, "node")
     remove(session, principal, row, "node.delete", detail={"name": row.name})

@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 from collectors.pipeline import IngestStats
 from controlplane.auth import Principal
 from controlplane.deps import OptionalPrincipal, SessionDep
+from controlplane.errors import database_state
 from controlplane.models import Placement, Tenant, Workload
 from optimizer.reasons import describe
 from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
@@ -63,7 +64,8 @@ def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
         last = session.exec(select(Placement.created_at).order_by(Placement.version.desc())).first()
         database = "ok"
     except Exception as exc:  # the point of a health check is to report, not raise
-        last, database = None, f"error: {type(exc).__name__}"
+        database_state(up=False, why=type(exc).__name__)  # logged once per outage, without the driver's text
+        last, database = None, "unavailable"
     ingest = getattr(request.app.state, "ingest", None)
     stats = ingest.stats() if ingest is not None else None
     if stats is not None and stats.last_error:

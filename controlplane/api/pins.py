@@ -4,7 +4,7 @@ clears it. Tenant tokens see and clear only their own fragments' pins."""
 from fastapi import APIRouter, status
 from sqlmodel import Session, select
 
-from controlplane.api.common import Page, WindowDep, paginate, remove
+from controlplane.api.common import Id, IdFilter, Page, WindowDep, paginate, remove
 from controlplane.auth import Principal
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
 from controlplane.errors import NotFound
@@ -21,7 +21,7 @@ def _public(session: Session, pin: FragmentPin) -> FragmentPinPublic:
 
 
 @router.get("/pins", response_model=Page[FragmentPinPublic], summary="Fragment pins, newest first")
-def list_pins(session: SessionDep, principal: Viewer, win: WindowDep, workload_id: int | None = None):
+def list_pins(session: SessionDep, principal: Viewer, win: WindowDep, workload_id: IdFilter = None):
     statement = select(FragmentPin).join(Fragment, Fragment.id == FragmentPin.fragment_id).join(
         Workload, Workload.id == Fragment.workload_id)
     if principal.tenant_id is not None:
@@ -33,13 +33,13 @@ def list_pins(session: SessionDep, principal: Viewer, win: WindowDep, workload_i
 
 
 @router.get("/pins/{fragment_id}", response_model=FragmentPinPublic)
-def get_pin(fragment_id: int, session: SessionDep, principal: Viewer):
+def get_pin(fragment_id: Id, session: SessionDep, principal: Viewer):
     return _public(session, _pin_of(session, principal, fragment_id)[0])
 
 
 @router.delete("/pins/{fragment_id}", status_code=status.HTTP_204_NO_CONTENT,
                summary="Clear a fragment's pin: the planner may move it again from its next cycle")
-def clear_pin(fragment_id: int, session: SessionDep, principal: Operator):
+def clear_pin(fragment_id: Id, session: SessionDep, principal: Operator):
     pin, tenant_id = _pin_of(session, principal, fragment_id)
     remove(session, principal, pin, "pin.clear", tenant_id=tenant_id,
            detail={"fragment_id": fragment_id, "device_classes": ",".join(pin.device_classes)})

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from controlplane.api.common import Page, WindowDep, audit, get_or_404, paginate
+from controlplane.api.common import Id, IdFilter, Page, WindowDep, audit, get_or_404, paginate
 from controlplane.auth import Principal
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant, fleet_writer
 from controlplane.errors import Conflict, NotFound
@@ -85,7 +85,7 @@ def list_placements(session: SessionDep, principal: Viewer, win: WindowDep):
 
 
 @router.get("/placements/{version}", response_model=PlacementPublic)
-def get_placement(version: int, session: SessionDep, principal: Viewer):
+def get_placement(version: Id, session: SessionDep, principal: Viewer):
     placement = session.exec(select(Placement).where(Placement.version == version)).first()
     if placement is None:
         raise NotFound(f"placement version {version} not found")
@@ -94,13 +94,13 @@ def get_placement(version: int, session: SessionDep, principal: Viewer):
 
 @router.post("/placements/{version}/approve", response_model=PlacementPublic,
              summary="Approve a proposed placement: the reconciler actuates it at its next cycle")
-def approve_placement(version: int, session: SessionDep, principal: Operator):
+def approve_placement(version: Id, session: SessionDep, principal: Operator):
     return _decide(session, principal, version, PlacementState.applying, MigrationState.pending, "placement.approve")
 
 
 @router.post("/placements/{version}/reject", response_model=PlacementPublic,
              summary="Reject a proposed placement: it is never actuated, and the same plan is not proposed again")
-def reject_placement(version: int, session: SessionDep, principal: Operator):
+def reject_placement(version: Id, session: SessionDep, principal: Operator):
     return _decide(session, principal, version, PlacementState.rejected, MigrationState.rejected, "placement.reject")
 
 
@@ -142,7 +142,7 @@ def _decidable(session: Session, principal: Principal, version: int) -> tuple[Pl
 
 @router.post("/placements/{version}/rollback", response_model=PlacementPublic, status_code=201,
              summary="Re-apply an earlier applied version as a new one; the reconciler actuates it at its next cycle")
-def rollback_placement(version: int, session: SessionDep, principal: Operator):
+def rollback_placement(version: Id, session: SessionDep, principal: Operator):
     """The new version holds `version`'s items (fragments it did not know keep their current ones);
     the fragments it changes are pinned to the classes it puts them on, until an operator clears the
     pins (DELETE /pins/{fragment_id}), so the planner does not move them straight back."""
@@ -193,7 +193,7 @@ def list_migrations(
     principal: Viewer,
     win: WindowDep,
     state: MigrationState | None = None,
-    workload_id: int | None = None,
+    workload_id: IdFilter = None,
 ):
     statement = select(Migration).join(Fragment, Fragment.id == Migration.fragment_id).join(
         Workload, Workload.id == Fragment.workload_id
@@ -214,7 +214,7 @@ def list_migrations(
 
 
 @router.get("/migrations/{migration_id}", response_model=MigrationPublic)
-def get_migration(migration_id: int, session: SessionDep, principal: Viewer):
+def get_migration(migration_id: Id, session: SessionDep, principal: Viewer):
     migration = get_or_404(session, Migration, migration_id, "migration")
     fragment = session.get(Fragment, migration.fragment_id)
     workload = session.get(Workload, fragment.workload_id)

@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 from sqlalchemy import or_
 from sqlmodel import Session, select
 
-from controlplane.api.common import Page, WindowDep, apply_update, get_or_404, paginate, remove, save
+from controlplane.api.common import Id, Page, WindowDep, apply_update, get_or_404, paginate, remove, save
 from controlplane.api.workloads import visible_workload
 from controlplane.auth import Principal
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
@@ -58,7 +58,7 @@ def list_policies(session: SessionDep, principal: Viewer, win: WindowDep):
 
 
 @router.get("/migration-policies/{policy_id}", response_model=MigrationPolicyPublic)
-def get_policy(policy_id: int, session: SessionDep, principal: Viewer):
+def get_policy(policy_id: Id, session: SessionDep, principal: Viewer):
     row = get_or_404(session, MigrationPolicy, policy_id, "migration policy")
     policy_tenant(session, principal, row.tenant_id, row.workload_id)
     return row
@@ -82,12 +82,12 @@ def create_policy(body: MigrationPolicyCreate, session: SessionDep, principal: O
 
 
 @router.patch("/migration-policies/{policy_id}", response_model=MigrationPolicyPublic)
-def update_policy(policy_id: int, body: MigrationPolicyUpdate, session: SessionDep, principal: Operator):
+def update_policy(policy_id: Id, body: MigrationPolicyUpdate, session: SessionDep, principal: Operator):
     row = writable_policy(session, principal, policy_id)
     return save(session, principal, row, "migration_policy.update", tenant_id=row.tenant_id, detail=apply_update(row, body))
 
 
 @router.delete("/migration-policies/{policy_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_policy(policy_id: int, session: SessionDep, principal: Operator):
+def delete_policy(policy_id: Id, session: SessionDep, principal: Operator):
     row = writable_policy(session, principal, policy_id)
     remove(session, principal, row, "migration_policy.delete", tenant_id=row.tenant_id, detail={"name": row.name})

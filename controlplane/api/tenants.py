@@ -3,7 +3,7 @@
 from fastapi import APIRouter, status
 from sqlmodel import select
 
-from controlplane.api.common import Page, WindowDep, apply_update, audit, get_or_404, paginate, remove, save
+from controlplane.api.common import Id, Page, WindowDep, apply_update, audit, get_or_404, paginate, remove, save
 from controlplane.deps import Admin, SessionDep, Viewer, check_tenant, fleet_writer
 from controlplane.errors import Conflict
 from controlplane.models import Tenant
@@ -22,7 +22,7 @@ def list_tenants(session: SessionDep, principal: Viewer, win: WindowDep):
 
 
 @router.get("/tenants/{tenant_id}", response_model=TenantPublic)
-def get_tenant(tenant_id: int, session: SessionDep, principal: Viewer):
+def get_tenant(tenant_id: Id, session: SessionDep, principal: Viewer):
     check_tenant(principal, tenant_id, f"tenant {tenant_id}")
     return get_or_404(session, Tenant, tenant_id, "tenant")
 
@@ -41,14 +41,14 @@ def create_tenant(body: TenantCreate, session: SessionDep, principal: Admin):
 
 
 @router.patch("/tenants/{tenant_id}", response_model=TenantPublic)
-def update_tenant(tenant_id: int, body: TenantUpdate, session: SessionDep, principal: Admin):
+def update_tenant(tenant_id: Id, body: TenantUpdate, session: SessionDep, principal: Admin):
     fleet_writer(principal)
     row = get_or_404(session, Tenant, tenant_id, "tenant")
     return save(session, principal, row, "tenant.update", tenant_id=row.id, detail=apply_update(row, body))
 
 
 @router.delete("/tenants/{tenant_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_tenant(tenant_id: int, session: SessionDep, principal: Admin):
+def delete_tenant(tenant_id: Id, session: SessionDep, principal: Admin):
     """Deletes the tenant with its workloads, their graphs, usage and tokens."""
     fleet_writer(principal)
     row = get_or_404(session, Tenant, tenant_id, "tenant")

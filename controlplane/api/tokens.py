@@ -6,20 +6,20 @@ from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, Field
 from sqlmodel import select
 
-from controlplane.api.common import Page, WindowDep, audit, get_or_404, paginate
+from controlplane.api.common import Id, Page, WindowDep, audit, get_or_404, paginate
 from controlplane.auth import mint_token
 from controlplane.deps import Admin, SessionDep, fleet_writer
 from controlplane.errors import ApiError
 from controlplane.models import ApiToken, Role, Tenant
-from controlplane.models._common import utcnow
+from controlplane.models._common import INT32_MAX, Input, utcnow
 
 router = APIRouter(tags=["tokens"])
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(Input):
     name: str = Field(min_length=1, max_length=100)
     role: Role
-    tenant_id: int | None = Field(None, description="Limit the token to this tenant's workloads.")
+    tenant_id: int | None = Field(None, ge=1, le=INT32_MAX, description="Limit the token to this tenant's workloads.")
     expires_in_days: int | None = Field(None, ge=1, le=3650)
 
 
@@ -60,7 +60,7 @@ def list_tokens(session: SessionDep, principal: Admin, win: WindowDep):
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke a token")
-def revoke_token(token_id: int, request: Request, session: SessionDep, principal: Admin):
+def revoke_token(token_id: Id, request: Request, session: SessionDep, principal: Admin):
     fleet_writer(principal)
     row = get_or_404(session, ApiToken, token_id, "token")
     if row.revoked_at is None:

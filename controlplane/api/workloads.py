@@ -1,16 +1,15 @@
 """Workloads (agent applications), their graphs, and their SLAs."""
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 from sqlmodel import Session, select
 
-from controlplane.api.common import Page, WindowDep, apply_update, get_or_404, paginate, remove, save
+from controlplane.api.common import Id, IdFilter, Page, WindowDep, apply_update, get_or_404, paginate, remove, save
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
 from controlplane.errors import Conflict
 from controlplane.models import Edge, Fragment, Sla, Tenant, Workload
-from controlplane.models._common import utcnow
+from controlplane.models._common import Instant, utcnow
 from controlplane.models.workloads import (
     EdgePublic,
     FragmentPublic,
@@ -34,7 +33,7 @@ def visible_workload(session: Session, principal, workload_id: int) -> Workload:
 
 
 @router.get("/workloads", response_model=Page[WorkloadPublic])
-def list_workloads(session: SessionDep, principal: Viewer, win: WindowDep, tenant_id: int | None = None):
+def list_workloads(session: SessionDep, principal: Viewer, win: WindowDep, tenant_id: IdFilter = None):
     statement = select(Workload)
     if principal.tenant_id is not None:
         statement = statement.where(Workload.tenant_id == principal.tenant_id)
@@ -45,7 +44,7 @@ def list_workloads(session: SessionDep, principal: Viewer, win: WindowDep, tenan
 
 
 @router.get("/workloads/{workload_id}", response_model=WorkloadPublic)
-def get_workload(workload_id: int, session: SessionDep, principal: Viewer):
+def get_workload(workload_id: Id, session: SessionDep, principal: Viewer):
     return visible_workload(session, principal, workload_id)
 
 
@@ -61,44 +60,44 @@ def create_workload(body: WorkloadCreate, session: SessionDep, principal: Operat
 
 
 @router.patch("/workloads/{workload_id}", response_model=WorkloadPublic)
-def update_workload(workload_id: int, body: WorkloadUpdate, session: SessionDep, principal: Operator):
+def update_workload(workload_id: Id, body: WorkloadUpdate, session: SessionDep, principal: Operator):
     row = visible_workload(session, principal, workload_id)
     return save(session, principal, row, "workload.update", tenant_id=row.tenant_id, detail=apply_update(row, body))
 
 
 @router.delete("/workloads/{workload_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_workload(workload_id: int, session: SessionDep, principal: Operator):
+def delete_workload(workload_id: Id, session: SessionDep, principal: Operator):
     row = visible_workload(session, principal, workload_id)
     remove(session, principal, row, "workload.delete", tenant_id=row.tenant_id, detail={"name": row.name})
 
 
 @router.get("/workloads/{workload_id}/fragments", response_model=Page[FragmentPublic])
-def list_fragments(workload_id: int, session: SessionDep, principal: Viewer, win: WindowDep):
+def list_fragments(workload_id: Id, session: SessionDep, principal: Viewer, win: WindowDep):
     visible_workload(session, principal, workload_id)
     fragments, total = paginate(session, select(Fragment).where(Fragment.workload_id == workload_id), win, Fragment.id)
     return Page(items=fragment_views(session, fragments), total=total, limit=win.limit, offset=win.offset)
 
 
 @router.get("/workloads/{workload_id}/edges", response_model=Page[EdgePublic])
-def list_edges(workload_id: int, session: SessionDep, principal: Viewer, win: WindowDep):
+def list_edges(workload_id: Id, session: SessionDep, principal: Viewer, win: WindowDep):
     visible_workload(session, principal, workload_id)
     edges, total = paginate(session, select(Edge).where(Edge.workload_id == workload_id), win, Edge.id)
     return Page(items=edge_views(session, edges), total=total, limit=win.limit, offset=win.offset)
 
 
 @router.get("/workloads/{workload_id}/graph", response_model=Graph, summary="The observed data-flow graph")
-def get_graph(workload_id: int, session: SessionDep, principal: Viewer):
+def get_graph(workload_id: Id, session: SessionDep, principal: Viewer):
     visible_workload(session, principal, workload_id)
     return graph_of(session, workload_id)
 
 
 @router.get("/workloads/{workload_id}/profiles", response_model=Profiles, summary="Profiles per fragment and class")
 def get_profiles(
-    workload_id: int,
+    workload_id: Id,
     session: SessionDep,
     principal: Viewer,
     minutes: Annotated[int, Query(ge=1, le=1440, description="Window: this many minutes up to `until`.")] = 15,
-    until: Annotated[datetime | None, Query(description="End of the window (UTC); default now.")] = None,
+    until: Annotated[Instant | None, Query(description="End of the window (UTC, 2000-01-01 to 2200-01-01); default now.")] = None,
 ):
     """Arrival rate, latency p50/p95/p99 (1% sketch), TTFT/TPOT and token histograms per fragment and class."""
     visible_workload(session, principal, workload_id)
@@ -122,7 +121,7 @@ def visible_sla(session: Session, principal, sla_id: int) -> tuple[Sla, Workload
 
 
 @router.get("/slas/{sla_id}", response_model=SlaPublic)
-def get_sla(sla_id: int, session: SessionDep, principal: Viewer):
+def get_sla(sla_id: Id, session: SessionDep, principal: Viewer):
     return visible_sla(session, principal, sla_id)[0]
 
 
@@ -136,12 +135,12 @@ def create_sla(body: SlaCreate, session: SessionDep, principal: Operator):
 
 
 @router.patch("/slas/{sla_id}", response_model=SlaPublic)
-def update_sla(sla_id: int, body: SlaUpdate, session: SessionDep, principal: Operator):
+def update_sla(sla_id: Id, body: SlaUpdate, session: SessionDep, principal: Operator):
     row, workload = visible_sla(session, principal, sla_id)
     return save(session, principal, row, "sla.update", tenant_id=workload.tenant_id, detail=apply_update(row, body))
 
 
 @router.delete("/slas/{sla_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_sla(sla_id: int, session: SessionDep, principal: Operator):
+def delete_sla(sla_id: Id, session: SessionDep, principal: Operator):
     row, workload = visible_sla(session, principal, sla_id)
     remove(session, principal, row, "sla.delete", tenant_id=workload.tenant_id)

@@ -2,14 +2,14 @@
 
 from datetime import datetime
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import StrictBool, ValidationInfo, field_validator
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from controlplane.models._common import utcnow
+from controlplane.models._common import INT32_MAX, Input, input_config, utcnow
 
 
-class DeviceClassBase(SQLModel):
+class DeviceClassBase(Input):
     name: str = Field(min_length=1, max_length=64, schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"})
     vendor: str = Field(min_length=1, max_length=32)
     bf16_tflops: float = Field(ge=0, description="Dense bf16 TFLOP/s per device (CPU: per socket).")
@@ -19,8 +19,8 @@ class DeviceClassBase(SQLModel):
     usd_per_hour: float = Field(ge=0, description="On-demand price of one device per hour, USD.")
     slices_per_device: int = Field(1, ge=1, le=64, description="How many slices one device can be partitioned into.")
     price_source: str = Field("", max_length=256)
-    cores: int = Field(0, ge=0, description="CPU cores per device for CPU classes; 0 for accelerators.")
-    sold_by_slice: bool = Field(
+    cores: int = Field(0, ge=0, le=INT32_MAX, description="CPU cores per device for CPU classes; 0 for accelerators.")
+    sold_by_slice: StrictBool = Field(
         False, description="Paid per slice (true: CPU cores, MIG profiles rented on their own) or per device "
                            "occupied (false: a device with any replica on it costs its whole price).")
 
@@ -44,7 +44,8 @@ class DeviceClassCreate(DeviceClassBase):
     pass
 
 
-class DeviceClassUpdate(SQLModel):
+class DeviceClassUpdate(Input):
+    model_config = input_config("sold_by_slice")
     vendor: str | None = Field(None, min_length=1, max_length=32)
     bf16_tflops: float | None = Field(None, ge=0)
     memory_gib: float | None = Field(None, gt=0)
@@ -53,8 +54,8 @@ class DeviceClassUpdate(SQLModel):
     usd_per_hour: float | None = Field(None, ge=0)
     slices_per_device: int | None = Field(None, ge=1, le=64)
     price_source: str | None = Field(None, max_length=256)
-    cores: int | None = Field(None, ge=0)
-    sold_by_slice: bool | None = None
+    cores: int | None = Field(None, ge=0, le=INT32_MAX)
+    sold_by_slice: StrictBool | None = None
 
     @field_validator("sold_by_slice")
     @classmethod
@@ -70,9 +71,9 @@ class DeviceClassPublic(DeviceClassBase):
     created_at: datetime
 
 
-class NodeBase(SQLModel):
+class NodeBase(Input):
     name: str = Field(min_length=1, max_length=128, schema_extra={"pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"})
-    device_class_id: int = Field(foreign_key="device_class.id", ondelete="RESTRICT")
+    device_class_id: int = Field(foreign_key="device_class.id", ondelete="RESTRICT", ge=1, le=INT32_MAX)
     device_count: int = Field(ge=0, le=64, description="Devices of the node's class installed in it.")
 
 
@@ -103,11 +104,13 @@ class Node(NodeBase, NodeHealth, table=True):
         self.healthy = self.ready and not self.cordoned
 
 
-class _Cordon(SQLModel):
+class _Cordon(Input):
     """The operator's word on a node: `cordoned`, or its older spelling `healthy` (false cordons)."""
 
-    cordoned: bool | None = Field(None, description="Keep placements off the node (true) or allow them (false).")
-    healthy: bool | None = Field(
+    model_config = input_config("cordoned", "healthy", schema={"not": {"required": ["cordoned", "healthy"]}})
+
+    cordoned: StrictBool | None = Field(None, description="Keep placements off the node (true) or allow them (false).")
+    healthy: StrictBool | None = Field(
         None, description="Older spelling of the cordon: false cordons the node, true uncordons it.")
 
     @field_validator("cordoned", "healthy")
@@ -120,10 +123,9 @@ class _Cordon(SQLModel):
 
     @field_validator("healthy")
     @classmethod
-    def _agrees_with_cordoned(cls, value: bool, info: ValidationInfo) -> bool:
-        if info.data.get("cordoned") is not None and info.data["cordoned"] == value:
-            raise ValueError(f"healthy={str(value).lower()} contradicts cordoned={str(value).lower()}; "
-                             "send only cordoned")
+    def _not_both(cls, value: bool, info: ValidationInfo) -> bool:
+        if info.data.get("cordoned") is not None:
+            raise ValueError("send cordoned or its older spelling healthy, not both; send only cordoned")
         return value
 
     def cordon(self) -> bool | None:
@@ -182,5 +184,5 @@ class DevicePublic(SQLModel):
     healthy: bool = Field(description="Effective: ready, no XID error and not cordoned (its node must be healthy too).")
 
 
-class DeviceUpdate(SQLModel):
-    cordoned: bool = Field(description="Keep placements off the device (true) or allow them (false).")
+class DeviceUpdate(Input):
+    cordoned: StrictBool = Field(description="Keep placements off the device (true) or allow them (false).")

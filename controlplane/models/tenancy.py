@@ -6,11 +6,11 @@ from typing import Any
 from sqlalchemy import JSON, Column, String
 from sqlmodel import Field, SQLModel
 
-from controlplane.models._common import utcnow
+from controlplane.models._common import Input, utcnow
 from controlplane.roles import Role
 
 
-class TenantBase(SQLModel):
+class TenantBase(Input):
     name: str = Field(min_length=1, max_length=63, schema_extra={"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"})
     display_name: str = Field("", max_length=200)
 
@@ -26,7 +26,7 @@ class TenantCreate(TenantBase):
     pass
 
 
-class TenantUpdate(SQLModel):
+class TenantUpdate(Input):
     display_name: str | None = Field(None, max_length=200)
 
 

@@ -3,13 +3,13 @@
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import field_validator
+from pydantic import StrictBool, field_validator
 from sqlalchemy import JSON, BigInteger, Index, String, UniqueConstraint
 from sqlalchemy import text as sql_text
 from sqlmodel import Field, SQLModel
 
-from controlplane.models._common import utcnow
-from controlplane.windows import parse_window
+from controlplane.models._common import INT32_MAX, Input, input_config, utcnow
+from controlplane.windows import WINDOW_PATTERN, parse_window
 from optimizer.types import Priority
 
 PRIORITY_DESCRIPTION = (
@@ -32,7 +32,7 @@ class FragmentKind(StrEnum):
     cpu = "cpu"
 
 
-class WorkloadBase(SQLModel):
+class WorkloadBase(Input):
     name: str = Field(min_length=1, max_length=63, schema_extra={"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"})
     description: str = Field("", max_length=500)
     priority: Priority = Field(Priority.realtime, sa_type=String(16), sa_column_kwargs={"server_default": "realtime"},
@@ -48,10 +48,11 @@ class Workload(WorkloadBase, table=True):
 
 
 class WorkloadCreate(WorkloadBase):
-    tenant_id: int
+    tenant_id: int = Field(ge=1, le=INT32_MAX)
 
 
-class WorkloadUpdate(SQLModel):
+class WorkloadUpdate(Input):
+    model_config = input_config("priority")
     description: str | None = Field(None, max_length=500)
     priority: Priority | None = Field(None, description=PRIORITY_DESCRIPTION)
 
@@ -208,10 +209,10 @@ class ProfileBucket(SQLModel, table=True):
     count: int = Field(0, sa_type=BigInteger)
 
 
-class SlaBase(SQLModel):
+class SlaBase(Input):
     p99_ms: float = Field(gt=0, le=3_600_000, description="End-to-end p99 latency bound of one request, ms.")
-    ttft_ms: float | None = Field(None, gt=0, description="Time-to-first-token bound for LLM fragments, ms.")
-    tpot_ms: float | None = Field(None, gt=0, description="Time-per-output-token bound for LLM fragments, ms.")
+    ttft_ms: float | None = Field(None, gt=0, le=3_600_000, description="Time-to-first-token bound for LLM fragments, ms.")
+    tpot_ms: float | None = Field(None, gt=0, le=3_600_000, description="Time-per-output-token bound for LLM fragments, ms.")
     attainment_target: float = Field(0.99, gt=0, le=1, description="Share of requests that must meet p99_ms.")
 
 
@@ -224,13 +225,13 @@ class Sla(SlaBase, table=True):
 
 
 class SlaCreate(SlaBase):
-    workload_id: int
+    workload_id: int = Field(ge=1, le=INT32_MAX)
 
 
-class SlaUpdate(SQLModel):
+class SlaUpdate(Input):
     p99_ms: float | None = Field(None, gt=0, le=3_600_000)
-    ttft_ms: float | None = Field(None, gt=0)
-    tpot_ms: float | None = Field(None, gt=0)
+    ttft_ms: float | None = Field(None, gt=0, le=3_600_000)
+    tpot_ms: float | None = Field(None, gt=0, le=3_600_000)
     attainment_target: float | None = Field(None, gt=0, le=1)
 
 
@@ -241,26 +242,29 @@ class SlaPublic(SlaBase):
     updated_at: datetime
 
 
-class MigrationPolicyBase(SQLModel):
+_WINDOW_ITEMS = {"json_schema_extra": {"items": {"type": "string", "maxLength": 64, "pattern": WINDOW_PATTERN}}}
+
+
+class MigrationPolicyBase(Input):
     name: str = Field(min_length=1, max_length=63, schema_extra={"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"})
     tenant_id: int | None = Field(
-        None, description="Scope: this tenant's workloads; empty for the whole fleet. A workload's policy records "
+        None, ge=1, le=INT32_MAX, description="Scope: this tenant's workloads; empty for the whole fleet. A workload's policy records "
                           "its workload's tenant here.")
-    workload_id: int | None = Field(None, description="Scope: one workload; overrides a tenant or fleet policy.")
+    workload_id: int | None = Field(None, ge=1, le=INT32_MAX, description="Scope: one workload; overrides a tenant or fleet policy.")
     min_improvement_pct: float = Field(5.0, ge=0, le=100, description="Move only if $/hour drops by at least this.")
     cooldown_s: int = Field(
-        300, ge=0,
+        300, ge=0, le=INT32_MAX,
         description="Seconds a fragment stays on its device classes after a migration (it may still scale "
                     "there). Lifted for a cycle when no plan within it serves demand.")
     max_moves_per_cycle: int = Field(
-        10, ge=0,
+        10, ge=0, le=INT32_MAX,
         description="Most running fragments whose replicas change in one reconciler cycle; fragments new to "
                     "the fleet are placed regardless. Lifted for a cycle when no plan within it serves demand.")
-    approval_required: bool = Field(False, description="Migrations wait for an operator's approval.")
-    dry_run: bool = Field(False, description="Plan and record, never actuate.")
-    enabled: bool = True
+    approval_required: StrictBool = Field(False, description="Migrations wait for an operator's approval.")
+    dry_run: StrictBool = Field(False, description="Plan and record, never actuate.")
+    enabled: StrictBool = True
     maintenance_windows: list[str] = Field(
-        default_factory=list, max_length=16, sa_type=JSON,
+        default_factory=list, max_length=16, sa_type=JSON, schema_extra=_WINDOW_ITEMS,
         description="Weekly UTC windows in which fragments may move between device classes, e.g. "
                     "'Sat 02:00-04:00 UTC', 'Mon-Fri 22:00-02:00', 'daily 03:00-04:00'. Empty: any time. "
                     "Outside them fragments only scale on the classes they run on; a placement that no "
@@ -308,14 +312,17 @@ class MigrationPolicyCreate(MigrationPolicyBase):
     pass
 
 
-class MigrationPolicyUpdate(SQLModel):
+class MigrationPolicyUpdate(Input):
+    model_config = input_config(
+        "min_improvement_pct", "cooldown_s", "max_moves_per_cycle", "approval_required", "dry_run", "enabled",
+        "maintenance_windows", "proposal_ttl_s", "supersede_cost_pct", "supersede_demand_pct", "demand_margin_pct")
     min_improvement_pct: float | None = Field(None, ge=0, le=100)
-    cooldown_s: int | None = Field(None, ge=0)
-    max_moves_per_cycle: int | None = Field(None, ge=0)
-    approval_required: bool | None = None
-    dry_run: bool | None = None
-    enabled: bool | None = None
-    maintenance_windows: list[str] | None = Field(None, max_length=16)
+    cooldown_s: int | None = Field(None, ge=0, le=INT32_MAX)
+    max_moves_per_cycle: int | None = Field(None, ge=0, le=INT32_MAX)
+    approval_required: StrictBool | None = None
+    dry_run: StrictBool | None = None
+    enabled: StrictBool | None = None
+    maintenance_windows: list[str] | None = Field(None, max_length=16, schema_extra=_WINDOW_ITEMS)
     proposal_ttl_s: int | None = Field(None, ge=60, le=30 * 86400)
     supersede_cost_pct: float | None = Field(None, ge=0, le=1000)
     supersede_demand_pct: float | None = Field(None, ge=0, le=1000)

@@ -188,7 +188,7 @@ def test_maintenance_windows_are_checked_when_a_policy_is_written(client, caller
     assert created.status_code == 201 and created.json()["maintenance_windows"] == [
         "Sat 02:00-04:00 UTC", "Mon-Fri 22:00-02:00"]
     pid = created.json()["id"]
-    for bad, says in (["Caturday 02:00-04:00", "'caturday' is not a day"], ["Sat 02:00-02:00", "empty"],
+    for bad, says in (["Caturday 02:00-04:00", "'caturday' is not a day"], ["Sat 24:30-02:00", "not a time of day"],
                       ["Sat 25:00-26:00", "not a time of day"], ["x" * 70, "longer than 64"]):
         response = client.patch(f"/api/v1/migration-policies/{pid}", json={"maintenance_windows": [bad]}, headers=h)
         assert response.status_code == 422 and says in response.text, (bad, response.text)
@@ -204,32 +204,53 @@ def test_maintenance_windows_are_checked_when_a_policy_is_written(client, caller
 def test_ids_past_64_bits_and_nulled_policy_settings_are_bad_input_not_server_faults(client, callers):
     h = auth(callers.operator)
     huge = 10**23
-    for method, path in (("get", f"/api/v1/placements/{huge}"), ("post", f"/api/v1/placements/{huge}/rollback"),
-                         ("get", f"/api/v1/pins/{huge}"), ("delete", f"/api/v1/pins/{huge}"),
-                         ("get", f"/api/v1/pins?workload_id={huge}")):
+    for method, path, field in (("get", f"/api/v1/placements/{huge}", "version"),
+                                ("post", f"/api/v1/placements/{huge}/rollback", "version"),
+                                ("get", f"/api/v1/pins/{huge}", "fragment_id"), ("delete", f"/api/v1/pins/{huge}", "fragment_id"),
+                                ("get", f"/api/v1/pins?workload_id={huge}", "workload_id")):
         response = getattr(client, method)(path, headers=h)
-        assert response.status_code == 422 and "cannot be stored" in response.json()["detail"], (path, response.text)
+        assert response.status_code == 422 and response.json()["field"] == field, (path, response.text)
+        assert "2147483647" in response.json()["detail"]
     pid = client.post("/api/v1/migration-policies", json={"name": "nulls"}, headers=h).json()["id"]
     for field in ("proposal_ttl_s", "demand_margin_pct", "min_improvement_pct", "dry_run"):
         response = client.patch(f"/api/v1/migration-policies/{pid}", json={field: None}, headers=h)
         assert response.status_code == 422 and field in response.text and "cannot be null" in response.text
 
 
-def test_hostile_values_are_422_problem_json_and_405_says_what_is_allowed(client, callers):
+def test_hostile_values_are_422_problem_json_naming_the_field_and_405_says_what_is_allowed(client, callers):
     h = auth(callers.admin)
     tenant = client.post("/api/v1/tenants", json={"name": "hostile", "display_name": "H"}, headers=h).json()
-    for method, path, body in (
-        ("get", "/api/v1/workloads/2147483648", None),
-        ("get", "/api/v1/workloads?offset=9223372036854775808", None),
-        ("post", "/api/v1/migration-policies", {"name": "big", "cooldown_s": 2147483648}),
-        ("get", "/api/v1/costs?until=0001-01-01T00:00:00Z", None),
-        ("get", "/api/v1/costs?since=9999-12-31T23:59:59-01:00", None),
-        ("post", "/api/v1/workloads", {"name": "nul", "tenant_id": tenant["id"], "description": "a\u0000b"}),
+    workload = client.post("/api/v1/workloads", json={"name": "w", "tenant_id": tenant["id"]}, headers=h).json()
+    for method, path, body, field in (
+        ("get", "/api/v1/workloads/2147483648", None, "workload_id"),
+        ("get", "/api/v1/workloads/0", None, "workload_id"),
+        ("get", "/api/v1/workloads?offset=9223372036854775808", None, "offset"),
+        ("get", "/api/v1/workloads?tenant_id=-1", None, "tenant_id"),
+        ("post", "/api/v1/migration-policies", {"name": "big", "cooldown_s": 2147483648}, "cooldown_s"),
+        ("post", "/api/v1/migration-policies", {"name": "big", "workload_id": 2**63}, "workload_id"),
+        ("get", "/api/v1/costs?until=0001-01-01T00:00:00Z", None, "until"),
+        ("get", "/api/v1/costs?since=9999-12-31T23:59:59-01:00", None, "since"),
+        ("get", f"/api/v1/workloads/{workload['id']}/profiles?until=1999-12-31T23:00:00-02:00", None, "until"),
+        ("post", "/api/v1/workloads", {"name": "nul", "tenant_id": tenant["id"], "description": "a\u0000b"}, "description"),
+        ("post", "/api/v1/migration-policies", {"name": "w", "maintenance_windows": ["daily\u000001:00-02:00"]},
+         "maintenance_windows.0"),
+        ("get", "/api/v1/workloads?tenant_id=1&x=%00", None, "x"),
+        # Not JSON numbers, but Python's parser reads them (as it reads 1e999 as inf).
+        ("post", "/api/v1/slas", f'{{"workload_id": {workload["id"]}, "p99_ms": Infinity}}', "p99_ms"),
+        ("post", "/api/v1/slas", f'{{"workload_id": {workload["id"]}, "p99_ms": 100, "ttft_ms": NaN}}', "ttft_ms"),
+        ("post", "/api/v1/slas", f'{{"workload_id": {workload["id"]}, "p99_ms": 1e999}}', "p99_ms"),
+        ("post", "/api/v1/device-classes", '{"name": "x", "vendor": "v", "bf16_tflops": 1, "memory_gib": 1, '
+                                           '"memory_gbps": 1, "fabric": "f", "usd_per_hour": -Infinity}', "usd_per_hour"),
     ):
-        response = getattr(client, method)(path, headers=h, **({"json": body} if body is not None else {}))
-        # SQLite holds 2^31 and NUL where PostgreSQL does not: either way an answer, never a 500.
-        assert response.status_code in (201, 404, 422), (path, response.status_code, response.text)
-        if response.status_code != 201:
-            assert response.headers["content-type"] == "application/problem+json"
+        sent = {} if body is None else {"json": body} if isinstance(body, dict) else \
+            {"content": body, "headers": {**h, "content-type": "application/json"}}
+        response = getattr(client, method)(path, **({"headers": h} | sent))
+        assert response.status_code == 422, (path, body, response.status_code, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["field"] == field, (path, body, response.text)
+    too_large = client.post("/api/v1/tenants", content=b"{" + b" " * (1024 * 1024) + b"}",
+                            headers={**h, "content-type": "application/json"})
+    assert too_large.status_code == 413 and too_large.headers["content-type"] == "application/problem+json"
     not_allowed = client.put("/api/v1/workloads", headers=h)
     assert not_allowed.status_code == 405 and "GET" in not_allowed.headers["allow"]
+    assert client.get(f"/api/v1/workloads/{workload['id']}", headers=h).json()["description"] == ""  # nothing half-written

@@ -73,13 +73,13 @@ def test_an_operators_cordon_survives_many_reconciler_cycles(engine, catalog, cl
     assert nodes(engine)["h100-1"].healthy and h100s_planned(engine) == 16
 
 
-def test_a_contradictory_cordon_is_refused_naming_the_field(engine, catalog, client, callers):
+def test_a_cordon_in_both_spellings_is_refused_naming_the_field(engine, catalog, client, callers):
     node = client.post("/api/v1/nodes", json={"name": "n-0", "device_class_id": 1, "device_count": 2, "cordoned": True},
                        headers=auth(callers.operator))
     assert node.status_code == 201 and node.json()["healthy"] is False
-    bad = client.patch(f"/api/v1/nodes/{node.json()['id']}", json={"cordoned": True, "healthy": True},
-                       headers=auth(callers.operator))
-    assert bad.status_code == 422 and "healthy" in bad.text and "contradicts cordoned" in bad.text
+    for both in ({"cordoned": True, "healthy": True}, {"cordoned": True, "healthy": False}):
+        bad = client.patch(f"/api/v1/nodes/{node.json()['id']}", json=both, headers=auth(callers.operator))
+        assert bad.status_code == 422 and bad.json()["field"] == "healthy" and "not both" in bad.text
 
 
 def test_a_failed_sim_device_is_exactly_the_unhealthy_one(engine, catalog):
