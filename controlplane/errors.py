@@ -108,9 +108,6 @@ def install_problem_handlers(app: FastAPI) -> None:
                        "column's range (ids are at most 9223372036854775807, most counts 2147483647), a date "
                        "outside years 1-9999, or a NUL character", request.url.path)
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    @app.exception_handler(PoolTimeout)
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The database is down, restarting or saturated: the client should retry, and the driver's
         # text (hosts, users) stays in the log, once per outage.
@@ -120,7 +117,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
         return response
 
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_unavailable)
 
+
+# What the driver and the pool raise when the database is unreachable or busy: answered 503, never 500.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 DATABASE_RETRY_AFTER_S = 2
 _database = {"up": True}
 
