@@ -37,7 +37,7 @@ def create_app(engine: Engine, settings: Settings, ingest: Ingest | None = None)
         api.include_router(module.router)
     app.include_router(api)
 
-    app.include_router(create_console_router(engine))
+    app.include_router(create_console_router(engine, app.state.auth_failures))
     document_errors(app)
 
     @app.get("/", include_in_schema=False)

@@ -67,8 +67,11 @@ def authenticate(session: Session, raw_token: str, now: datetime | None = None) 
     if not raw_token or len(raw_token) > 200:
         return None
     row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(raw_token))).first()
-    if row is None or row.revoked_at is not None:
-        return None
-    if row.expires_at is not None and row.expires_at <= (now or utcnow()):
+    return None if row is None else principal_of(row, now or utcnow())
+
+
+def principal_of(row: ApiToken, now: datetime) -> Principal | None:
+    """The principal a stored token stands for at `now`, or None once it is revoked or expired."""
+    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
     return Principal(token_id=row.id, name=row.name, role=Role(row.role), tenant_id=row.tenant_id)

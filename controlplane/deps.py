@@ -12,6 +12,7 @@ from sqlmodel import Session
 from controlplane.auth import Principal, authenticate, hash_token
 from controlplane.errors import Forbidden, NotFound, TooManyRequests, Unauthorized, database_state
 from controlplane.models import Role
+from controlplane.ratelimit import client_of
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer hp_…`")
 
@@ -65,7 +66,7 @@ def get_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("send an API token as `Authorization: Bearer <token>`")  # no guess: not counted
-    client = request.client.host if request.client else ""
+    client = client_of(request)
     limiter = request.app.state.auth_failures
     if (wait := limiter.retry_after(client)) is not None:
         raise TooManyRequests(f"too many failed tokens from this client; retry in {wait} s", retry_after_s=wait)

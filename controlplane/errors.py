@@ -109,13 +109,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DataError)
     async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
         # A value the database cannot hold: bad input, not a server fault (the driver's text may echo data).
+        # Inputs are bounded where they are parsed (controlplane.inputs), so this is a last line of defence.
         return problem(422, "Invalid request", "a value in the request cannot be stored: a number past its "
-                       "column's range (ids are at most 9223372036854775807, most counts 2147483647), a date "
-                       "outside years 1-9999, or a NUL character", request.url.path)
+                       "column's range (ids and counts are at most 2147483647), a date outside the years "
+                       "2000-2199, or a NUL character", request.url.path)
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    @app.exception_handler(PoolTimeout)
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The database is down, restarting or saturated: the client should retry, and the driver's
         # text (hosts, users) stays in the log, once per outage.
@@ -124,6 +122,9 @@ def install_problem_handlers(app: FastAPI) -> None:
                            "seconds in Retry-After", request.url.path)
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
         return response
+
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -145,6 +146,8 @@ def allowed_methods(request: Request, named: str) -> str:
     return ", ".join(sorted(methods))
 
 
+# What the driver and the pool raise when the database is unreachable or busy: answered 503, never 500.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 DATABASE_RETRY_AFTER_S = 2
 _database = {"up": True}
 

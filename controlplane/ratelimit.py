@@ -8,6 +8,8 @@ never counted. In-process and bounded: a process remembers at most MAX_CLIENTS c
 import time
 from collections import deque
 
+from starlette.requests import Request
+
 MAX_FAILURES = 20
 WINDOW_S = 60.0
 MAX_CLIENTS = 10_000
@@ -40,3 +42,9 @@ class FailureLimiter:
         while times and times[0] <= self.clock() - self.window_s:
             times.popleft()
         return times
+
+
+def client_of(request: Request) -> str:
+    """The key a caller's failures are counted under: its address, the same for the API and the
+    console, so guessing through both counts together."""
+    return request.client.host if request.client else ""

@@ -1,11 +1,16 @@
 """The operator console at /ui: token login, the overview page, its live JSON and its static assets.
 
-The browser holds the raw API token in an HttpOnly, SameSite=Strict cookie; every request
-resolves it through `controlplane.auth.authenticate`, so a revoked or expired token logs the
-console out at once. Every form carries a double-submit CSRF token: a random value in a cookie
-and the same value in a hidden field, compared in constant time.
+Signing in with an API token opens a server-side session (web/sessions.py): the HttpOnly,
+SameSite=Strict cookie holds only that session's random id, never the token. Every request
+resolves the id on the server, so logout, revoking or expiring the token, and the session's own
+expiry end it at once. Failed sign-ins count against the client in the same FailureLimiter as
+failed bearer tokens, so guessing through the console is as slow as through the API. Every form
+carries a double-submit CSRF token: a random value in a cookie and the same value in a hidden
+field, compared in constant time. With the database unreachable a page answers a 503 error page
+with Retry-After, and the data route 503 problem+json (controlplane.errors).
 """
 
+import functools
 import hmac
 import secrets
 from collections.abc import Callable
@@ -23,14 +28,17 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from controlplane.auth import Principal, authenticate
-from controlplane.errors import problem
+from controlplane.db import session_scope
+from controlplane.errors import DATABASE_RETRY_AFTER_S, DATABASE_UNAVAILABLE, database_state, problem
 from controlplane.models._common import utcnow
+from controlplane.ratelimit import FailureLimiter, client_of
+from web import sessions
 from web.overview import overview
+from web.sessions import SESSION_MAX_AGE_S
 
 SESSION_COOKIE = "hp_console"
 CSRF_COOKIE = "hp_csrf"
 CSRF_FIELD = "csrf_token"
-SESSION_MAX_AGE_S = 8 * 3600
 POLL_MS = 3000
 
 _HERE = Path(__file__).resolve().parent
@@ -76,20 +84,21 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, max
 
 
 def create_console_router(
-    engine: Engine, clock: Callable[[], datetime] = utcnow, poll_ms: int = POLL_MS
+    engine: Engine, failures: FailureLimiter, clock: Callable[[], datetime] = utcnow, poll_ms: int = POLL_MS
 ) -> APIRouter:
-    """The console's routes under /ui, reading `engine`; `clock` gives naive-UTC now (tests pin it)."""
+    """The console's routes under /ui, reading `engine`; failed sign-ins count in `failures` (the
+    API's limiter, so both count together); `clock` gives UTC now (tests pin it)."""
     router = APIRouter(prefix="/ui", include_in_schema=False)
     templates = Jinja2Templates(directory=_HERE / "templates")
     static_files = _static_files()
     asset_version = plotly.__version__
 
-    def principal_of(request: Request) -> Principal | None:
-        raw = request.cookies.get(SESSION_COOKIE)
-        if not raw:
+    def signed_in(request: Request) -> Principal | None:
+        raw_id = request.cookies.get(SESSION_COOKIE)
+        if not raw_id:
             return None
         with Session(engine) as session:
-            return authenticate(session, raw, now=clock())
+            return sessions.resolve(session, raw_id, clock())
 
     def page(request: Request, name: str, context: dict, status: int = 200) -> Response:
         """Render a page whose forms carry the CSRF token, issuing the CSRF cookie if it is missing."""
@@ -110,18 +119,56 @@ def create_console_router(
         response.delete_cookie(SESSION_COOKIE, path="/ui")
         return response
 
+    def or_unavailable_page(route: Callable[..., Response]) -> Callable[..., Response]:
+        """Wrap a page's route so that an unreachable database answers a readable 503 page with
+        Retry-After, where the app-wide handler would answer JSON (the data route keeps that: its
+        reader is a script)."""
+
+        @functools.wraps(route)  # FastAPI reads the wrapped route's parameters
+        def guarded(**params) -> Response:
+            try:
+                return route(**params)
+            except DATABASE_UNAVAILABLE as exc:
+                database_state(up=False, why=type(exc).__name__)
+                response = page(
+                    params["request"],
+                    "error.html",
+                    {
+                        "heading": "Console unavailable",
+                        "error": f"The database is unavailable or busy. Try again in {DATABASE_RETRY_AFTER_S} s.",
+                    },
+                    status=503,
+                )
+                response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+                return response
+
+        return guarded
+
     @router.get("/login")
+    @or_unavailable_page
     def login_form(request: Request) -> Response:
-        if principal_of(request) is not None:
+        if signed_in(request) is not None:
             return RedirectResponse("/ui", status_code=303)
         return page(request, "login.html", {})
 
     @router.post("/login")
+    @or_unavailable_page
     def login(
         request: Request,
         token: Annotated[str, Form(max_length=200)] = "",
         csrf_token: Annotated[str, Form(max_length=200)] = "",
     ) -> Response:
+        client = client_of(request)
+        # Checked before the token, so that during a lockout even the right token is refused.
+        if (wait := failures.retry_after(client)) is not None:
+            response = page(
+                request,
+                "login.html",
+                {"error": f"Too many failed sign-ins from this address. Try again in {wait} s."},
+                status=429,
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
         if not _csrf_ok(request, csrf_token):
             return page(
                 request,
@@ -129,9 +176,15 @@ def create_console_router(
                 {"error": "The form's security check failed (CSRF). Reload this page and sign in again."},
                 status=403,
             )
-        with Session(engine) as session:
-            principal = authenticate(session, token.strip(), now=clock())
+        now = clock()
+        with session_scope(engine) as session:
+            principal = authenticate(session, token.strip(), now=now)
+            if principal is not None:
+                # Signing in again replaces this browser's session, so a copy of its old cookie ends too.
+                sessions.end(session, request.cookies.get(SESSION_COOKIE, ""))
+                session_id = sessions.start(session, principal.token_id, now)
         if principal is None:
+            failures.failed(client)
             return page(
                 request,
                 "login.html",
@@ -139,12 +192,13 @@ def create_console_router(
                 status=401,
             )
         response = RedirectResponse("/ui", status_code=303)
-        _set_cookie(request, response, SESSION_COOKIE, token.strip(), max_age=SESSION_MAX_AGE_S)
+        _set_cookie(request, response, SESSION_COOKIE, session_id, max_age=SESSION_MAX_AGE_S)
         # A fresh CSRF token per session, so one seen before login is worthless after it.
         _set_cookie(request, response, CSRF_COOKIE, secrets.token_urlsafe(32))
         return response
 
     @router.post("/logout")
+    @or_unavailable_page
     def logout(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
         if not _csrf_ok(request, csrf_token):
             return page(
@@ -153,13 +207,17 @@ def create_console_router(
                 {"error": "Sign-out refused: the form's security check failed (CSRF). Reload the page and try again."},
                 status=403,
             )
+        # Deleting the row, not just the cookie, is what makes a copy of the cookie worthless.
+        with session_scope(engine) as session:
+            sessions.end(session, request.cookies.get(SESSION_COOKIE, ""))
         response = to_login()
         response.delete_cookie(CSRF_COOKIE, path="/ui")
         return response
 
     @router.get("")
+    @or_unavailable_page
     def overview_page(request: Request) -> Response:
-        principal = principal_of(request)
+        principal = signed_in(request)
         if principal is None:
             return to_login()
         with Session(engine) as session:
@@ -172,7 +230,7 @@ def create_console_router(
 
     @router.get("/data/overview")
     def overview_data(request: Request) -> Response:
-        principal = principal_of(request)
+        principal = signed_in(request)
         if principal is None:
             return problem(401, "Unauthorized", "sign in to the console first", request.url.path)
         with Session(engine) as session:

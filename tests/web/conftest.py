@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
+from controlplane.app import create_app
 from controlplane.db import session_scope
 from controlplane.models import (
     ApiToken,
@@ -44,6 +45,8 @@ from controlplane.models import (
     UsageRecord,
     Workload,
 )
+from controlplane.ratelimit import FailureLimiter
+from controlplane.settings import Settings
 from web.console import create_console_router
 
 NOW = datetime(2026, 5, 1, 12, 30, 20, tzinfo=UTC)
@@ -146,10 +149,32 @@ def seed(engine: Engine) -> Seed:
         )
 
 
+class Pinned:
+    """A clock that stands still until a test moves it (`clock.value += step`)."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def __call__(self):
+        return self.value
+
+
 @pytest.fixture
 def now() -> datetime:
     """The console's pinned clock."""
     return NOW
+
+
+@pytest.fixture
+def clock() -> Pinned:
+    """The console's clock, at NOW until a test moves it."""
+    return Pinned(NOW)
+
+
+@pytest.fixture
+def failures() -> FailureLimiter:
+    """The console's failed sign-ins, on a monotonic clock pinned at 0 s (`failures.clock.value`)."""
+    return FailureLimiter(clock=Pinned(0.0))
 
 
 @pytest.fixture
@@ -158,14 +183,21 @@ def seeded(engine) -> Seed:
 
 
 @pytest.fixture
-def console_app(engine, seeded) -> FastAPI:
+def console_app(engine, seeded, clock, failures) -> FastAPI:
     """The console alone, mounted as the main app mounts it, over the seeded database, its clock pinned at NOW."""
     app = FastAPI()
-    app.include_router(create_console_router(engine, clock=lambda: NOW, poll_ms=1000))
+    app.include_router(create_console_router(engine, failures, clock=clock, poll_ms=1000))
     return app
 
 
 @pytest.fixture
 def client(console_app) -> TestClient:
     with TestClient(console_app) as client:
+        yield client
+
+
+@pytest.fixture
+def full_client(engine, seeded) -> TestClient:
+    """The whole app (API and console) over the seeded database, on the real clock, as `serve` runs it."""
+    with TestClient(create_app(engine, Settings())) as client:
         yield client
