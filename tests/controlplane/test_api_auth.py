@@ -176,3 +176,25 @@ def test_failed_tokens_are_rate_limited_per_client_and_revocation_ends_a_cached_
     viewer_id = next(t["id"] for t in tokens if callers.viewer.startswith(t["prefix"]))
     assert client.delete(f"/api/v1/tokens/{viewer_id}", headers=auth(callers.admin)).status_code == 204
     assert client.get("/api/v1/workloads", headers=auth(callers.viewer)).status_code == 401
+
+
+def test_tenant_token_reads_the_device_catalog_but_not_the_node_inventory(client, callers):
+    catalog = {"name": "L40S", "vendor": "nvidia", "bf16_tflops": 362, "memory_gib": 48, "memory_gbps": 864,
+               "fabric": "pcie", "usd_per_hour": 1.861}
+    device_class = client.post("/api/v1/device-classes", json=catalog, headers=auth(callers.admin)).json()
+    node = client.post("/api/v1/nodes", json={"name": "l40s-0", "device_class_id": device_class["id"], "device_count": 2},
+                       headers=auth(callers.operator)).json()
+    for token in (callers.acme_operator, callers.globex_viewer):
+        # The price list a tenant is billed at is no tenant's data: every token reads it.
+        listed = client.get("/api/v1/device-classes", headers=auth(token))
+        assert listed.status_code == 200 and [c["name"] for c in listed.json()["items"]] == ["L40S"]
+        one = client.get(f"/api/v1/device-classes/{device_class['id']}", headers=auth(token))
+        assert one.status_code == 200 and one.json()["usd_per_hour"] == 1.861
+        # Nodes and devices are the fleet's inventory: refused alike whether the node exists or not.
+        for path in ("/api/v1/nodes", f"/api/v1/nodes/{node['id']}", f"/api/v1/nodes/{node['id']}/devices",
+                     "/api/v1/nodes/999999"):
+            refused = client.get(path, headers=auth(token))
+            assert refused.status_code == 403 and refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["detail"] == "node inventory is fleet-wide; a tenant-scoped token cannot read it"
+    assert [n["name"] for n in client.get("/api/v1/nodes", headers=auth(callers.viewer)).json()["items"]] == ["l40s-0"]
+    assert len(client.get(f"/api/v1/nodes/{node['id']}/devices", headers=auth(callers.viewer)).json()) == 2
