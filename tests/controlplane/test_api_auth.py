@@ -198,3 +198,35 @@ def test_tenant_token_reads_the_device_catalog_but_not_the_node_inventory(client
             assert refused.json()["detail"] == "node inventory is fleet-wide; a tenant-scoped token cannot read it"
     assert [n["name"] for n in client.get("/api/v1/nodes", headers=auth(callers.viewer)).json()["items"]] == ["l40s-0"]
     assert len(client.get(f"/api/v1/nodes/{node['id']}/devices", headers=auth(callers.viewer)).json()) == 2
+
+
+def test_policy_names_are_unique_per_tenant_and_a_conflict_names_nothing_of_another(client, callers):
+    acme_w = _workload(client, callers, callers.acme_id, "rag")
+    globex_w = _workload(client, callers, callers.globex_id, "docs")
+    admin, acme = auth(callers.admin), auth(callers.acme_operator)
+
+    def create(body, headers=admin):
+        return client.post("/api/v1/migration-policies", json=body, headers=headers)
+
+    # Both tenants (and the fleet) may call a policy "nightly": a name tells no tenant what another has.
+    globex_policy = create({"name": "nightly", "tenant_id": callers.globex_id})
+    assert globex_policy.status_code == 201
+    assert create({"name": "nightly", "workload_id": globex_w}).status_code == 409  # the same tenant's scope
+    assert create({"name": "nightly", "tenant_id": callers.acme_id}, acme).status_code == 201
+    assert create({"name": "nightly"}).status_code == 201
+    # A workload's policy records its workload's tenant and shares that tenant's names.
+    workload_policy = create({"name": "weekend", "workload_id": acme_w}, acme)
+    assert workload_policy.status_code == 201 and workload_policy.json()["tenant_id"] == callers.acme_id
+
+    again = create({"name": "nightly", "workload_id": acme_w}, acme)
+    assert again.status_code == 409 and again.json()["field"] == "name"
+    assert again.json()["detail"] == f"a migration policy named 'nightly' already exists for tenant {callers.acme_id}"
+    assert "globex" not in again.text and str(globex_w) not in again.text
+    fleet_again = create({"name": "nightly"})
+    assert fleet_again.status_code == 409 and "fleet-wide" in fleet_again.json()["detail"]
+    # Only a scope of its own, or its own workloads': the other tenant's answer 404 as missing ones do.
+    assert create({"name": "x", "tenant_id": callers.globex_id}, acme).status_code == 404
+    assert create({"name": "x", "workload_id": globex_w}, acme).status_code == 404
+    names = {(p["name"], p["tenant_id"]) for p in client.get("/api/v1/migration-policies", headers=acme).json()["items"]}
+    assert names == {("nightly", callers.acme_id), ("weekend", callers.acme_id), ("nightly", None)}
+
