@@ -6,7 +6,7 @@ from sqlmodel import Session, select
 
 from controlplane.api.common import Page, WindowDep, paginate, remove
 from controlplane.auth import Principal
-from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
+from controlplane.deps import Operator, SessionDep, Viewer
 from controlplane.errors import NotFound
 from controlplane.models import Fragment, FragmentPin, Workload
 from controlplane.models.placements import FragmentPinPublic
@@ -53,7 +53,6 @@ def _pin_of(session: Session, principal: Principal, fragment_id: int) -> tuple[F
         .join(Workload, Workload.id == Fragment.workload_id)
         .where(FragmentPin.fragment_id == fragment_id)
     ).first()
-    if row is None:
+    if row is None or not principal.can_see_tenant(row[1]):
         raise NotFound(f"fragment {fragment_id} has no pin", field="fragment_id")
-    check_tenant(principal, row[1], f"fragment {fragment_id}'s pin")
     return row[0], row[1]

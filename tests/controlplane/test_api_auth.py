@@ -1,5 +1,6 @@
 """Who may do what through the REST API: roles, tenant isolation, and what a bad token gets."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -230,3 +231,34 @@ def test_policy_names_are_unique_per_tenant_and_a_conflict_names_nothing_of_anot
     names = {(p["name"], p["tenant_id"]) for p in client.get("/api/v1/migration-policies", headers=acme).json()["items"]}
     assert names == {("nightly", callers.acme_id), ("weekend", callers.acme_id), ("nightly", None)}
 
+
+def test_another_tenants_policy_or_pin_answers_as_a_missing_one_does(client, callers, engine):
+    from controlplane.models import Fragment, FragmentKind, FragmentPin
+
+    globex_w = _workload(client, callers, callers.globex_id, "docs")
+    tenant_policy = client.post("/api/v1/migration-policies", json={"name": "p", "tenant_id": callers.globex_id},
+                                headers=auth(callers.admin)).json()["id"]
+    workload_policy = client.post("/api/v1/migration-policies", json={"name": "q", "workload_id": globex_w},
+                                  headers=auth(callers.admin)).json()["id"]
+    with Session(engine) as session:
+        fragment = Fragment(workload_id=globex_w, key="llm:m", kind=FragmentKind.llm, name="m", model="m")
+        session.add(fragment)
+        session.flush()
+        session.add(FragmentPin(fragment_id=fragment.id, device_classes=["L40S"], created_by="reconciler"))
+        session.commit()
+        pinned = fragment.id
+
+    def answer(method, path, row_id, body=None):
+        response = client.request(method, f"{path}/{row_id}", json=body, headers=auth(callers.acme_operator))
+        return response.status_code, re.sub(rf"(?<!\w){row_id}(?!\w)", "<id>", response.text)
+
+    for method, body in (("GET", None), ("PATCH", {"enabled": False}), ("DELETE", None)):
+        for policy in (tenant_policy, workload_policy):  # neither the tenant nor the workload is named
+            assert answer(method, "/api/v1/migration-policies", policy, body) == \
+                answer(method, "/api/v1/migration-policies", 999999, body)
+            assert answer(method, "/api/v1/migration-policies", policy, body)[0] == 404
+    for method in ("GET", "DELETE"):  # whether another tenant's fragment has a pin is not told
+        assert answer(method, "/api/v1/pins", pinned) == answer(method, "/api/v1/pins", 999999)
+    with Session(engine) as session:
+        assert session.exec(select(FragmentPin).where(FragmentPin.fragment_id == pinned)).one()
+    assert client.get(f"/api/v1/migration-policies/{tenant_policy}", headers=auth(callers.admin)).json()["enabled"]
