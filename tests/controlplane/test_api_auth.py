@@ -262,3 +262,22 @@ def test_another_tenants_policy_or_pin_answers_as_a_missing_one_does(client, cal
     with Session(engine) as session:
         assert session.exec(select(FragmentPin).where(FragmentPin.fragment_id == pinned)).one()
     assert client.get(f"/api/v1/migration-policies/{tenant_policy}", headers=auth(callers.admin)).json()["enabled"]
+
+
+def test_health_shows_the_ingest_error_in_full_to_fleet_wide_tokens_only(client, callers):
+    from collectors.pipeline import IngestStats
+
+    error = ('IntegrityError: duplicate key value violates unique constraint "uq_fragment_workload_key" DETAIL: '
+             'Key (workload_id, key)=(7, llm:globex-secret-model) already exists.')
+
+    class FailingIngest:  # a pipeline whose last flush failed
+        def stats(self) -> IngestStats:
+            return IngestStats(0, 1, 0, 0, 0, 0, 0, error)
+
+    client.app.state.ingest = FailingIngest()
+    for headers in ({}, auth(callers.acme_operator)):  # anyone, and a tenant: the kind of error only
+        body = client.get("/api/v1/health", headers=headers).json()
+        assert body["components"]["ingest"] == "degraded: IntegrityError"
+        assert body["ingest"]["last_error"] == "IntegrityError" and body["ingest"]["accepted_batches"] == 1
+    fleet = client.get("/api/v1/health", headers=auth(callers.viewer)).json()
+    assert fleet["components"]["ingest"] == f"degraded: {error}" and fleet["ingest"]["last_error"] == error
