@@ -117,6 +117,13 @@ def fleet_writer(principal: Principal) -> None:
         raise Forbidden("a tenant-scoped token cannot change fleet-wide objects")
 
 
+def fleet_reader(principal: Principal, what: str) -> None:
+    """Fleet-wide inventory that is no tenant's business (nodes and their devices) is read by fleet-wide
+    tokens only; the priced device catalog and placement summaries stay readable to every tenant."""
+    if principal.tenant_id is not None:
+        raise Forbidden(f"{what} is fleet-wide; a tenant-scoped token cannot read it")
+
+
 def check_tenant(principal: Principal, tenant_id: int, what: str = "resource") -> None:
     """Hide other tenants' objects as if they did not exist (404, not 403), so ids leak nothing."""
     if not principal.can_see_tenant(tenant_id):

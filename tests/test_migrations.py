@@ -2,9 +2,11 @@
 
 from datetime import UTC, datetime
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from controlplane.db import downgrade, make_engine, upgrade
@@ -125,5 +127,45 @@ def test_rollback_migration_backfills_applied_at_of_applied_placements_only(empt
         engine.dispose()
         assert "fragment_pin" not in inspect(engine).get_table_names()
         assert "applied_at" not in {c["name"] for c in inspect(engine).get_columns("placement")}
+    finally:
+        engine.dispose()
+
+
+def test_policy_names_migration_gives_workload_policies_their_tenant_and_names_per_tenant(empty_database_url):
+    before = "c9ccb5dc0797"
+    upgrade(empty_database_url, before)
+    engine = make_engine(empty_database_url)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    columns = ("name, tenant_id, workload_id, min_improvement_pct, cooldown_s, max_moves_per_cycle, approval_required,"
+               " dry_run, enabled, created_at, updated_at")
+
+    def policy(conn, name, tenant_id=None, workload_id=None):
+        conn.execute(text(f"INSERT INTO migration_policy ({columns}) VALUES (:name, :tenant, :workload, 5, 300, 10,"
+                          " false, false, true, :at, :at)"), {"name": name, "tenant": tenant_id, "workload": workload_id,
+                                                               "at": at})
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO tenant (id, name, display_name, created_at) VALUES (1, 'acme', '', :at),"
+                              " (2, 'globex', '', :at)"), {"at": at})
+            conn.execute(text("INSERT INTO workload (id, tenant_id, name, description, created_at) VALUES"
+                              " (1, 2, 'docs', '', :at)"), {"at": at})
+            policy(conn, "nightly", tenant_id=1)
+            policy(conn, "docs-hold", workload_id=1)  # a workload's policy, stored without its tenant until now
+            policy(conn, "fleet")
+
+        upgrade(empty_database_url)
+        with engine.begin() as conn:
+            owners = dict(conn.execute(text("SELECT name, tenant_id FROM migration_policy")).all())
+            assert owners == {"nightly": 1, "docs-hold": 2, "fleet": None}
+            policy(conn, "nightly", tenant_id=2)  # another tenant may now use the same name
+        for name, tenant_id, workload_id in (("nightly", 1, None), ("fleet", None, None), ("docs-hold", 2, 1)):
+            with pytest.raises(IntegrityError), engine.begin() as conn:  # ... but none twice in one scope
+                policy(conn, name, tenant_id, workload_id)
+
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM migration_policy WHERE tenant_id = 2 AND name = 'nightly'"))
+        downgrade(empty_database_url, before)  # names unique across the fleet again, as they are now
+        engine.dispose()
+        assert "console_session" not in inspect(engine).get_table_names()
     finally:
         engine.dispose()

@@ -1,4 +1,5 @@
-"""Fleet endpoints: device classes (the priced catalog), nodes and their devices."""
+"""Fleet endpoints: device classes (the priced catalog, which every token reads), nodes and their devices
+(fleet-wide tokens only)."""
 
 from fastapi import APIRouter, status
 from sqlmodel import select
@@ -16,7 +17,7 @@ from controlplane.api.common import (
     remove,
     save,
 )
-from controlplane.deps import Admin, Operator, SessionDep, Viewer, fleet_writer
+from controlplane.deps import Admin, Operator, SessionDep, Viewer, fleet_reader, fleet_writer
 from controlplane.errors import Conflict, NotFound
 from controlplane.inventory import sync_devices
 from controlplane.models import Device, DeviceClass, Node
@@ -32,6 +33,7 @@ from controlplane.models.fleet import (
 )
 
 router = APIRouter(tags=["fleet"])
+NODE_INVENTORY = "node inventory"
 
 
 @router.get("/device-classes", response_model=Page[DeviceClassPublic])
@@ -71,7 +73,8 @@ def delete_device_class(device_class_id: Id, session: SessionDep, principal: Adm
 
 
 @router.get("/nodes", response_model=Page[NodePublic])
-def list_nodes(session: SessionDep, _: Viewer, win: WindowDep, device_class_id: IdFilter = None):
+def list_nodes(session: SessionDep, principal: Viewer, win: WindowDep, device_class_id: IdFilter = None):
+    fleet_reader(principal, NODE_INVENTORY)
     statement = select(Node)
     if device_class_id is not None:
         statement = statement.where(Node.device_class_id == device_class_id)
@@ -80,12 +83,14 @@ def list_nodes(session: SessionDep, _: Viewer, win: WindowDep, device_class_id: 
 
 
 @router.get("/nodes/{node_id}", response_model=NodePublic)
-def get_node(node_id: Id, session: SessionDep, _: Viewer):
+def get_node(node_id: Id, session: SessionDep, principal: Viewer):
+    fleet_reader(principal, NODE_INVENTORY)
     return get_or_404(session, Node, node_id, "node")
 
 
 @router.get("/nodes/{node_id}/devices", response_model=list[DevicePublic])
-def list_node_devices(node_id: Id, session: SessionDep, _: Viewer):
+def list_node_devices(node_id: Id, session: SessionDep, principal: Viewer):
+    fleet_reader(principal, NODE_INVENTORY)
     get_or_404(session, Node, node_id, "node")
     return session.exec(select(Device).where(Device.node_id == node_id).order_by(Device.index)).all()
 

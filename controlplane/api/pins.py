@@ -5,19 +5,23 @@ from fastapi import APIRouter, status
 from sqlmodel import Session, select
 
 from controlplane.api.common import Id, IdFilter, Page, WindowDep, paginate, remove
+from controlplane.api.placements import FLEET_OPERATOR
 from controlplane.auth import Principal
-from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
+from controlplane.deps import Operator, SessionDep, Viewer
 from controlplane.errors import NotFound
 from controlplane.models import Fragment, FragmentPin, Workload
 from controlplane.models.placements import FragmentPinPublic
+from controlplane.rollback import RECONCILER
 
 router = APIRouter(tags=["placements"])
 
 
-def _public(session: Session, pin: FragmentPin) -> FragmentPinPublic:
+def _public(session: Session, principal: Principal, pin: FragmentPin) -> FragmentPinPublic:
     fragment = session.get(Fragment, pin.fragment_id)
-    return FragmentPinPublic.model_validate(pin, update={"fragment_key": fragment.key,
-                                                         "workload_id": fragment.workload_id})
+    update = {"fragment_key": fragment.key, "workload_id": fragment.workload_id}
+    if principal.tenant_id is not None and pin.created_by != RECONCILER:
+        update["created_by"] = FLEET_OPERATOR
+    return FragmentPinPublic.model_validate(pin, update=update)
 
 
 @router.get("/pins", response_model=Page[FragmentPinPublic], summary="Fragment pins, newest first")
@@ -29,12 +33,12 @@ def list_pins(session: SessionDep, principal: Viewer, win: WindowDep, workload_i
     if workload_id is not None:
         statement = statement.where(Workload.id == workload_id)
     rows, total = paginate(session, statement, win, FragmentPin.id.desc())
-    return Page(items=[_public(session, p) for p in rows], total=total, limit=win.limit, offset=win.offset)
+    return Page(items=[_public(session, principal, p) for p in rows], total=total, limit=win.limit, offset=win.offset)
 
 
 @router.get("/pins/{fragment_id}", response_model=FragmentPinPublic)
 def get_pin(fragment_id: Id, session: SessionDep, principal: Viewer):
-    return _public(session, _pin_of(session, principal, fragment_id)[0])
+    return _public(session, principal, _pin_of(session, principal, fragment_id)[0])
 
 
 @router.delete("/pins/{fragment_id}", status_code=status.HTTP_204_NO_CONTENT,
@@ -53,7 +57,6 @@ def _pin_of(session: Session, principal: Principal, fragment_id: int) -> tuple[F
         .join(Workload, Workload.id == Fragment.workload_id)
         .where(FragmentPin.fragment_id == fragment_id)
     ).first()
-    if row is None:
+    if row is None or not principal.can_see_tenant(row[1]):
         raise NotFound(f"fragment {fragment_id} has no pin", field="fragment_id")
-    check_tenant(principal, row[1], f"fragment {fragment_id}'s pin")
     return row[0], row[1]

@@ -31,6 +31,9 @@ router = APIRouter(tags=["placements"])
 # fragments); a tenant-scoped caller gets this instead. A migration's reason speaks of its own
 # workload only (controlplane.policy.WorkloadVerdict), so its tenant reads it.
 TENANT_REASON = "decided for the whole fleet; the reason is shown to fleet-wide operators"
+# Who of the fleet's operators approved, rejected or rolled back is theirs to know (decided_by, the
+# audit trail); a tenant reads this instead.
+FLEET_OPERATOR = "a fleet-wide operator"
 
 
 def placement_public(session: Session, principal: Principal, placement: Placement, with_items: bool) -> PlacementPublic:
@@ -61,7 +64,7 @@ def placement_public(session: Session, principal: Principal, placement: Placemen
     update = {"usd_per_hour": placement.usd_per_hour}
     if principal.tenant_id is not None:
         update = {"usd_per_hour": sum(i.usd_per_hour for i in items), "reason": TENANT_REASON,
-                  "decided_by": "a fleet-wide operator" if placement.decided_by else None}
+                  "decided_by": FLEET_OPERATOR if placement.decided_by else None}
     public = PlacementPublic.model_validate(placement, update=update)
     public.items = items if with_items else []
     return public
@@ -161,7 +164,8 @@ def rollback_placement(version: Id, session: SessionDep, principal: Operator):
     running = placement_items(session, current.id) if current is not None else {}
     items = reapplied(running, placement_items(session, target.id))
     reason = f"rollback to v{version} by {principal.actor}"
-    why = {fid: reason for fid in changed_fragments(running, items)}
+    # What each moved fragment's migration and pin say, to its tenant too: not who asked.
+    why = {fid: f"rollback to v{version} by {FLEET_OPERATOR}" for fid in changed_fragments(running, items)}
     if not why:
         raise Conflict(f"placement v{version} places every fragment as the current v{current.version} does; "
                        "there is nothing to roll back")

@@ -8,7 +8,7 @@ from controlplane.api.common import Id, Page, WindowDep, apply_update, get_or_40
 from controlplane.api.workloads import visible_workload
 from controlplane.auth import Principal
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
-from controlplane.errors import Conflict, Forbidden
+from controlplane.errors import Conflict, Forbidden, NotFound
 from controlplane.models import MigrationPolicy, Tenant, Workload
 from controlplane.models.workloads import (
     MigrationPolicyCreate,
@@ -33,10 +33,19 @@ def policy_tenant(session: Session, principal: Principal, tenant_id: int | None,
     return None
 
 
-def writable_policy(session: Session, principal: Principal, policy_id: int) -> MigrationPolicy:
+def visible_policy(session: Session, principal: Principal, policy_id: int) -> MigrationPolicy:
+    """The policy, or the same 404 as for a missing one when it covers another tenant's tenant or
+    workload (naming neither: ids leak nothing)."""
     row = get_or_404(session, MigrationPolicy, policy_id, "migration policy")
-    owner = policy_tenant(session, principal, row.tenant_id, row.workload_id)
-    if owner is None and principal.tenant_id is not None:
+    owner = session.get(Workload, row.workload_id).tenant_id if row.workload_id is not None else row.tenant_id
+    if owner is not None and not principal.can_see_tenant(owner):
+        raise NotFound(f"migration policy {policy_id} not found")
+    return row
+
+
+def writable_policy(session: Session, principal: Principal, policy_id: int) -> MigrationPolicy:
+    row = visible_policy(session, principal, policy_id)
+    if row.tenant_id is None and row.workload_id is None and principal.tenant_id is not None:
         raise Forbidden("a tenant-scoped token cannot change a fleet-wide policy")
     return row
 
@@ -59,9 +68,7 @@ def list_policies(session: SessionDep, principal: Viewer, win: WindowDep):
 
 @router.get("/migration-policies/{policy_id}", response_model=MigrationPolicyPublic)
 def get_policy(policy_id: Id, session: SessionDep, principal: Viewer):
-    row = get_or_404(session, MigrationPolicy, policy_id, "migration policy")
-    policy_tenant(session, principal, row.tenant_id, row.workload_id)
-    return row
+    return visible_policy(session, principal, policy_id)
 
 
 @router.post("/migration-policies", response_model=MigrationPolicyPublic, status_code=status.HTTP_201_CREATED)

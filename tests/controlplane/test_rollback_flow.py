@@ -154,6 +154,23 @@ def test_rolling_back_to_an_earlier_version_reapplies_it_and_pins_what_it_moves(
     assert event.actor.endswith(":ops") and event.detail["rollback_to"] == 1
 
 
+def test_a_tenant_reads_its_moves_and_pins_of_an_operators_rollback_without_the_operators_name(
+        client, callers, engine, rag):
+    rewrite_llm(engine, 2, B + 2 * MIN, ON_DEAR)
+    body = client.post("/api/v1/placements/1/rollback", headers=auth(callers.operator)).json()
+    actor, acme = body["decided_by"], auth(callers.acme_operator)
+    moves = client.get("/api/v1/migrations", params={"state": "pending"}, headers=acme)
+    pins = client.get("/api/v1/pins", headers=acme)
+    placement = client.get(f"/api/v1/placements/{body['version']}", headers=acme)
+    assert all(actor not in r.text for r in (moves, pins, placement))
+    assert {m["reason"] for m in moves.json()["items"]} == {"rollback to v1 by a fleet-wide operator"}
+    assert [(p["created_by"], p["reason"]) for p in pins.json()["items"]] == [
+        ("a fleet-wide operator", "rollback to v1 by a fleet-wide operator")]
+    assert placement.json()["decided_by"] == "a fleet-wide operator"
+    # Fleet-wide callers see who asked.
+    assert [p["created_by"] for p in client.get("/api/v1/pins", headers=auth(callers.viewer)).json()["items"]] == [actor]
+
+
 def test_rollback_refuses_unknown_unapplied_and_current_versions_and_tenant_tokens(client, callers, engine, rag):
     rewrite_llm(engine, 2, B + 2 * MIN, ON_DEAR)
     rewrite_llm(engine, 3, B + 3 * MIN, llm_items(engine, 1), state=PlacementState.proposed)
