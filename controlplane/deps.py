@@ -22,14 +22,17 @@ def get_engine(request: Request) -> Engine:
 
 
 def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
-    """One session per request; committed by the route, rolled back on any error."""
+    """One session per request; committed by the route, rolled back on any error. A request that
+    completes says the database answered, unless its route caught the database's absence and
+    answered anyway (/health), which it marks in `session.info["database_unavailable"]`."""
     with Session(engine, expire_on_commit=False) as session:
         try:
             yield session
         except BaseException:
             session.rollback()
             raise
-    database_state(up=True)
+        if not session.info.get("database_unavailable"):
+            database_state(up=True)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

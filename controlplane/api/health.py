@@ -66,6 +66,7 @@ def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
         database = "ok"
     except Exception as exc:  # the point of a health check is to report, not raise
         database_state(up=False, why=type(exc).__name__)  # logged once per outage, without the driver's text
+        session.info["database_unavailable"] = True
         last, database = None, "unavailable"
     ingest = getattr(request.app.state, "ingest", None)
     stats = ingest.stats() if ingest is not None else None
