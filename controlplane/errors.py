@@ -29,6 +29,13 @@ class ApiError(Exception):
         self.extra = extra
 
 
+class InvalidInput(ApiError):
+    """An input that is well formed but not acceptable (a rule across fields, an unknown parameter)."""
+
+    status = 422
+    title = "Invalid request"
+
+
 class NotFound(ApiError):
     status = 404
     title = "Not found"

@@ -16,7 +16,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controlplane.errors import ApiError, problem
+from controlplane.errors import InvalidInput, problem
 
 MAX_BODY_BYTES = 1024 * 1024
 _JSON = (b"application/json", b"application/merge-patch+json")
@@ -77,13 +77,8 @@ async def known_query_parameters(request: Request) -> None:
     unknown = sorted(set(request.query_params) - _query_names(route))
     if unknown:
         allowed = ", ".join(sorted(_query_names(route))) or "none"
-        raise UnknownParameter(f"{unknown[0]!r} is not a query parameter of this operation (it takes: {allowed})",
+        raise InvalidInput(f"{unknown[0]!r} is not a query parameter of this operation (it takes: {allowed})",
                                field=unknown[0])
-
-
-class UnknownParameter(ApiError):
-    status = 422
-    title = "Invalid request"
 
 
 _QUERY_NAMES: dict[int, frozenset[str]] = {}  # by id(route): routes live as long as the app

@@ -9,14 +9,20 @@ from sqlmodel import select
 from controlplane.api.common import Id, Page, WindowDep, audit, get_or_404, paginate
 from controlplane.auth import mint_token
 from controlplane.deps import Admin, SessionDep, fleet_writer
-from controlplane.errors import ApiError
+from controlplane.errors import InvalidInput
 from controlplane.models import ApiToken, Role, Tenant
-from controlplane.models._common import INT32_MAX, Input, utcnow
+from controlplane.models._common import INT32_MAX, Input, input_config, utcnow
 
 router = APIRouter(tags=["tokens"])
 
 
 class TokenCreate(Input):
+    # Documented as the validator checks it: a tenant-scoped token is an operator or a viewer.
+    model_config = input_config(schema={
+        "if": {"properties": {"tenant_id": {"type": "integer"}}, "required": ["tenant_id"]},
+        "then": {"properties": {"role": {"enum": [Role.operator.value, Role.viewer.value]}}},
+    })
+
     name: str = Field(min_length=1, max_length=100)
     role: Role
     tenant_id: int | None = Field(None, ge=1, le=INT32_MAX, description="Limit the token to this tenant's workloads.")
@@ -44,7 +50,7 @@ def create_token(body: TokenCreate, session: SessionDep, principal: Admin):
     if body.tenant_id is not None:
         get_or_404(session, Tenant, body.tenant_id, "tenant")
     if body.tenant_id is not None and body.role is Role.admin:
-        raise ApiError("a tenant-scoped token cannot be admin; use operator or viewer", field="role")
+        raise InvalidInput("a tenant-scoped token cannot be admin; use operator or viewer", field="role")
     expires = utcnow() + timedelta(days=body.expires_in_days) if body.expires_in_days else None
     row, raw = mint_token(session, body.name, body.role, body.tenant_id, expires)
     audit(session, principal, "token.create", row, tenant_id=row.tenant_id, detail={"name": row.name, "role": row.role})
