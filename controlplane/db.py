@@ -1,5 +1,6 @@
 """Database engine, sessions and schema upgrades (SQLite by default, PostgreSQL in production)."""
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -8,6 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Table, cast, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlmodel import Session, create_engine
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
@@ -88,7 +90,32 @@ def make_engine(url: str, connections: int = pool_size(16)) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=connections, max_overflow=0, pool_timeout=POOL_WAIT_S)
+    engine = create_engine(url, pool_size=connections, max_overflow=0, pool_timeout=POOL_WAIT_S)
+    ping_when_idle(engine)
+    return engine
+
+
+PING_AFTER_IDLE_S = 5.0
+
+
+def ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection with `SELECT 1` when it is taken after PING_AFTER_IDLE_S unused, and
+    replace it if the check fails (SQLAlchemy's pessimistic disconnect handling, from its pool
+    events). A connection used moments ago is not checked: a busy API would spend a round trip per
+    request on it, and a connection that died since fails its query and the pool is invalidated."""
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection, record) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _taken(dbapi_connection, record, _proxy) -> None:
+        if time.monotonic() - record.info.get("returned_at", 0.0) < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)  # in autocommit: it leaves no transaction open
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection failed its check: {type(exc).__name__}") from exc
 
 
 @contextmanager

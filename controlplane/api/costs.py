@@ -9,13 +9,14 @@ from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import select
 
+from controlplane.api.routing import OneHopRoute
 from controlplane.db import int_sum
 from controlplane.deps import SessionDep, Viewer
 from controlplane.errors import ApiError
 from controlplane.models import DeviceClass, Fragment, Tenant, UsageRecord, Workload
 from controlplane.models._common import Instant, to_utc, utcnow
 
-router = APIRouter(tags=["costs"])
+router = APIRouter(tags=["costs"], route_class=OneHopRoute)
 
 
 class GroupBy(StrEnum):

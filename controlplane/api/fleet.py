@@ -17,6 +17,7 @@ from controlplane.api.common import (
     remove,
     save,
 )
+from controlplane.api.routing import OneHopRoute
 from controlplane.deps import Admin, Operator, SessionDep, Viewer, fleet_reader, fleet_writer
 from controlplane.errors import Conflict, NotFound
 from controlplane.inventory import sync_devices
@@ -32,7 +33,7 @@ from controlplane.models.fleet import (
     NodeUpdate,
 )
 
-router = APIRouter(tags=["fleet"])
+router = APIRouter(tags=["fleet"], route_class=OneHopRoute)
 NODE_INVENTORY = "node inventory"
 
 

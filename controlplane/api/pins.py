@@ -6,6 +6,7 @@ from sqlmodel import Session, select
 
 from controlplane.api.common import Id, IdFilter, Page, WindowDep, paginate, remove
 from controlplane.api.placements import FLEET_OPERATOR
+from controlplane.api.routing import OneHopRoute
 from controlplane.auth import Principal
 from controlplane.deps import Operator, SessionDep, Viewer
 from controlplane.errors import NotFound
@@ -13,7 +14,7 @@ from controlplane.models import Fragment, FragmentPin, Workload
 from controlplane.models.placements import FragmentPinPublic
 from controlplane.rollback import RECONCILER
 
-router = APIRouter(tags=["placements"])
+router = APIRouter(tags=["placements"], route_class=OneHopRoute)
 
 
 def _public(session: Session, principal: Principal, pin: FragmentPin) -> FragmentPinPublic:

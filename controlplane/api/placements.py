@@ -7,6 +7,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from controlplane.api.common import Id, IdFilter, Page, WindowDep, audit, get_or_404, paginate
+from controlplane.api.routing import OneHopRoute
 from controlplane.auth import Principal
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant, fleet_writer
 from controlplane.errors import Conflict, NotFound
@@ -25,7 +26,7 @@ from controlplane.models.placements import MigrationPublic, PlacementItemPublic,
 from controlplane.planning import placement_items
 from controlplane.rollback import changed_fragments, reapplied, record_rollback
 
-router = APIRouter(tags=["placements"])
+router = APIRouter(tags=["placements"], route_class=OneHopRoute)
 
 # A placement's reason and an actuator's error speak for the whole fleet (its cost, other tenants'
 # fragments); a tenant-scoped caller gets this instead. A migration's reason speaks of its own

@@ -5,6 +5,7 @@ from sqlalchemy import or_
 from sqlmodel import Session, select
 
 from controlplane.api.common import Id, Page, WindowDep, apply_update, get_or_404, paginate, remove, save
+from controlplane.api.routing import OneHopRoute
 from controlplane.api.workloads import visible_workload
 from controlplane.auth import Principal
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
@@ -16,7 +17,7 @@ from controlplane.models.workloads import (
     MigrationPolicyUpdate,
 )
 
-router = APIRouter(tags=["migration policies"])
+router = APIRouter(tags=["migration policies"], route_class=OneHopRoute)
 
 
 def policy_tenant(session: Session, principal: Principal, tenant_id: int | None, workload_id: int | None) -> int | None:

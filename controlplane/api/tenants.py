@@ -4,12 +4,13 @@ from fastapi import APIRouter, status
 from sqlmodel import select
 
 from controlplane.api.common import Id, Page, WindowDep, apply_update, audit, get_or_404, paginate, remove, save
+from controlplane.api.routing import OneHopRoute
 from controlplane.deps import Admin, SessionDep, Viewer, check_tenant, fleet_writer
 from controlplane.errors import Conflict
 from controlplane.models import Tenant
 from controlplane.models.tenancy import TenantCreate, TenantPublic, TenantUpdate
 
-router = APIRouter(tags=["tenants"])
+router = APIRouter(tags=["tenants"], route_class=OneHopRoute)
 
 
 @router.get("/tenants", response_model=Page[TenantPublic])

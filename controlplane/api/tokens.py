@@ -7,13 +7,14 @@ from pydantic import BaseModel, Field
 from sqlmodel import select
 
 from controlplane.api.common import Id, Page, WindowDep, audit, get_or_404, paginate
+from controlplane.api.routing import OneHopRoute
 from controlplane.auth import mint_token
 from controlplane.deps import Admin, SessionDep, fleet_writer
 from controlplane.errors import InvalidInput
 from controlplane.models import ApiToken, Role, Tenant
 from controlplane.models._common import INT32_MAX, Input, input_config, utcnow
 
-router = APIRouter(tags=["tokens"])
+router = APIRouter(tags=["tokens"], route_class=OneHopRoute)
 
 
 class TokenCreate(Input):

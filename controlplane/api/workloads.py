@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, status
 from sqlmodel import Session, select
 
 from controlplane.api.common import Id, IdFilter, Page, WindowDep, apply_update, get_or_404, paginate, remove, save
+from controlplane.api.routing import OneHopRoute
 from controlplane.deps import Operator, SessionDep, Viewer, check_tenant
 from controlplane.errors import Conflict
 from controlplane.models import Edge, Fragment, Sla, Tenant, Workload
@@ -22,7 +23,7 @@ from controlplane.models.workloads import (
 )
 from controlplane.profiles import Graph, Profiles, edge_views, fragment_views, graph_of, profiles_of
 
-router = APIRouter(tags=["workloads"])
+router = APIRouter(tags=["workloads"], route_class=OneHopRoute)
 
 
 def visible_workload(session: Session, principal, workload_id: int) -> Workload:

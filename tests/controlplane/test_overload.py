@@ -19,6 +19,7 @@ from controlplane.deps import SessionDep, Viewer
 from controlplane.models import Role, Tenant
 from controlplane.runtime import ServerThread
 from controlplane.settings import Settings
+from controlplane.workers import WORKER_CONNECTIONS_SPARE
 
 CONCURRENCY = 2  # worker threads; 2 x (1 + 4) = 10 requests in the process at most
 
@@ -73,6 +74,40 @@ def test_a_flood_past_capacity_is_told_to_retry_and_the_server_recovers_at_once(
     after = [httpx.get(f"{base}/api/v1/slow-read", headers=headers, timeout=30) for _ in range(3)]
     assert [r.status_code for r in after] == [200, 200, 200]
     assert httpx.get(f"{base}/api/v1/health", timeout=30).json()["status"] == "ok"
+
+
+def test_a_flood_of_reads_never_waits_out_the_connection_pool(postgres_url, _postgres_engine):
+    """An API worker's sizing (a connection per thread, one spare), flooded with reads whose tokens
+    the cache does not know yet: each request takes a connection for its token and one for its
+    route. Nothing may wait for a connection until the pool gives up (503 Retry-After 2, 'database
+    unavailable'): requests are answered or shed by admission (Retry-After 1), never stuck behind
+    connections that wait for a thread to be released."""
+    concurrency = 4
+    engine = make_engine(postgres_url, concurrency + WORKER_CONNECTIONS_SPARE)
+    with Session(engine) as session:
+        tokens = [mint_token(session, f"flood-{i}", Role.viewer)[1] for i in range(40)]
+        session.commit()
+    server = ServerThread(create_app(engine, Settings(database_url=postgres_url, api_concurrency=concurrency)),
+                          "127.0.0.1", 0, "flooded")
+    server.start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        clients = [httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+                   for token in tokens]
+
+        def calls(client: httpx.Client) -> list[httpx.Response]:
+            return [client.get(path) for path in ("/api/v1/workloads", "/api/v1/tenants", "/api/v1/pins") * 4]
+
+        with ThreadPoolExecutor(len(clients)) as pool:
+            responses = [r for batch in pool.map(calls, clients) for r in batch]
+        for client in clients:
+            client.close()
+    finally:
+        server.stop()
+        engine.dispose()
+    answers = {(r.status_code, r.headers.get("retry-after")) for r in responses}
+    assert answers <= {(200, None), (503, "1")}, (answers, [r.text for r in responses if r.headers.get("retry-after") == "2"][:2])
+    assert (200, None) in answers
 
 
 def test_with_the_database_gone_routes_answer_503_problem_json_logged_once(caplog):
