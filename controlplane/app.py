@@ -15,8 +15,11 @@ from controlplane.settings import Settings
 from web.console import create_console_router
 
 
-def create_app(engine: Engine, settings: Settings, ingest: Ingest | None = None) -> FastAPI:
-    """The API and console over `engine`; `ingest` is this process's OTLP pipeline, reported by /health."""
+def create_app(
+    engine: Engine, settings: Settings, ingest: Ingest | None = None, components: dict[str, str] | None = None
+) -> FastAPI:
+    """The API and console over `engine`; `ingest` is this process's OTLP pipeline and `components`
+    the state of its loops, both reported by /health."""
     app = FastAPI(
         title="heteroplane",
         version="0.1.0",
@@ -24,7 +27,7 @@ def create_app(engine: Engine, settings: Settings, ingest: Ingest | None = None)
     )
     app.state.engine = engine
     app.state.settings = settings
-    app.state.components = {}
+    app.state.components = components if components is not None else {}
     app.state.ingest = ingest
     app.state.token_cache = {}  # controlplane.deps.verified
     app.state.auth_failures = FailureLimiter()

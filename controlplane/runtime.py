@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -86,8 +87,30 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def run_until_interrupted(stoppers: list[Callable[[], None]]) -> None:
-    """Block until SIGINT (Ctrl-C) or SIGTERM (e.g. Kubernetes), then run `stoppers` in reverse order.
+def check_connection_budget(engine: Engine, needed: int) -> None:
+    """Refuse to start (RuntimeError naming the settings) when PostgreSQL's max_connections is below
+    what this server may open at once: past it, requests would fail instead of waiting. Connections
+    other clients hold now only earn a warning: they come and go."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        limit = int(conn.execute(text("SHOW max_connections")).scalar_one())
+        reserved = int(conn.execute(text("SHOW superuser_reserved_connections")).scalar_one())
+        others = int(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                                       " AND pid <> pg_backend_pid()")).scalar_one())
+    if needed > limit - reserved:
+        raise RuntimeError(
+            f"PostgreSQL accepts {limit - reserved} connections (max_connections {limit}, {reserved} reserved) but "
+            f"this server may open {needed}: lower HETEROPLANE_API_WORKERS or HETEROPLANE_API_CONCURRENCY, or "
+            "raise max_connections")
+    if needed > limit - reserved - others:
+        log.warning("PostgreSQL has %d connections free now (%d in use by others); this server may open %d",
+                    limit - reserved - others, others, needed)
+
+
+def run_until_interrupted(stoppers: list[Callable[[], None]], watch: Callable[[], None] | None = None) -> None:
+    """Block until SIGINT (Ctrl-C) or SIGTERM (e.g. Kubernetes), then run `stoppers` in reverse order;
+    meanwhile call `watch` (if any) twice a second, e.g. to restart a worker process that exited.
 
     Handlers are installed here, in the main thread, so the shutdown path does not depend on
     whatever SIGINT disposition the process inherited or a library left behind.
@@ -101,7 +124,8 @@ def run_until_interrupted(stoppers: list[Callable[[], None]]) -> None:
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stop.wait(0.5):
-            pass
+            if watch is not None:
+                watch()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,5 +1,6 @@
 """Every setting heteroplane reads, in one place (environment prefix HETEROPLANE_)."""
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +24,11 @@ class Settings(BaseSettings):
         16, ge=1, le=256,
         description="Requests one process serves at once: its worker threads, and (plus its loops') its database "
                     "connections; up to 4x as many more wait, and beyond that it answers 503 with Retry-After.")
+    api_workers: int = Field(
+        default_factory=lambda: max(1, min(os.cpu_count() or 1, 3)), ge=1, le=16,
+        description="Processes serving the REST API and console on api_port (default: the CPUs, at most 3); 1 "
+                    "serves it from the main process. Each has api_concurrency threads and as many database "
+                    "connections plus one; `serve` refuses to start when PostgreSQL allows fewer than all need.")
     otlp_host: str = Field("127.0.0.1", description="Interface the OTLP/HTTP receiver listens on.")
     otlp_port: int = Field(4318, ge=1, le=65535, description="Port of the OTLP/HTTP receiver.")
     otlp_max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest decompressed OTLP body accepted.")

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from collectors.pipeline import IngestStats
+from controlplane.api.routing import OneHopRoute
 from controlplane.auth import Principal
 from controlplane.deps import OptionalPrincipal, SessionDep
 from controlplane.errors import database_state
@@ -18,7 +19,7 @@ from controlplane.models import Placement, Tenant, Workload
 from optimizer.reasons import describe
 from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=OneHopRoute)
 
 
 class UnmetSla(BaseModel):
@@ -59,7 +60,7 @@ class Health(BaseModel):
 
 @router.get("/health", response_model=Health, summary="Health of the service (no token needed)")
 def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
-    components = dict(getattr(request.app.state, "components", {}))
+    components, stats = process_status(request)
     try:
         session.exec(text("SELECT 1"))
         last = session.exec(select(Placement.created_at).order_by(Placement.version.desc())).first()
@@ -68,8 +69,6 @@ def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
         database_state(up=False, why=type(exc).__name__)  # logged once per outage, without the driver's text
         session.info["database_unavailable"] = True
         last, database = None, "unavailable"
-    ingest = getattr(request.app.state, "ingest", None)
-    stats = ingest.stats() if ingest is not None else None
     if stats is not None and stats.last_error:
         if principal is None or principal.tenant_id is not None:
             # The driver's words may quote any tenant's rows (a key that clashed): only its kind is
@@ -84,6 +83,16 @@ def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
         ingest=stats, unmet_sla_count=len(shortfalls), unmet_slas=unmet,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
+
+
+def process_status(request: Request) -> tuple[dict[str, str], IngestStats | None]:
+    """The loops' states and the ingest statistics of the process that runs them: this one, or, in an
+    API worker process, the main process's as it last published them (controlplane.workers)."""
+    published = getattr(request.app.state, "published", None)
+    if published is not None:
+        return published.read()
+    ingest = getattr(request.app.state, "ingest", None)
+    return dict(getattr(request.app.state, "components", {})), ingest.stats() if ingest is not None else None
 
 
 def latest_shortfalls(request: Request) -> tuple[Shortfall, ...]:

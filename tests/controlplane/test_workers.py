@@ -1,0 +1,177 @@
+"""`heteroplane serve` with several API worker processes, from outside: a real serve on PostgreSQL,
+its workers found in /proc, killed and counted; and the status file that carries the main process's
+state to their /health."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import create_engine
+
+from controlplane.runtime import check_connection_budget
+from controlplane.settings import Settings
+from controlplane.workers import STALE_AFTER_S, PublishedStatus, StatusBoard, connections_needed
+from tests.conftest import fresh_postgres_database
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children(pid: int) -> set[int]:
+    """Live processes whose parent is `pid` and that run multiprocessing's spawn entry point."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout_s:g} s: {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def serve_env():
+    with fresh_postgres_database() as url:
+        port = free_port()
+        yield {**os.environ, "HETEROPLANE_DATABASE_URL": url, "HETEROPLANE_API_PORT": str(port),
+               "HETEROPLANE_OTLP_PORT": str(free_port()), "HETEROPLANE_API_WORKERS": "2",
+               "HETEROPLANE_API_CONCURRENCY": "4", "HETEROPLANE_PROMETHEUS_URL": "http://127.0.0.1:1",
+               "HETEROPLANE_PROMETHEUS_INTERVAL_S": "1", "HETEROPLANE_LOG_LEVEL": "WARNING"}, port
+
+
+def test_serve_runs_workers_that_show_the_main_process_state_are_replaced_and_die_with_it(serve_env):
+    env, port = serve_env
+    server = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: set[int] = set()
+    try:
+        base = f"http://127.0.0.1:{port}/api/v1/health"
+        workers = wait_for(lambda: len(children(server.pid)) == 2 and children(server.pid), 60, "two workers")
+        seen |= workers
+
+        def prometheus_state() -> str | None:
+            try:
+                return httpx.get(base, timeout=5).json()["components"].get("prometheus")
+            except httpx.HTTPError:
+                return None
+
+        # The puller runs in the main process; a worker's /health shows its state, from the status file.
+        state = wait_for(prometheus_state, 30, "the main process's Prometheus state in a worker's /health")
+        assert state.startswith(("down", "degraded")), state
+
+        killed = sorted(workers)[0]
+        os.kill(killed, signal.SIGKILL)
+        replaced = wait_for(lambda: len(now := children(server.pid)) == 2 and killed not in now and now, 30,
+                            "a new worker in place of the killed one")
+        seen |= replaced
+        assert replaced & workers == workers - {killed}
+        for _ in range(6):  # the kernel spreads new connections over both; each one answers
+            assert httpx.get(base, timeout=10).status_code in (200, 503)
+
+        server.kill()  # SIGKILL: the main process gets no chance to stop its workers
+        server.wait(10)
+        wait_for(lambda: not any(alive(pid) for pid in replaced), 15, "workers gone with the main process")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+        for pid in seen:  # should they have outlived it (the failure this test looks for)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_serve_refuses_a_configuration_postgresql_cannot_connect(serve_env):
+    env, _ = serve_env
+    env = {**env, "HETEROPLANE_API_WORKERS": "16", "HETEROPLANE_API_CONCURRENCY": "256"}
+    done = subprocess.run([sys.executable, "-m", "controlplane.cli", "serve"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    said = " ".join(done.stdout.split())
+    assert "max_connections" in said and "HETEROPLANE_API_WORKERS" in said, said
+    assert f"may open {16 * 257 + 4 + 256}" in said, said
+
+
+def test_connections_needed_counts_every_pool():
+    assert connections_needed(Settings(api_workers=1, api_concurrency=16)) == 16 + 4
+    assert connections_needed(Settings(api_workers=3, api_concurrency=10)) == 3 * 11 + 4 + 10
+
+
+def test_the_connection_budget_check_passes_what_fits(postgres_url):
+    engine = create_engine(postgres_url)
+    try:
+        check_connection_budget(engine, 5)
+        with pytest.raises(RuntimeError, match="max_connections"):
+            check_connection_budget(engine, 1_000_000)
+    finally:
+        engine.dispose()
+
+
+class FakeIngest:
+    def __init__(self, stats):
+        self._stats = stats
+
+    def stats(self):
+        return self._stats
+
+
+def test_published_status_round_trips_and_goes_stale(tmp_path):
+    from collectors.pipeline import IngestStats
+
+    stats = IngestStats(queued_batches=1, accepted_batches=2, refused_batches=3, open_traces=4, evicted_traces=5,
+                        orphan_spans=6, cross_workload_calls=7, last_error="OperationalError: gone")
+    path = tmp_path / "status.json"
+    components = {"prometheus": "ok"}
+    board = StatusBoard(path, components, FakeIngest(stats))
+    board.publish()
+    written = json.loads(path.read_text())["at"]
+    assert PublishedStatus(path, now=lambda: written + 1).read() == ({"prometheus": "ok"}, stats)
+
+    components["prometheus"] = "down: refused"  # the board reads the live mapping at each publish
+    board.publish()
+    assert PublishedStatus(path, now=lambda: written + 1).read()[0] == {"prometheus": "down: refused"}
+
+    stale, _ = PublishedStatus(path, now=lambda: written + STALE_AFTER_S + 5).read()
+    assert stale["serve"].startswith("error: the main process has not reported for")
+    assert not list(tmp_path.glob("*.partial"))
+
+    missing, none = PublishedStatus(tmp_path / "absent.json").read()
+    assert missing == {"serve": "error: the main process has published no status"} and none is None
+
+
+def test_published_status_without_ingest(tmp_path):
+    path = tmp_path / "status.json"
+    StatusBoard(path, {}, None).publish()
+    assert PublishedStatus(path).read() == ({}, None)
