@@ -6,7 +6,18 @@ from sqlalchemy.engine import Engine
 
 from collectors.pipeline import Ingest
 from controlplane.admission import Admission
-from controlplane.api import costs, fleet, health, pins, placements, policies, tenants, tokens, workloads
+from controlplane.api import (
+    costs,
+    fleet,
+    health,
+    pins,
+    placements,
+    policies,
+    runtime_templates,
+    tenants,
+    tokens,
+    workloads,
+)
 from controlplane.errors import install_problem_handlers
 from controlplane.inputs import InputGuard, known_query_parameters
 from controlplane.openapi import document_errors
@@ -36,7 +47,7 @@ def create_app(
     app.add_middleware(Admission, concurrency=settings.api_concurrency)  # outermost: sheds before reading bodies
 
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(known_query_parameters)])
-    for module in (fleet, tenants, workloads, policies, placements, pins, costs, tokens, health):
+    for module in (fleet, tenants, workloads, runtime_templates, policies, placements, pins, costs, tokens, health):
         api.include_router(module.router)
     app.include_router(api)
 

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from controlplane.actuators.base import Actuator, DesiredPlacement, ReplicaSet
+from controlplane.containers import resolve as resolve_container
 from controlplane.db import session_scope, upsert_latest
 from controlplane.drift import compare
 from controlplane.fastpath import ScaleUp, Thresholds, read_pressure, scale_up
@@ -46,6 +47,7 @@ from controlplane.models import (
     Placement,
     PlacementItem,
     PlacementState,
+    RuntimeTemplate,
     Tenant,
     Workload,
 )
@@ -430,10 +432,15 @@ def desired_placement(session: Session, placement: Placement) -> DesiredPlacemen
         .where(PlacementItem.placement_id == placement.id)
         .order_by(PlacementItem.id)
     ).all()
+    templates = {(t.workload_id, t.fragment_id): t for t in session.exec(
+        select(RuntimeTemplate).where(RuntimeTemplate.workload_id.in_({w.id for _, _, w, _, _ in rows}))).all()}
     return DesiredPlacement(
         version=placement.version,
         replica_sets=tuple(
-            ReplicaSet(tenant.name, workload.name, fragment.key, cls.name, item.replicas, item.slices, Phase(item.phase))
+            ReplicaSet(tenant.name, workload.name, fragment.key, cls.name, item.replicas, item.slices, Phase(item.phase),
+                       container=resolve_container(fragment.kind, fragment.model, Phase(item.phase),
+                                                   templates.get((workload.id, fragment.id)),
+                                                   templates.get((workload.id, None)))[1])
             for item, fragment, workload, tenant, cls in rows
         ),
     )

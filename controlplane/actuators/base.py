@@ -1,9 +1,24 @@
 """The actuator protocol: apply a placement, report what runs where and what hardware exists."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from optimizer.types import Phase
+
+
+@dataclass(frozen=True)
+class Container:
+    """What one replica runs: resolved from the runtime templates (controlplane.containers)."""
+
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # (name, value), sorted by name
+    secret_env: tuple[tuple[str, str], ...] = ()  # (name, "secret/key"), sorted by name
+    ports: tuple[int, ...] = ()
+    cpu_millicores: int | None = None
+    memory_mib: int | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -23,6 +38,10 @@ class ReplicaSet:
     replicas: int
     slices: int = 1
     phase: Phase = Phase.whole
+    # What each replica runs; None where no template applies (or an actuator that runs nothing real
+    # does not say). Not part of equality: what runs where is compared by counts, and a changed
+    # template is the actuator's to roll out.
+    container: Container | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

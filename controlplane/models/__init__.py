@@ -10,6 +10,7 @@ from controlplane.models.placements import (
     PlacementItem,
     PlacementState,
 )
+from controlplane.models.runtime_templates import RuntimeTemplate
 from controlplane.models.telemetry import DeviceTelemetry, ModelTelemetry
 from controlplane.models.tenancy import ApiToken, AuditEvent, ConsoleSession, Role, Tenant
 from controlplane.models.usage import RequestStat, UsageRecord
@@ -52,6 +53,7 @@ __all__ = [
     "PlacementState",
     "ProfileBucket",
     "RequestStat",
+    "RuntimeTemplate",
     "Role",
     "Sla",
     "Tenant",

@@ -349,6 +349,8 @@ BODIES: dict[tuple[str, str], Callable[[Ids, str], Iterator[dict]]] = {
     ("PATCH", "/api/v1/workloads/{workload_id}"): lambda ids, t: iter([{"description": "patched"}]),
     ("PATCH", "/api/v1/slas/{sla_id}"): lambda ids, t: iter([{"p99_ms": 999}]),
     ("PATCH", "/api/v1/migration-policies/{policy_id}"): lambda ids, t: iter([{"enabled": False}]),
+    ("PUT", "/api/v1/workloads/{workload_id}/runtime-template"): lambda ids, t: iter([{"image": "app:1"}]),
+    ("PUT", "/api/v1/fragments/{fragment_id}/runtime-template"): lambda ids, t: iter([{"image": "app:1"}]),
 }
 # Query values beyond ids and enums: windows that hold the fleet's usage and profiles.
 QUERIES = {
