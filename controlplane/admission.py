@@ -4,7 +4,7 @@ Requests beyond `api_concurrency` wait for a worker thread; beyond (1 + QUEUE_FA
 many in the process, a request is answered at once with 503 and `Retry-After` instead of joining a
 queue it would only time out in. With the worker threads and the database pool sized from the same
 setting (controlplane.db.pool_size), an overloaded server answers slowly or says so, and never
-hangs. Health checks are always admitted.
+hangs. Health and readiness checks are always admitted.
 """
 
 import json
@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 QUEUE_FACTOR = 4
 RETRY_AFTER_S = 1
-EXEMPT = ("/api/v1/health",)
+EXEMPT = ("/api/v1/health", "/api/v1/ready")
 
 
 class Admission:

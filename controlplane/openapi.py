@@ -119,3 +119,10 @@ def _document_health(document: dict[str, Any]) -> None:
     }
     for status in ("401", "403", "404", "429"):
         operation["responses"].pop(status, None)
+    ready = document["paths"].get("/api/v1/ready", {}).get("get")
+    if ready is not None:
+        ready["responses"]["503"] = {
+            "description": "Not ready: this process cannot reach its database (the same body as 200).",
+            "content": {**ready["responses"]["200"]["content"],
+                        PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }

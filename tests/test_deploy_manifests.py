@@ -243,7 +243,7 @@ def test_probes_hit_a_route_the_app_serves():
     served = create_app(engine, Settings(_env_file=None)).openapi()["paths"]
     probes = [container()[name] for name in ("startupProbe", "readinessProbe", "livenessProbe")]
     http_paths = {probe["httpGet"]["path"] for probe in probes if "httpGet" in probe}
-    assert http_paths == {"/api/v1/health"}
+    assert http_paths == {"/api/v1/ready"}
     for path in http_paths:
         assert "get" in served[path]
         # Probes carry no token: the route must accept none (an empty requirement in OpenAPI).

@@ -85,6 +85,25 @@ def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
 
 
+class Ready(BaseModel):
+    ready: bool
+    database: str
+
+
+@router.get("/ready", response_model=Ready, summary="Whether this process can serve requests (no token needed)")
+def ready(session: SessionDep):
+    """For a load balancer's readiness check: 200 while this process reaches its database. Unlike
+    /health it ignores the loops (ingest, Prometheus puller, reconciler) and unmet SLAs, which
+    degrade every replica alike: taking them all out of service for it would stop OTLP ingest too."""
+    try:
+        session.exec(text("SELECT 1"))
+    except Exception as exc:  # reported, not raised: the answer is the point
+        database_state(up=False, why=type(exc).__name__)
+        session.info["database_unavailable"] = True
+        return JSONResponse(Ready(ready=False, database="unavailable").model_dump(), status_code=503)
+    return Ready(ready=True, database="ok")
+
+
 def process_status(request: Request) -> tuple[dict[str, str], IngestStats | None]:
     """The loops' states and the ingest statistics of the process that runs them: this one, or, in an
     API worker process, the main process's as it last published them (controlplane.workers)."""

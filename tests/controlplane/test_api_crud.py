@@ -282,3 +282,12 @@ def test_a_page_and_its_total_match_a_slice_of_every_row(tmp_path_factory, rows,
         items, total = paginate(session, select(Tenant), Window(limit=limit, offset=offset), Tenant.id)
     assert total == len(ids) == rows
     assert [t.id for t in items] == ids[offset:offset + limit]
+
+
+def test_ready_says_whether_this_process_reaches_its_database_and_nothing_more(client):
+    """/ready ignores what /health weighs (components, unmet SLAs): a degraded component is not a
+    reason to take a replica out of service. No token is needed."""
+    client.app.state.components["prometheus"] = "down: refused"
+    assert client.get("/api/v1/health").status_code == 503
+    ready = client.get("/api/v1/ready")
+    assert (ready.status_code, ready.json()) == (200, {"ready": True, "database": "ok"})

@@ -127,6 +127,8 @@ def test_with_the_database_gone_routes_answer_503_problem_json_logged_once(caplo
     health = client.get("/api/v1/health")
     assert health.status_code == 503 and health.json()["database"] == "unavailable"
     assert "refused" not in health.text and "127.0.0.1" not in health.text and "Error" not in health.text
+    ready = client.get("/api/v1/ready")
+    assert (ready.status_code, ready.json()) == (503, {"ready": False, "database": "unavailable"})
     with_token = client.get("/api/v1/health", headers={"Authorization": "Bearer hp_x"})  # checking it needs the database
     assert with_token.status_code == 503 and with_token.headers["content-type"] == "application/problem+json"
     assert len([r for r in caplog.records if "database is unavailable" in r.getMessage()]) == 1  # still one line
