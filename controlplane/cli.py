@@ -2,7 +2,6 @@
 
 import json
 import logging
-import threading
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -39,68 +38,29 @@ def _setup_logging(settings: "Settings") -> None:
 
 @app.command()
 def serve() -> None:
-    """Run the REST API and console (api_port) and the OTLP receiver (otlp_port) until Ctrl-C."""
-    import tempfile
-
-    from collectors.pipeline import Ingest
-    from collectors.prometheus import PrometheusPuller
-    from collectors.receiver import create_receiver_app
-    from controlplane.app import create_app
-    from controlplane.db import make_engine
-    from controlplane.runtime import ServerThread, check_connection_budget, prepare_database, run_until_interrupted
+    """Run the REST API and console (api_port), the OTLP receiver (otlp_port) and, with an actuator
+    (HETEROPLANE_ACTUATOR), the reconciler, until Ctrl-C or SIGTERM."""
+    from controlplane.composition import build
+    from controlplane.runtime import run_until_interrupted
     from controlplane.settings import get_settings
-    from controlplane.workers import StatusBoard, WorkerPool, connections_needed, main_pool_size
 
     console = _console()
     settings = get_settings()
     _setup_logging(settings)
-    engine = make_engine(settings.effective_database_url, main_pool_size(settings))
-    stoppers = [engine.dispose]
     try:
-        check_connection_budget(engine, connections_needed(settings))
-        prepare_database(engine, settings)
-    except RuntimeError as exc:
+        plane = build(settings)
+        plane.start()
+    except RuntimeError as exc:  # StartupError, a refused connection budget, a port in use
         console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
-    ingest = Ingest(engine)
-    components: dict[str, str] = {}
-    watch = None
-    if settings.api_workers == 1:
-        api_app = create_app(engine, settings, ingest, components)
-        api = ServerThread(api_app, settings.api_host, settings.api_port, "api")
-    else:
-        run_dir = Path(tempfile.mkdtemp(prefix="heteroplane-serve-"))
-        board = StatusBoard(run_dir / "status.json", components, ingest)
-        board.start()
-        stoppers.append(board.stop)
-        api = WorkerPool(settings, run_dir / "status.json")
-        watch = api.watch
-    otlp = ServerThread(create_receiver_app(engine, settings, ingest), settings.otlp_host, settings.otlp_port, "otlp")
-    stoppers.append(ingest.stop)
-    ingest.start()
-    try:
-        api.start()
-        stoppers.append(api.stop)
-        otlp.start()
-        stoppers.append(otlp.stop)
-    except RuntimeError as exc:
-        for stop_one in reversed(stoppers):
-            stop_one()
-        console.print(f"[red]{exc}[/red]", soft_wrap=True)
-        raise typer.Exit(2) from None
-    puller = PrometheusPuller.from_settings(
-        engine, settings, on_status=lambda status: components.__setitem__("prometheus", status.component())
-    )
-    if puller is not None:
-        stop = threading.Event()
-        thread = threading.Thread(target=puller.run_forever, args=(stop,), name="prometheus", daemon=True)
-        thread.start()
-        stoppers.append(lambda: (stop.set(), thread.join(timeout=30), puller.close()))
-        console.print(f"Pulling DCGM and vLLM metrics from {puller.display_url}")
     processes = "this process" if settings.api_workers == 1 else f"{settings.api_workers} worker processes"
     console.print(f"API and console: http://{settings.api_host}:{settings.api_port}/ui  (OpenAPI at /docs; {processes})")
     console.print(f"OTLP/HTTP receiver: http://{settings.otlp_host}:{settings.otlp_port}/v1/traces and /v1/metrics")
-    run_until_interrupted(stoppers, watch)
+    if plane.puller is not None:
+        console.print(f"Pulling DCGM and vLLM metrics from {plane.puller.display_url}")
+    if plane.reconciler is not None:
+        console.print(f"Reconciling every {settings.reconcile_period_s:g} s through the {settings.actuator} actuator")
+    run_until_interrupted([plane.stop], plane.watch)
 
 
 @app.command()

@@ -4,28 +4,16 @@ Three sample agent apps replay the Azure LLM trace through the OpenTelemetry SDK
 receiver; the reconciler places their fragments every period; the console shows the result.
 """
 
-import threading
 from dataclasses import dataclass
 
 from rich.console import Console
 from sqlmodel import Session, select
 
-from collectors.pipeline import Ingest
-from collectors.receiver import create_receiver_app
-from controlplane.app import create_app
 from controlplane.auth import mint_token
-from controlplane.db import make_engine, pool_size
+from controlplane.composition import build
 from controlplane.models import Role, Sla, Tenant, Workload
-from controlplane.reconciler import Reconciler
-from controlplane.runtime import (
-    ServerThread,
-    port_is_free,
-    prepare_database,
-    report_cycles,
-    run_until_interrupted,
-)
+from controlplane.runtime import port_is_free, run_until_interrupted
 from controlplane.settings import Settings
-from controlplane.simfleet import SimulatedFleet
 from optimizer.types import Priority
 
 
@@ -67,46 +55,26 @@ def seed_demo(session: Session) -> None:
 
 
 def run_demo(settings: Settings, console: Console) -> int:
-    """Start everything, print where to look, and run until Ctrl-C; returns the exit code."""
+    """Start everything over the simulated fleet, print where to look, and run until Ctrl-C; returns
+    the exit code. The same components as `serve` (controlplane.composition), with the simulated
+    fleet as the actuator, the API in this process and the sample workloads seeded."""
+    settings = settings.model_copy(update={"actuator": "sim", "api_workers": 1})
     ports = {"API": (settings.api_host, settings.api_port), "OTLP": (settings.otlp_host, settings.otlp_port),
              "fleet metrics": ("127.0.0.1", settings.sim_metrics_port)}
     for what, (host, port) in ports.items():
         if not port_is_free(host, port):
             console.print(f"[red]port {port} for the {what} is in use; stop what holds it or set HETEROPLANE_*_PORT[/red]")
             return 2
-
-    engine = make_engine(settings.effective_database_url, pool_size(settings.api_concurrency))
-    prepare_database(engine, settings)
-    with Session(engine) as session:
-        seed_demo(session)
-        _, console_token = mint_token(session, "demo-console", Role.admin)
-        _, fleet_token = mint_token(session, "demo-fleet-telemetry", Role.operator)
-        session.commit()
-
-    ingest = Ingest(engine)
-    app = create_app(engine, settings, ingest)
-    api = ServerThread(app, settings.api_host, settings.api_port, "api")
-    otlp = ServerThread(create_receiver_app(engine, settings, ingest), settings.otlp_host, settings.otlp_port, "otlp")
-    fleet = SimulatedFleet(
-        seed=settings.sim_seed,
-        speedup=settings.sim_speedup,
-        otlp_endpoint=f"http://{settings.otlp_host}:{settings.otlp_port}/v1/traces",
-        otlp_headers={"Authorization": f"Bearer {fleet_token}"},
-        metrics_port=settings.sim_metrics_port,
-        metrics_addr="127.0.0.1",
-    )
-    reconciler = Reconciler(engine, fleet, settings)
-    app.state.reconciler = reconciler  # GET /health reports the SLAs its latest cycle could not meet
-    stop = threading.Event()
-
-    loop = threading.Thread(
-        target=report_cycles, args=(reconciler, app.state.components, stop), name="reconciler", daemon=True
-    )
-    ingest.start()
-    api.start()
-    otlp.start()
-    fleet.start()
-    loop.start()
+    try:
+        plane = build(settings)
+        with Session(plane.engine) as session:
+            seed_demo(session)
+            _, console_token = mint_token(session, "demo-console", Role.admin)
+            session.commit()
+        plane.start()
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        return 2
 
     base = f"http://{settings.api_host}:{settings.api_port}"
     console.print("[bold]heteroplane demo is running[/bold] (Ctrl-C stops everything)")
@@ -115,14 +83,9 @@ def run_demo(settings: Settings, console: Console) -> int:
     console.print(f"            {console_token}", markup=False, highlight=False)
     console.print(f"  REST API  {base}/api/v1   OpenAPI: {base}/docs")
     console.print(f"  OTLP      http://{settings.otlp_host}:{settings.otlp_port}/v1/traces")
-    console.print(f"  Metrics   http://127.0.0.1:{fleet.metrics_port}/metrics (simulated DCGM and vLLM)")
+    console.print(f"  Metrics   http://127.0.0.1:{plane.actuator.metrics_port}/metrics (simulated DCGM and vLLM)")
     console.print(f"  Database  {settings.effective_database_url}")
     console.print(f"  Placements are re-planned every {settings.reconcile_period_s:g}s; charts fill within a minute.")
-
-    def stop_loop() -> None:
-        stop.set()
-        loop.join(timeout=30)
-
-    run_until_interrupted([engine.dispose, ingest.stop, api.stop, otlp.stop, fleet.stop, stop_loop])
+    run_until_interrupted([plane.stop])
     console.print("stopped")
     return 0

@@ -3,6 +3,7 @@
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,10 @@ class Settings(BaseSettings):
         description="Processes serving the REST API and console on api_port (default: the CPUs, at most 3); 1 "
                     "serves it from the main process. Each has api_concurrency threads and as many database "
                     "connections plus one; `serve` refuses to start when PostgreSQL allows fewer than all need.")
+    actuator: Literal["none", "sim", "kubernetes"] = Field(
+        "none",
+        description="What `serve` drives: 'none' observes and plans nothing; 'sim' the simulated fleet; "
+                    "'kubernetes' a cluster (in-cluster config or KUBECONFIG). `demo` always uses 'sim'.")
     otlp_host: str = Field("127.0.0.1", description="Interface the OTLP/HTTP receiver listens on.")
     otlp_port: int = Field(4318, ge=1, le=65535, description="Port of the OTLP/HTTP receiver.")
     otlp_max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest decompressed OTLP body accepted.")

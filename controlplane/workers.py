@@ -31,12 +31,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from collectors.pipeline import Ingest, IngestStats
 from controlplane.db import BACKGROUND_CONNECTIONS, pool_size
 from controlplane.settings import Settings
+from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
+
+if TYPE_CHECKING:
+    from controlplane.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +71,21 @@ class StatusBoard:
     """Main process: writes `components` and the ingest statistics to `path` every PUBLISH_PERIOD_S,
     atomically (a worker reads a whole file or the previous one, never half of one)."""
 
-    def __init__(self, path: Path, components: Mapping[str, str], ingest: Ingest | None) -> None:
+    def __init__(self, path: Path, components: Mapping[str, str], ingest: Ingest | None,
+                 reconciler: "Reconciler | None" = None) -> None:
         self.path = path
         self.components = components
         self.ingest = ingest
+        self.reconciler = reconciler
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="status-board", daemon=True)
 
     def publish(self) -> None:
         stats = self.ingest.stats() if self.ingest is not None else None
+        last = self.reconciler.last if self.reconciler is not None else None
         body = {"at": time.time(), "components": dict(self.components),
-                "ingest": asdict(stats) if stats is not None else None}
+                "ingest": asdict(stats) if stats is not None else None,
+                "shortfalls": [asdict(s) for s in last.shortfalls] if last is not None else []}
         partial = self.path.with_suffix(".partial")
         partial.write_text(json.dumps(body))
         os.replace(partial, self.path)
@@ -104,17 +113,31 @@ class PublishedStatus:
         self.path = path
         self.now = now
 
-    def read(self) -> tuple[dict[str, str], IngestStats | None]:
+    def read(self) -> "MainStatus":
         try:
             body = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            return {"serve": "error: the main process has published no status"}, None
+            return MainStatus({"serve": "error: the main process has published no status"})
         components = dict(body["components"])
         age = self.now() - body["at"]
         if age > STALE_AFTER_S:
             components["serve"] = f"error: the main process has not reported for {age:.0f} s"
         stats = IngestStats(**body["ingest"]) if body["ingest"] is not None else None
-        return components, stats
+        return MainStatus(components, stats, tuple(shortfall_of(s) for s in body.get("shortfalls", [])))
+
+
+@dataclass(frozen=True)
+class MainStatus:
+    """The main process's state as a worker's /health shows it."""
+
+    components: dict[str, str]
+    ingest: IngestStats | None = None
+    shortfalls: tuple[Shortfall, ...] = ()
+
+
+def shortfall_of(fields: dict) -> Shortfall:
+    return Shortfall(**{**fields, "priority": Priority(fields["priority"]), "kind": ShortfallKind(fields["kind"]),
+                        "cause": ShortfallCause(fields["cause"])})
 
 
 def _die_with_parent() -> None:

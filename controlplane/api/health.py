@@ -60,7 +60,7 @@ class Health(BaseModel):
 
 @router.get("/health", response_model=Health, summary="Health of the service (no token needed)")
 def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
-    components, stats = process_status(request)
+    components, stats, shortfalls = process_status(request)
     try:
         session.exec(text("SELECT 1"))
         last = session.exec(select(Placement.created_at).order_by(Placement.version.desc())).first()
@@ -75,7 +75,6 @@ def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
             # shown but to fleet-wide tokens; the log has the whole of it.
             stats = replace(stats, last_error=stats.last_error.split(":", 1)[0])
         components["ingest"] = f"degraded: {stats.last_error}"
-    shortfalls = latest_shortfalls(request)
     unmet = visible_unmet(session, principal, shortfalls) if database == "ok" and principal is not None else []
     ok = database == "ok" and all(v == "ok" for v in components.values()) and not shortfalls
     body = Health(
@@ -104,21 +103,19 @@ def ready(session: SessionDep):
     return Ready(ready=True, database="ok")
 
 
-def process_status(request: Request) -> tuple[dict[str, str], IngestStats | None]:
-    """The loops' states and the ingest statistics of the process that runs them: this one, or, in an
-    API worker process, the main process's as it last published them (controlplane.workers)."""
+def process_status(request: Request) -> tuple[dict[str, str], IngestStats | None, tuple[Shortfall, ...]]:
+    """The loops' states, the ingest statistics and the latest reconciler cycle's unmet SLAs of the
+    process that runs them: this one, or, in an API worker process, the main process's as it last
+    published them (controlplane.workers)."""
     published = getattr(request.app.state, "published", None)
     if published is not None:
-        return published.read()
+        main = published.read()
+        return main.components, main.ingest, main.shortfalls
     ingest = getattr(request.app.state, "ingest", None)
-    return dict(getattr(request.app.state, "components", {})), ingest.stats() if ingest is not None else None
-
-
-def latest_shortfalls(request: Request) -> tuple[Shortfall, ...]:
-    """The shortfalls of the latest cycle of the reconciler this process runs (none without one)."""
     reconciler = getattr(request.app.state, "reconciler", None)
     report = getattr(reconciler, "last", None)
-    return report.shortfalls if report is not None else ()
+    return (dict(getattr(request.app.state, "components", {})), ingest.stats() if ingest is not None else None,
+            report.shortfalls if report is not None else ())
 
 
 def visible_unmet(session: Session, principal: Principal, shortfalls: tuple[Shortfall, ...]) -> list[UnmetSla]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -17,7 +18,8 @@ from sqlmodel import create_engine
 
 from controlplane.runtime import check_connection_budget
 from controlplane.settings import Settings
-from controlplane.workers import STALE_AFTER_S, PublishedStatus, StatusBoard, connections_needed
+from controlplane.workers import STALE_AFTER_S, MainStatus, PublishedStatus, StatusBoard, connections_needed
+from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
 from tests.conftest import fresh_postgres_database
 
 
@@ -157,21 +159,33 @@ def test_published_status_round_trips_and_goes_stale(tmp_path):
     board = StatusBoard(path, components, FakeIngest(stats))
     board.publish()
     written = json.loads(path.read_text())["at"]
-    assert PublishedStatus(path, now=lambda: written + 1).read() == ({"prometheus": "ok"}, stats)
+    assert PublishedStatus(path, now=lambda: written + 1).read() == MainStatus({"prometheus": "ok"}, stats, ())
 
     components["prometheus"] = "down: refused"  # the board reads the live mapping at each publish
     board.publish()
-    assert PublishedStatus(path, now=lambda: written + 1).read()[0] == {"prometheus": "down: refused"}
+    assert PublishedStatus(path, now=lambda: written + 1).read().components == {"prometheus": "down: refused"}
 
-    stale, _ = PublishedStatus(path, now=lambda: written + STALE_AFTER_S + 5).read()
+    stale = PublishedStatus(path, now=lambda: written + STALE_AFTER_S + 5).read().components
     assert stale["serve"].startswith("error: the main process has not reported for")
     assert not list(tmp_path.glob("*.partial"))
 
-    missing, none = PublishedStatus(tmp_path / "absent.json").read()
-    assert missing == {"serve": "error: the main process has published no status"} and none is None
+    missing = PublishedStatus(tmp_path / "absent.json").read()
+    assert missing == MainStatus({"serve": "error: the main process has published no status"})
 
 
 def test_published_status_without_ingest(tmp_path):
     path = tmp_path / "status.json"
     StatusBoard(path, {}, None).publish()
-    assert PublishedStatus(path).read() == ({}, None)
+    assert PublishedStatus(path).read() == MainStatus({})
+
+
+def test_published_status_carries_the_latest_cycles_unmet_slas(tmp_path):
+    """A worker's /health names the SLAs the main process's reconciler could not meet: every field of
+    each shortfall, enums included, survives the file."""
+    shortfall = Shortfall(workload="7", priority=Priority.batch, kind=ShortfallKind.demand,
+                          cause=ShortfallCause.capacity, demand_rps=3.5, served_rps=1.25, device_class="h100",
+                          devices_needed=9, devices_healthy=8, extra_usd_per_hour=4.5)
+    reconciler = SimpleNamespace(last=SimpleNamespace(shortfalls=(shortfall,)))
+    path = tmp_path / "status.json"
+    StatusBoard(path, {}, None, reconciler).publish()
+    assert PublishedStatus(path).read().shortfalls == (shortfall,)

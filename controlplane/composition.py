@@ -1,0 +1,176 @@
+"""The composition root: the one place that builds heteroplane's components from its settings and
+starts and stops them, for `heteroplane serve` and `heteroplane demo` alike.
+
+What runs, by `actuator` (HETEROPLANE_ACTUATOR):
+- `none`: the API and console, the OTLP receiver and ingest, the Prometheus puller: heteroplane
+  observes and plans nothing (what `serve` did before there was a choice);
+- `sim`: all of that, plus the simulated fleet as the actuator and the reconciler driving it;
+- `kubernetes`: the reconciler driving a cluster through the Kubernetes actuator.
+
+The API runs in this process (`api_workers` 1) or in worker processes (controlplane.workers); the
+loops (ingest, puller, reconciler) always run here. Starting is all or nothing: a component that
+fails to start stops the ones started before it, and the error names it.
+"""
+
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from collectors.pipeline import Ingest
+from collectors.prometheus import PrometheusPuller
+from collectors.receiver import create_receiver_app
+from controlplane.actuators.base import Actuator
+from controlplane.app import create_app
+from controlplane.auth import mint_token
+from controlplane.db import make_engine
+from controlplane.models import Role
+from controlplane.reconciler import Reconciler
+from controlplane.runtime import ServerThread, check_connection_budget, prepare_database, report_cycles
+from controlplane.settings import Settings
+from controlplane.workers import StatusBoard, WorkerPool, connections_needed, main_pool_size
+
+if TYPE_CHECKING:
+    from controlplane.simfleet import SimulatedFleet
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """A component could not start; the message names it and what to change."""
+
+
+@dataclass
+class Plane:
+    """Everything one `serve` or `demo` process runs, built by `build` and started by `start`."""
+
+    settings: Settings
+    engine: Engine
+    ingest: Ingest
+    components: dict[str, str]  # what /health shows of the loops
+    api: ServerThread | WorkerPool
+    otlp: ServerThread
+    actuator: Actuator | None = None
+    reconciler: Reconciler | None = None
+    puller: PrometheusPuller | None = None
+    board: StatusBoard | None = None
+    stoppers: list[Callable[[], None]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def watch(self) -> Callable[[], None] | None:
+        """What the main loop calls twice a second: restarting API workers that exited."""
+        return self.api.watch if isinstance(self.api, WorkerPool) else None
+
+    def start(self) -> None:
+        """Start every component, in dependency order; on a failure stop what started and raise."""
+        steps: list[tuple[str, Callable[[], None], Callable[[], None]]] = [
+            ("ingest", self.ingest.start, self.ingest.stop),
+            ("api", self.api.start, self.api.stop),
+            ("otlp", self.otlp.start, self.otlp.stop),
+        ]
+        if self.board is not None:
+            steps.insert(0, ("status board", self.board.start, self.board.stop))
+        if self.actuator is not None and hasattr(self.actuator, "start"):
+            steps.append(("actuator", self.actuator.start, self.actuator.stop))
+        if self.puller is not None:
+            steps.append(("prometheus", *self._thread("prometheus", self.puller.run_forever, self.puller.close)))
+        if self.reconciler is not None:
+            steps.append(("reconciler", *self._thread(
+                "reconciler", lambda stop: report_cycles(self.reconciler, self.components, stop), lambda: None)))
+        for name, start, stop in steps:
+            try:
+                start()
+            except Exception as exc:
+                self.stop()
+                raise StartupError(f"{name} failed to start: {exc}") from exc
+            self.stoppers.append(stop)
+
+    def _thread(self, name: str, run: Callable[[threading.Event], None],
+                close: Callable[[], None]) -> tuple[Callable[[], None], Callable[[], None]]:
+        thread = threading.Thread(target=run, args=(self._stop,), name=name, daemon=True)
+
+        def stop() -> None:
+            self._stop.set()
+            thread.join(timeout=30)
+            close()
+
+        return thread.start, stop
+
+    def stop(self) -> None:
+        """Stop what started, last started first; keep going past a component that fails to stop."""
+        while self.stoppers:
+            stop_one = self.stoppers.pop()
+            try:
+                stop_one()
+            except Exception:
+                log.exception("error while stopping")
+
+
+def build(settings: Settings, actuator: Actuator | None = None) -> Plane:
+    """Components for `settings`, not yet started: the database is brought to the schema's head and
+    the catalog seeded. `actuator` overrides the one `settings.actuator` names (tests, demo)."""
+    engine = make_engine(settings.effective_database_url, main_pool_size(settings))
+    try:
+        return _components(settings, engine, actuator)
+    except Exception:
+        engine.dispose()
+        raise
+
+
+def _components(settings: Settings, engine: Engine, actuator: Actuator | None) -> Plane:
+    check_connection_budget(engine, connections_needed(settings))
+    prepare_database(engine, settings)
+    if actuator is None:
+        actuator = actuator_of(settings, engine)
+    ingest = Ingest(engine)
+    components: dict[str, str] = {}
+    reconciler = Reconciler(engine, actuator, settings) if actuator is not None else None
+    board = None
+    if settings.api_workers == 1:
+        app = create_app(engine, settings, ingest, components)
+        app.state.reconciler = reconciler  # GET /health reports the SLAs its latest cycle could not meet
+        api: ServerThread | WorkerPool = ServerThread(app, settings.api_host, settings.api_port, "api")
+    else:
+        status = Path(tempfile.mkdtemp(prefix="heteroplane-serve-")) / "status.json"
+        board = StatusBoard(status, components, ingest, reconciler)
+        api = WorkerPool(settings, status)
+    otlp = ServerThread(create_receiver_app(engine, settings, ingest), settings.otlp_host, settings.otlp_port, "otlp")
+    puller = PrometheusPuller.from_settings(
+        engine, settings, on_status=lambda status: components.__setitem__("prometheus", status.component()))
+    plane = Plane(settings, engine, ingest, components, api, otlp, actuator, reconciler, puller, board)
+    plane.stoppers.append(engine.dispose)
+    return plane
+
+
+def actuator_of(settings: Settings, engine: Engine) -> Actuator | None:
+    """The actuator `settings.actuator` names; raises StartupError where it cannot be had."""
+    if settings.actuator == "none":
+        return None
+    if settings.actuator == "sim":
+        return simulated_fleet(settings, engine)
+    raise StartupError("HETEROPLANE_ACTUATOR=kubernetes: the Kubernetes actuator is not in this version yet; "
+                       "use 'sim' (the simulated fleet) or 'none' (observe only)")
+
+
+def simulated_fleet(settings: Settings, engine: Engine) -> "SimulatedFleet":
+    """The simulated fleet, sending its apps' spans to this process's receiver with a token of its own."""
+    from controlplane.simfleet import SimulatedFleet
+
+    with Session(engine) as session:
+        _, token = mint_token(session, "simulated-fleet-telemetry", Role.operator)
+        session.commit()
+    return SimulatedFleet(
+        seed=settings.sim_seed,
+        speedup=settings.sim_speedup,
+        otlp_endpoint=f"http://{settings.otlp_host}:{settings.otlp_port}/v1/traces",
+        otlp_headers={"Authorization": f"Bearer {token}"},
+        metrics_port=settings.sim_metrics_port,
+        metrics_addr="127.0.0.1",
+    )
