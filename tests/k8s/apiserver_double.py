@@ -22,7 +22,8 @@ watch as chunked newline-delimited JSON from a resourceVersion, with bookmarks, 
 event carrying a 410 Status once the requested resourceVersion has left the bounded history; every error as a
 `Status` object with its HTTP code; a bearer token check (401).
 
-Deliberately not implemented: authorization, admission, defaulting beyond `spec.replicas: 1` on Deployments,
+Deliberately not implemented: authorization, admission, defaulting beyond `spec.replicas: 1` on Deployments
+(and kind/apiVersion from the URL),
 validation beyond required fields, garbage collection, finalizers and graceful deletion, generateName, list
 paging (`limit`/`continue`), JSON patch, dry run, discovery (/api, /apis, /openapi), protobuf and CBOR, and
 real controllers: a Deployment's status changes only through `rollout`, `fail_rollout`, automatic rollout, or
@@ -446,9 +447,7 @@ class ApiServerDouble:
         raise ApiError(405, f"{verb} is not supported on {handler.path}")
 
     def _create(self, rtype: ResourceType, namespace: str | None, body: Obj, manager: str) -> Obj:
-        body = _checked(rtype, body, namespace, None)
-        if rtype.kind == "Deployment":
-            body.setdefault("spec", {}).setdefault("replicas", 1)
+        body = _created(rtype, _checked(rtype, body, namespace, None))
         with self.store.lock:
             if self.store.get(rtype, namespace, body["metadata"]["name"]) is not None:
                 raise ApiError(409, f'{rtype.qualified} "{body["metadata"]["name"]}" already exists', reason="AlreadyExists",
@@ -498,8 +497,8 @@ class ApiServerDouble:
                     "causes": [{"reason": "FieldManagerConflict", "message": c.describe(),
                                 "field": "." + ".".join(c.path)} for c in conflict.conflicts]}) from None
             _require(rtype, applied)
-            if current is None and rtype.kind == "Deployment":
-                applied["spec"].setdefault("replicas", 1)
+            if current is None:
+                applied = _created(rtype, applied)
             return (201 if current is None else 200), self._commit(rtype, _confined(rtype, current, applied, subresource))
 
     def _commit(self, rtype: ResourceType, obj: Obj) -> Obj:
@@ -597,8 +596,11 @@ def _parse_body(raw: bytes) -> Obj:
 
 
 def _checked(rtype: ResourceType, body: Obj, namespace: str | None, name: str | None, *, full: bool = True) -> Obj:
-    """`body` after the checks a real server makes before writing; the namespace is filled from the URL."""
-    if body.get("apiVersion") != rtype.api_version or body.get("kind") != rtype.kind:
+    """`body` after the checks a real server makes before writing; kind, apiVersion and namespace default to the
+    URL's."""
+    body.setdefault("apiVersion", rtype.api_version)
+    body.setdefault("kind", rtype.kind)
+    if body["apiVersion"] != rtype.api_version or body["kind"] != rtype.kind:
         raise ApiError(400, f"the API version in the data ({body.get('apiVersion')}) and kind ({body.get('kind')}) "
                        f"do not match the resource {rtype.api_version} {rtype.kind}")
     metadata = body.setdefault("metadata", {})
@@ -613,6 +615,14 @@ def _checked(rtype: ResourceType, body: Obj, namespace: str | None, name: str | 
     if full:
         _require(rtype, body)
     return body
+
+
+def _created(rtype: ResourceType, obj: Obj) -> Obj:
+    """A new object as the registry stores it: a Deployment starts with `spec.replicas: 1` and an empty status."""
+    if rtype.kind == "Deployment":
+        obj["spec"].setdefault("replicas", 1)
+        obj["status"] = {}
+    return obj
 
 
 def _require(rtype: ResourceType, obj: Obj) -> None:
