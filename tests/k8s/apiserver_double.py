@@ -172,6 +172,7 @@ class _Fault:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked watch streams, as a real server speaks
+    disable_nagle_algorithm = True  # headers and body go out in separate writes; Nagle would hold each for 40 ms
     server: "_Server"
 
     def setup(self) -> None:
@@ -540,7 +541,7 @@ class ApiServerDouble:
             while self._serving.is_set() and (remaining := deadline - time.monotonic()) > 0:
                 events = self.store.events_after(since, wait=min(remaining, 0.1))
                 if events is None:
-                    expired = ApiError(410, f"too old resource version: {requested} ({since})")
+                    expired = ApiError(410, f"too old resource version: {requested}")
                     _send_chunk(handler, {"type": "ERROR", "object": expired.status()})
                     break
                 for event in events:

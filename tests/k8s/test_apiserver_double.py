@@ -161,19 +161,29 @@ def test_watch_streams_added_modified_deleted_after_a_resource_version(apps):
     assert versions == sorted(versions) and versions[0] > int(start)
 
 
-def test_watch_from_a_resource_version_older_than_the_history_raises_410(k8s_api_client):
-    apps = client.AppsV1Api(k8s_api_client)
-    double_history = 100
-    for replicas in range(double_history + 5):
-        apply_deployment(apps, deployment(replicas=replicas + 1))
+def test_watch_from_a_resource_version_older_than_the_history_raises_410():
+    double = ApiServerDouble(history=3).start()
+    try:
+        with ApiClient(double.client_configuration()) as api_client:
+            apps = client.AppsV1Api(api_client)
+            for replicas in range(1, 6):
+                apply_deployment(apps, deployment(replicas=replicas))
+            recent = apps.list_namespaced_deployment(NAMESPACE).metadata.resource_version
 
-    # No timeout_seconds: the client then retries once after the first 410, as against a real cluster, and raises.
-    with pytest.raises(ApiException) as expired:
-        for _ in watch.Watch().stream(apps.list_namespaced_deployment, NAMESPACE, resource_version="1"):
-            pass
+            # Without timeout_seconds the client retries once after a 410, as against a real cluster, then raises.
+            with pytest.raises(ApiException) as expired:
+                for _ in watch.Watch().stream(apps.list_namespaced_deployment, NAMESPACE, resource_version="1"):
+                    pass
+            still_served = watch.Watch().stream(apps.list_namespaced_deployment, NAMESPACE,
+                                                resource_version=str(int(recent) - 2), timeout_seconds=1)
+            replayed = [e["object"].spec.replicas for e in still_served]
+    finally:
+        double.close()
 
     assert expired.value.status == 410
     assert "Expired" in expired.value.reason
+    assert [r.query.get("resourceVersion") for r in double.requests if r.verb == "watch"][:2] == ["1", "1"]
+    assert replayed == [4, 5]
 
 
 def test_lease_replace_with_a_stale_resource_version_is_a_conflict(k8s_api_client):
