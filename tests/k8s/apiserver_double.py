@@ -57,6 +57,8 @@ import yaml
 from kubernetes.client import Configuration
 
 from tests.k8s.double_fields import ApplyConflictError, Obj, apply, get_path, merge_patch, record_update
+from tests.k8s.double_objects import deployment_status, device, ready_condition
+from tests.k8s.double_routes import ApiError, Route, not_found, parse_route, request_verb
 from tests.k8s.double_store import (
     RESOURCE_TYPES,
     ObjectStore,
@@ -68,82 +70,7 @@ from tests.k8s.double_store import (
 
 APPLY = "application/apply-patch+yaml"
 MERGE_PATCHES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
-_TYPES_BY_PATH = {(t.group, t.version, t.plural): t for t in RESOURCE_TYPES}
 _TYPES_BY_KIND = {(t.api_version, t.kind): t for t in RESOURCE_TYPES}
-_REASONS = {
-    400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict",
-    410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
-    500: "InternalError", 503: "ServiceUnavailable",
-}
-
-
-class ApiError(Exception):
-    """A failed request, rendered as a Kubernetes `Status` object with the matching HTTP code."""
-
-    def __init__(self, code: int, message: str, *, reason: str | None = None, details: Obj | None = None,
-                 retry_after: int | None = None):
-        super().__init__(message)
-        self.code, self.message, self.reason = code, message, reason or _REASONS[code]
-        self.details, self.retry_after = details or {}, retry_after
-
-    def status(self) -> Obj:
-        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                     "message": self.message, "reason": self.reason, "code": self.code}
-        details = dict(self.details)
-        if self.retry_after is not None:
-            details["retryAfterSeconds"] = self.retry_after
-        if details:
-            body["details"] = details
-        return body
-
-
-def _not_found(rtype: ResourceType, name: str) -> ApiError:
-    return ApiError(404, f'{rtype.qualified} "{name}" not found', details={"name": name, "group": rtype.group, "kind": rtype.plural})
-
-
-@dataclass(frozen=True)
-class Route:
-    """What a request path addresses: a resource type, an optional namespace, name and subresource."""
-
-    rtype: ResourceType
-    namespace: str | None
-    name: str | None
-    subresource: str
-
-
-def parse_route(path: str) -> Route | None:
-    """`/api/v1/nodes/n1`, `/apis/apps/v1/namespaces/ns/deployments/d/status`, ...; None if not served."""
-    parts = [p for p in path.split("/") if p]
-    if parts[:2] == ["api", "v1"]:
-        group, version, rest = "", "v1", parts[2:]
-    elif parts[:1] == ["apis"] and len(parts) >= 3:
-        group, version, rest = parts[1], parts[2], parts[3:]
-    else:
-        return None
-    namespace = None
-    if len(rest) >= 3 and rest[0] == "namespaces":
-        namespace, rest = rest[1], rest[2:]
-    rtype = _TYPES_BY_PATH.get((group, version, rest[0])) if rest else None
-    if rtype is None or len(rest) > 3 or (namespace is not None and not rtype.namespaced):
-        return None
-    name = rest[1] if len(rest) >= 2 else None
-    subresource = rest[2] if len(rest) == 3 else ""
-    if (name is not None and rtype.namespaced and namespace is None) or (
-        subresource and not (subresource == "status" and rtype.status_subresource)
-    ):
-        return None
-    return Route(rtype, namespace, name, subresource)
-
-
-def request_verb(method: str, route: Route | None, query: dict[str, str]) -> str:
-    """The Kubernetes verb of a request (get, list, watch, create, update, patch, delete), as RBAC names it."""
-    if method == "GET":
-        if route is not None and route.name is None:
-            return "watch" if query.get("watch") in ("true", "1") else "list"
-        return "get"
-    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
-
-
 @dataclass(frozen=True)
 class RecordedRequest:
     """One request as the double received it, for tests to assert what a client did."""
@@ -306,13 +233,13 @@ class ApiServerDouble:
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
             "spec": {},
-            "status": {"capacity": resources, "allocatable": resources, "conditions": [_ready_condition(ready)]},
+            "status": {"capacity": resources, "allocatable": resources, "conditions": [ready_condition(ready)]},
         })
 
     def set_node_ready(self, name: str, ready: bool) -> Obj:
         node = self._existing("nodes", name, None)
         node["status"]["conditions"] = [c for c in node["status"].get("conditions", []) if c["type"] != "Ready"]
-        node["status"]["conditions"].append(_ready_condition(ready))
+        node["status"]["conditions"].append(ready_condition(ready))
         return self.put(node)
 
     def add_resource_slice(self, name: str, *, driver: str, pool: str, node_name: str,
@@ -324,7 +251,7 @@ class ApiServerDouble:
             "spec": {
                 "driver": driver, "nodeName": node_name,
                 "pool": {"name": pool, "generation": 1, "resourceSliceCount": 1},
-                "devices": [_device(d) for d in devices],
+                "devices": [device(d) for d in devices],
             },
         })
 
@@ -371,7 +298,7 @@ class ApiServerDouble:
             deployment = self.store.get(deployments, namespace, name)
             if deployment is not None:
                 failing = (namespace, name) in self._failing
-                deployment["status"] = _deployment_status(deployment, failing=failing)
+                deployment["status"] = deployment_status(deployment, failing=failing)
                 self.store.commit(deployments, deployment)
 
     # -- request handling --------------------------------------------------------------------------------------
@@ -434,7 +361,7 @@ class ApiServerDouble:
         if verb == "delete" and name is not None:
             deleted = self.store.delete(rtype, namespace, name)
             if deleted is None:
-                raise _not_found(rtype, name)
+                raise not_found(rtype, name)
             return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                          "details": {"name": name, "group": rtype.group, "kind": rtype.plural,
                                      "uid": deleted["metadata"]["uid"]}}
@@ -477,7 +404,7 @@ class ApiServerDouble:
         with self.store.lock:
             current = self.store.get(rtype, namespace, name)
             if current is None and (subresource or content_type != APPLY):
-                raise _not_found(rtype, name)
+                raise not_found(rtype, name)
             if content_type in MERGE_PATCHES:
                 patched = _confined(rtype, current, merge_patch(current, body), subresource)
                 _require(rtype, patched)
@@ -565,7 +492,7 @@ class ApiServerDouble:
         rtype = self._type(plural)
         obj = self.store.get(rtype, namespace, name or "")
         if obj is None:
-            raise _not_found(rtype, name or "")
+            raise not_found(rtype, name or "")
         return obj
 
 
@@ -669,48 +596,3 @@ def _send_chunk(handler: _Handler, event: Obj) -> None:
     data = json.dumps(event).encode() + b"\n"
     handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
     handler.wfile.flush()
-
-
-def _ready_condition(ready: bool) -> Obj:
-    now = now_timestamp()
-    return {"type": "Ready", "status": "True" if ready else "False",
-            "reason": "KubeletReady" if ready else "KubeletNotReady",
-            "message": "kubelet is posting ready status" if ready else "container runtime network not ready",
-            "lastHeartbeatTime": now, "lastTransitionTime": now}
-
-
-def _device(device: dict[str, Any]) -> Obj:
-    def typed(value: Any) -> Obj:
-        kind = "bool" if isinstance(value, bool) else "int" if isinstance(value, int) else "string"
-        return {kind: value}
-
-    return {
-        "name": device["name"],
-        "attributes": {k: typed(v) for k, v in device.get("attributes", {}).items()},
-        "capacity": {k: {"value": str(v)} for k, v in device.get("capacity", {}).items()},
-    }
-
-
-def _deployment_status(deployment: Obj, *, failing: bool) -> Obj:
-    """What the deployment controller reports once it has acted on the current spec (or given up, when failing)."""
-    replicas = deployment["spec"].get("replicas", 1)
-    ready = max(replicas - 1, 0) if failing else replicas
-    now = now_timestamp()
-    available = "True" if ready >= replicas else "False"
-    progressing = ("False", "ProgressDeadlineExceeded") if failing else ("True", "NewReplicaSetAvailable")
-    return {
-        "observedGeneration": deployment["metadata"]["generation"],
-        "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready,
-        **({"unavailableReplicas": replicas - ready} if ready < replicas else {}),
-        "conditions": [
-            {"type": "Available", "status": available,
-             "reason": "MinimumReplicasAvailable" if available == "True" else "MinimumReplicasUnavailable",
-             "message": "Deployment has minimum availability." if available == "True"
-             else "Deployment does not have minimum availability.",
-             "lastUpdateTime": now, "lastTransitionTime": now},
-            {"type": "Progressing", "status": progressing[0], "reason": progressing[1],
-             "message": f'ReplicaSet "{deployment["metadata"]["name"]}" has '
-             + ("timed out progressing." if failing else "successfully progressed."),
-             "lastUpdateTime": now, "lastTransitionTime": now},
-        ],
-    }

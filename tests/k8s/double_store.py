@@ -99,10 +99,6 @@ class ObjectStore:
         self._resource_version = 0
         self._compacted = 0  # a watch from any resourceVersion >= this is served from history
 
-    @property
-    def resource_version(self) -> int:
-        return self._resource_version
-
     def get(self, rtype: ResourceType, namespace: str | None, name: str) -> Obj | None:
         with self.lock:
             obj = self._objects.get(_key(rtype, namespace, name))
