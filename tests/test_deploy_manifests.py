@@ -21,7 +21,7 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.34"
 
 # Settings other issues are adding in parallel; the Deployment may name them before Settings has them.
-PENDING_SETTINGS = {"HETEROPLANE_ACTUATOR"}
+PENDING_SETTINGS: set[str] = set()
 
 # What PostgreSQL offers by default: max_connections 100 less superuser_reserved_connections 3.
 POSTGRES_DEFAULT_CONNECTIONS = 97

@@ -1,0 +1,87 @@
+"""The composition root from outside: `heteroplane serve` with the simulated fleet as its actuator, on
+PostgreSQL, with API worker processes, reconciles and shows it through the API; an actuator it cannot
+have is refused at start, naming the setting; a component that fails to start stops the others."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+from sqlmodel import Session
+
+from controlplane.auth import mint_token
+from controlplane.composition import StartupError, build
+from controlplane.db import make_engine, upgrade
+from controlplane.models import Role
+from controlplane.settings import Settings
+from tests.conftest import fresh_postgres_database
+from tests.controlplane.test_workers import free_port, wait_for
+
+
+@pytest.fixture
+def serve_env():
+    with fresh_postgres_database() as url:
+        upgrade(url)
+        engine = make_engine(url)
+        with Session(engine) as session:
+            _, token = mint_token(session, "test", Role.viewer)
+            session.commit()
+        engine.dispose()
+        port = free_port()
+        env = {**os.environ, "HETEROPLANE_DATABASE_URL": url, "HETEROPLANE_API_PORT": str(port),
+               "HETEROPLANE_OTLP_PORT": str(free_port()), "HETEROPLANE_SIM_METRICS_PORT": str(free_port()),
+               "HETEROPLANE_API_WORKERS": "2", "HETEROPLANE_API_CONCURRENCY": "4",
+               "HETEROPLANE_RECONCILE_PERIOD_S": "1", "HETEROPLANE_SIM_SPEEDUP": "60",
+               "HETEROPLANE_LOG_LEVEL": "WARNING"}
+        yield env, f"http://127.0.0.1:{port}/api/v1", {"Authorization": f"Bearer {token}"}
+
+
+def test_serve_with_the_simulated_fleet_reconciles_and_its_workers_report_it(serve_env):
+    env, base, headers = serve_env
+    server = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], env={**env, "HETEROPLANE_ACTUATOR": "sim"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def current() -> dict | None:
+            try:
+                answer = httpx.get(f"{base}/placements/current", headers=headers, timeout=5)
+            except httpx.HTTPError:
+                return None
+            return answer.json() if answer.status_code == 200 else None
+
+        placement = wait_for(current, 90, "a placement written by serve's reconciler")
+        assert placement["version"] >= 1 and placement["items"]
+        # The reconciler runs in the main process; a worker's /health shows its state from there.
+        health = httpx.get(f"{base}/health", headers=headers, timeout=5).json()
+        assert health["components"]["reconciler"] == "ok", health
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_serve_refuses_an_actuator_it_cannot_have(serve_env):
+    env, _, _ = serve_env
+    done = subprocess.run([sys.executable, "-m", "controlplane.cli", "serve"], env={**env, "HETEROPLANE_ACTUATOR": "kubernetes"},
+                          capture_output=True, text=True, timeout=120)
+    said = " ".join(done.stdout.split())
+    assert done.returncode == 2 and "HETEROPLANE_ACTUATOR=kubernetes" in said, said
+    bad = subprocess.run([sys.executable, "-m", "controlplane.cli", "serve"], env={**env, "HETEROPLANE_ACTUATOR": "k8s"},
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "actuator" in (bad.stdout + bad.stderr)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # uvicorn's failed bind
+def test_a_component_that_fails_to_start_stops_those_started_before_it(tmp_path):
+    busy = free_port()
+    settings = Settings(data_dir=tmp_path, api_workers=1, api_port=free_port(), otlp_port=busy)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", busy))
+        taken.listen()
+        plane = build(settings)
+        with pytest.raises(StartupError, match="otlp failed to start"):
+            plane.start()
+    assert not plane.stoppers  # everything that started was stopped
+    assert plane.ingest._thread is None  # its writer thread stopped
+    with pytest.raises(httpx.HTTPError):  # the API server that had started is gone again
+        httpx.get(f"http://127.0.0.1:{settings.api_port}/api/v1/ready", timeout=2)
