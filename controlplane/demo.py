@@ -95,7 +95,7 @@ def run_demo(settings: Settings, console: Console) -> int:
         metrics_port=settings.sim_metrics_port,
         metrics_addr="127.0.0.1",
     )
-    reconciler = Reconciler(engine, fleet, settings)
+    reconciler = Reconciler(engine, fleet, settings, observer=app.state.telemetry.reconciler)  # for /metrics
     app.state.reconciler = reconciler  # GET /health reports the SLAs its latest cycle could not meet
     stop = threading.Event()
 
