@@ -49,6 +49,7 @@ def serve() -> None:
     from controlplane.db import make_engine
     from controlplane.runtime import ServerThread, check_connection_budget, prepare_database, run_until_interrupted
     from controlplane.settings import get_settings
+    from controlplane.telemetry import Telemetry
     from controlplane.workers import StatusBoard, WorkerPool, connections_needed, main_pool_size
 
     console = _console()
@@ -63,14 +64,15 @@ def serve() -> None:
         console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     ingest = Ingest(engine)
+    telemetry = Telemetry(ingest)  # this process's loops' metrics, served by /metrics (through workers')
     components: dict[str, str] = {}
     watch = None
     if settings.api_workers == 1:
-        api_app = create_app(engine, settings, ingest, components)
+        api_app = create_app(engine, settings, ingest, components, telemetry)
         api = ServerThread(api_app, settings.api_host, settings.api_port, "api")
     else:
         run_dir = Path(tempfile.mkdtemp(prefix="heteroplane-serve-"))
-        board = StatusBoard(run_dir / "status.json", components, ingest)
+        board = StatusBoard(run_dir / "status.json", components, ingest, telemetry)
         board.start()
         stoppers.append(board.stop)
         api = WorkerPool(settings, run_dir / "status.json")
