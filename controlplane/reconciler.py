@@ -119,18 +119,20 @@ class Reconciler:
         try:
             report = self._cycle()
         except Exception as exc:
-            self._tell("cycle_failed", exc, time.monotonic() - started)
+            seconds = time.monotonic() - started
+            self._tell(lambda observer, error=exc: observer.cycle_failed(error, seconds))
             raise
-        self._tell("cycle_finished", report, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self._tell(lambda observer: observer.cycle_finished(report, seconds))
         return report
 
-    def _tell(self, event: str, *args: object) -> None:
+    def _tell(self, event: Callable[[CycleObserver], None]) -> None:
         if self.observer is None:
             return
         try:
-            getattr(self.observer, event)(*args)
+            event(self.observer)
         except Exception:  # telemetry never breaks the control loop
-            log.exception("reconciler observer failed on %s", event)
+            log.exception("the reconciler's observer failed")
 
     def _cycle(self) -> CycleReport:
         now = self.clock()
@@ -218,9 +220,9 @@ class Reconciler:
 
         Every cycle ends in exactly one of the callbacks, so a health view fed by both follows the
         latest cycle (a fast-path check reports only its failures). The observer hears that this process
-        leads from the first cycle until `stop` (until leader election, the process that runs the loop leads).
+        leads from the start until `stop` (until leader election arrives, the process that runs the loop leads).
         """
-        self._tell("leading", True)
+        self._tell(lambda observer: observer.leading(True))
         try:
             while not stop.is_set():
                 report = self._guarded(self.run_once, "reconcile cycle", on_error)
@@ -232,7 +234,7 @@ class Reconciler:
                         break
                     self._guarded(self.run_fast, "fast path", on_error)
         finally:
-            self._tell("leading", False)
+            self._tell(lambda observer: observer.leading(False))
 
     @staticmethod
     def _guarded(step: Callable[[], "CycleReport | None"], what: str,
