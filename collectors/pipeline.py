@@ -40,6 +40,8 @@ class IngestStats:
     orphan_spans: int
     cross_workload_calls: int
     last_error: str
+    accepted_spans: int = 0
+    refused_spans: int = 0  # in batches refused whole because the queue was full
 
 
 class Ingest:
@@ -63,6 +65,7 @@ class Ingest:
         self._thread: threading.Thread | None = None
         self._unstored: AssembledBatch | None = None
         self._accepted = self._refused = self._cross = 0
+        self._accepted_spans = self._refused_spans = 0
         self._last_error = ""
 
     def submit(self, records: Sequence[SpanRecord]) -> bool:
@@ -83,6 +86,8 @@ class Ingest:
             queued_batches=self._queue.qsize(),
             accepted_batches=self._accepted,
             refused_batches=self._refused,
+            accepted_spans=self._accepted_spans,
+            refused_spans=self._refused_spans,
             open_traces=self.window.open_traces,
             evicted_traces=self.window.evicted_traces,
             orphan_spans=self.window.orphan_spans,
@@ -110,8 +115,10 @@ class Ingest:
             self._queue.put_nowait(item)
         except queue.Full:
             self._refused += 1
+            self._refused_spans += len(item[0])
             return False
         self._accepted += 1
+        self._accepted_spans += len(item[0])
         return True
 
     def _run(self) -> None:

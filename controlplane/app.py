@@ -10,6 +10,7 @@ from controlplane.api import (
     costs,
     fleet,
     health,
+    metrics,
     pins,
     placements,
     policies,
@@ -23,14 +24,17 @@ from controlplane.inputs import InputGuard, known_query_parameters
 from controlplane.openapi import document_errors
 from controlplane.ratelimit import FailureLimiter
 from controlplane.settings import Settings
+from controlplane.telemetry import Telemetry, database_registry
 from web.console import create_console_router
 
 
 def create_app(
-    engine: Engine, settings: Settings, ingest: Ingest | None = None, components: dict[str, str] | None = None
+    engine: Engine, settings: Settings, ingest: Ingest | None = None, components: dict[str, str] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
     """The API and console over `engine`; `ingest` is this process's OTLP pipeline and `components`
-    the state of its loops, both reported by /health."""
+    the state of its loops, both reported by /health; `telemetry` their metrics, served at /metrics
+    (by default a new one over `ingest`: give the same one to the process's reconciler)."""
     app = FastAPI(
         title="heteroplane",
         version="0.1.0",
@@ -40,6 +44,8 @@ def create_app(
     app.state.settings = settings
     app.state.components = components if components is not None else {}
     app.state.ingest = ingest
+    app.state.telemetry = telemetry if telemetry is not None else Telemetry(ingest)
+    app.state.database_metrics = database_registry(engine)
     app.state.token_cache = {}  # controlplane.deps.verified
     app.state.auth_failures = FailureLimiter()
     install_problem_handlers(app)
@@ -50,6 +56,7 @@ def create_app(
     for module in (fleet, tenants, workloads, runtime_templates, policies, placements, pins, costs, tokens, health):
         api.include_router(module.router)
     app.include_router(api)
+    app.include_router(metrics.router)
 
     app.include_router(create_console_router(engine, app.state.auth_failures))
     document_errors(app)

@@ -34,6 +34,7 @@ from controlplane.models import Role
 from controlplane.reconciler import Reconciler
 from controlplane.runtime import ServerThread, check_connection_budget, prepare_database, report_cycles
 from controlplane.settings import Settings
+from controlplane.telemetry import Telemetry
 from controlplane.workers import StatusBoard, WorkerPool, connections_needed, main_pool_size
 
 if TYPE_CHECKING:
@@ -130,16 +131,18 @@ def _components(settings: Settings, engine: Engine, actuator: Actuator | None) -
     if actuator is None:
         actuator = actuator_of(settings, engine)
     ingest = Ingest(engine)
+    telemetry = Telemetry(ingest)  # this process's loops' metrics, served by /metrics (through workers')
     components: dict[str, str] = {}
-    reconciler = Reconciler(engine, actuator, settings) if actuator is not None else None
+    reconciler = (Reconciler(engine, actuator, settings, observer=telemetry.reconciler)
+                  if actuator is not None else None)
     board = None
     if settings.api_workers == 1:
-        app = create_app(engine, settings, ingest, components)
+        app = create_app(engine, settings, ingest, components, telemetry)
         app.state.reconciler = reconciler  # GET /health reports the SLAs its latest cycle could not meet
         api: ServerThread | WorkerPool = ServerThread(app, settings.api_host, settings.api_port, "api")
     else:
         status = Path(tempfile.mkdtemp(prefix="heteroplane-serve-")) / "status.json"
-        board = StatusBoard(status, components, ingest, reconciler)
+        board = StatusBoard(status, components, ingest, telemetry, reconciler)
         api = WorkerPool(settings, status)
     otlp = ServerThread(create_receiver_app(engine, settings, ingest), settings.otlp_host, settings.otlp_port, "otlp")
     puller = PrometheusPuller.from_settings(

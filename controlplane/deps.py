@@ -188,6 +188,17 @@ def fleet_reader(principal: Principal, what: str) -> None:
         raise Forbidden(f"{what} is fleet-wide; a tenant-scoped token cannot read it")
 
 
+async def metrics_reader(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """GET /metrics: a fleet-wide token of any role, since the desired-replicas metric names every
+    tenant's workloads; nobody's token at all when `metrics_public` (a scraper inside the cluster)."""
+    if request.app.state.settings.metrics_public:
+        return
+    fleet_reader(await get_principal(request, credentials), "/metrics")
+
+
 def check_tenant(principal: Principal, tenant_id: int, what: str = "resource") -> None:
     """Hide other tenants' objects as if they did not exist (404, not 403), so ids leak nothing."""
     if not principal.can_see_tenant(tenant_id):

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -81,6 +82,20 @@ class CycleReport:
     drifted: int = 0  # replica sets that ran otherwise than the applied placement said, at the cycle's start
     # SLAs the cycle's plan does not meet (a degraded plan: optimizer.degrade), by workload id.
     shortfalls: tuple[Shortfall, ...] = ()
+    feasible: bool = True  # False: no plan was found, not even a degraded one; nothing changed
+    gap: float = 0.0  # the plan's relative optimality gap (Plan.gap)
+
+
+class CycleObserver(Protocol):
+    """What watches the reconciler from outside (controlplane.telemetry): told when this process starts
+    and stops running the loop, and of every cycle's outcome and duration. An observer's fault is logged,
+    never raised into the cycle."""
+
+    def leading(self, running: bool) -> None: ...
+
+    def cycle_finished(self, report: CycleReport, seconds: float) -> None: ...
+
+    def cycle_failed(self, error: Exception, seconds: float) -> None: ...
 
 
 class Reconciler:
@@ -90,15 +105,38 @@ class Reconciler:
         actuator: Actuator,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        observer: CycleObserver | None = None,
     ) -> None:
         self.engine = engine
         self.actuator = actuator
         self.settings = settings
         self.clock = clock
+        self.observer = observer
         self.last: CycleReport | None = None
         self.last_fast: CycleReport | None = None
 
     def run_once(self) -> CycleReport:
+        """One cycle (see the module's docstring), timed and reported to the observer, success or not."""
+        started = time.monotonic()
+        try:
+            report = self._cycle()
+        except Exception as exc:
+            seconds = time.monotonic() - started
+            self._tell(lambda observer, error=exc: observer.cycle_failed(error, seconds))
+            raise
+        seconds = time.monotonic() - started
+        self._tell(lambda observer: observer.cycle_finished(report, seconds))
+        return report
+
+    def _tell(self, event: Callable[[CycleObserver], None]) -> None:
+        if self.observer is None:
+            return
+        try:
+            event(self.observer)
+        except Exception:  # telemetry never breaks the control loop
+            log.exception("the reconciler's observer failed")
+
+    def _cycle(self) -> CycleReport:
         now = self.clock()
         with session_scope(self.engine) as session:
             sync_inventory(session, self.actuator.inventory(), now)
@@ -111,11 +149,12 @@ class Reconciler:
         problem, plan, lifted = self._plan(snapshot, now)
         decision = gate(snapshot, plan, snapshot.policies, now, problem=problem, lifted=lifted)
         version = None
+        moved: list[str] = []
         closing = snapshot.proposal.version if decision.close_proposal and snapshot.proposal else None
         if decision.action is not Action.keep:
             version = snapshot.latest_version + 1
             demand = sum(f.demand_rps for f in problem.fragments)
-            self._record(version, decision, plan, snapshot.current_version, demand, closing)
+            moved = self._record(version, decision, plan, snapshot.current_version, demand, closing)
             if decision.action is Action.apply:
                 self._actuate(version)
         else:
@@ -138,8 +177,11 @@ class Reconciler:
             usage_lines=lines,
             drifted=drifted,
             shortfalls=plan.shortfalls,
+            feasible=plan.feasible,
+            gap=plan.gap,
         )
-        log.info("reconcile: %s (%s), %d moves", decision.action.value, decision.reason, len(decision.moves))
+        log.info("reconcile: %s%s (%s), %d moves%s", decision.action.value, f" v{version}" if version else "",
+                 decision.reason, len(decision.moves), f" in {', '.join(moved)}" if moved else "")
         return self.last
 
     def _plan(self, snapshot: Snapshot, now: datetime) -> tuple[Problem, Plan, str]:
@@ -179,17 +221,22 @@ class Reconciler:
         `fast_path_period_s` in between; a failed cycle or check is logged and retried next time.
 
         Every cycle ends in exactly one of the callbacks, so a health view fed by both follows the
-        latest cycle (a fast-path check reports only its failures).
+        latest cycle (a fast-path check reports only its failures). The observer hears that this process
+        leads from the start until `stop` (until leader election arrives, the process that runs the loop leads).
         """
-        while not stop.is_set():
-            report = self._guarded(self.run_once, "reconcile cycle", on_error)
-            if report is not None and on_success is not None:
-                on_success(report)
-            next_cycle = time.monotonic() + self.settings.reconcile_period_s
-            while not stop.is_set() and (left := next_cycle - time.monotonic()) > 0:
-                if stop.wait(min(self.settings.fast_path_period_s, left)) or time.monotonic() >= next_cycle:
-                    break
-                self._guarded(self.run_fast, "fast path", on_error)
+        self._tell(lambda observer: observer.leading(True))
+        try:
+            while not stop.is_set():
+                report = self._guarded(self.run_once, "reconcile cycle", on_error)
+                if report is not None and on_success is not None:
+                    on_success(report)
+                next_cycle = time.monotonic() + self.settings.reconcile_period_s
+                while not stop.is_set() and (left := next_cycle - time.monotonic()) > 0:
+                    if stop.wait(min(self.settings.fast_path_period_s, left)) or time.monotonic() >= next_cycle:
+                        break
+                    self._guarded(self.run_fast, "fast path", on_error)
+        finally:
+            self._tell(lambda observer: observer.leading(False))
 
     @staticmethod
     def _guarded(step: Callable[[], "CycleReport | None"], what: str,
@@ -231,7 +278,7 @@ class Reconciler:
         decision, plan = fast_decision(snapshot, result, capacity, time.perf_counter() - started)
         version = snapshot.latest_version + 1
         closing = snapshot.proposal.version if snapshot.proposal and snapshot.proposal.state != "rejected" else None
-        self._record(version, decision, plan, snapshot.current_version, 0.0, closing)
+        moved = self._record(version, decision, plan, snapshot.current_version, 0.0, closing)
         with session_scope(self.engine) as session:
             session.add(_audit("fastpath.scale_up", "placement", str(version),
                                {"additions": [asdict(a) for a in result.additions]}))
@@ -239,13 +286,15 @@ class Reconciler:
         self.last_fast = CycleReport(at=now, action=decision.action, reason=decision.reason, version=version,
                                      moves=len(decision.moves), usd_per_hour=plan.usd_per_hour,
                                      solve_time_s=plan.solve_time_s, usage_lines=0)
-        log.info("fast path: v%d, %s", version, "; ".join(a.why for a in result.additions))
+        log.info("fast path: v%d scales up %s: %s", version, ", ".join(moved) or "nothing",
+                 "; ".join(a.why for a in result.additions))
         return self.last_fast
 
     def _record(self, version: int, decision: Decision, plan: Plan, base_version: int | None, demand_rps: float,
-                closing: int | None) -> None:
+                closing: int | None) -> list[str]:
         """Write the placement and its migrations before anything is actuated, closing the open proposal
-        `closing` (superseded or expired) in the same transaction."""
+        `closing` (superseded or expired) in the same transaction; returns the workloads that move, as
+        tenant/workload, for the log."""
         states = {Action.apply: (PlacementState.applying, MigrationState.pending),
                   Action.propose: (PlacementState.proposed, MigrationState.awaiting_approval),
                   Action.record: (PlacementState.recorded, MigrationState.skipped)}
@@ -301,6 +350,7 @@ class Reconciler:
                     {"state": placement.state.value, "moves": len(decision.moves), "usd_per_hour": decision.usd_per_hour},
                 )
             )
+            return moved_workloads(session, placement.id)
 
     def _check_drift(self) -> int:
         """Compare what runs with the latest applied placement and, when they differ, apply it again
@@ -345,16 +395,22 @@ class Reconciler:
         with session_scope(self.engine) as session:
             version = roll_back_regressions(session, now, self.settings.rollback_after_minutes)
         if version is not None:
-            log.warning("automatic rollback: placement v%d puts back fragments whose SLA fell after a migration", version)
+            with Session(self.engine) as session:
+                placement_id = session.exec(select(Placement.id).where(Placement.version == version)).one()
+                moved = moved_workloads(session, placement_id)
+            log.warning("automatic rollback: placement v%d puts back fragments of %s, whose SLA fell after a "
+                        "migration", version, ", ".join(moved) or "no workload")
             self._actuate(version)
 
     def _resume_unfinished(self) -> None:
         with Session(self.engine) as session:
-            versions = session.exec(
-                select(Placement.version).where(Placement.state == PlacementState.applying).order_by(Placement.version)
-            ).all()
-        for version in versions:
-            log.info("actuating placement v%d (approved, or left applying by an earlier run)", version)
+            unfinished = [(version, moved_workloads(session, placement_id)) for version, placement_id in session.exec(
+                select(Placement.version, Placement.id).where(Placement.state == PlacementState.applying)
+                .order_by(Placement.version)
+            ).all()]
+        for version, moved in unfinished:
+            log.info("actuating placement v%d (approved, or left applying by an earlier run)%s", version,
+                     f", moving {', '.join(moved)}" if moved else "")
             self._actuate(version)
 
     def _actuate(self, version: int) -> None:
@@ -444,6 +500,19 @@ def desired_placement(session: Session, placement: Placement) -> DesiredPlacemen
             for item, fragment, workload, tenant, cls in rows
         ),
     )
+
+
+def moved_workloads(session: Session, placement_id: int) -> list[str]:
+    """The workloads placement `placement_id` migrates, as tenant/workload: how the operator's log names
+    them (the log is fleet-wide; placement reasons, which tenants read, do not name other tenants)."""
+    rows = session.exec(
+        select(Tenant.name, Workload.name).distinct()
+        .join(Workload, Workload.tenant_id == Tenant.id)
+        .join(Fragment, Fragment.workload_id == Workload.id)
+        .join(Migration, Migration.fragment_id == Fragment.id)
+        .where(Migration.placement_id == placement_id)
+    ).all()
+    return sorted(f"{tenant}/{workload}" for tenant, workload in rows)
 
 
 def busy_per_visit(problem: Problem) -> dict[tuple[int, str], float]:

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     fast_path_kv_usage: float = Field(
         0.9, gt=0, le=1.0, description="Fast path: KV-cache use (0..1, vLLM kv_cache_usage_perc) that adds a replica."
     )
+    metrics_public: bool = Field(
+        False,
+        description="Serve GET /metrics without a token (for a scraper inside the cluster); otherwise it needs a "
+                    "fleet-wide token of any role, since its desired-replicas metric names every tenant's workloads.")
     log_level: str = Field("INFO", description="Python logging level.")
 
     @field_validator("database_url")

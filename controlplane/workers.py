@@ -9,7 +9,9 @@ running uvicorn on the shared socket; the kernel hands each new connection to on
 What stays in the main process: the OTLP receiver, the ingest writer, the Prometheus puller. What
 /health shows of them (components, ingest statistics) reaches the workers through a status file the
 main process rewrites every PUBLISH_PERIOD_S (`StatusBoard`, read by `PublishedStatus`); a file older
-than STALE_AFTER_S says the main process stopped reporting, and /health says so.
+than STALE_AFTER_S says the main process stopped reporting, and /health says so. Their metrics
+(controlplane.telemetry) travel the same way, as Prometheus text in a file beside it: a worker's
+/metrics serves that text, or, once it is stale, heteroplane_main_status_stale 1 instead.
 
 Workers die with the main process (Linux's parent-death signal), and the main process restarts a
 worker that exits on its own, at most once per RESTART_BACKOFF_S per slot.
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING
 from collectors.pipeline import Ingest, IngestStats
 from controlplane.db import BACKGROUND_CONNECTIONS, pool_size
 from controlplane.settings import Settings
+from controlplane.telemetry import Telemetry
 from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
 
 if TYPE_CHECKING:
@@ -67,15 +70,23 @@ def main_pool_size(settings: Settings) -> int:
     return BACKGROUND_CONNECTIONS + settings.api_concurrency
 
 
+def metrics_path(status_path: Path) -> Path:
+    """Where the main process's metrics are published, beside its status file."""
+    return status_path.with_suffix(".prom")
+
+
 class StatusBoard:
-    """Main process: writes `components` and the ingest statistics to `path` every PUBLISH_PERIOD_S,
-    atomically (a worker reads a whole file or the previous one, never half of one)."""
+    """Main process: writes `components`, the ingest statistics and the latest reconciler cycle's
+    unmet SLAs to `path`, and `telemetry`'s metrics beside it (`metrics_path`), every
+    PUBLISH_PERIOD_S, each atomically (a worker reads a whole file or the previous one, never half
+    of one)."""
 
     def __init__(self, path: Path, components: Mapping[str, str], ingest: Ingest | None,
-                 reconciler: "Reconciler | None" = None) -> None:
+                 telemetry: Telemetry | None = None, reconciler: "Reconciler | None" = None) -> None:
         self.path = path
         self.components = components
         self.ingest = ingest
+        self.telemetry = telemetry
         self.reconciler = reconciler
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="status-board", daemon=True)
@@ -86,9 +97,9 @@ class StatusBoard:
         body = {"at": time.time(), "components": dict(self.components),
                 "ingest": asdict(stats) if stats is not None else None,
                 "shortfalls": [asdict(s) for s in last.shortfalls] if last is not None else []}
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps(body))
-        os.replace(partial, self.path)
+        _write_atomically(self.path, json.dumps(body).encode())
+        if self.telemetry is not None:
+            _write_atomically(metrics_path(self.path), self.telemetry.exposition())
 
     def _run(self) -> None:
         while not self._stop.wait(PUBLISH_PERIOD_S):
@@ -106,8 +117,15 @@ class StatusBoard:
         self._thread.join(timeout=5)
 
 
+def _write_atomically(path: Path, body: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(body)
+    os.replace(partial, path)
+
+
 class PublishedStatus:
-    """Worker process: the main process's components and ingest statistics, as /health shows them."""
+    """Worker process: the main process's components and ingest statistics, as /health shows them, and
+    its metrics, as /metrics serves them."""
 
     def __init__(self, path: Path, now: Callable[[], float] = time.time) -> None:
         self.path = path
@@ -125,6 +143,17 @@ class PublishedStatus:
         stats = IngestStats(**body["ingest"]) if body["ingest"] is not None else None
         return MainStatus(components, stats, tuple(shortfall_of(s) for s in body.get("shortfalls", [])))
 
+    def metrics(self) -> bytes | None:
+        """The main process's metrics in the Prometheus text format; None when it has published none, or
+        none within STALE_AFTER_S (then a scrape must not present old counters as current)."""
+        path = metrics_path(self.path)
+        try:
+            if self.now() - path.stat().st_mtime > STALE_AFTER_S:
+                return None
+            return path.read_bytes()
+        except OSError:
+            return None
+
 
 @dataclass(frozen=True)
 class MainStatus:
@@ -138,7 +167,6 @@ class MainStatus:
 def shortfall_of(fields: dict) -> Shortfall:
     return Shortfall(**{**fields, "priority": Priority(fields["priority"]), "kind": ShortfallKind(fields["kind"]),
                         "cause": ShortfallCause(fields["cause"])})
-
 
 def _die_with_parent() -> None:
     """Ask Linux to SIGTERM this process when the process that started it exits (PR_SET_PDEATHSIG),

@@ -155,7 +155,9 @@ def test_a_full_queue_refuses_instead_of_growing(engine):
     ingest = Ingest(engine, max_queued_batches=2)
     assert ingest.submit(records(agent_loop(trace=1))) and ingest.submit(records(agent_loop(trace=2)))
     assert not ingest.submit(records(agent_loop(trace=3)))
-    assert ingest.stats().refused_batches == 1
+    stats = ingest.stats()
+    spans = len(records(agent_loop(trace=1)))
+    assert (stats.refused_batches, stats.accepted_spans, stats.refused_spans) == (1, 2 * spans, spans)
     ingest.flush()
     assert ingest.submit(records(agent_loop(trace=3)))
 

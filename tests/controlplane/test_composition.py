@@ -9,6 +9,7 @@ import sys
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session
 
 from controlplane.auth import mint_token
@@ -55,6 +56,14 @@ def test_serve_with_the_simulated_fleet_reconciles_and_its_workers_report_it(ser
         # The reconciler runs in the main process; a worker's /health shows its state from there.
         health = httpx.get(f"{base}/health", headers=headers, timeout=5).json()
         assert health["components"]["reconciler"] == "ok", health
+        # And its metrics: the cycles it ran and that it leads, through a worker's /metrics.
+        scrape = httpx.get(base.removesuffix("/api/v1") + "/metrics", headers=headers, timeout=5).text
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(scrape) for s in family.samples}
+        assert samples[("heteroplane_leader", ())] == 1
+        cycles = sum(v for (name, labels), v in samples.items() if name == "heteroplane_reconcile_cycles_total"
+                     and ("outcome", "ok") in labels)
+        assert cycles >= 1
     finally:
         server.terminate()
         server.wait(30)

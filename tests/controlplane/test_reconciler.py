@@ -265,3 +265,10 @@ def test_losing_the_classes_a_cooling_fragment_runs_on_lifts_the_limits(engine, 
     report = reconciler(engine, actuator, now=NOW + timedelta(seconds=10)).run_once()
     assert report.action is Action.apply and "move limits lifted" in report.reason
     assert not _classes(actuator)["llm:llama-3.1-8b-instruct"] & llm_on
+
+
+def test_the_log_names_the_placement_version_and_the_workloads_it_moves(engine, graph, caplog):
+    with caplog.at_level("INFO", logger="controlplane.reconciler"):
+        reconciler(engine, InMemoryActuator(NODES)).run_once()
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("reconcile:"))
+    assert line.startswith("reconcile: apply v1 (") and line.endswith(" in acme/rag"), line

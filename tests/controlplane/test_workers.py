@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import create_engine
 
 from controlplane.runtime import check_connection_budget
@@ -76,7 +77,8 @@ def serve_env():
 
 def test_serve_runs_workers_that_show_the_main_process_state_are_replaced_and_die_with_it(serve_env):
     env, port = serve_env
-    server = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], env=env,
+    server = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"],
+                              env={**env, "HETEROPLANE_METRICS_PUBLIC": "true"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen: set[int] = set()
     try:
@@ -93,6 +95,13 @@ def test_serve_runs_workers_that_show_the_main_process_state_are_replaced_and_di
         # The puller runs in the main process; a worker's /health shows its state, from the status file.
         state = wait_for(prometheus_state, 30, "the main process's Prometheus state in a worker's /health")
         assert state.startswith(("down", "degraded")), state
+
+        # A worker's /metrics: the main process's families (its ingest) once each, then its own database reads.
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        families = [f.name for f in text_string_to_metric_families(scraped.text)]
+        assert len(families) == len(set(families)), families
+        assert {"heteroplane_ingest_spans", "heteroplane_leader", "heteroplane_placements"} <= set(families)
+        assert "heteroplane_main_status_stale 0.0" in scraped.text
 
         killed = sorted(workers)[0]
         os.kill(killed, signal.SIGKILL)
@@ -187,5 +196,5 @@ def test_published_status_carries_the_latest_cycles_unmet_slas(tmp_path):
                           devices_needed=9, devices_healthy=8, extra_usd_per_hour=4.5)
     reconciler = SimpleNamespace(last=SimpleNamespace(shortfalls=(shortfall,)))
     path = tmp_path / "status.json"
-    StatusBoard(path, {}, None, reconciler).publish()
+    StatusBoard(path, {}, None, reconciler=reconciler).publish()
     assert PublishedStatus(path).read().shortfalls == (shortfall,)
