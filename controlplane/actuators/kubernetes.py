@@ -117,12 +117,12 @@ class KubernetesActuator:
                                       "the previous replicas were restored")
         keep = {o["metadata"]["name"] for o in objects}
         for name in sorted(set(before) - keep):
-            self._write(lambda n=name: self.apps.delete_namespaced_deployment(n, self.namespace))
+            self._write(lambda n=name: self.apps.delete_namespaced_deployment(n, self.namespace), missing_ok=True)
         for claim in self.dra.list_namespaced_resource_claim_template(
                 self.namespace, label_selector=MANAGED_SELECTOR).items:
             if claim.metadata.name not in keep:
                 self._write(lambda n=claim.metadata.name: self.dra.delete_namespaced_resource_claim_template(
-                    n, self.namespace))
+                    n, self.namespace), missing_ok=True)
         return ApplyResult(True, f"{len(wanted)} deployments ready, {len(set(before) - keep)} retired")
 
     def _apply_one(self, obj: dict[str, Any]) -> None:
@@ -148,19 +148,20 @@ class KubernetesActuator:
         for obj in wanted:
             name = obj["metadata"]["name"]
             if name not in before:
-                self._write(lambda n=name: self.apps.delete_namespaced_deployment(n, self.namespace))
+                self._write(lambda n=name: self.apps.delete_namespaced_deployment(n, self.namespace), missing_ok=True)
             elif before[name] != obj["spec"]["replicas"]:
-                self._write(lambda n=name: self.apps.patch_namespaced_deployment_scale(
-                    n, self.namespace, {"spec": {"replicas": before[n]}}))
+                self._write(lambda n=name: self.apps.patch_namespaced_deployment(
+                    n, self.namespace, {"spec": {"replicas": before[n]}}, field_manager=FIELD_MANAGER,
+                    _content_type="application/merge-patch+json"))
 
-    def _write(self, call: Callable[[], Any]) -> Any:
-        """`call`, retried on 409/429/5xx with backoff (Retry-After when the server says), a 404 on a
-        delete being what the delete wanted."""
+    def _write(self, call: Callable[[], Any], missing_ok: bool = False) -> Any:
+        """`call`, retried on 409/429/5xx with backoff (Retry-After when the server says); with
+        `missing_ok` (a delete), a 404 is what was wanted."""
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 return call()
             except ApiException as exc:
-                if exc.status == 404 and exc.reason and "delete" in getattr(call, "__name__", "delete"):
+                if exc.status == 404 and missing_ok:
                     return None
                 if exc.status not in RETRIED or attempt == WRITE_ATTEMPTS:
                     raise
