@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 app = typer.Typer(help="heteroplane: cost-optimal placement of agent workloads on heterogeneous fleets.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+export_app = typer.Typer(help="Placements as another system's objects.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(export_app, name="export")
 
 
 @cache
@@ -156,6 +158,52 @@ def token_create(
         session.commit()
     engine.dispose()
     typer.echo(raw)
+
+
+@export_app.command("k8s")
+def export_k8s(
+    version: Annotated[int | None, typer.Option(help="Placement version; default: the one applied last.")] = None,
+    namespace: Annotated[str, typer.Option(help="Namespace of the workloads' objects.")] = "heteroplane-workloads",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write a placement's Kubernetes manifests as YAML (a dry run, or for GitOps): the Deployments and
+    DRA claim templates the Kubernetes actuator would apply. Exit 2 when there is no such placement
+    or a fragment has no runtime template."""
+    import yaml
+    from sqlmodel import Session, select
+
+    from controlplane.actuators.kubernetes_manifests import ClassShape, NoContainer, manifests
+    from controlplane.db import make_engine
+    from controlplane.models import DeviceClass, Placement, PlacementState
+    from controlplane.reconciler import desired_placement
+    from controlplane.settings import get_settings
+
+    console = _console()
+    settings = get_settings()
+    engine = make_engine(settings.effective_database_url, 2)
+    with Session(engine) as session:
+        statement = select(Placement)
+        statement = (statement.where(Placement.version == version) if version is not None else
+                     statement.where(Placement.state == PlacementState.applied).order_by(Placement.version.desc()))
+        placement = session.exec(statement).first()
+        if placement is None:
+            console.print(f"[red]no placement {'version ' + str(version) if version is not None else 'applied yet'}"
+                          "[/red]")
+            raise typer.Exit(2)
+        desired = desired_placement(session, placement)
+        shapes = {c.name: ClassShape(c.vendor, c.slices_per_device, c.cores) for c in session.exec(select(DeviceClass))}
+    engine.dispose()
+    try:
+        objects = manifests(desired, shapes, namespace)
+    except (NoContainer, KeyError) as exc:
+        console.print(f"[red]placement v{desired.version}: {str(exc).strip(chr(34) + chr(39))}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    text = yaml.safe_dump_all(objects, sort_keys=False)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        console.print(f"{len(objects)} objects of placement v{desired.version} written to {output}")
 
 
 if __name__ == "__main__":
