@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     fast_path_kv_usage: float = Field(
         0.9, gt=0, le=1.0, description="Fast path: KV-cache use (0..1, vLLM kv_cache_usage_perc) that adds a replica."
     )
+    leader_period_s: float = Field(
+        5.0, gt=0,
+        description="PostgreSQL: seconds between a replica's tries to become the reconciler's leader (an advisory "
+                    "lock); a killed leader is replaced within about this long.")
+    leader_idle_timeout_s: float = Field(
+        120.0, ge=10,
+        description="PostgreSQL: a leader that sends nothing on its lock connection this long (frozen, or stuck in "
+                    "a cycle) loses the lock to another replica; must exceed the longest reconcile cycle.")
     log_level: str = Field("INFO", description="Python logging level.")
 
     @field_validator("database_url")
