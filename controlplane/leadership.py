@@ -23,20 +23,22 @@ later write of the old leader fails: writes are totally ordered by epoch. This w
 checking `held()` under a transaction-level advisory lock because its correctness rests on the
 database alone, not on the old leader's own view of its connection (which can still look alive
 for a moment after the server has ended the session). A placement version written first by
-another writer (an unique-version IntegrityError: the leader's snapshot predates an old leader's
+another writer (a unique-version IntegrityError: the leader's snapshot predates an old leader's
 last write, or an operator's rollback through the API) is reported the same way by the reconciler.
 
 Worst-case takeover time, from the leader's failure to a follower cycling:
 - leader process killed (SIGKILL, OOM): its kernel closes the socket and the server ends the
   session at once; takeover <= `leader_period_s` (the followers' next try).
 - leader host or network gone: the server notices when its TCP keepalives go unanswered,
-  `keepalive_s + keepalive_s // 3 * 3` seconds (idle, then 3 probes; `tcp_user_timeout` bounds
-  unacknowledged sends the same way); takeover <= that + `leader_period_s`.
+  `keepalive_s + 3 * max(1, keepalive_s // 3)` seconds (idle, then 3 probes: 19 s by default;
+  `tcp_user_timeout`, 2 * keepalive_s, bounds unacknowledged sends); takeover <= that +
+  `leader_period_s`. The old leader's own `held()` fails within about as long (client keepalives).
 - leader process frozen (SIGSTOP, a hung cycle) while its kernel still answers keepalives: the
   server ends the session after `idle_timeout_s` without a query (`idle_session_timeout`, which
   needs PostgreSQL 14; older servers keep the lock until the connection closes); takeover <=
-  `idle_timeout_s` + `leader_period_s`. A cycle (between two `held()` checks) must therefore
-  take less than `idle_timeout_s`, or its leader loses the lock and the fence refuses its write.
+  `idle_timeout_s` (setting leader_idle_timeout_s) + `leader_period_s`. A cycle (between two
+  `held()` checks) must therefore take less than `idle_timeout_s`, or its leader loses the lock
+  and the fence refuses its write.
 - PostgreSQL restarting: every session ends; whichever replica tries first after it is back leads.
 
 SQLite (the embedded default) is one file one `serve` process uses: `SingleProcess` always leads,
@@ -55,6 +57,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from controlplane.models import LeaderEpoch
+from controlplane.settings import Settings
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "heteroplane.reconciler"
@@ -219,7 +222,7 @@ class LeaderLoop:
     """Campaign for leadership every `period_s` and, while leading, run reconciler cycles; report each
     change to `on_change` (for /health and metrics), and release on stop.
 
-    serve: `leadership = leadership_for(url)`; `Reconciler(..., fence=leadership.fence)`;
+    serve: `leadership = leadership_for(settings)`; `Reconciler(..., fence=leadership.fence)`;
     `LeaderLoop(leadership, partial(reconciler.run_forever, on_error=..., on_success=...),
     settings.leader_period_s, on_change).run(stop)` on the reconciler's thread."""
 
@@ -264,10 +267,11 @@ class LeaderLoop:
                 log.exception("leadership change callback failed")
 
 
-def leadership_for(url: str, name: str = LOCK_NAME, idle_timeout_s: float = 120.0) -> Leadership:
-    """An AdvisoryLock on PostgreSQL, SingleProcess on SQLite."""
+def leadership_for(settings: Settings) -> Leadership:
+    """The reconciler's leadership under `settings`: an AdvisoryLock on PostgreSQL, SingleProcess on SQLite."""
+    url = settings.effective_database_url
     if url.startswith("postgresql"):
-        return AdvisoryLock(url, name, idle_timeout_s=idle_timeout_s)
+        return AdvisoryLock(url, LOCK_NAME, idle_timeout_s=settings.leader_idle_timeout_s)
     return SingleProcess()
 
 
