@@ -21,7 +21,7 @@ from sqlmodel import Session, SQLModel, select
 
 from controlplane.actuators.memory import InMemoryActuator
 from controlplane.db import make_engine
-from controlplane.leadership import AdvisoryLock, LeaderLoop, NotLeader, SingleProcess, lock_key
+from controlplane.leadership import AdvisoryLock, LeaderLoop, NotLeader, SingleProcess, leadership_for, lock_key
 from controlplane.models import (
     DeviceClass,
     Fragment,
@@ -64,11 +64,10 @@ def engine(url: str) -> Iterator[Engine]:
 def kill_holder(engine: Engine) -> int:
     """End the session holding this database's advisory lock from outside, as if its process had been
     SIGKILLed; returns its pid."""
+    [pid] = holders(engine)
     with engine.connect() as conn:
-        pid = conn.execute(text(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).scalar_one()
-        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+        # With a timeout it returns once the backend has exited, so its locks are gone by then.
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid, 60000)"), {"pid": pid}).scalar_one()
         conn.commit()
     return pid
 
@@ -122,13 +121,26 @@ def test_exactly_one_lock_holder_and_a_killed_holder_is_replaced(url, engine):
     finally:
         first.release()
         second.release()
-    with engine.connect() as conn:  # released: nobody holds it
-        assert conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar_one() == 0
+    wait_for(lambda: holders(engine) == [], "released: nobody holds the lock")  # the server ends a closed session soon after
+
+
+def holders(engine: Engine) -> list[int]:
+    """The pids holding an advisory lock in this database."""
+    with engine.connect() as conn:
+        return list(conn.execute(text(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).scalars())
 
 
 def test_a_lock_key_is_fixed_by_its_name():
     assert lock_key("heteroplane.reconciler") == 2457735432252548549  # the value the module docstring names
     assert lock_key("other") != lock_key("heteroplane.reconciler")
+
+
+def test_postgresql_gets_an_advisory_lock_and_sqlite_a_single_process(url, tmp_path):
+    lock = leadership_for(Settings(database_url=url, leader_idle_timeout_s=30))
+    assert isinstance(lock, AdvisoryLock) and lock.name == "heteroplane.reconciler"
+    assert isinstance(leadership_for(Settings(data_dir=tmp_path)), SingleProcess)
 
 
 def test_single_process_always_leads_and_fences_nothing(engine):
