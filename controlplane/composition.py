@@ -17,6 +17,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from controlplane.actuators.base import Actuator
 from controlplane.app import create_app
 from controlplane.auth import mint_token
 from controlplane.db import make_engine
+from controlplane.leadership import LeaderLoop, Leadership, SingleProcess, leadership_for
 from controlplane.models import Role
 from controlplane.reconciler import Reconciler
 from controlplane.runtime import ServerThread, check_connection_budget, prepare_database, report_cycles
@@ -61,6 +63,7 @@ class Plane:
     reconciler: Reconciler | None = None
     puller: PrometheusPuller | None = None
     board: StatusBoard | None = None
+    leadership: Leadership = field(default_factory=SingleProcess)
     stoppers: list[Callable[[], None]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -83,8 +86,7 @@ class Plane:
         if self.puller is not None:
             steps.append(("prometheus", *self._thread("prometheus", self.puller.run_forever, self.puller.close)))
         if self.reconciler is not None:
-            steps.append(("reconciler", *self._thread(
-                "reconciler", lambda stop: report_cycles(self.reconciler, self.components, stop), lambda: None)))
+            steps.append(("reconciler", *self._thread("reconciler", self._lead, self.leadership.release)))
         for name, start, stop in steps:
             try:
                 start()
@@ -92,6 +94,19 @@ class Plane:
                 self.stop()
                 raise StartupError(f"{name} failed to start: {exc}") from exc
             self.stoppers.append(stop)
+
+    def _lead(self, stop: threading.Event) -> None:
+        """The reconciler's thread: cycles only while this process holds the leadership (one process
+        of those sharing the database), a follower otherwise; /health says which."""
+
+        def changed(leading: bool) -> None:
+            if not leading:
+                self.components["reconciler"] = "standby: another replica leads"
+
+        self.components["reconciler"] = "standby: another replica leads"
+        loop = LeaderLoop(self.leadership, partial(report_cycles, self.reconciler, self.components),
+                          self.settings.leader_period_s, on_change=changed)
+        loop.run(stop)
 
     def _thread(self, name: str, run: Callable[[threading.Event], None],
                 close: Callable[[], None]) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -133,7 +148,8 @@ def _components(settings: Settings, engine: Engine, actuator: Actuator | None) -
     ingest = Ingest(engine)
     telemetry = Telemetry(ingest)  # this process's loops' metrics, served by /metrics (through workers')
     components: dict[str, str] = {}
-    reconciler = (Reconciler(engine, actuator, settings, observer=telemetry.reconciler)
+    leadership = leadership_for(settings)
+    reconciler = (Reconciler(engine, actuator, settings, observer=telemetry.reconciler, fence=leadership.fence)
                   if actuator is not None else None)
     board = None
     if settings.api_workers == 1:
@@ -147,7 +163,7 @@ def _components(settings: Settings, engine: Engine, actuator: Actuator | None) -
     otlp = ServerThread(create_receiver_app(engine, settings, ingest), settings.otlp_host, settings.otlp_port, "otlp")
     puller = PrometheusPuller.from_settings(
         engine, settings, on_status=lambda status: components.__setitem__("prometheus", status.component()))
-    plane = Plane(settings, engine, ingest, components, api, otlp, actuator, reconciler, puller, board)
+    plane = Plane(settings, engine, ingest, components, api, otlp, actuator, reconciler, puller, board, leadership)
     plane.stoppers.append(engine.dispose)
     return plane
 

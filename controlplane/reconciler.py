@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from controlplane.actuators.base import Actuator, DesiredPlacement, ReplicaSet
@@ -37,6 +38,7 @@ from controlplane.drift import compare
 from controlplane.fastpath import ScaleUp, Thresholds, read_pressure, scale_up
 from controlplane.forecast import ForecastConfig
 from controlplane.inventory import sync_inventory
+from controlplane.leadership import NotLeader
 from controlplane.metering import meter
 from controlplane.models import (
     AuditEvent,
@@ -106,8 +108,12 @@ class Reconciler:
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
         observer: CycleObserver | None = None,
+        fence: Callable[[Session], None] | None = None,
     ) -> None:
+        """`fence` (Leadership.fence) runs first in every transaction that writes a placement version
+        and raises NotLeader to refuse it; None when this process is the only writer (SQLite)."""
         self.engine = engine
+        self.fence = fence
         self.actuator = actuator
         self.settings = settings
         self.clock = clock
@@ -216,17 +222,19 @@ class Reconciler:
         stop: threading.Event,
         on_error: Callable[[Exception], None] | None = None,
         on_success: Callable[[CycleReport], None] | None = None,
+        should_continue: Callable[[], bool] = lambda: True,
     ) -> None:
-        """Cycle every `reconcile_period_s` until `stop` is set, with a fast-path check every
+        """Cycle every `reconcile_period_s` until `stop` is set or `should_continue()` (asked before
+        every cycle and check: Leadership.held) is False, with a fast-path check every
         `fast_path_period_s` in between; a failed cycle or check is logged and retried next time.
 
         Every cycle ends in exactly one of the callbacks, so a health view fed by both follows the
         latest cycle (a fast-path check reports only its failures). The observer hears that this process
-        leads from the start until `stop` (until leader election arrives, the process that runs the loop leads).
+        leads from the start until the loop ends (controlplane.leadership runs it only while leading).
         """
         self._tell(lambda observer: observer.leading(True))
         try:
-            while not stop.is_set():
+            while not stop.is_set() and should_continue():
                 report = self._guarded(self.run_once, "reconcile cycle", on_error)
                 if report is not None and on_success is not None:
                     on_success(report)
@@ -234,6 +242,8 @@ class Reconciler:
                 while not stop.is_set() and (left := next_cycle - time.monotonic()) > 0:
                     if stop.wait(min(self.settings.fast_path_period_s, left)) or time.monotonic() >= next_cycle:
                         break
+                    if not should_continue():
+                        return
                     self._guarded(self.run_fast, "fast path", on_error)
         finally:
             self._tell(lambda observer: observer.leading(False))
@@ -243,6 +253,11 @@ class Reconciler:
                  on_error: Callable[[Exception], None] | None) -> "CycleReport | None":
         try:
             return step()
+        except NotLeader as exc:  # expected when leadership moves: no traceback, the leader loop says why
+            log.warning("%s wrote nothing: %s", what, exc)
+            if on_error is not None:
+                on_error(exc)
+            return None
         except Exception as exc:  # one bad cycle must not stop the control loop
             log.exception("%s failed", what)
             if on_error is not None:
@@ -294,12 +309,27 @@ class Reconciler:
                 closing: int | None) -> list[str]:
         """Write the placement and its migrations before anything is actuated, closing the open proposal
         `closing` (superseded or expired) in the same transaction; returns the workloads that move, as
-        tenant/workload, for the log."""
+        tenant/workload, for the log. Raises NotLeader when the fence refuses, or when another writer has
+        written `version` first (this one's snapshot is stale): nothing is written, and the next cycle
+        plans again."""
         states = {Action.apply: (PlacementState.applying, MigrationState.pending),
                   Action.propose: (PlacementState.proposed, MigrationState.awaiting_approval),
                   Action.record: (PlacementState.recorded, MigrationState.skipped)}
         placement_state, state = states[decision.action]
+        try:
+            return self._write(version, decision, plan, base_version, demand_rps, closing, placement_state, state)
+        except IntegrityError:
+            with Session(self.engine) as session:
+                taken = session.exec(select(Placement.id).where(Placement.version == version)).first() is not None
+            if not taken:
+                raise
+            raise NotLeader(f"placement v{version} was written by another writer first: lost the race") from None
+
+    def _write(self, version: int, decision: Decision, plan: Plan, base_version: int | None, demand_rps: float,
+               closing: int | None, placement_state: PlacementState, state: MigrationState) -> list[str]:
         with session_scope(self.engine) as session:
+            if self.fence is not None:
+                self.fence(session)
             if closing is not None:
                 _close_proposal(session, closing, decision.close_proposal, decision.reason)
             class_ids = dict(session.exec(select(DeviceClass.name, DeviceClass.id)).all())
@@ -393,6 +423,8 @@ class Reconciler:
         the rollback is written durably with its fragments pinned, then actuated before planning, so the
         plan of this cycle starts from it."""
         with session_scope(self.engine) as session:
+            if self.fence is not None:
+                self.fence(session)
             version = roll_back_regressions(session, now, self.settings.rollback_after_minutes)
         if version is not None:
             with Session(self.engine) as session:

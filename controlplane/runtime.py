@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def report_cycles(reconciler: "Reconciler", components: MutableMapping[str, str], stop: threading.Event) -> None:
-    """Run the reconciler until `stop`, keeping `components["reconciler"]` (what /health shows) on the
-    latest cycle's outcome: an error while cycles fail, ok again as soon as one succeeds."""
+def report_cycles(reconciler: "Reconciler", components: MutableMapping[str, str], stop: threading.Event,
+                  should_continue: Callable[[], bool] = lambda: True) -> None:
+    """Run the reconciler until `stop` (or until `should_continue()` is False: leadership lost),
+    keeping `components["reconciler"]` (what /health shows) on the latest cycle's outcome: an error
+    while cycles fail, ok again as soon as one succeeds."""
     components["reconciler"] = "ok"
 
     def failed(exc: Exception) -> None:
@@ -35,7 +37,7 @@ def report_cycles(reconciler: "Reconciler", components: MutableMapping[str, str]
     def succeeded(_report: object) -> None:
         components["reconciler"] = "ok"
 
-    reconciler.run_forever(stop, on_error=failed, on_success=succeeded)
+    reconciler.run_forever(stop, on_error=failed, on_success=succeeded, should_continue=should_continue)
 
 
 class ServerThread:

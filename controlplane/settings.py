@@ -78,6 +78,14 @@ class Settings(BaseSettings):
         False,
         description="Serve GET /metrics without a token (for a scraper inside the cluster); otherwise it needs a "
                     "fleet-wide token of any role, since its desired-replicas metric names every tenant's workloads.")
+    leader_period_s: float = Field(
+        5.0, gt=0,
+        description="PostgreSQL: seconds between a replica's tries to become the reconciler's leader (an advisory "
+                    "lock); a killed leader is replaced within about this long.")
+    leader_idle_timeout_s: float = Field(
+        120.0, ge=10,
+        description="PostgreSQL: a leader that sends nothing on its lock connection this long (frozen, or stuck in "
+                    "a cycle) loses the lock to another replica; must exceed the longest reconcile cycle.")
     log_level: str = Field("INFO", description="Python logging level.")
 
     @field_validator("database_url")

@@ -56,10 +56,13 @@ WORKER_CONNECTIONS_SPARE = 1  # /health's own check while every thread holds one
 
 def connections_needed(settings: Settings) -> int:
     """PostgreSQL connections `heteroplane serve` may open at once: each worker's pool (one per
-    request thread, plus a spare), and the main process's (its loops' and the OTLP receiver's)."""
+    request thread, plus a spare), the main process's (its loops' and the OTLP receiver's) and, with
+    an actuator, the leadership lock's (controlplane.leadership)."""
+    leader = 1 if settings.actuator != "none" else 0  # the leadership lock's own connection
     if settings.api_workers == 1:
-        return pool_size(settings.api_concurrency)
-    return settings.api_workers * (settings.api_concurrency + WORKER_CONNECTIONS_SPARE) + main_pool_size(settings)
+        return pool_size(settings.api_concurrency) + leader
+    return (settings.api_workers * (settings.api_concurrency + WORKER_CONNECTIONS_SPARE) + main_pool_size(settings)
+            + leader)
 
 
 def main_pool_size(settings: Settings) -> int:

@@ -4,6 +4,7 @@ from controlplane.models.fleet import Device, DeviceClass, Node
 from controlplane.models.observed import Observation, ObservationItem
 from controlplane.models.placements import (
     FragmentPin,
+    LeaderEpoch,
     Migration,
     MigrationState,
     Placement,
@@ -40,6 +41,7 @@ __all__ = [
     "FragmentKind",
     "FragmentPin",
     "FragmentProfile",
+    "LeaderEpoch",
     "MeasuredCapacity",
     "Migration",
     "MigrationPolicy",

@@ -3,7 +3,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from controlplane.models._common import utcnow
@@ -174,3 +174,13 @@ class FragmentPinPublic(SQLModel):
     reason: str
     created_by: str
     created_at: datetime
+
+
+class LeaderEpoch(SQLModel, table=True):
+    """The fencing token of a leader lock (controlplane.leadership): `epoch` grows by one at every
+    acquisition of lock `name`, and a write checks it still holds the epoch it acquired."""
+
+    __tablename__ = "leader_epoch"
+    name: str = Field(primary_key=True, max_length=100)
+    epoch: int = Field(0, sa_type=BigInteger)
+    acquired_at: datetime = Field(default_factory=utcnow)

@@ -10,6 +10,7 @@ import sys
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 from sqlmodel import Session
 
 from controlplane.auth import mint_token
@@ -94,3 +95,65 @@ def test_a_component_that_fails_to_start_stops_those_started_before_it(tmp_path)
     assert plane.ingest._thread is None  # its writer thread stopped
     with pytest.raises(httpx.HTTPError):  # the API server that had started is gone again
         httpx.get(f"http://127.0.0.1:{settings.api_port}/api/v1/ready", timeout=2)
+
+
+def test_of_two_serves_on_one_database_one_reconciles_and_the_other_takes_over_when_it_is_killed(serve_env):
+    """Two `serve` replicas on one PostgreSQL, each with its own simulated fleet: one leads (writes
+    placements), the other stands by; SIGKILL the leader and the other leads, and across both no
+    placement version is written twice or skipped."""
+    env, _, headers = serve_env
+    url = env["HETEROPLANE_DATABASE_URL"]
+    replicas = []
+    for _ in range(2):
+        port = free_port()
+        replica_env = {**env, "HETEROPLANE_ACTUATOR": "sim", "HETEROPLANE_API_WORKERS": "1",
+                       "HETEROPLANE_API_PORT": str(port), "HETEROPLANE_OTLP_PORT": str(free_port()),
+                       "HETEROPLANE_SIM_METRICS_PORT": str(free_port()), "HETEROPLANE_LEADER_PERIOD_S": "1"}
+        process = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], env=replica_env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        replicas.append((process, f"http://127.0.0.1:{port}/api/v1/health"))
+    try:
+        def states() -> list[str] | None:
+            try:
+                return [httpx.get(health, headers=headers, timeout=5).json()["components"].get("reconciler", "")
+                        for _, health in replicas]
+            except httpx.HTTPError:
+                return None
+
+        settled = wait_for(lambda: (s := states()) and sorted(x[:7] for x in s) == ["ok", "standby"] and s, 90,
+                           "one replica leading, the other standing by")
+        leader, follower = (0, 1) if settled[0] == "ok" else (1, 0)
+        wait_for(lambda: versions(url), 90, "a placement written by the leader")
+        replicas[leader][0].kill()
+        replicas[leader][0].wait(10)
+        written = len(versions(url))
+
+        def follower_writes() -> bool:
+            try:
+                state = httpx.get(replicas[follower][1], headers=headers, timeout=5).json()["components"]["reconciler"]
+            except httpx.HTTPError:
+                return False
+            return state == "ok" and len(versions(url)) > written
+
+        wait_for(follower_writes, 90, "the follower leading and writing placements")
+    finally:
+        for process, _ in replicas:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(30)
+    all_versions = versions(url)
+    assert all_versions == list(range(1, len(all_versions) + 1))
+    engine = make_engine(url)
+    with Session(engine) as session:
+        recorded = session.exec(text("SELECT count(*) FROM audit_event WHERE action = 'placement.record'")).one()[0]
+    engine.dispose()
+    assert recorded == len(all_versions)  # each version recorded once
+
+
+def versions(url: str) -> list[int]:
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            return [row[0] for row in session.exec(text("SELECT version FROM placement ORDER BY version")).all()]
+    finally:
+        engine.dispose()
