@@ -25,8 +25,7 @@ from collectors.normalise import SpanRecord
 from collectors.records import MetricSample, Series
 from collectors.sketch import latency_bucket, token_bucket
 from collectors.window import Links, TraceWindow
-from controlplane.models._common import minute_of
-from controlplane.models.workloads import FragmentKind
+from optimizer.vocabulary import FragmentKind, minute_of
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_MINUTE = 60_000_000_000

@@ -82,7 +82,7 @@ from collectors.normalise import (
     resource_origin,
 )
 from collectors.records import MetricSample, Series
-from controlplane.models.workloads import FragmentKind
+from optimizer.vocabulary import FragmentKind
 
 TOKEN_USAGE = "gen_ai.client.token.usage"
 OPERATION_DURATION = "gen_ai.client.operation.duration"

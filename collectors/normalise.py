@@ -88,7 +88,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from controlplane.models.workloads import FragmentKind
+from optimizer.vocabulary import FragmentKind
 
 Attributes = Mapping[str, str | bool | int | float]
 

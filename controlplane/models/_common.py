@@ -7,20 +7,12 @@ from pydantic import AfterValidator, ValidationInfo, field_validator
 from sqlmodel import SQLModel
 from sqlmodel._compat import SQLModelConfig
 
+from optimizer.vocabulary import minute_of, to_utc  # noqa: F401 - re-exported: shared words live there
+
 
 def utcnow() -> datetime:
     """Now, as an aware UTC datetime; SQLModel stores and returns every time in UTC on every backend."""
     return datetime.now(UTC)
-
-
-def to_utc(value: datetime) -> datetime:
-    """An aware UTC datetime from a client's value; a naive one is taken to be UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def minute_of(value: datetime) -> datetime:
-    """The start of the UTC minute holding `value`: the key of every per-minute row."""
-    return to_utc(value).replace(second=0, microsecond=0)
 
 
 INT32_MAX = 2**31 - 1

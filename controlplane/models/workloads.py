@@ -1,7 +1,6 @@
 """What runs: workloads (agent applications), their graph of fragments and edges, profiles, SLAs, policies."""
 
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import StrictBool, field_validator
 from sqlalchemy import JSON, BigInteger, Index, String, UniqueConstraint
@@ -11,25 +10,13 @@ from sqlmodel import Field, SQLModel
 from controlplane.models._common import INT32_MAX, Input, input_config, utcnow
 from controlplane.windows import WINDOW_PATTERN, parse_window
 from optimizer.types import Priority
+from optimizer.vocabulary import FragmentKind  # noqa: F401 - re-exported: shared words live there
 
 PRIORITY_DESCRIPTION = (
     "Priority class: 'realtime' (interactive; its SLA and demand give way last) or 'batch' (may wait: "
     "when no plan meets every SLA, batch workloads are queued, their latency SLA relaxed, and then shed "
     "before any realtime workload is)."
 )
-
-
-class FragmentKind(StrEnum):
-    """What a fragment does, which decides the resource it is bound by."""
-
-    llm = "llm"
-    embedding = "embedding"
-    rerank = "rerank"
-    retrieval = "retrieval"
-    tool = "tool"
-    agent = "agent"
-    db = "db"
-    cpu = "cpu"
 
 
 class WorkloadBase(Input):

@@ -1,0 +1,80 @@
+"""The package graph: optimizer imports no other package, the collectors' pure stages load nothing of
+the control plane (no table, engine or setting), and no module imports itself back through others."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("optimizer", "collectors", "controlplane", "web")
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """What one module imports when it is loaded: its module-level imports, not those inside
+    functions (deferred) or under `if TYPE_CHECKING:` (never run). `from package import module`
+    imports that module."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            submodules = {f"{node.module}.{alias.name}" for alias in node.names} & known
+            found |= submodules or {node.module}
+    return found
+
+
+def modules() -> dict[str, set[str]]:
+    paths = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+    return {name: {m for m in imports_of(path, set(paths)) if m.split(".")[0] in PACKAGES}
+            for name, path in paths.items()}
+
+
+def test_optimizer_imports_no_other_package():
+    leaks = {m: sorted(i for i in imps if not i.startswith("optimizer")) for m, imps in modules().items()
+             if m.startswith("optimizer")}
+    assert not {m: i for m, i in leaks.items() if i}
+
+
+def test_the_pure_collector_stages_load_nothing_of_the_control_plane():
+    probe = ("import sys, collectors.normalise, collectors.assembly, collectors.metrics_decode, collectors.sketch; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('controlplane', 'web', 'sqlmodel')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_no_module_imports_itself_back():
+    """Strongly connected components of the graph of what modules import when loaded (an import of a
+    package is one of its __init__), by Tarjan's algorithm: each must be a single module."""
+    graph = modules()
+    edges = {m: {t for t in targets if t in graph} for m, targets in graph.items()}
+    index, low, stack, on_stack, cycles, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for v in edges:
+        if v not in index:
+            visit(v)
+    assert not cycles, cycles
