@@ -5,7 +5,8 @@ What runs, by `actuator` (HETEROPLANE_ACTUATOR):
 - `none`: the API and console, the OTLP receiver and ingest, the Prometheus puller: heteroplane
   observes and plans nothing (what `serve` did before there was a choice);
 - `sim`: all of that, plus the simulated fleet as the actuator and the reconciler driving it;
-- `kubernetes`: the reconciler driving a cluster through the Kubernetes actuator.
+- `kubernetes`: the reconciler driving a cluster through the Kubernetes actuator
+  (controlplane.actuators.kubernetes), configured in-cluster or from KUBECONFIG.
 
 The API runs in this process (`api_workers` 1) or in worker processes (controlplane.workers); the
 loops (ingest, puller, reconciler) always run here. Starting is all or nothing: a component that
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from collectors.pipeline import Ingest
 from collectors.prometheus import PrometheusPuller
@@ -32,7 +33,7 @@ from controlplane.app import create_app
 from controlplane.auth import mint_token
 from controlplane.db import make_engine
 from controlplane.leadership import LeaderLoop, Leadership, SingleProcess, leadership_for
-from controlplane.models import Role
+from controlplane.models import DeviceClass, Role
 from controlplane.reconciler import Reconciler
 from controlplane.runtime import ServerThread, check_connection_budget, prepare_database, report_cycles
 from controlplane.settings import Settings
@@ -40,6 +41,7 @@ from controlplane.telemetry import Telemetry
 from controlplane.workers import StatusBoard, WorkerPool, connections_needed, main_pool_size
 
 if TYPE_CHECKING:
+    from controlplane.actuators.kubernetes import KubernetesActuator
     from controlplane.simfleet import SimulatedFleet
 
 log = logging.getLogger(__name__)
@@ -174,8 +176,30 @@ def actuator_of(settings: Settings, engine: Engine) -> Actuator | None:
         return None
     if settings.actuator == "sim":
         return simulated_fleet(settings, engine)
-    raise StartupError("HETEROPLANE_ACTUATOR=kubernetes: the Kubernetes actuator is not in this version yet; "
-                       "use 'sim' (the simulated fleet) or 'none' (observe only)")
+    return kubernetes_cluster(settings, engine)
+
+
+def kubernetes_cluster(settings: Settings, engine: Engine) -> "KubernetesActuator":
+    """The Kubernetes actuator over the cluster this process runs in (its service account), else the
+    one KUBECONFIG (or ~/.kube/config) names; the device classes' shapes from the catalog table."""
+    from kubernetes import client, config  # imported only where used: the client takes seconds to load
+    from kubernetes.config.config_exception import ConfigException
+
+    from controlplane.actuators.kubernetes import KubernetesActuator
+    from controlplane.actuators.kubernetes_manifests import ClassShape
+
+    try:
+        config.load_incluster_config()
+    except ConfigException:
+        try:
+            config.load_kube_config()
+        except (ConfigException, OSError) as exc:
+            raise StartupError("HETEROPLANE_ACTUATOR=kubernetes needs a cluster: run in a pod with a service "
+                               f"account, or set KUBECONFIG ({exc})") from None
+    with Session(engine) as session:
+        shapes = {c.name: ClassShape(c.vendor, c.slices_per_device, c.cores) for c in session.exec(select(DeviceClass))}
+    return KubernetesActuator(client.ApiClient(), settings.kubernetes_namespace, shapes,
+                              settings.kubernetes_ready_timeout_s)
 
 
 def simulated_fleet(settings: Settings, engine: Engine) -> "SimulatedFleet":

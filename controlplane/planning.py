@@ -146,6 +146,7 @@ class Snapshot:
     edges: tuple["EdgeView", ...] = ()
     last_moved: dict[int, datetime] = field(default_factory=dict)  # fragment id -> its last migration's end
     proposal: ProposalView | None = None
+    applying_version: int | None = None  # a placement the actuator is still bringing up
     # Healthy devices on each healthy node of a class, in node order (a class missing: not known).
     node_devices: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # Fragment id -> the classes an operator's or a rollback's pin holds it on (FragmentPin).
@@ -354,6 +355,8 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
         edges=edges,
         last_moved=last_moved,
         proposal=proposal,
+        applying_version=session.exec(select(Placement.version).where(Placement.state == PlacementState.applying)
+                                      .order_by(Placement.version.desc())).first(),
         node_devices={name: tuple(counts) for name, counts in per_node.items()},
         pins={fid: tuple(classes) for fid, classes in
               session.exec(select(FragmentPin.fragment_id, FragmentPin.device_classes)).all()},

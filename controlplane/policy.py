@@ -273,6 +273,9 @@ def gate(snapshot: Snapshot, plan: Plan, policies: tuple[Policy, ...], now: date
     current placement and the merged one against it), `lifted` the note when limits were lifted."""
     current = snapshot.current
     proposal = snapshot.proposal
+    if snapshot.applying_version is not None:  # one migration at a time: the next plan starts from its result
+        return Decision(Action.keep, f"placement v{snapshot.applying_version} is still being applied; planning "
+                                     "resumes once it is in force or has failed", current, ())
     fate = proposal_fate(snapshot, policies, now, problem) if proposal is not None else None
     if not plan.feasible:
         reason = "no feasible plan: " + "; ".join(plan.diagnosis)

@@ -147,7 +147,7 @@ class Reconciler:
         with session_scope(self.engine) as session:
             sync_inventory(session, self.actuator.inventory(), now)
         self._resume_unfinished()
-        drifted = self._check_drift()
+        drifted = 0 if self._applying() else self._check_drift()  # mid-migration, what runs differs on purpose
         self._roll_back_regressions(now)
         with session_scope(self.engine) as session:
             snapshot = take_snapshot(session, now, forecast_config(self.settings))
@@ -434,6 +434,12 @@ class Reconciler:
                         "migration", version, ", ".join(moved) or "no workload")
             self._actuate(version)
 
+    def _applying(self) -> bool:
+        """Whether a placement is still being brought up (its actuator answered pending)."""
+        with Session(self.engine) as session:
+            return session.exec(select(Placement.id).where(Placement.state == PlacementState.applying)).first() \
+                is not None
+
     def _resume_unfinished(self) -> None:
         with Session(self.engine) as session:
             unfinished = [(version, moved_workloads(session, placement_id)) for version, placement_id in session.exec(
@@ -463,6 +469,9 @@ class Reconciler:
             ok, message = False, f"{type(exc).__name__}: {exc}"
         else:
             ok, message = result.ok, result.message
+            if result.pending:  # still coming up: left applying, asked again next cycle (_resume_unfinished)
+                log.info("placement v%d is being applied: %s", version, message)
+                return
         with session_scope(self.engine) as session:
             placement = session.exec(select(Placement).where(Placement.version == version)).one()
             placement.state = PlacementState.applied if ok else PlacementState.failed

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
         "none",
         description="What `serve` drives: 'none' observes and plans nothing; 'sim' the simulated fleet; "
                     "'kubernetes' a cluster (in-cluster config or KUBECONFIG). `demo` always uses 'sim'.")
+    kubernetes_namespace: str = Field(
+        "heteroplane-workloads", min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Kubernetes actuator: the namespace of the workloads' Deployments and claim templates.")
+    kubernetes_ready_timeout_s: float = Field(
+        600.0, gt=0,
+        description="Kubernetes actuator: how long a placement's new replicas may take to be ready before its "
+                    "migration fails (the previous replicas keep serving throughout).")
     otlp_host: str = Field("127.0.0.1", description="Interface the OTLP/HTTP receiver listens on.")
     otlp_port: int = Field(4318, ge=1, le=65535, description="Port of the OTLP/HTTP receiver.")
     otlp_max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest decompressed OTLP body accepted.")

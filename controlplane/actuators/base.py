@@ -97,8 +97,13 @@ class NodeInventory:
 
 @dataclass(frozen=True)
 class ApplyResult:
+    """What applying a placement came to: done (`ok`), failed (neither), or started and not finished
+    yet (`pending`: new replicas are coming up; apply the same placement again, which is idempotent,
+    to learn more). An actuator that finishes within `apply` never answers pending."""
+
     ok: bool
     message: str = ""
+    pending: bool = False
 
 
 class Actuator(Protocol):

@@ -9,14 +9,16 @@
   Ready condition is not True is not ready.
 - **observe**: the Deployments heteroplane manages (kubernetes_manifests.MANAGED_BY) in its
   namespace: each one's ready replicas, by the identity its labels and annotations carry.
-- **apply**: make-before-break, with rollback. Every object of the new placement is written with
-  server-side apply under the field manager `heteroplane` (forcing: heteroplane owns these
-  objects); then, once every one of its Deployments is ready, the managed Deployments (and claim
-  templates) the placement no longer has are deleted. If they are not all ready within
-  `ready_timeout_s`, what this apply changed is put back as it was (Deployments it created are
-  deleted, ones it resized get their old replica count) and the apply fails, naming the ones that
-  were not ready. This version waits for readiness inside `apply`; the reconciler's cycle waits
-  with it.
+- **apply**: make-before-break, one step per call, never waiting. Each call writes every object of
+  the placement with server-side apply under the field manager `heteroplane` (forcing: heteroplane
+  owns these objects), keeping any Deployment at the replicas it runs now where the placement
+  wants fewer; while any of the placement's Deployments lacks its ready replicas the answer is
+  *pending*, and the reconciler asks again next cycle (applying is idempotent). Once all are ready,
+  the scale-downs are written and the managed Deployments (and claim templates) the placement no
+  longer has are deleted: done. Past `ready_timeout_s` since this process first applied the
+  version, the answer is *failed*: nothing was scaled down or deleted, the previous placement's
+  replicas still run, and the reconciler's drift repair re-applies that placement, which retires
+  what the failed one added. (A restart restarts the clock: it errs towards waiting longer.)
 - **errors**: 409, 429 and 5xx answers to writes are retried with backoff (honouring Retry-After,
   at most WRITE_ATTEMPTS times); reads the client retries itself. Anything else is raised to the
   reconciler, which records the apply as failed.
@@ -62,16 +64,15 @@ class KubernetesActuator:
     """Implements `Actuator` for one namespace of one cluster."""
 
     def __init__(self, api: ApiClient, namespace: str, shapes: Mapping[str, ClassShape],
-                 ready_timeout_s: float = 600.0, poll_s: float = 2.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 ready_timeout_s: float = 600.0, sleep: Callable[[float], None] = time.sleep) -> None:
         self.core = CoreV1Api(api)
         self.apps = AppsV1Api(api)
         self.dra = ResourceV1Api(api)
         self.namespace = namespace
         self.shapes = dict(shapes)
         self.ready_timeout_s = ready_timeout_s
-        self.poll_s = poll_s
         self.sleep = sleep
+        self._started: dict[int, float] = {}  # placement version -> when this process first applied it
 
     # -- inventory ---------------------------------------------------------------------------------
 
@@ -102,28 +103,42 @@ class KubernetesActuator:
     # -- apply -------------------------------------------------------------------------------------
 
     def apply(self, desired: DesiredPlacement) -> ApplyResult:
+        """One step of bringing `desired` up, never waiting (see the module docstring): pending until
+        every one of its Deployments is ready, then done; failed once `ready_timeout_s` has passed
+        since this process first applied the version."""
         try:
             objects = manifests(desired, self.shapes, self.namespace)
         except (ValueError, KeyError) as exc:
             return ApplyResult(False, str(exc).strip("'\""))
-        before = {d.metadata.name: d.spec.replicas for d in self._managed()}
-        wanted = [o for o in objects if o["kind"] == "Deployment"]
-        for obj in objects:
+        running = {d.metadata.name: d for d in self._managed()}
+        surged = [surge(obj, running.get(obj["metadata"]["name"])) for obj in objects]
+        for obj in surged:
             self._write(lambda o=obj: self._apply_one(o))
-        waiting = self._wait_ready({o["metadata"]["name"] for o in wanted})
+        running = {d.metadata.name: d for d in self._managed()}
+        wanted = {o["metadata"]["name"]: o["spec"]["replicas"] for o in objects if o["kind"] == "Deployment"}
+        waiting = sorted(name for name, replicas in wanted.items() if not is_ready(running.get(name), replicas))
         if waiting:
-            self._restore(before, wanted)
-            return ApplyResult(False, f"not ready within {self.ready_timeout_s:g} s: {', '.join(sorted(waiting))}; "
-                                      "the previous replicas were restored")
+            started = self._started.setdefault(desired.version, time.monotonic())
+            if time.monotonic() - started < self.ready_timeout_s:
+                return ApplyResult(False, f"waiting for {len(waiting)} of {len(wanted)} deployments to be ready: "
+                                          f"{', '.join(waiting)}", pending=True)
+            del self._started[desired.version]
+            return ApplyResult(False, f"not ready within {self.ready_timeout_s:g} s: {', '.join(waiting)}; the "
+                                      "previous placement's replicas still run")
+        self._started.pop(desired.version, None)
+        for obj, applied in zip(objects, surged, strict=True):
+            if obj is not applied:  # kept at the running count while the rest came up: now its own
+                self._write(lambda o=obj: self._apply_one(o))
         keep = {o["metadata"]["name"] for o in objects}
-        for name in sorted(set(before) - keep):
+        retired = sorted(set(running) - keep)
+        for name in retired:
             self._write(lambda n=name: self.apps.delete_namespaced_deployment(n, self.namespace), missing_ok=True)
         for claim in self.dra.list_namespaced_resource_claim_template(
                 self.namespace, label_selector=MANAGED_SELECTOR).items:
             if claim.metadata.name not in keep:
                 self._write(lambda n=claim.metadata.name: self.dra.delete_namespaced_resource_claim_template(
                     n, self.namespace), missing_ok=True)
-        return ApplyResult(True, f"{len(wanted)} deployments ready, {len(set(before) - keep)} retired")
+        return ApplyResult(True, f"{len(wanted)} deployments ready, {len(retired)} retired")
 
     def _apply_one(self, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
@@ -133,26 +148,6 @@ class KubernetesActuator:
         else:
             self.dra.patch_namespaced_resource_claim_template(name, self.namespace, obj, field_manager=FIELD_MANAGER,
                                                               force=True, _content_type=APPLY)
-
-    def _wait_ready(self, names: set[str]) -> set[str]:
-        """The Deployments of `names` not ready when the timeout ends (empty once all are)."""
-        deadline = time.monotonic() + self.ready_timeout_s
-        while True:
-            ready = {d.metadata.name for d in self._managed() if d.metadata.name in names and is_ready(d)}
-            waiting = names - ready
-            if not waiting or time.monotonic() >= deadline:
-                return waiting
-            self.sleep(self.poll_s)
-
-    def _restore(self, before: dict[str, int], wanted: list[dict[str, Any]]) -> None:
-        for obj in wanted:
-            name = obj["metadata"]["name"]
-            if name not in before:
-                self._write(lambda n=name: self.apps.delete_namespaced_deployment(n, self.namespace), missing_ok=True)
-            elif before[name] != obj["spec"]["replicas"]:
-                self._write(lambda n=name: self.apps.patch_namespaced_deployment(
-                    n, self.namespace, {"spec": {"replicas": before[n]}}, field_manager=FIELD_MANAGER,
-                    _content_type="application/merge-patch+json"))
 
     def _write(self, call: Callable[[], Any], missing_ok: bool = False) -> Any:
         """`call`, retried on 409/429/5xx with backoff (Retry-After when the server says); with
@@ -204,12 +199,22 @@ def cpu_cores(quantity: str) -> int:
     return int(quantity[:-1]) // 1000 if quantity.endswith("m") else int(float(quantity))
 
 
-def is_ready(deployment: Any) -> bool:
-    """Every replica of the Deployment's current generation is ready."""
+def is_ready(deployment: Any, replicas: int) -> bool:
+    """The Deployment exists, its controller has seen its latest spec, and `replicas` of its pods run
+    that spec and are ready."""
+    if deployment is None:
+        return False
     status = deployment.status
-    wanted = deployment.spec.replicas or 0
     return ((status.observed_generation or 0) >= (deployment.metadata.generation or 0)
-            and (status.ready_replicas or 0) >= wanted and (status.updated_replicas or 0) >= wanted)
+            and (status.ready_replicas or 0) >= replicas and (status.updated_replicas or 0) >= replicas)
+
+
+def surge(obj: dict[str, Any], running: Any) -> dict[str, Any]:
+    """`obj`, or a copy keeping the replicas the Deployment runs now where it would have fewer: a
+    placement scales down only once all of it is ready (make before break)."""
+    if obj["kind"] != "Deployment" or running is None or (running.spec.replicas or 0) <= obj["spec"]["replicas"]:
+        return obj
+    return {**obj, "spec": {**obj["spec"], "replicas": running.spec.replicas}}
 
 
 def replica_set_of(deployment: Any) -> ReplicaSet:

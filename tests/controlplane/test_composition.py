@@ -9,6 +9,7 @@ import sys
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlmodel import Session
@@ -20,6 +21,7 @@ from controlplane.models import Role
 from controlplane.settings import Settings
 from tests.conftest import fresh_postgres_database
 from tests.controlplane.test_workers import free_port, wait_for
+from tests.k8s.apiserver_double import ApiServerDouble
 
 
 @pytest.fixture
@@ -70,12 +72,14 @@ def test_serve_with_the_simulated_fleet_reconciles_and_its_workers_report_it(ser
         server.wait(30)
 
 
-def test_serve_refuses_an_actuator_it_cannot_have(serve_env):
+def test_serve_refuses_an_actuator_it_cannot_have(serve_env, tmp_path):
     env, _, _ = serve_env
-    done = subprocess.run([sys.executable, "-m", "controlplane.cli", "serve"], env={**env, "HETEROPLANE_ACTUATOR": "kubernetes"},
+    clusterless = {**env, "HETEROPLANE_ACTUATOR": "kubernetes", "KUBECONFIG": str(tmp_path / "absent")}
+    clusterless.pop("KUBERNETES_SERVICE_HOST", None)
+    done = subprocess.run([sys.executable, "-m", "controlplane.cli", "serve"], env=clusterless,
                           capture_output=True, text=True, timeout=120)
     said = " ".join(done.stdout.split())
-    assert done.returncode == 2 and "HETEROPLANE_ACTUATOR=kubernetes" in said, said
+    assert done.returncode == 2 and "HETEROPLANE_ACTUATOR=kubernetes needs a cluster" in said, said
     bad = subprocess.run([sys.executable, "-m", "controlplane.cli", "serve"], env={**env, "HETEROPLANE_ACTUATOR": "k8s"},
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "actuator" in (bad.stdout + bad.stderr)
@@ -157,3 +161,42 @@ def versions(url: str) -> list[int]:
             return [row[0] for row in session.exec(text("SELECT version FROM placement ORDER BY version")).all()]
     finally:
         engine.dispose()
+
+
+def test_serve_drives_a_cluster_through_kubeconfig(serve_env, tmp_path):
+    """serve with the Kubernetes actuator, configured by a KUBECONFIG that points at the API server
+    double (tests/k8s): its reconciler reads the cluster's nodes into the fleet inventory."""
+    env, base, headers = serve_env
+    double = ApiServerDouble().start()
+    try:
+        double.add_node("gpu-a", labels={"nvidia.com/gpu.product": "NVIDIA-L40S"}, allocatable={"nvidia.com/gpu": "4"})
+        double.add_node("gpu-b", labels={"heteroplane.io/device-class": "H100-SXM"}, allocatable={"nvidia.com/gpu": "8"})
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "double",
+            "clusters": [{"name": "double", "cluster": {"server": double.url}}],
+            "users": [{"name": "test", "user": {"token": double.token}}],
+            "contexts": [{"name": "double", "context": {"cluster": "double", "user": "test"}}],
+        }))
+        cluster_env = {**env, "HETEROPLANE_ACTUATOR": "kubernetes", "KUBECONFIG": str(kubeconfig),
+                       "HETEROPLANE_API_WORKERS": "1"}
+        cluster_env.pop("KUBERNETES_SERVICE_HOST", None)
+        server = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], env=cluster_env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            def nodes() -> dict[str, str] | None:
+                try:
+                    answer = httpx.get(f"{base}/nodes", headers=headers, timeout=5)
+                except httpx.HTTPError:
+                    return None
+                found = {n["name"]: n for n in answer.json()["items"]} if answer.status_code == 200 else {}
+                return found if {"gpu-a", "gpu-b"} <= set(found) else None
+
+            found = wait_for(nodes, 90, "the cluster's nodes in heteroplane's inventory")
+            assert any(r.resource == "nodes" and r.verb == "list" for r in double.requests)
+            assert {name: found[name]["device_count"] for name in ("gpu-a", "gpu-b")} == {"gpu-a": 4, "gpu-b": 8}
+        finally:
+            server.terminate()
+            server.wait(30)
+    finally:
+        double.close()

@@ -98,21 +98,22 @@ def test_product_labels_map_to_catalog_classes():
 
 def actuator(client, **kwargs) -> KubernetesActuator:
     slept: list[float] = []
-    act = KubernetesActuator(client, NS, SHAPES, ready_timeout_s=kwargs.pop("ready_timeout_s", 5.0), poll_s=0.02,
-                             sleep=lambda s: (slept.append(s), __import__("time").sleep(min(s, 0.02))), **kwargs)
+    act = KubernetesActuator(client, NS, SHAPES, sleep=slept.append, **kwargs)
     act.slept = slept
     return act
 
 
 def test_apply_is_server_side_make_before_break_and_idempotent(apiserver_double, k8s_api_client):  # noqa: F811
     d = apiserver_double
-    d.auto_rollout(0)
     act = actuator(k8s_api_client)
     first = DesiredPlacement(1, (llm("L40S", 2, 1), tool()))
-    assert act.apply(first).ok
+    started = act.apply(first)
+    assert started.pending and not started.ok  # written, not ready: never waited for
     writes = [r for r in d.requests if r.method == "PATCH" and r.resource == "deployments"]
     assert writes and {(r.content_type, r.field_manager) for r in writes} == {("application/apply-patch+yaml",
                                                                                FIELD_MANAGER)}
+    d.rollout(namespace=NS)
+    assert act.apply(first).ok
     observed = act.observe()
     assert observed.version == 1 and {(rs.device_class, rs.replicas) for rs in observed.replica_sets} == \
         {("L40S", 2), ("CPU-EPYC-64C", 1)}
@@ -122,23 +123,49 @@ def test_apply_is_server_side_make_before_break_and_idempotent(apiserver_double,
     assert d.get("deployments", old, NS)["metadata"]["resourceVersion"] == version
 
     moved = DesiredPlacement(2, (llm("H100-SXM", 1, 7), tool()))
+    assert act.apply(moved).pending
+    assert d.get("deployments", old, NS)["spec"]["replicas"] == 2  # the old replicas serve meanwhile
+    d.rollout(namespace=NS)
     assert act.apply(moved).ok
     assert d.get("deployments", old, NS) is None  # retired once its successor was ready
     assert d.get("deployments", deployment_name(llm("H100-SXM", 1, 7)), NS)["spec"]["replicas"] == 1
 
 
-def test_a_successor_that_never_gets_ready_leaves_the_old_replicas_serving(apiserver_double, k8s_api_client):  # noqa: F811
+def test_scale_downs_wait_for_the_whole_placement(apiserver_double, k8s_api_client):  # noqa: F811
     d = apiserver_double
-    d.auto_rollout(0)
-    act = actuator(k8s_api_client, ready_timeout_s=0.3)
-    assert act.apply(DesiredPlacement(1, (llm("L40S", 2, 1), tool(1)))).ok
+    act = actuator(k8s_api_client)
+    act.apply(DesiredPlacement(1, (tool(3),)))
+    d.rollout(namespace=NS)
+    assert act.apply(DesiredPlacement(1, (tool(3),))).ok
+    smaller = DesiredPlacement(2, (tool(1), llm("L40S", 1, 1)))
+    assert act.apply(smaller).pending
+    assert d.get("deployments", deployment_name(tool()), NS)["spec"]["replicas"] == 3  # kept until all is ready
+    d.rollout(namespace=NS)
+    assert act.apply(smaller).ok
+    assert d.get("deployments", deployment_name(tool()), NS)["spec"]["replicas"] == 1
+
+
+def test_a_successor_that_never_gets_ready_fails_and_the_old_placement_comes_back(apiserver_double,  # noqa: F811
+                                                                                   k8s_api_client):  # noqa: F811
+    d = apiserver_double
+    act = actuator(k8s_api_client, ready_timeout_s=0.2)
+    old = DesiredPlacement(1, (llm("L40S", 2, 1), tool(1)))
+    act.apply(old)
+    d.rollout(namespace=NS)
+    assert act.apply(old).ok
     new = deployment_name(llm("H100-SXM", 1, 7))
     d.fail_rollout(new, NS)
-    result = act.apply(DesiredPlacement(2, (llm("H100-SXM", 1, 7), tool(3))))
-    assert not result.ok and new in result.message and "restored" in result.message
-    assert d.get("deployments", new, NS) is None  # what this apply created is gone again
-    assert d.get("deployments", deployment_name(llm("L40S", 2, 1)), NS)["spec"]["replicas"] == 2
-    assert d.get("deployments", deployment_name(tool()), NS)["spec"]["replicas"] == 1  # resized back
+    moved = DesiredPlacement(2, (llm("H100-SXM", 1, 7), tool(3)))
+    assert act.apply(moved).pending
+    d.rollout(deployment_name(tool()), NS)
+    __import__("time").sleep(0.3)
+    failed = act.apply(moved)
+    assert not failed.ok and not failed.pending and new in failed.message
+    assert d.get("deployments", deployment_name(llm("L40S", 2, 1)), NS)["spec"]["replicas"] == 2  # still serving
+    # The reconciler's drift repair re-applies the placement in force: what the failed one added goes.
+    assert act.apply(old).ok
+    assert d.get("deployments", new, NS) is None
+    assert d.get("deployments", deployment_name(tool()), NS)["spec"]["replicas"] == 1
 
 
 def test_throttled_writes_are_retried_after_the_servers_retry_after(apiserver_double, k8s_api_client):  # noqa: F811

@@ -3,6 +3,7 @@ documented exception to 'under CI=true a skipped real-component test fails', sin
 had on the machines CI runs on. It works in a namespace of its own, deleted at the end."""
 
 import os
+import time
 import uuid
 
 import pytest
@@ -28,7 +29,7 @@ def test_inventory_and_a_make_before_break_apply_on_a_real_cluster():
     core.create_namespace({"metadata": {"name": namespace}})
     try:
         shapes = {c.name: ClassShape(c.vendor, c.slices_per_device, c.cores) for c in CATALOG}
-        actuator = KubernetesActuator(api, namespace, shapes, ready_timeout_s=300, poll_s=2)
+        actuator = KubernetesActuator(api, namespace, shapes, ready_timeout_s=300)
         nodes = actuator.inventory()
         usable = [n for n in nodes if n.ready and n.healthy_devices > 0]
         if not usable:
@@ -38,9 +39,16 @@ def test_inventory_and_a_make_before_break_apply_on_a_real_cluster():
                                                   cpu_millicores=10, memory_mib=16), Phase.whole)
         slices = shapes[cls].slices_per_device
         first = DesiredPlacement(1, (ReplicaSet("test", "sleeper", "tool:sleep", cls, 1, slices, container=sleeper),))
-        assert actuator.apply(first).ok
+        assert settle(actuator, first).ok
         assert [rs.replicas for rs in actuator.observe().replica_sets] == [1]
-        assert actuator.apply(DesiredPlacement(2, ())).ok
+        assert settle(actuator, DesiredPlacement(2, ())).ok
         assert actuator.observe().replica_sets == ()
     finally:
         core.delete_namespace(namespace)
+
+
+def settle(actuator: KubernetesActuator, desired: DesiredPlacement):
+    """Apply until the answer is no longer pending, as the reconciler does once a cycle."""
+    while (result := actuator.apply(desired)).pending:
+        time.sleep(2)
+    return result

@@ -272,3 +272,24 @@ def test_the_log_names_the_placement_version_and_the_workloads_it_moves(engine, 
         reconciler(engine, InMemoryActuator(NODES)).run_once()
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("reconcile:"))
     assert line.startswith("reconcile: apply v1 (") and line.endswith(" in acme/rag"), line
+
+
+def test_a_placement_coming_up_is_asked_about_each_cycle_and_nothing_new_is_planned_meanwhile(engine, graph):
+    """An actuator that answers pending (Kubernetes, while new replicas start) leaves the placement
+    applying: each cycle asks again, and no other placement is written until it is in force."""
+    actuator = InMemoryActuator(NODES, pending_for=2)
+    first = reconciler(engine, actuator).run_once()
+    assert first.action is Action.apply and first.version == 1
+
+    def states() -> tuple[list[PlacementState], set[MigrationState]]:
+        with Session(engine) as session:
+            return ([p.state for p in session.exec(select(Placement).order_by(Placement.version)).all()],
+                    {m.state for m in session.exec(select(Migration)).all()})
+
+    assert states() == ([PlacementState.applying], {MigrationState.applying})
+    second = reconciler(engine, actuator, now=NOW + timedelta(seconds=20)).run_once()
+    assert second.action is Action.keep and "v1 is still being applied" in second.reason
+    assert states() == ([PlacementState.applying], {MigrationState.applying})  # asked again: pending still
+    reconciler(engine, actuator, now=NOW + timedelta(seconds=40)).run_once()
+    assert states() == ([PlacementState.applied], {MigrationState.succeeded})
+    assert [d.version for d in actuator.applied] == [1]
