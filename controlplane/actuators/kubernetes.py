@@ -20,8 +20,10 @@
   replicas still run, and the reconciler's drift repair re-applies that placement, which retires
   what the failed one added. (A restart restarts the clock: it errs towards waiting longer.)
 - **errors**: 409, 429 and 5xx answers to writes are retried with backoff (honouring Retry-After,
-  at most WRITE_ATTEMPTS times); reads the client retries itself. Anything else is raised to the
-  reconciler, which records the apply as failed.
+  at most WRITE_ATTEMPTS times); reads the client retries itself. An API server that stays
+  unreachable or failing leaves the apply pending (within the ready timeout), so a lost server
+  neither loses nor repeats a migration: the next cycle takes it up where it was. A 4xx refusal is
+  raised to the reconciler, which records the apply as failed.
 """
 
 import logging
@@ -29,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import urllib3
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, ResourceV1Api
 from kubernetes.client.exceptions import ApiException
 
@@ -105,11 +108,29 @@ class KubernetesActuator:
     def apply(self, desired: DesiredPlacement) -> ApplyResult:
         """One step of bringing `desired` up, never waiting (see the module docstring): pending until
         every one of its Deployments is ready, then done; failed once `ready_timeout_s` has passed
-        since this process first applied the version."""
+        since this process first applied the version. An API server that cannot be reached (or keeps
+        answering 5xx) leaves it pending too, within the same timeout: the migration resumes where it
+        was when the server is back, since every step is idempotent."""
         try:
             objects = manifests(desired, self.shapes, self.namespace)
         except (ValueError, KeyError) as exc:
             return ApplyResult(False, str(exc).strip("'\""))
+        try:
+            return self._step(desired, objects)
+        except (urllib3.exceptions.HTTPError, ApiException) as exc:
+            if isinstance(exc, ApiException) and (exc.status or 0) < 500:
+                raise  # the server refused what was sent: not a reason to wait
+            started = self._started.setdefault(desired.version, time.monotonic())
+            if time.monotonic() - started >= self.ready_timeout_s:
+                del self._started[desired.version]
+                raise
+            reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else type(exc).__name__
+            log.warning("kubernetes API unavailable applying v%d (%s); trying again next cycle", desired.version,
+                        reason)
+            return ApplyResult(False, f"the Kubernetes API server is unavailable ({reason}); trying again",
+                               pending=True)
+
+    def _step(self, desired: DesiredPlacement, objects: list[dict[str, Any]]) -> ApplyResult:
         running = {d.metadata.name: d for d in self._managed()}
         surged = [surge(obj, running.get(obj["metadata"]["name"])) for obj in objects]
         for obj in surged:

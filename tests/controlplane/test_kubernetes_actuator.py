@@ -178,3 +178,27 @@ def test_throttled_writes_are_retried_after_the_servers_retry_after(apiserver_do
     d.inject(400, count=1, verbs=("patch",), resource="deployments")  # not transient: raised to the reconciler
     with pytest.raises(ApiException, match="400"):
         act.apply(DesiredPlacement(2, (tool(2),)))
+
+
+def test_a_lost_api_server_pauses_a_migration_which_resumes_when_it_is_back(apiserver_double,  # noqa: F811
+                                                                             k8s_api_client):  # noqa: F811
+    d = apiserver_double
+    act = actuator(k8s_api_client)
+    placement = DesiredPlacement(1, (llm("L40S", 2, 1), tool()))
+    assert act.apply(placement).pending
+    d.stop()
+    lost = act.apply(placement)
+    assert lost.pending and "unavailable" in lost.message
+    d.start()
+    d.rollout(namespace=NS)
+    assert act.apply(placement).ok
+    for rs in placement.replica_sets:  # each written once, at its size: nothing lost or doubled
+        assert d.get("deployments", deployment_name(rs), NS)["spec"]["replicas"] == rs.replicas
+
+
+def test_a_server_lost_past_the_timeout_fails_the_apply(apiserver_double, k8s_api_client):  # noqa: F811
+    d = apiserver_double
+    act = actuator(k8s_api_client, ready_timeout_s=0.0)
+    d.stop()
+    with pytest.raises(Exception):  # noqa: B017 - whichever transport error: the reconciler records it
+        act.apply(DesiredPlacement(1, (tool(),)))
