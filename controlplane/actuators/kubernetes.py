@@ -5,8 +5,10 @@
   the AMD node labeller's `amd.com/gpu.product-name`); a node with neither is not heteroplane's.
   Devices are the vendor's extended resource in `status.capacity` (`nvidia.com/gpu`, `amd.com/gpu`,
   `habana.ai/gaudi`; for a CPU class, cores / cores per device), and healthy ones the same in
-  `status.allocatable`: a device plugin withdraws an unhealthy device from allocatable. A node whose
-  Ready condition is not True is not ready.
+  `status.allocatable`: a device plugin withdraws an unhealthy device from allocatable. Where a DRA
+  driver publishes the devices in `resource.k8s.io/v1` ResourceSlices instead, its whole devices
+  count (MIG partitions are slices of them, not more devices). A node whose Ready condition is not
+  True is not ready.
 - **observe**: the Deployments heteroplane manages (kubernetes_manifests.MANAGED_BY) in its
   namespace: each one's ready replicas, by the identity its labels and annotations carry.
 - **apply**: make-before-break, one step per call, never waiting. Each call writes every object of
@@ -60,6 +62,7 @@ MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 # checked in order (L40S before L4, H200 before H100).
 PRODUCT_CLASSES = (("H200", "H200"), ("H100", "H100-SXM"), ("A100", "A100-80GB"), ("L40S", "L40S"), ("L4", "L4"),
                    ("A10G", "A10G"), ("MI300X", "MI300X"), ("GAUDI3", "Gaudi3"), ("GAUDI2", "Gaudi2"))
+DRA_DRIVERS = frozenset({"gpu.nvidia.com", "gpu.amd.com", "gaudi.habana.ai"})
 PRODUCT_LABELS = ("nvidia.com/gpu.product", "amd.com/gpu.product-name", "beta.amd.com/gpu.product-name")
 
 
@@ -80,17 +83,38 @@ class KubernetesActuator:
     # -- inventory ---------------------------------------------------------------------------------
 
     def inventory(self) -> tuple[NodeInventory, ...]:
+        published = self._dra_devices()
         out = []
         for node in self.core.list_node().items:
             cls = device_class_of(node.metadata.labels or {})
             if cls is None or cls not in self.shapes:
                 continue
             shape = self.shapes[cls]
-            devices = device_count(node.status.capacity or {}, shape)
-            healthy = min(devices, device_count(node.status.allocatable or {}, shape))
+            drawn = published.get(node.metadata.name, 0)  # devices its DRA driver publishes instead
+            devices = max(device_count(node.status.capacity or {}, shape), drawn)
+            healthy = min(devices, max(device_count(node.status.allocatable or {}, shape), drawn))
             ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
             out.append(NodeInventory(node.metadata.name, cls, devices, healthy, ready=ready))
         return tuple(out)
+
+    def _dra_devices(self) -> dict[str, int]:
+        """Whole devices each node's DRA drivers publish in ResourceSlices (resource.k8s.io/v1): the
+        devices of the GPU drivers DRA_DRIVERS names, partitions (NVIDIA's `type: mig`) not counted
+        again. A cluster that does not serve the DRA API has none."""
+        try:
+            slices = self.dra.list_resource_slice().items
+        except ApiException as exc:
+            if exc.status in (404, 403):
+                return {}
+            raise
+        counts: dict[str, int] = {}
+        for resource_slice in slices:
+            spec = resource_slice.spec
+            if spec.driver not in DRA_DRIVERS or not spec.node_name:
+                continue
+            whole = [d for d in spec.devices or [] if device_type(d) != "mig"]
+            counts[spec.node_name] = counts.get(spec.node_name, 0) + len(whole)
+        return counts
 
     # -- observe -----------------------------------------------------------------------------------
 
@@ -186,6 +210,12 @@ class KubernetesActuator:
                             attempt + 1, WRITE_ATTEMPTS)
                 self.sleep(wait)
         return None
+
+
+def device_type(device: Any) -> str | None:
+    """A published device's `type` attribute ('gpu', 'mig', ...), where its driver sets one."""
+    attribute = (device.attributes or {}).get("type")
+    return getattr(attribute, "string", None) if attribute is not None else None
 
 
 def retry_after(exc: ApiException) -> float | None:

@@ -89,6 +89,19 @@ def test_inventory_reads_device_classes_devices_and_readiness_from_nodes(apiserv
     assert nodes["gpu-c"].device_class == "MI300X" and not nodes["gpu-c"].ready and nodes["gpu-a"].ready
 
 
+def test_inventory_counts_the_gpus_a_dra_driver_publishes(apiserver_double, k8s_api_client):  # noqa: F811
+    d = apiserver_double
+    d.add_node("dra-0", labels={"heteroplane.io/device-class": "H100-SXM"})  # no nvidia.com/gpu resource
+    gpus = [{"name": f"gpu-{i}", "attributes": {"type": "gpu", "productName": "NVIDIA H100 80GB HBM3"}}
+            for i in range(4)]
+    migs = [{"name": f"gpu-0-mig-1g-{i}", "attributes": {"type": "mig"}} for i in range(7)]
+    d.add_resource_slice("dra-0-gpus", driver="gpu.nvidia.com", pool="dra-0", node_name="dra-0", devices=gpus + migs)
+    d.add_resource_slice("dra-0-nics", driver="rdma.example.com", pool="dra-0", node_name="dra-0",
+                         devices=[{"name": "nic-0"}])
+    (node,) = KubernetesActuator(k8s_api_client, NS, SHAPES).inventory()
+    assert (node.name, node.device_class, node.devices, node.healthy_devices) == ("dra-0", "H100-SXM", 4, 4)
+
+
 def test_product_labels_map_to_catalog_classes():
     for product, cls in (("NVIDIA-L40S", "L40S"), ("NVIDIA-L4", "L4"), ("NVIDIA-H200", "H200"),
                          ("NVIDIA-A100-SXM4-80GB", "A100-80GB"), ("NVIDIA-A10G", "A10G")):
