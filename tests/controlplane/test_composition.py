@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -17,7 +18,18 @@ from sqlmodel import Session
 from controlplane.auth import mint_token
 from controlplane.composition import StartupError, build
 from controlplane.db import make_engine, upgrade
-from controlplane.models import Role
+from controlplane.models import (
+    Fragment,
+    FragmentKind,
+    FragmentProfile,
+    Role,
+    RuntimeTemplate,
+    Sla,
+    Tenant,
+    Workload,
+)
+from controlplane.models._common import minute_of, utcnow
+from controlplane.seed import seed_catalog
 from controlplane.settings import Settings
 from tests.conftest import fresh_postgres_database
 from tests.controlplane.test_workers import free_port, wait_for
@@ -200,3 +212,93 @@ def test_serve_drives_a_cluster_through_kubeconfig(serve_env, tmp_path):
             server.wait(30)
     finally:
         double.close()
+
+
+def test_serve_places_a_workload_on_the_cluster_make_before_break(serve_env, tmp_path):
+    """End to end through a kubeconfig to the API server double: a workload with observed demand and
+    a runtime template; serve's reconciler plans it, writes its Deployments (the placement stays
+    applying while they come up: the double runs no pods until told), and once they are ready the
+    placement is in force."""
+    env, base, headers = serve_env
+    url = env["HETEROPLANE_DATABASE_URL"]
+    seed_demand(url)
+    double = ApiServerDouble().start()
+    try:
+        double.add_node("l40s-0", labels={"nvidia.com/gpu.product": "NVIDIA-L40S"}, allocatable={"nvidia.com/gpu": "8"})
+        double.add_node("cpu-0", labels={"heteroplane.io/device-class": "CPU-EPYC-64C"}, allocatable={"cpu": "128"})
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "double",
+            "clusters": [{"name": "double", "cluster": {"server": double.url}}],
+            "users": [{"name": "test", "user": {"token": double.token}}],
+            "contexts": [{"name": "double", "context": {"cluster": "double", "user": "test"}}],
+        }))
+        cluster_env = {**env, "HETEROPLANE_ACTUATOR": "kubernetes", "KUBECONFIG": str(kubeconfig),
+                       "HETEROPLANE_API_WORKERS": "1", "HETEROPLANE_KUBERNETES_NAMESPACE": "ml"}
+        cluster_env.pop("KUBERNETES_SERVICE_HOST", None)
+        server = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], env=cluster_env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            def deployments() -> list[dict] | None:
+                found = [d for d in (double.get("deployments", name, "ml") for name in written_names(double))
+                         if d is not None]
+                return found or None
+
+            written = wait_for(deployments, 120, "Deployments written in the cluster")
+            placement = httpx.get(f"{base}/placements", headers=headers, timeout=5).json()["items"][0]
+            assert placement["state"] == "applying"  # its replicas are not ready: make before break
+            images = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in written}
+            assert "vllm/vllm-openai:v0.11.0" in images and "search:1" in images
+            double.auto_rollout(0)
+            double.rollout(namespace="ml")
+
+            def in_force() -> dict | None:
+                answer = httpx.get(f"{base}/placements/current", headers=headers, timeout=5)
+                return answer.json() if answer.status_code == 200 else None
+
+            current = wait_for(in_force, 120, "the placement in force once its replicas are ready")
+            wanted = {(i["fragment_key"], i["replicas"]) for i in current["items"]}
+            running = {(d["metadata"]["annotations"]["heteroplane.io/fragment-key"], d["spec"]["replicas"])
+                       for d in (double.get("deployments", n, "ml") for n in written_names(double)) if d}
+            assert running == wanted
+        finally:
+            server.terminate()
+            server.wait(30)
+    finally:
+        double.close()
+
+
+def written_names(double: ApiServerDouble) -> set[str]:
+    """Names of the Deployments clients applied to the double (from its request log)."""
+    return {r.path.rsplit("/", 1)[-1] for r in double.requests
+            if r.method == "PATCH" and r.resource == "deployments" and not r.path.endswith("/status")}
+
+
+def seed_demand(url: str) -> None:
+    """A workload whose LLM and tool fragments were seen for ten minutes, with an SLA and a runtime
+    template for the tool (the LLM gets vLLM's default)."""
+    engine = make_engine(url)
+    now = minute_of(utcnow())
+    with Session(engine) as session:
+        seed_catalog(session)
+        tenant = Tenant(name="acme")
+        session.add(tenant)
+        session.flush()
+        workload = Workload(name="rag", tenant_id=tenant.id)
+        session.add(workload)
+        session.flush()
+        session.add(Sla(workload_id=workload.id, p99_ms=20_000))
+        llm = Fragment(workload_id=workload.id, key="llm:llama-3.1-8b-instruct", kind=FragmentKind.llm,
+                       name="llama-3.1-8b-instruct", model="llama-3.1-8b-instruct", first_seen=now - timedelta(minutes=10))
+        tool = Fragment(workload_id=workload.id, key="tool:search", kind=FragmentKind.tool, name="search",
+                        first_seen=now - timedelta(minutes=10))
+        session.add_all([llm, tool])
+        session.flush()
+        session.add(RuntimeTemplate(workload_id=workload.id, fragment_id=tool.id, image="search:1"))
+        for fragment, tokens in ((llm, (500, 100)), (tool, (0, 0))):
+            for k in range(10):
+                session.add(FragmentProfile(fragment_id=fragment.id, minute=now - timedelta(minutes=k), visits=300,
+                                            latency_ms_sum=300 * 50.0, tokens_in=300 * tokens[0],
+                                            tokens_out=300 * tokens[1]))
+        session.commit()
+    engine.dispose()
