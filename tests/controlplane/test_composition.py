@@ -183,16 +183,7 @@ def test_serve_drives_a_cluster_through_kubeconfig(serve_env, tmp_path):
     try:
         double.add_node("gpu-a", labels={"nvidia.com/gpu.product": "NVIDIA-L40S"}, allocatable={"nvidia.com/gpu": "4"})
         double.add_node("gpu-b", labels={"heteroplane.io/device-class": "H100-SXM"}, allocatable={"nvidia.com/gpu": "8"})
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "double",
-            "clusters": [{"name": "double", "cluster": {"server": double.url}}],
-            "users": [{"name": "test", "user": {"token": double.token}}],
-            "contexts": [{"name": "double", "context": {"cluster": "double", "user": "test"}}],
-        }))
-        cluster_env = {**env, "HETEROPLANE_ACTUATOR": "kubernetes", "KUBECONFIG": str(kubeconfig),
-                       "HETEROPLANE_API_WORKERS": "1"}
-        cluster_env.pop("KUBERNETES_SERVICE_HOST", None)
+        cluster_env = driving(double, env, tmp_path)
         server = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], env=cluster_env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -226,16 +217,7 @@ def test_serve_places_a_workload_on_the_cluster_make_before_break(serve_env, tmp
     try:
         double.add_node("l40s-0", labels={"nvidia.com/gpu.product": "NVIDIA-L40S"}, allocatable={"nvidia.com/gpu": "8"})
         double.add_node("cpu-0", labels={"heteroplane.io/device-class": "CPU-EPYC-64C"}, allocatable={"cpu": "128"})
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "double",
-            "clusters": [{"name": "double", "cluster": {"server": double.url}}],
-            "users": [{"name": "test", "user": {"token": double.token}}],
-            "contexts": [{"name": "double", "context": {"cluster": "double", "user": "test"}}],
-        }))
-        cluster_env = {**env, "HETEROPLANE_ACTUATOR": "kubernetes", "KUBECONFIG": str(kubeconfig),
-                       "HETEROPLANE_API_WORKERS": "1", "HETEROPLANE_KUBERNETES_NAMESPACE": "ml"}
-        cluster_env.pop("KUBERNETES_SERVICE_HOST", None)
+        cluster_env = {**driving(double, env, tmp_path), "HETEROPLANE_KUBERNETES_NAMESPACE": "ml"}
         server = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve"], env=cluster_env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -266,6 +248,21 @@ def test_serve_places_a_workload_on_the_cluster_make_before_break(serve_env, tmp
             server.wait(30)
     finally:
         double.close()
+
+
+def driving(double: ApiServerDouble, env: dict[str, str], tmp_path) -> dict[str, str]:
+    """serve's environment for the Kubernetes actuator on `double`, through a kubeconfig file."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "double",
+        "clusters": [{"name": "double", "cluster": {"server": double.url}}],
+        "users": [{"name": "test", "user": {"token": double.token}}],
+        "contexts": [{"name": "double", "context": {"cluster": "double", "user": "test"}}],
+    }))
+    cluster_env = {**env, "HETEROPLANE_ACTUATOR": "kubernetes", "KUBECONFIG": str(kubeconfig),
+                   "HETEROPLANE_API_WORKERS": "1"}
+    cluster_env.pop("KUBERNETES_SERVICE_HOST", None)
+    return cluster_env
 
 
 def written_names(double: ApiServerDouble) -> set[str]:
