@@ -151,6 +151,9 @@ from controlplane.runtime import prepare_database
 from controlplane.settings import Settings
 from sqlmodel import Session
 from controlplane.models import Role
+from controlplane.auth import otlp_authoriser
+from controlplane.collected import database_sink
+from collectors.pipeline import Ingest
 settings = Settings(data_dir=sys.argv[1])
 engine = make_engine(settings.effective_database_url)
 prepare_database(engine, settings)
@@ -158,7 +161,8 @@ with Session(engine) as session:
     _, token = mint_token(session, "bench", Role.operator)
     session.commit()
 print(token, flush=True)
-uvicorn.run(create_receiver_app(engine, settings), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+uvicorn.run(create_receiver_app(otlp_authoriser(engine), Ingest(database_sink(engine)), settings.otlp_max_body_bytes,
+                                owns_ingest=True), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
 
 

@@ -68,6 +68,18 @@ class UnsupportedMediaType(OtlpError):
     status = 415
 
 
+class Unauthorized(OtlpError):
+    status = 401
+
+
+class Forbidden(OtlpError):
+    status = 403
+
+
+class Unavailable(OtlpError):
+    status = 503
+
+
 def media_type(content_type: str | None) -> str:
     """The bare, lower-cased media type of a Content-Type header (parameters such as charset dropped)."""
     return (content_type or "").split(";", 1)[0].strip().lower()

@@ -13,17 +13,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-from sqlalchemy.engine import Engine
 
 from collectors.assembly import AssembledBatch, assemble
 from collectors.normalise import SpanRecord
 from collectors.records import MetricSample
-from collectors.store import store_batch
 from collectors.window import Links, TraceWindow
-from controlplane.db import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +45,12 @@ class Ingest:
 
     def __init__(
         self,
-        engine: Engine | None,
+        sink: Callable[[AssembledBatch], None] | None,
         max_queued_batches: int = 256,
         flush_interval_s: float = 1.0,
         window: TraceWindow | None = None,
     ) -> None:
-        self.engine = engine  # None: aggregate only (benchmarks)
+        self.sink = sink  # writes a batch, all or nothing (controlplane.collected); None: aggregate only
         self.flush_interval_s = flush_interval_s
         self.window = window or TraceWindow()
         self._queue: queue.Queue[tuple[Sequence[SpanRecord], Sequence[MetricSample]]] = queue.Queue(
@@ -154,10 +150,9 @@ class Ingest:
         return batch
 
     def _store(self, batch: AssembledBatch) -> None:
-        if self.engine is None:
+        if self.sink is None:
             return
         self._unstored = batch
-        with session_scope(self.engine) as session:
-            store_batch(session, batch)
+        self.sink(batch)
         self._unstored = None
         self._last_error = ""

@@ -35,22 +35,16 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 from urllib3.util.retry import Retry
 
-from controlplane.db import session_scope, upsert_latest
-from controlplane.models import Device, DeviceTelemetry, ModelTelemetry, Node
-from controlplane.models._common import minute_of, to_utc, utcnow
-from controlplane.settings import Settings
+from optimizer.vocabulary import to_utc
 
 logger = logging.getLogger(__name__)
 
@@ -240,69 +234,21 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-# ---------------------------------------------------------------------------- storing
-
-
-def store_samples(
-    session: Session, now: datetime, devices: Sequence[DeviceSample], models: Sequence[ModelSample]
-) -> PullReport:
-    """Upsert the minute's telemetry rows and set each known device's health; the caller commits."""
-    stamp = {"minute": minute_of(now), "updated_at": to_utc(now)}
-    upsert_latest(
-        session,
-        DeviceTelemetry.__table__,
-        ["minute", "hostname", "index"],
-        [asdict(d) | stamp for d in devices],
-    )
-    upsert_latest(
-        session,
-        ModelTelemetry.__table__,
-        ["minute", "model", "device_class"],
-        [asdict(m) | stamp for m in models],
-    )
-    unknown_hosts, unknown_devices, unhealthy = _apply_device_health(session, devices, to_utc(now))
-    return PullReport(
-        devices=len(devices),
-        models=len(models),
-        unknown_hosts=unknown_hosts,
-        unknown_devices=unknown_devices,
-        unhealthy_devices=unhealthy,
-    )
-
-
-def _apply_device_health(
-    session: Session, samples: Sequence[DeviceSample], now: datetime
-) -> tuple[tuple[str, ...], int, int]:
-    """Set xid_errors and xid_at on each known Device with an XID reading, and re-derive its health;
-    (unknown hosts, unknown devices, devices whose XID is not 0)."""
-    hosts = sorted({s.hostname for s in samples})
-    if not hosts:
-        return (), 0, 0
-    known_hosts = set(session.execute(select(Node.name).where(Node.name.in_(hosts))).scalars())
-    stmt = select(Node.name, Device).join(Device, Device.node_id == Node.id).where(Node.name.in_(hosts))
-    devices = {(name, device.index): device for name, device in session.execute(stmt)}
-    unknown_devices = unhealthy = 0
-    for sample in samples:
-        device = devices.get((sample.hostname, sample.index))
-        if device is None:
-            unknown_devices += sample.hostname in known_hosts
-        elif sample.xid is not None:
-            device.xid_errors, device.xid_at = sample.xid, now
-            device.refresh_health()
-            session.add(device)
-        unhealthy += device is not None and device.xid_errors != 0
-    return tuple(h for h in hosts if h not in known_hosts), unknown_devices, unhealthy
-
-
 # ---------------------------------------------------------------------------- the puller (I/O)
 
 
+Store = Callable[[datetime, Sequence[DeviceSample], Sequence[ModelSample]], PullReport]
+"""Writes one reading (at, device samples, model samples) and says what it found: the control
+plane's `controlplane.collected.readings_store`."""
+
+
 class PrometheusPuller:
-    """Pulls device and model telemetry from Prometheus into the database, every `interval_s`."""
+    """Pulls device and model telemetry from Prometheus every `interval_s` and hands each reading to
+    `store` (None: parse only, as in tests of the pulling itself)."""
 
     def __init__(
         self,
-        engine: Engine,
+        store: Store | None,
         url: str,
         interval_s: float = 15.0,
         window: str = "1m",
@@ -310,7 +256,7 @@ class PrometheusPuller:
         timeout_s: float = 5.0,
         on_status: Callable[[PullerStatus], None] | None = None,
     ) -> None:
-        self.engine = engine
+        self.store = store
         self.url = url.rstrip("/")
         self.display_url = redacted(self.url)  # what logs and /api/v1/health may show
         self.interval_s = interval_s
@@ -321,15 +267,6 @@ class PrometheusPuller:
         # No retries inside a pull: the loop is the retry, and a dead server must not stall it.
         self._prom = PrometheusConnect(url=self.url, retry=Retry(total=0, raise_on_status=False), timeout=timeout_s)
         self._status = PullerStatus(state="degraded", message="no pull yet")
-
-    @classmethod
-    def from_settings(cls, engine: Engine, settings: Settings, **kwargs: Any) -> "PrometheusPuller | None":
-        """The puller `settings` configure, or None when `prometheus_url` is empty (puller off)."""
-        if not settings.prometheus_url:
-            return None
-        return cls(
-            engine, settings.prometheus_url, settings.prometheus_interval_s, settings.prometheus_window, **kwargs
-        )
 
     @property
     def status(self) -> PullerStatus:
@@ -357,8 +294,8 @@ class PrometheusPuller:
 
         devices = parse_device_samples(*(results.get(name, ()) for name in device_queries()))
         models = parse_model_samples({k: v for k, v in results.items() if k not in device_queries()})
-        with session_scope(self.engine) as session:
-            report = replace(store_samples(session, at, devices, models), failed_queries=tuple(failures))
+        stored = self.store(at, devices, models) if self.store is not None else PullReport(len(devices), len(models))
+        report = replace(stored, failed_queries=tuple(failures))
         self._note_unknown_hosts(report.unknown_hosts)
 
         if failures:
@@ -378,9 +315,9 @@ class PrometheusPuller:
         """Pull every `interval_s` until `stop_event` is set; nothing a pull raises ends the loop."""
         while not stop_event.is_set():
             try:
-                self.pull_once(utcnow())
+                self.pull_once(datetime.now(UTC))
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one bad pull
-                self._set_status("degraded", f"pull failed: {type(exc).__name__}: {_short(str(exc))}", utcnow(), exc)
+                self._set_status("degraded", f"pull failed: {type(exc).__name__}: {_short(str(exc))}", datetime.now(UTC), exc)
             stop_event.wait(self.interval_s)
 
     def close(self) -> None:

@@ -19,8 +19,9 @@ Replies, as the OTLP/HTTP specification prescribes, in the request's content typ
 503   ingest queue full or token store unavailable, with `Retry-After`: retryable
 ====  ==========================================================================
 
-Who may send: a bearer API token of role operator or admin. A tenant-scoped token
-cannot write into another tenant: all it sends is attributed to the token's
+Who may send is decided by the `authorise` function the receiver is handed (the control plane's
+`controlplane.auth.otlp_authoriser`: a bearer API token of role operator or admin). A
+tenant-scoped token cannot write into another tenant: all it sends is attributed to the token's
 tenant, whatever `heteroplane.tenant` or `service.namespace` the resource claims.
 """
 
@@ -41,8 +42,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from collectors.metrics_decode import CumulativeStreams, DecodedMetrics, decode_metrics
@@ -53,6 +52,7 @@ from collectors.otlp_codec import (
     BodyTooLarge,
     MalformedBody,
     OtlpError,
+    Unavailable,
     UnsupportedMediaType,
     decode_body,
     error_body,
@@ -61,40 +61,30 @@ from collectors.otlp_codec import (
     serialise,
 )
 from collectors.pipeline import Ingest
-from controlplane.auth import authenticate
-from controlplane.db import session_scope
-from controlplane.models import Role, Tenant
-from controlplane.settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class _Unauthorized(OtlpError):
-    status = 401
-
-
-class _Forbidden(OtlpError):
-    status = 403
-
-
-class _Unavailable(OtlpError):
-    status = 503
+Authorise = Callable[[str | None], str | None]
+"""(the request's Authorization header) -> the tenant its token is scoped to, or None for a
+fleet-wide one; raises Unauthorized, Forbidden, or Unavailable when it cannot tell now."""
 
 
 # One export: (payload, media type, the token's tenant or None) -> the reply; raises OtlpError.
 _Export = Callable[[bytes, str, str | None], Message]
 
 
-def create_receiver_app(engine: Engine, settings: Settings, ingest: Ingest | None = None) -> FastAPI:
+def create_receiver_app(authorise: Authorise, ingest: Ingest, max_body_bytes: int, *,
+                        owns_ingest: bool = False) -> FastAPI:
     """The OTLP/HTTP receiver; serve it on settings.otlp_host:otlp_port (4318 by default).
 
-    Batches go to `ingest`; without one the app makes its own, started with the app and
-    flushed when it stops. A caller that passes `ingest` starts, flushes and stops it.
+    Batches go to `ingest`; with `owns_ingest` the app starts it with itself and flushes and stops
+    it when it stops, otherwise its caller does.
     """
-    owned = ingest is None
-    queue = ingest if ingest is not None else Ingest(engine)
+    owned = owns_ingest
+    queue = ingest
     streams = CumulativeStreams(started_ns=time.time_ns())
     # A full queue drains within a flush interval: that is when a retry can next succeed.
     retry_after_s = max(1, math.ceil(queue.flush_interval_s))
@@ -118,33 +108,29 @@ def create_receiver_app(engine: Engine, settings: Settings, ingest: Ingest | Non
         if tenant is not None:
             records = [r._replace(tenant=tenant) for r in records]
         if not queue.submit(records):
-            raise _Unavailable("the ingest queue is full; retry later")
+            raise Unavailable("the ingest queue is full; retry later")
         return _trace_response(normalised)
 
     def export_metrics(payload: bytes, media: str, tenant: str | None) -> ExportMetricsServiceResponse:
         decoded = _decoded(lambda: decode_metrics(parse_message(payload, media, ExportMetricsServiceRequest()), tenant))
         if not streams.submit(decoded, queue.submit_metrics):
-            raise _Unavailable("the ingest queue is full; retry later")
+            raise Unavailable("the ingest queue is full; retry later")
         return _metrics_response(decoded)
 
     async def handle(request: Request, export: _Export) -> Response:
         media = media_type(request.headers.get("content-type"))
         reply_media = media if media in MEDIA_TYPES else JSON
         try:
-            tenant = await run_in_threadpool(_authorise, engine, request.headers.get("authorization"))
+            tenant = await run_in_threadpool(authorise, request.headers.get("authorization"))
             if media not in MEDIA_TYPES:
                 raise UnsupportedMediaType(f"Content-Type {media!r} is not supported; use one of {MEDIA_TYPES}")
-            body = await _read_body(request, settings.otlp_max_body_bytes)
+            body = await _read_body(request, max_body_bytes)
             encoding = request.headers.get("content-encoding")
 
             def work() -> Message:
-                return export(decode_body(body, encoding, settings.otlp_max_body_bytes), media, tenant)
+                return export(decode_body(body, encoding, max_body_bytes), media, tenant)
 
             reply = await run_in_threadpool(work)
-        except OperationalError as exc:
-            # Locked or unreachable token store: the exporter retries on 503 after Retry-After.
-            log.warning("OTLP export refused, asking the exporter to retry: %s", exc)
-            return _error(_Unavailable("the token store is unavailable; retry later"), reply_media, retry_after_s)
         except OtlpError as exc:
             return _error(exc, reply_media, retry_after_s)
         return Response(serialise(reply, media), 200, media_type=media)
@@ -171,25 +157,6 @@ def _error(exc: OtlpError, media: str, retry_after_s: int) -> Response:
     if exc.status == 503:
         headers["Retry-After"] = str(retry_after_s)
     return Response(error_body(exc.status, str(exc), media), exc.status, headers, media)
-
-
-def _authorise(engine: Engine, authorization: str | None) -> str | None:
-    """Check the bearer token; the name of its tenant when it is tenant-scoped, else None."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _Unauthorized("send an API token as `Authorization: Bearer <token>`")
-    with session_scope(engine) as session:
-        principal = authenticate(session, token.strip())
-        if principal is None:
-            raise _Unauthorized("the API token is unknown, revoked or expired")
-        if principal.role == Role.viewer:
-            raise _Forbidden("a viewer token cannot send telemetry; use an operator or admin token")
-        if principal.tenant_id is None:
-            return None
-        tenant = session.get(Tenant, principal.tenant_id)
-        if tenant is None:
-            raise _Unauthorized("the API token's tenant no longer exists")
-        return tenant.name
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

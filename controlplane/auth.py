@@ -1,14 +1,22 @@
 """API tokens: minted once, stored as SHA-256, resolved to a `Principal` with a role and an optional tenant."""
 
 import hashlib
+import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-from controlplane.models import ApiToken, Role
+from collectors import otlp_codec as otlp
+from controlplane.db import session_scope
+from controlplane.models import ApiToken, Role, Tenant
 from controlplane.models._common import utcnow
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "hp_"
 _RANK = {Role.viewer: 0, Role.operator: 1, Role.admin: 2}
@@ -75,3 +83,32 @@ def principal_of(row: ApiToken, now: datetime) -> Principal | None:
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
     return Principal(token_id=row.id, name=row.name, role=Role(row.role), tenant_id=row.tenant_id)
+
+
+def otlp_authoriser(engine: Engine) -> Callable[[str | None], str | None]:
+    """The OTLP receiver's `authorise` (collectors.receiver.Authorise): a bearer API token of role
+    operator or admin; the name of its tenant when it is tenant-scoped, else None. A token store that
+    cannot answer (locked, unreachable) asks the exporter to retry (503 after Retry-After)."""
+
+    def authorise(authorization: str | None) -> str | None:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise otlp.Unauthorized("send an API token as `Authorization: Bearer <token>`")
+        try:
+            with session_scope(engine) as session:
+                principal = authenticate(session, token.strip())
+                if principal is None:
+                    raise otlp.Unauthorized("the API token is unknown, revoked or expired")
+                if principal.role == Role.viewer:
+                    raise otlp.Forbidden("a viewer token cannot send telemetry; use an operator or admin token")
+                if principal.tenant_id is None:
+                    return None
+                tenant = session.get(Tenant, principal.tenant_id)
+                if tenant is None:
+                    raise otlp.Unauthorized("the API token's tenant no longer exists")
+                return tenant.name
+        except OperationalError as exc:
+            log.warning("OTLP export refused, asking the exporter to retry: %s", type(exc).__name__)
+            raise otlp.Unavailable("the token store is unavailable; retry later") from None
+
+    return authorise

@@ -30,7 +30,8 @@ from collectors.prometheus import PrometheusPuller
 from collectors.receiver import create_receiver_app
 from controlplane.actuators.base import Actuator
 from controlplane.app import create_app
-from controlplane.auth import mint_token
+from controlplane.auth import mint_token, otlp_authoriser
+from controlplane.collected import database_sink, readings_store
 from controlplane.db import make_engine
 from controlplane.leadership import LeaderLoop, Leadership, SingleProcess, leadership_for
 from controlplane.models import DeviceClass, Role
@@ -147,7 +148,7 @@ def _components(settings: Settings, engine: Engine, actuator: Actuator | None) -
     prepare_database(engine, settings)
     if actuator is None:
         actuator = actuator_of(settings, engine)
-    ingest = Ingest(engine)
+    ingest = Ingest(database_sink(engine))
     telemetry = Telemetry(ingest)  # this process's loops' metrics, served by /metrics (through workers')
     components: dict[str, str] = {}
     leadership = leadership_for(settings)
@@ -162,9 +163,11 @@ def _components(settings: Settings, engine: Engine, actuator: Actuator | None) -
         status = Path(tempfile.mkdtemp(prefix="heteroplane-serve-")) / "status.json"
         board = StatusBoard(status, components, ingest, telemetry, reconciler)
         api = WorkerPool(settings, status)
-    otlp = ServerThread(create_receiver_app(engine, settings, ingest), settings.otlp_host, settings.otlp_port, "otlp")
-    puller = PrometheusPuller.from_settings(
-        engine, settings, on_status=lambda status: components.__setitem__("prometheus", status.component()))
+    otlp = ServerThread(create_receiver_app(otlp_authoriser(engine), ingest, settings.otlp_max_body_bytes), settings.otlp_host, settings.otlp_port, "otlp")
+    puller = PrometheusPuller(
+        readings_store(engine), settings.prometheus_url, settings.prometheus_interval_s, settings.prometheus_window,
+        on_status=lambda status: components.__setitem__("prometheus", status.component()),
+    ) if settings.prometheus_url else None
     plane = Plane(settings, engine, ingest, components, api, otlp, actuator, reconciler, puller, board, leadership)
     plane.stoppers.append(engine.dispose)
     return plane

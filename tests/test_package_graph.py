@@ -1,5 +1,6 @@
-"""The package graph: optimizer imports no other package, the collectors' pure stages load nothing of
-the control plane (no table, engine or setting), and no module imports itself back through others."""
+"""The package graph: optimizer imports no other package, collectors nothing of the control plane or
+the console (their pure stages load no table, engine or setting), and no module imports itself back
+through others."""
 
 import ast
 import subprocess
@@ -10,12 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("optimizer", "collectors", "controlplane", "web")
 
 
-def imports_of(path: Path, known: set[str]) -> set[str]:
+def imports_of(path: Path, known: set[str], deep: bool = False) -> set[str]:
     """What one module imports when it is loaded: its module-level imports, not those inside
-    functions (deferred) or under `if TYPE_CHECKING:` (never run). `from package import module`
-    imports that module."""
+    functions (deferred) or under `if TYPE_CHECKING:` (never run); with `deep`, every import
+    anywhere in it. `from package import module` imports that module."""
     found = set()
-    for node in ast.parse(path.read_text()).body:
+    tree = ast.parse(path.read_text())
+    for node in (ast.walk(tree) if deep else tree.body):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -24,16 +26,24 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
     return found
 
 
-def modules() -> dict[str, set[str]]:
+def modules(deep: bool = False) -> dict[str, set[str]]:
     paths = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
              for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
-    return {name: {m for m in imports_of(path, set(paths)) if m.split(".")[0] in PACKAGES}
+    return {name: {m for m in imports_of(path, set(paths), deep) if m.split(".")[0] in PACKAGES}
             for name, path in paths.items()}
 
 
 def test_optimizer_imports_no_other_package():
-    leaks = {m: sorted(i for i in imps if not i.startswith("optimizer")) for m, imps in modules().items()
+    leaks = {m: sorted(i for i in imps if not i.startswith("optimizer")) for m, imps in modules(deep=True).items()
              if m.startswith("optimizer")}
+    assert not {m: i for m, i in leaks.items() if i}
+
+
+def test_collectors_import_nothing_of_the_control_plane_or_the_console():
+    """The collectors are handed what they need of the control plane (the receiver its authorise
+    function, the ingest pipeline and the Prometheus puller their database writers)."""
+    leaks = {m: sorted(i for i in imps if i.split(".")[0] in ("controlplane", "web"))
+             for m, imps in modules(deep=True).items() if m.startswith("collectors")}
     assert not {m: i for m, i in leaks.items() if i}
 
 

@@ -42,6 +42,7 @@ import controlplane.models  # noqa: F401  (registers every table for create_all)
 from collectors.normalise import normalise_request
 from collectors.pipeline import Ingest
 from controlplane.actuators.base import ApplyResult, DesiredPlacement, ReplicaSet
+from controlplane.collected import database_sink
 from controlplane.db import make_engine
 from controlplane.seed import seed_catalog
 from controlplane.simfleet.apps import APPS, App, Fragment, Trace
@@ -394,7 +395,7 @@ class ClosedLoop:
         ingest = None
         if self.controller.reads_telemetry:
             self.engine = self._database()
-            ingest = Ingest(self.engine)
+            ingest = Ingest(database_sink(self.engine))
         requests = _Requests(ingest)
         server = _Counting(self.fleet)
         driver = LoadDriver(server, seed=config.seed, traces=load_traces(config.traces_dir))

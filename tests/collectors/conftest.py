@@ -12,7 +12,8 @@ from sqlalchemy.engine import Engine
 
 from collectors.pipeline import Ingest
 from collectors.receiver import create_receiver_app
-from controlplane.auth import mint_token
+from controlplane.auth import mint_token, otlp_authoriser
+from controlplane.collected import database_sink
 from controlplane.db import session_scope
 from controlplane.models import Role, Tenant
 from controlplane.settings import Settings
@@ -56,10 +57,10 @@ def scoped_token(engine, scoped_tenant) -> str:
 @pytest.fixture
 def ingest(engine) -> Ingest:
     """An ingest queue with no worker: a test calls `flush()` to write what the receiver queued."""
-    return Ingest(engine)
+    return Ingest(database_sink(engine))
 
 
 @pytest.fixture
 def client(engine, settings, ingest) -> Iterator[TestClient]:
-    with TestClient(create_receiver_app(engine, settings, ingest)) as test_client:
+    with TestClient(create_receiver_app(otlp_authoriser(engine), ingest, settings.otlp_max_body_bytes)) as test_client:
         yield test_client

@@ -18,6 +18,8 @@ from collectors.metrics_decode import (
 )
 from collectors.pipeline import Ingest
 from collectors.receiver import create_receiver_app
+from controlplane.auth import otlp_authoriser
+from controlplane.collected import database_sink
 from controlplane.models import Fragment, ProfileBucket, Tenant, Workload
 from tests.collectors.otlp_builders import (
     CHAT,
@@ -216,9 +218,9 @@ def test_wrong_content_type_is_415(client, admin_token):
 
 
 def test_full_ingest_queue_is_503_with_retry_after(engine, settings, admin_token):
-    full = Ingest(engine, max_queued_batches=1)  # never started: nothing drains the queue
+    full = Ingest(database_sink(engine), max_queued_batches=1)  # never started: nothing drains the queue
     body = genai_request().SerializeToString()
-    with TestClient(create_receiver_app(engine, settings, full)) as client:
+    with TestClient(create_receiver_app(otlp_authoriser(engine), full, settings.otlp_max_body_bytes)) as client:
         assert post(client, body, admin_token).status_code == 200
         response = post(client, body, admin_token)
 

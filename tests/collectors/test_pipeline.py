@@ -6,11 +6,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
 
-from collectors import pipeline as pipeline_module
 from collectors.normalise import normalise_request
 from collectors.pipeline import Ingest
+from controlplane import collected
 from controlplane.app import create_app
-from controlplane.auth import mint_token
+from controlplane.auth import mint_token, otlp_authoriser
+from controlplane.collected import database_sink
 from controlplane.models import Edge, FragmentProfile, ProfileBucket, RequestStat, Role
 from controlplane.settings import Settings
 from tests.collectors.otlp_builders import agent_loop, make_request, make_span
@@ -54,7 +55,7 @@ def api(engine):
 
 
 def test_a_trace_split_over_batches_in_reverse_is_one_graph(engine, api):
-    ingest = Ingest(engine)
+    ingest = Ingest(database_sink(engine))
     spans = agent_loop(tool_calls=4)
     for span in reversed(spans):
         assert ingest.submit(records([span]))
@@ -71,7 +72,7 @@ def test_a_trace_split_over_batches_in_reverse_is_one_graph(engine, api):
 def test_profiles_report_rate_quantiles_and_token_histograms(engine, api):
     rng = random.Random(4)
     latencies = [rng.lognormvariate(5, 0.8) for _ in range(2000)]
-    ingest = Ingest(engine)
+    ingest = Ingest(database_sink(engine))
     ingest.submit(records(chat_calls(latencies)))
     ingest.flush()
     # 2,000 calls starting 1 ms apart from 12:00:00, so all of them end by 12:00:03: one minute.
@@ -114,8 +115,8 @@ def test_two_receivers_on_one_database_add_up_to_the_same_totals_as_one(engine):
             _, token = mint_token(session, "sender", Role.operator)
             session.commit()
         headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {token}"}
-        pipelines = [Ingest(engine) for _ in range(receivers)]
-        clients = [TestClient(create_receiver_app(engine, Settings(), ingest)) for ingest in pipelines]
+        pipelines = [Ingest(database_sink(engine)) for _ in range(receivers)]
+        clients = [TestClient(create_receiver_app(otlp_authoriser(engine), ingest, Settings().otlp_max_body_bytes)) for ingest in pipelines]
         for i, body in enumerate(bodies):
             assert clients[i % receivers].post("/v1/traces", content=body, headers=headers).status_code == 200
         for ingest in pipelines:
@@ -130,8 +131,8 @@ def test_two_receivers_on_one_database_add_up_to_the_same_totals_as_one(engine):
 
 
 def test_a_failed_write_is_retried_once_and_loses_nothing(engine, monkeypatch):
-    ingest = Ingest(engine)
-    real = pipeline_module.store_batch
+    ingest = Ingest(database_sink(engine))
+    real = collected.store_batch
     calls = []
 
     def flaky(session, batch):
@@ -140,7 +141,7 @@ def test_a_failed_write_is_retried_once_and_loses_nothing(engine, monkeypatch):
             raise RuntimeError("database went away")
         real(session, batch)
 
-    monkeypatch.setattr(pipeline_module, "store_batch", flaky)
+    monkeypatch.setattr(collected, "store_batch", flaky)
     ingest.submit(records(agent_loop(tool_calls=2)))
     with pytest.raises(RuntimeError):
         ingest.flush()
@@ -152,7 +153,7 @@ def test_a_failed_write_is_retried_once_and_loses_nothing(engine, monkeypatch):
 
 
 def test_a_full_queue_refuses_instead_of_growing(engine):
-    ingest = Ingest(engine, max_queued_batches=2)
+    ingest = Ingest(database_sink(engine), max_queued_batches=2)
     assert ingest.submit(records(agent_loop(trace=1))) and ingest.submit(records(agent_loop(trace=2)))
     assert not ingest.submit(records(agent_loop(trace=3)))
     stats = ingest.stats()
@@ -168,7 +169,7 @@ def test_health_exposes_the_window_and_refusals(engine):
     def waiting(trace):  # a tool span whose parent never arrives
         return make_span("execute_tool", trace=trace, span=5, parent=99, attrs={"gen_ai.operation.name": "execute_tool"})
 
-    ingest = Ingest(engine, max_queued_batches=1, window=TraceWindow(max_traces=1))
+    ingest = Ingest(database_sink(engine), max_queued_batches=1, window=TraceWindow(max_traces=1))
     ingest.submit(records([waiting(7)]))
     assert not ingest.submit(records([waiting(8)]))  # the one-batch queue is full
     ingest.flush()
@@ -205,7 +206,7 @@ def agent_to_tool(engine):
 
 
 def test_visit_tallies_add_up_across_flushes_and_collectors(engine):
-    first, second = Ingest(engine), Ingest(engine)
+    first, second = Ingest(database_sink(engine)), Ingest(database_sink(engine))
     first.submit(records(under_api(1, calls=2, at_once=True)))
     first.flush()
     second.submit(records(under_api(2, calls=3, at_once=False)))
@@ -227,7 +228,7 @@ def test_an_idle_flush_stores_the_tallies_of_the_traces_it_evicts(engine):
 
     from collectors.window import TraceWindow
 
-    ingest = Ingest(engine, window=TraceWindow(idle_s=0.5))
+    ingest = Ingest(database_sink(engine), window=TraceWindow(idle_s=0.5))
     ingest.submit(records(under_api(1, calls=2, at_once=True)[1:]))  # the API root never arrives
     ingest.flush()
     assert agent_to_tool(engine) == (2, 0, {})
@@ -238,7 +239,7 @@ def test_an_idle_flush_stores_the_tallies_of_the_traces_it_evicts(engine):
 
 def test_a_visit_that_failed_in_an_earlier_batch_than_its_root_fails_the_request(engine):
     """Spans are exported as they end, so a failed child usually arrives before its root."""
-    ingest = Ingest(engine)
+    ingest = Ingest(database_sink(engine))
     spans = agent_loop(trace=1, tool_calls=2) + agent_loop(trace=2, tool_calls=2)
     spans[-1].status.code = spans[-1].status.STATUS_CODE_ERROR  # trace 2's last tool call failed
     roots = [s for s in spans if not s.parent_span_id]

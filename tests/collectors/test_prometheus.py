@@ -25,9 +25,10 @@ from collectors.prometheus import (
     model_queries,
     parse_device_samples,
     parse_model_samples,
-    store_samples,
 )
 from controlplane.app import create_app
+from controlplane.collected import readings_store, store_samples
+from controlplane.composition import build
 from controlplane.db import session_scope
 from controlplane.models import Device, DeviceClass, DeviceTelemetry, ModelTelemetry, Node
 from controlplane.models._common import utcnow
@@ -95,12 +96,14 @@ def test_status_component_is_what_the_health_endpoint_shows():
     assert PullerStatus("down", "http://x unreachable").component() == "down: http://x unreachable"
 
 
-def test_puller_is_off_without_a_url(tmp_path):
-    assert PrometheusPuller.from_settings(None, Settings(data_dir=tmp_path)) is None
-    puller = PrometheusPuller.from_settings(
-        None, Settings(data_dir=tmp_path, prometheus_url="http://127.0.0.1:9090/", prometheus_interval_s=5)
-    )
-    assert (puller.url, puller.interval_s, puller.window) == ("http://127.0.0.1:9090", 5, "1m")
+def test_the_composition_root_runs_a_puller_only_with_a_url(tmp_path):
+    off = build(Settings(data_dir=tmp_path, api_workers=1))
+    assert off.puller is None
+    off.stop()
+    on = build(Settings(data_dir=tmp_path, api_workers=1, prometheus_url="http://127.0.0.1:9090/",
+                        prometheus_interval_s=5))
+    assert (on.puller.url, on.puller.interval_s, on.puller.window) == ("http://127.0.0.1:9090", 5, "1m")
+    on.stop()
 
 
 def test_vllm_queries_try_both_itl_names_in_both_spellings():
@@ -296,7 +299,7 @@ def dead_url() -> str:
 
 def test_device_readings_under_both_host_labels_are_stored(engine, fleet_prometheus):
     seed_fleet(engine)
-    report = PrometheusPuller(engine, fleet_prometheus).pull_once(utcnow())
+    report = PrometheusPuller(readings_store(engine), fleet_prometheus).pull_once(utcnow())
 
     assert report.failed_queries == ()
     assert (report.devices, report.unknown_hosts, report.unknown_devices) == (5, ("stray-host",), 1)
@@ -313,7 +316,7 @@ def test_device_readings_under_both_host_labels_are_stored(engine, fleet_prometh
 
 def test_xid_marks_exactly_that_device_unhealthy_and_clears_a_stale_one(engine, fleet_prometheus):
     seed_fleet(engine)
-    report = PrometheusPuller(engine, fleet_prometheus).pull_once(utcnow())
+    report = PrometheusPuller(readings_store(engine), fleet_prometheus).pull_once(utcnow())
 
     assert report.unhealthy_devices == 1
     assert device_health(engine) == {("node-a", 0): (True, 0), ("node-a", 1): (False, 79), ("node-b", 0): (True, 0)}
@@ -322,7 +325,7 @@ def test_xid_marks_exactly_that_device_unhealthy_and_clears_a_stale_one(engine, 
 
 
 def test_model_queue_kv_and_latency_quantiles(engine, fleet_prometheus):
-    puller = PrometheusPuller(engine, fleet_prometheus)
+    puller = PrometheusPuller(readings_store(engine), fleet_prometheus)
     now = utcnow()
     assert puller.pull_once(now).models == 2
     puller.pull_once(now)  # the same minute again: overwritten, not added
@@ -346,7 +349,7 @@ def test_model_queue_kv_and_latency_quantiles(engine, fleet_prometheus):
 
 
 def test_a_query_prometheus_rejects_degrades_but_keeps_the_rest(engine, fleet_prometheus):
-    puller = PrometheusPuller(engine, fleet_prometheus, window="1x")  # not a PromQL duration: HTTP 400
+    puller = PrometheusPuller(readings_store(engine), fleet_prometheus, window="1x")  # not a PromQL duration: HTTP 400
     report = puller.pull_once(utcnow())
 
     assert set(report.failed_queries) == {f"{m}_p{p}" for m in ("ttft", "itl") for p in (50, 95, 99)}
@@ -356,7 +359,7 @@ def test_a_query_prometheus_rejects_degrades_but_keeps_the_rest(engine, fleet_pr
 
 
 def test_empty_results_are_ok_with_no_samples(engine, empty_prometheus):
-    puller = PrometheusPuller(engine, empty_prometheus)
+    puller = PrometheusPuller(readings_store(engine), empty_prometheus)
     report = puller.pull_once(utcnow())
 
     assert (report.devices, report.models, report.failed_queries) == (0, 0, ())
@@ -416,7 +419,7 @@ def test_the_loop_keeps_pulling_while_prometheus_is_down(dead_url):
 
 def test_the_loop_survives_pulls_that_raise_and_recovers(engine, fleet_prometheus):
     changes: list[PullerStatus] = []
-    puller = PrometheusPuller(engine, fleet_prometheus, interval_s=0.05, on_status=changes.append)
+    puller = PrometheusPuller(readings_store(engine), fleet_prometheus, interval_s=0.05, on_status=changes.append)
     _run_until(puller, _count_pulls(puller, fail_first=2), count=3)
     assert [s.component() for s in changes] == ["degraded: pull failed: RuntimeError: disk full", "ok"]
     assert changes[1].last_error_at < changes[1].last_success_at
@@ -425,12 +428,12 @@ def test_the_loop_survives_pulls_that_raise_and_recovers(engine, fleet_prometheu
 def test_health_endpoint_shows_the_puller(engine, tmp_path, dead_url, fleet_prometheus):
     app = create_app(engine, Settings(data_dir=tmp_path))
     with TestClient(app) as client:
-        puller = PrometheusPuller(engine, dead_url)
+        puller = PrometheusPuller(readings_store(engine), dead_url)
         puller.pull_once(utcnow())
         app.state.components["prometheus"] = puller.health_component()
         down = client.get("/api/v1/health")
 
-        puller = PrometheusPuller(engine, fleet_prometheus)
+        puller = PrometheusPuller(readings_store(engine), fleet_prometheus)
         puller.pull_once(utcnow())
         app.state.components["prometheus"] = puller.health_component()
         ok = client.get("/api/v1/health")

@@ -15,9 +15,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, func, select
 
-from collectors import receiver
+import controlplane.auth
 from collectors.pipeline import Ingest
 from collectors.receiver import create_receiver_app
+from controlplane.auth import otlp_authoriser
+from controlplane.collected import database_sink
 from controlplane.models import Edge, Fragment, FragmentProfile, Tenant, Workload
 from tests.collectors.otlp_builders import agent_loop, make_request, make_span, span_id, to_otlp_json, trace_id
 
@@ -177,7 +179,7 @@ def test_unavailable_token_store_is_503_with_retry_after(client, admin_token, mo
     def locked(*args, **kwargs):
         raise OperationalError("SELECT ...", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(receiver, "authenticate", locked)
+    monkeypatch.setattr(controlplane.auth, "authenticate", locked)  # the authoriser the receiver is handed
     response = post(client, make_request(agent_loop()).SerializeToString(), admin_token)
 
     assert response.status_code == 503
@@ -187,10 +189,10 @@ def test_unavailable_token_store_is_503_with_retry_after(client, admin_token, mo
 
 @pytest.mark.parametrize("content_type", [PROTOBUF, JSON])
 def test_full_ingest_queue_is_503_with_retry_after_and_nothing_queued(engine, settings, admin_token, content_type):
-    full = Ingest(engine, max_queued_batches=1)  # never started: nothing drains the queue
+    full = Ingest(database_sink(engine), max_queued_batches=1)  # never started: nothing drains the queue
     request = make_request(agent_loop())
     body = request.SerializeToString() if content_type == PROTOBUF else to_otlp_json(request)
-    with TestClient(create_receiver_app(engine, settings, full)) as client:
+    with TestClient(create_receiver_app(otlp_authoriser(engine), full, settings.otlp_max_body_bytes)) as client:
         first = post(client, body, admin_token, content_type)
         second = post(client, body, admin_token, content_type)
 
@@ -205,7 +207,8 @@ def test_full_ingest_queue_is_503_with_retry_after_and_nothing_queued(engine, se
 
 
 def test_the_app_owns_and_flushes_an_ingest_it_made(engine, settings, admin_token):
-    with TestClient(create_receiver_app(engine, settings)) as client:
+    with TestClient(create_receiver_app(otlp_authoriser(engine), Ingest(database_sink(engine)), settings.otlp_max_body_bytes,
+                                         owns_ingest=True)) as client:
         assert post(client, make_request(agent_loop()).SerializeToString(), admin_token).status_code == 200
     # Leaving the app's lifespan stopped its ingest worker, which wrote what was queued.
     assert visits(engine) == 5

@@ -32,10 +32,10 @@ from sqlmodel import Session, SQLModel, func, select
 from collectors.otlp_codec import decode_body, parse_message
 from collectors.pipeline import Ingest
 from collectors.receiver import create_receiver_app
-from controlplane.auth import mint_token
+from controlplane.auth import mint_token, otlp_authoriser
+from controlplane.collected import database_sink
 from controlplane.db import make_engine, session_scope
 from controlplane.models import FragmentProfile, ProfileBucket, Role
-from controlplane.settings import Settings
 from tests.collectors.otlp_builders import (
     CHAT,
     CUMULATIVE,
@@ -86,8 +86,8 @@ def receiver(tmp_path_factory) -> Iterator[Receiver]:
     SQLModel.metadata.create_all(engine)
     with session_scope(engine) as session:
         _, token = mint_token(session, "fuzz", Role.admin)
-    ingest = RecordingIngest(engine, max_queued_batches=100_000)  # never full here: 503 would be a bug
-    app = create_receiver_app(engine, Settings(data_dir=path, otlp_max_body_bytes=MAX_BODY), ingest)
+    ingest = RecordingIngest(database_sink(engine), max_queued_batches=100_000)  # never full here: 503 would be a bug
+    app = create_receiver_app(otlp_authoriser(engine), ingest, MAX_BODY)
     with TestClient(app) as client:
         yield Receiver(client, ingest, engine, token)
     engine.dispose()

@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 
 from collectors.receiver import create_receiver_app
 from controlplane.app import create_app
+from controlplane.auth import otlp_authoriser
 from controlplane.models import Edge, Fragment, FragmentProfile, Tenant, Workload
 from controlplane.runtime import ServerThread
 
@@ -27,7 +28,7 @@ RESOURCE = Resource.create(
 @pytest.fixture
 def receiver_url(engine, settings, ingest) -> Iterator[str]:
     """The receiver listening on a free loopback port, in a background thread; `ingest.flush()` stores."""
-    server = ServerThread(create_receiver_app(engine, settings, ingest), "127.0.0.1", 0, "otlp")
+    server = ServerThread(create_receiver_app(otlp_authoriser(engine), ingest, settings.otlp_max_body_bytes), "127.0.0.1", 0, "otlp")
     server.start()
     yield f"http://127.0.0.1:{server.port}/v1/traces"
     server.stop()

@@ -224,9 +224,10 @@ def test_serve_places_a_workload_on_the_cluster_make_before_break(serve_env, tmp
             def deployments() -> list[dict] | None:
                 found = [d for d in (double.get("deployments", name, "ml") for name in written_names(double))
                          if d is not None]
-                return found or None
+                keys = {d["metadata"]["annotations"]["heteroplane.io/fragment-key"] for d in found}
+                return found if keys == {"llm:llama-3.1-8b-instruct", "tool:search"} else None
 
-            written = wait_for(deployments, 120, "Deployments written in the cluster")
+            written = wait_for(deployments, 120, "Deployments of both fragments written in the cluster")
             placement = httpx.get(f"{base}/placements", headers=headers, timeout=5).json()["items"][0]
             assert placement["state"] == "applying"  # its replicas are not ready: make before break
             images = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in written}

@@ -4,8 +4,9 @@ from datetime import timedelta
 
 from sqlmodel import Session, select
 
-from collectors.prometheus import ModelSample, store_samples
+from collectors.prometheus import ModelSample
 from controlplane.actuators.memory import InMemoryActuator
+from controlplane.collected import store_samples
 from controlplane.fastpath import ModelPressure, Thresholds, scale_up
 from controlplane.models import AuditEvent, Fragment, MigrationPolicy, Placement, PlacementState
 from controlplane.planning import FragmentView, Snapshot

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
-from collectors.prometheus import DeviceSample, store_samples
+from collectors.prometheus import DeviceSample
 from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
+from controlplane.collected import store_samples
 from controlplane.db import session_scope
 from controlplane.inventory import sync_inventory
 from controlplane.models import Device, Node

@@ -17,6 +17,7 @@ from controlplane.actuators.base import NodeInventory
 from controlplane.actuators.memory import InMemoryActuator
 from controlplane.app import create_app
 from controlplane.auth import mint_token
+from controlplane.collected import database_sink
 from controlplane.models import Migration, MigrationState, Placement, PlacementState, Role
 from controlplane.reconciler import Reconciler
 from controlplane.settings import Settings
@@ -132,7 +133,7 @@ def test_the_process_leads_while_it_runs_the_loop(engine, graph):  # noqa: F811
 
 
 def test_ingest_counts_spans_and_batches_accepted_and_refused(engine, callers: Callers):
-    ingest = Ingest(engine, max_queued_batches=1)
+    ingest = Ingest(database_sink(engine), max_queued_batches=1)
     spans = normalise_request(make_request(agent_loop(tool_calls=2), {"service.name": "bot"})).records
     assert ingest.submit(spans) and not ingest.submit(spans)  # the one-batch queue is full
     with TestClient(create_app(engine, Settings(), ingest)) as client:
@@ -159,7 +160,7 @@ def test_only_fleet_wide_tokens_read_metrics_unless_they_are_public(engine, call
 
 def test_an_api_worker_serves_the_main_process_metrics_and_its_own_database_families(
         engine, graph, viewer, tmp_path):  # noqa: F811
-    main = Telemetry(Ingest(engine))
+    main = Telemetry(Ingest(database_sink(engine)))
     assert reconciler(engine, main).run_once().action.value == "apply"
     status = tmp_path / "status.json"
     StatusBoard(status, {"reconciler": "ok"}, None, main).publish()

@@ -1,4 +1,11 @@
-"""The profile store: adds one assembled batch to the database, all or nothing.
+"""What the collectors collect, written to the database: the control plane's side of the ingest
+pipeline and the Prometheus puller (collectors/ import nothing of the control plane: they are
+handed these writers by the composition root).
+
+Profiles: `store_batch` adds one assembled batch, all or nothing; `database_sink(engine)` is the
+`Ingest` sink that does so in a transaction of its own. Fleet readings: `store_samples` upserts a
+Prometheus reading's per-minute telemetry and device health; `readings_store(engine)` is the
+puller's `store`.
 
 Every counter is written as ``INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n``
 (SQLite and PostgreSQL both support it), so any number of collectors can write
@@ -6,34 +13,51 @@ the same rows concurrently and the database holds the sum. Rows are written in
 sorted order so concurrent PostgreSQL writers take row locks in the same order
 and cannot deadlock one another.
 
-The caller owns the transaction (`controlplane.db.session_scope`): nothing here
+`store_batch`'s caller owns the transaction (`controlplane.db.session_scope`): nothing in it
 commits, so a failure anywhere leaves nothing half-written.
 """
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, case, select, tuple_
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from collectors.assembly import AssembledBatch, RequestSample, WorkloadName
-from controlplane.db import dialect_insert
+from collectors.prometheus import DeviceSample, ModelSample, PullReport
+from controlplane.db import dialect_insert, session_scope, upsert_latest
 from controlplane.models import (
+    Device,
+    DeviceTelemetry,
     Edge,
     EdgeVisitCalls,
     Fragment,
     FragmentProfile,
+    ModelTelemetry,
+    Node,
     ProfileBucket,
     RequestStat,
     Sla,
     Tenant,
     Workload,
 )
-from controlplane.models._common import utcnow
+from controlplane.models._common import minute_of, to_utc, utcnow
 
 # Rows per INSERT: well under SQLite's 32766 and PostgreSQL's 65535 bound parameters.
 _CHUNK_ROWS = 1000
+
+
+def database_sink(engine: Engine) -> Callable[[AssembledBatch], None]:
+    """The Ingest sink that adds each batch to `engine`'s database in one transaction."""
+
+    def sink(batch: AssembledBatch) -> None:
+        with session_scope(engine) as session:
+            store_batch(session, batch)
+
+    return sink
 
 
 def store_batch(session: Session, batch: AssembledBatch) -> None:
@@ -302,3 +326,66 @@ def _upsert_request_stats(
         ["requests", "within_sla", "latency_ms_sum", "tokens"],
         list(sums.values()),
     )
+
+
+def readings_store(engine: Engine) -> Callable[[datetime, Sequence[DeviceSample], Sequence[ModelSample]], PullReport]:
+    """The Prometheus puller's `store`: each reading in one transaction of its own."""
+
+    def store(now: datetime, devices: Sequence[DeviceSample], models: Sequence[ModelSample]) -> PullReport:
+        with session_scope(engine) as session:
+            return store_samples(session, now, devices, models)
+
+    return store
+
+
+def store_samples(
+    session: Session, now: datetime, devices: Sequence[DeviceSample], models: Sequence[ModelSample]
+) -> PullReport:
+    """Upsert the minute's telemetry rows and set each known device's health; the caller commits."""
+    stamp = {"minute": minute_of(now), "updated_at": to_utc(now)}
+    upsert_latest(
+        session,
+        DeviceTelemetry.__table__,
+        ["minute", "hostname", "index"],
+        [asdict(d) | stamp for d in devices],
+    )
+    upsert_latest(
+        session,
+        ModelTelemetry.__table__,
+        ["minute", "model", "device_class"],
+        [asdict(m) | stamp for m in models],
+    )
+    unknown_hosts, unknown_devices, unhealthy = _apply_device_health(session, devices, to_utc(now))
+    return PullReport(
+        devices=len(devices),
+        models=len(models),
+        unknown_hosts=unknown_hosts,
+        unknown_devices=unknown_devices,
+        unhealthy_devices=unhealthy,
+    )
+
+
+def _apply_device_health(
+    session: Session, samples: Sequence[DeviceSample], now: datetime
+) -> tuple[tuple[str, ...], int, int]:
+    """Set xid_errors and xid_at on each known Device with an XID reading, and re-derive its health;
+    (unknown hosts, unknown devices, devices whose XID is not 0)."""
+    hosts = sorted({s.hostname for s in samples})
+    if not hosts:
+        return (), 0, 0
+    known_hosts = set(session.execute(select(Node.name).where(Node.name.in_(hosts))).scalars())
+    stmt = select(Node.name, Device).join(Device, Device.node_id == Node.id).where(Node.name.in_(hosts))
+    devices = {(name, device.index): device for name, device in session.execute(stmt)}
+    unknown_devices = unhealthy = 0
+    for sample in samples:
+        device = devices.get((sample.hostname, sample.index))
+        if device is None:
+            unknown_devices += sample.hostname in known_hosts
+        elif sample.xid is not None:
+            device.xid_errors, device.xid_at = sample.xid, now
+            device.refresh_health()
+            session.add(device)
+        unhealthy += device is not None and device.xid_errors != 0
+    return tuple(h for h in hosts if h not in known_hosts), unknown_devices, unhealthy
+
+

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlmodel import Session, func, select
 
-from collectors import store
 from collectors.assembly import assemble
 from collectors.normalise import normalise_request
-from collectors.store import store_batch
+from controlplane import collected as store
+from controlplane.collected import store_batch
 from controlplane.db import session_scope
 from controlplane.models import Edge, Fragment, FragmentProfile, RequestStat, Sla, Tenant, Workload
 from tests.collectors.otlp_builders import agent_loop, make_request, make_span
