@@ -215,3 +215,31 @@ def test_a_server_lost_past_the_timeout_fails_the_apply(apiserver_double, k8s_ap
     d.stop()
     with pytest.raises(Exception):  # noqa: B017 - whichever transport error: the reconciler records it
         act.apply(DesiredPlacement(1, (tool(),)))
+
+
+def test_nodes_that_fail_or_leave_the_cluster_stop_being_planned_on(apiserver_double, k8s_api_client,  # noqa: F811
+                                                                     engine):
+    """What exists comes from the cluster (issue 6's ownership): a node whose Ready condition goes
+    false, or that is deleted, is not healthy in heteroplane's inventory after the next sync."""
+    from sqlmodel import Session, select
+
+    from controlplane.inventory import sync_inventory
+    from controlplane.models import Node
+    from controlplane.seed import seed_catalog
+
+    d = apiserver_double
+    for name in ("gpu-a", "gpu-b"):
+        d.add_node(name, labels={"heteroplane.io/device-class": "L40S"}, allocatable={"nvidia.com/gpu": "4"})
+    act = KubernetesActuator(k8s_api_client, NS, SHAPES)
+
+    def healthy() -> dict[str, bool]:
+        with Session(engine) as session:
+            seed_catalog(session)
+            sync_inventory(session, act.inventory())
+            session.commit()
+            return {n.name: n.healthy for n in session.exec(select(Node)).all()}
+
+    assert healthy() == {"gpu-a": True, "gpu-b": True}
+    d.set_node_ready("gpu-a", False)
+    d.remove("nodes", "gpu-b")
+    assert healthy() == {"gpu-a": False, "gpu-b": False}
