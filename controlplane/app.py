@@ -1,7 +1,7 @@
-"""The FastAPI application: REST API under /api/v1, console under /ui, problem+json errors."""
+"""The FastAPI application: REST API under /api/v1 and /metrics, problem+json errors. The console
+(web/, under /ui) is mounted on it by the composition root (controlplane.composition.service_app)."""
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.responses import RedirectResponse
 from sqlalchemy.engine import Engine
 
 from collectors.pipeline import Ingest
@@ -25,7 +25,6 @@ from controlplane.openapi import document_errors
 from controlplane.ratelimit import FailureLimiter
 from controlplane.settings import Settings
 from controlplane.telemetry import Telemetry, database_registry
-from web.console import create_console_router
 
 
 def create_app(
@@ -58,11 +57,5 @@ def create_app(
     app.include_router(api)
     app.include_router(metrics.router)
 
-    app.include_router(create_console_router(engine, app.state.auth_failures))
     document_errors(app)
-
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/ui", status_code=307)
-
     return app

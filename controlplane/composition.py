@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -40,6 +41,7 @@ from controlplane.runtime import ServerThread, check_connection_budget, prepare_
 from controlplane.settings import Settings
 from controlplane.telemetry import Telemetry
 from controlplane.workers import StatusBoard, WorkerPool, connections_needed, main_pool_size
+from web.console import mount_console
 
 if TYPE_CHECKING:
     from controlplane.actuators.kubernetes import KubernetesActuator
@@ -156,7 +158,7 @@ def _components(settings: Settings, engine: Engine, actuator: Actuator | None) -
                   if actuator is not None else None)
     board = None
     if settings.api_workers == 1:
-        app = create_app(engine, settings, ingest, components, telemetry)
+        app = service_app(engine, settings, ingest, components, telemetry)
         app.state.reconciler = reconciler  # GET /health reports the SLAs its latest cycle could not meet
         api: ServerThread | WorkerPool = ServerThread(app, settings.api_host, settings.api_port, "api")
     else:
@@ -171,6 +173,15 @@ def _components(settings: Settings, engine: Engine, actuator: Actuator | None) -
     plane = Plane(settings, engine, ingest, components, api, otlp, actuator, reconciler, puller, board, leadership)
     plane.stoppers.append(engine.dispose)
     return plane
+
+
+def service_app(engine: Engine, settings: Settings, ingest: Ingest | None = None,
+                components: dict[str, str] | None = None, telemetry: Telemetry | None = None) -> FastAPI:
+    """What the API port serves, in this process or an API worker: the REST API and /metrics
+    (controlplane.app) with the console (web) mounted on it."""
+    app = create_app(engine, settings, ingest, components, telemetry)
+    mount_console(app)
+    return app
 
 
 def actuator_of(settings: Settings, engine: Engine) -> Actuator | None:

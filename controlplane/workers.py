@@ -189,14 +189,14 @@ def run_worker(settings_json: str, sock: socket.socket, status_path: str, ready:
         return
     import uvicorn
 
-    from controlplane.app import create_app
+    from controlplane.composition import service_app  # the composition root: imported here, in the worker
     from controlplane.db import make_engine
 
     settings = Settings.model_validate_json(settings_json)
     logging.basicConfig(level=settings.log_level.upper(),
                         format=f"%(asctime)s %(levelname)s %(name)s[worker {os.getpid()}]: %(message)s")
     engine = make_engine(settings.effective_database_url, settings.api_concurrency + WORKER_CONNECTIONS_SPARE)
-    app = create_app(engine, settings)
+    app = service_app(engine, settings)
     app.state.published = PublishedStatus(Path(status_path))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
 

@@ -1,5 +1,6 @@
 """The package graph: optimizer imports no other package, collectors nothing of the control plane or
-the console (their pure stages load no table, engine or setting), and no module imports itself back
+the console (their pure stages load no table, engine or setting), the control plane nothing of the
+console but in its composition root, and no module imports itself back
 through others."""
 
 import ast
@@ -45,6 +46,13 @@ def test_collectors_import_nothing_of_the_control_plane_or_the_console():
     leaks = {m: sorted(i for i in imps if i.split(".")[0] in ("controlplane", "web"))
              for m, imps in modules(deep=True).items() if m.startswith("collectors")}
     assert not {m: i for m, i in leaks.items() if i}
+
+
+def test_only_the_composition_root_mounts_the_console():
+    """The API (controlplane.app) knows nothing of the console; the composition root mounts it."""
+    importers = {m for m, imps in modules(deep=True).items()
+                 if m.startswith("controlplane") and any(i.split(".")[0] == "web" for i in imps)}
+    assert importers == {"controlplane.composition"}
 
 
 def test_the_pure_collector_stages_load_nothing_of_the_control_plane():

@@ -21,7 +21,7 @@ from typing import Annotated
 
 import plotly
 import plotly.offline
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
@@ -81,6 +81,16 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, max
         samesite="strict",
         secure=request.url.scheme == "https",
     )
+
+
+def mount_console(app: FastAPI) -> None:
+    """Serve the console on `app` (an API app: controlplane.app.create_app) at /ui, over its engine
+    and counting failed sign-ins with its bearer-token failures; / redirects to /ui."""
+    app.include_router(create_console_router(app.state.engine, app.state.auth_failures))
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui", status_code=307)
 
 
 def create_console_router(

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from controlplane.app import create_app
+from controlplane.composition import service_app
 from controlplane.db import session_scope
 from controlplane.models import (
     ApiToken,
@@ -199,5 +199,5 @@ def client(console_app) -> TestClient:
 @pytest.fixture
 def full_client(engine, seeded) -> TestClient:
     """The whole app (API and console) over the seeded database, on the real clock, as `serve` runs it."""
-    with TestClient(create_app(engine, Settings())) as client:
+    with TestClient(service_app(engine, Settings())) as client:
         yield client

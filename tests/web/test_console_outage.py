@@ -4,7 +4,7 @@ problem+json, both with Retry-After and neither naming the database's host."""
 import pytest
 from fastapi.testclient import TestClient
 
-from controlplane.app import create_app
+from controlplane.composition import service_app
 from controlplane.db import make_engine, pool_size
 from controlplane.settings import Settings
 from tests.web.test_console_auth import csrf_of
@@ -16,7 +16,7 @@ DEAD_URL = "postgresql+psycopg://postgres@127.0.0.1:1/heteroplane"
 @pytest.fixture
 def dead_app():
     engine = make_engine(DEAD_URL, pool_size(2))
-    yield create_app(engine, Settings(database_url=DEAD_URL, api_concurrency=2))
+    yield service_app(engine, Settings(database_url=DEAD_URL, api_concurrency=2))
     engine.dispose()
 
 
