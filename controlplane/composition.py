@@ -213,7 +213,7 @@ def kubernetes_cluster(settings: Settings, engine: Engine) -> "KubernetesActuato
     with Session(engine) as session:
         shapes = {c.name: ClassShape(c.vendor, c.slices_per_device, c.cores) for c in session.exec(select(DeviceClass))}
     return KubernetesActuator(client.ApiClient(), settings.kubernetes_namespace, shapes,
-                              settings.kubernetes_ready_timeout_s)
+                              settings.kubernetes_ready_timeout_s, watch=True)
 
 
 def simulated_fleet(settings: Settings, engine: Engine) -> "SimulatedFleet":

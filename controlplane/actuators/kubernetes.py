@@ -10,7 +10,10 @@
   count (MIG partitions are slices of them, not more devices). A node whose Ready condition is not
   True is not ready.
 - **observe**: the Deployments heteroplane manages (kubernetes_manifests.MANAGED_BY) in its
-  namespace: each one's ready replicas, by the identity its labels and annotations carry.
+  namespace: each one's ready replicas, by the identity its labels and annotations carry. With
+  `watch` (as `serve` runs it, between `start` and `stop`) they are kept by a list-then-watch
+  (kubernetes_watch.WatchedList: 410 Gone lists again, other failures back off) instead of listed
+  on every read; while that watch is out of sync, reads list them from the server.
 - **apply**: make-before-break, one step per call, never waiting. Each call writes every object of
   the placement with server-side apply under the field manager `heteroplane` (forcing: heteroplane
   owns these objects), keeping any Deployment at the replicas it runs now where the placement
@@ -34,7 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import urllib3
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, ResourceV1Api
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, ResourceV1Api, V1Deployment
 from kubernetes.client.exceptions import ApiException
 
 from controlplane.actuators.base import ApplyResult, DesiredPlacement, NodeInventory, ObservedPlacement, ReplicaSet
@@ -48,6 +51,7 @@ from controlplane.actuators.kubernetes_manifests import (
     ClassShape,
     manifests,
 )
+from controlplane.actuators.kubernetes_watch import WatchedList
 from optimizer.types import Phase
 
 log = logging.getLogger(__name__)
@@ -70,7 +74,8 @@ class KubernetesActuator:
     """Implements `Actuator` for one namespace of one cluster."""
 
     def __init__(self, api: ApiClient, namespace: str, shapes: Mapping[str, ClassShape],
-                 ready_timeout_s: float = 600.0, sleep: Callable[[float], None] = time.sleep) -> None:
+                 ready_timeout_s: float = 600.0, sleep: Callable[[float], None] = time.sleep,
+                 watch: bool = False) -> None:
         self.core = CoreV1Api(api)
         self.apps = AppsV1Api(api)
         self.dra = ResourceV1Api(api)
@@ -79,6 +84,17 @@ class KubernetesActuator:
         self.ready_timeout_s = ready_timeout_s
         self.sleep = sleep
         self._started: dict[int, float] = {}  # placement version -> when this process first applied it
+        self.deployments = (WatchedList(self.apps.list_namespaced_deployment, namespace, selector=MANAGED_SELECTOR)
+                            if watch else None)
+
+    def start(self) -> None:
+        """Start watching the managed Deployments (with `watch`); reads list them until the first list lands."""
+        if self.deployments is not None:
+            self.deployments.start()
+
+    def stop(self) -> None:
+        if self.deployments is not None:
+            self.deployments.stop()
 
     # -- inventory ---------------------------------------------------------------------------------
 
@@ -119,11 +135,14 @@ class KubernetesActuator:
     # -- observe -----------------------------------------------------------------------------------
 
     def _managed(self) -> list[Any]:
+        held = self.deployments.items() if self.deployments is not None else None
+        if held is not None:
+            return held
         return self.apps.list_namespaced_deployment(self.namespace, label_selector=MANAGED_SELECTOR).items
 
     def observe(self) -> ObservedPlacement:
         deployments = self._managed()
-        versions = {int(d.metadata.annotations.get(VERSION_ANNOTATION, "0")) for d in deployments}
+        versions = {placement_version(d) for d in deployments}
         sets = tuple(replica_set_of(d) for d in deployments)
         return ObservedPlacement(version=min(versions) if versions else None, replica_sets=sets)
 
@@ -158,7 +177,7 @@ class KubernetesActuator:
         running = {d.metadata.name: d for d in self._managed()}
         surged = [surge(obj, running.get(obj["metadata"]["name"])) for obj in objects]
         for obj in surged:
-            self._write(lambda o=obj: self._apply_one(o))
+            self._saw(self._write(lambda o=obj: self._apply_one(o)))
         running = {d.metadata.name: d for d in self._managed()}
         wanted = {o["metadata"]["name"]: o["spec"]["replicas"] for o in objects if o["kind"] == "Deployment"}
         waiting = sorted(name for name, replicas in wanted.items() if not is_ready(running.get(name), replicas))
@@ -173,11 +192,13 @@ class KubernetesActuator:
         self._started.pop(desired.version, None)
         for obj, applied in zip(objects, surged, strict=True):
             if obj is not applied:  # kept at the running count while the rest came up: now its own
-                self._write(lambda o=obj: self._apply_one(o))
+                self._saw(self._write(lambda o=obj: self._apply_one(o)))
         keep = {o["metadata"]["name"] for o in objects}
         retired = sorted(set(running) - keep)
         for name in retired:
             self._write(lambda n=name: self.apps.delete_namespaced_deployment(n, self.namespace), missing_ok=True)
+            if self.deployments is not None:
+                self.deployments.forgot(name)
         for claim in self.dra.list_namespaced_resource_claim_template(
                 self.namespace, label_selector=MANAGED_SELECTOR).items:
             if claim.metadata.name not in keep:
@@ -185,14 +206,19 @@ class KubernetesActuator:
                     n, self.namespace), missing_ok=True)
         return ApplyResult(True, f"{len(wanted)} deployments ready, {len(retired)} retired")
 
-    def _apply_one(self, obj: dict[str, Any]) -> None:
+    def _apply_one(self, obj: dict[str, Any]) -> Any:
+        """Server-side apply of `obj`; the object as the server now holds it."""
         name = obj["metadata"]["name"]
         if obj["kind"] == "Deployment":
-            self.apps.patch_namespaced_deployment(name, self.namespace, obj, field_manager=FIELD_MANAGER, force=True,
-                                                  _content_type=APPLY)
-        else:
-            self.dra.patch_namespaced_resource_claim_template(name, self.namespace, obj, field_manager=FIELD_MANAGER,
-                                                              force=True, _content_type=APPLY)
+            return self.apps.patch_namespaced_deployment(name, self.namespace, obj, field_manager=FIELD_MANAGER,
+                                                         force=True, _content_type=APPLY)
+        return self.dra.patch_namespaced_resource_claim_template(name, self.namespace, obj, field_manager=FIELD_MANAGER,
+                                                                 force=True, _content_type=APPLY)
+
+    def _saw(self, written: Any) -> None:
+        """A Deployment as a write returned it: the watched list holds it from now, not its state before."""
+        if self.deployments is not None and isinstance(written, V1Deployment):
+            self.deployments.saw(written)
 
     def _write(self, call: Callable[[], Any], missing_ok: bool = False) -> Any:
         """`call`, retried on 409/429/5xx with backoff (Retry-After when the server says); with
@@ -253,7 +279,7 @@ def cpu_cores(quantity: str) -> int:
 def is_ready(deployment: Any, replicas: int) -> bool:
     """The Deployment exists, its controller has seen its latest spec, and `replicas` of its pods run
     that spec and are ready."""
-    if deployment is None:
+    if deployment is None or deployment.status is None:
         return False
     status = deployment.status
     return ((status.observed_generation or 0) >= (deployment.metadata.generation or 0)
@@ -268,13 +294,22 @@ def surge(obj: dict[str, Any], running: Any) -> dict[str, Any]:
     return {**obj, "spec": {**obj["spec"], "replicas": running.spec.replicas}}
 
 
+def placement_version(deployment: Any) -> int:
+    """The placement version a managed Deployment's annotation names; 0 where it has none (someone
+    else's object carrying heteroplane's labels): older than any placement, so drift repair rewrites it."""
+    value = (deployment.metadata.annotations or {}).get(VERSION_ANNOTATION, "0")
+    return int(value) if value.isdigit() and len(value) < 10 else 0
+
+
 def replica_set_of(deployment: Any) -> ReplicaSet:
-    labels = deployment.metadata.labels
+    labels = deployment.metadata.labels or {}
+    annotations = deployment.metadata.annotations or {}
     phase = labels.get("heteroplane.io/phase", "whole")
     return ReplicaSet(
         tenant=labels.get("heteroplane.io/tenant", ""), workload=labels.get("heteroplane.io/workload", ""),
-        fragment_key=deployment.metadata.annotations.get(FRAGMENT_ANNOTATION, labels.get(SET_LABEL, "")),
-        device_class=labels.get(CLASS_LABEL, ""), replicas=deployment.status.ready_replicas or 0,
-        slices=int(deployment.metadata.annotations.get("heteroplane.io/slices", "1")),
+        fragment_key=annotations.get(FRAGMENT_ANNOTATION, labels.get(SET_LABEL, "")),
+        device_class=labels.get(CLASS_LABEL, ""),
+        replicas=(deployment.status.ready_replicas or 0) if deployment.status is not None else 0,
+        slices=int(slices) if (slices := annotations.get("heteroplane.io/slices", "1")).isdigit() else 1,
         phase=Phase("" if phase == "whole" else phase),
     )

@@ -208,8 +208,8 @@ def test_serve_drives_a_cluster_through_kubeconfig(serve_env, tmp_path):
 def test_serve_places_a_workload_on_the_cluster_make_before_break(serve_env, tmp_path):
     """End to end through a kubeconfig to the API server double: a workload with observed demand and
     a runtime template; serve's reconciler plans it, writes its Deployments (the placement stays
-    applying while they come up: the double runs no pods until told), and once they are ready the
-    placement is in force."""
+    applying while they come up: the double runs no pods until told), and once they are ready (seen
+    through its watch) the placement is in force."""
     env, base, headers = serve_env
     url = env["HETEROPLANE_DATABASE_URL"]
     seed_demand(url)
@@ -244,6 +244,8 @@ def test_serve_places_a_workload_on_the_cluster_make_before_break(serve_env, tmp
             running = {(d["metadata"]["annotations"]["heteroplane.io/fragment-key"], d["spec"]["replicas"])
                        for d in (double.get("deployments", n, "ml") for n in written_names(double)) if d}
             assert running == wanted
+            # serve watches the Deployments it manages (controlplane/actuators/kubernetes_watch.py)
+            assert any(r.resource == "deployments" and r.verb == "watch" for r in double.requests)
         finally:
             server.terminate()
             server.wait(30)
