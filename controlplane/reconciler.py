@@ -48,6 +48,7 @@ from controlplane.models import (
     Migration,
     MigrationState,
     Placement,
+    PlacementChoice,
     PlacementItem,
     PlacementState,
     RuntimeTemplate,
@@ -63,7 +64,7 @@ from controlplane.settings import Settings
 from optimizer.degrade import degrade
 from optimizer.perfmodel import TARGET_UTILISATION
 from optimizer.solver import solve
-from optimizer.types import ClassCapacity, Infeasibility, Phase, Plan, Problem, Shortfall
+from optimizer.types import ClassCapacity, Explanation, Infeasibility, Phase, Plan, Problem, Shortfall
 
 log = logging.getLogger(__name__)
 ACTOR = "reconciler"
@@ -357,6 +358,10 @@ class Reconciler:
                         slices=slices,
                     )
                 )
+            for fragment_id, why in choices_of(decision, plan).items():
+                session.add(PlacementChoice(placement_id=placement.id, fragment_id=fragment_id,
+                                            binding=why.binding[:300], runner_up=why.runner_up,
+                                            runner_up_delta_usd_per_hour=why.runner_up_delta_usd_per_hour))
             workload_of = dict(session.exec(select(Fragment.id, Fragment.workload_id).where(
                 Fragment.id.in_({m.fragment_id for m in decision.moves}))).all())
             for move in decision.moves:
@@ -554,6 +559,21 @@ def moved_workloads(session: Session, placement_id: int) -> list[str]:
         .where(Migration.placement_id == placement_id)
     ).all()
     return sorted(f"{tenant}/{workload}" for tenant, workload in rows)
+
+
+def choices_of(decision: Decision, plan: Plan) -> dict[int, Explanation]:
+    """The plan's explanation of each fragment the decision places exactly as the plan does (a
+    fragment the gate kept where it runs was not placed for the plan's reasons)."""
+    planned: dict[int, set] = {}
+    for a in plan.assignments:
+        if a.replicas > 0:
+            planned.setdefault(int(a.fragment), set()).add((a.device_class, a.phase, a.replicas, a.slices))
+    decided: dict[int, set] = {}
+    for (fragment_id, cls, phase), (replicas, slices) in decision.assignments.items():
+        if replicas > 0:
+            decided.setdefault(fragment_id, set()).add((cls, phase, replicas, slices))
+    return {int(f): why for f, why in plan.explanations.items()
+            if f.isdigit() and decided.get(int(f)) and decided[int(f)] == planned.get(int(f))}
 
 
 def busy_per_visit(problem: Problem) -> dict[tuple[int, str], float]:

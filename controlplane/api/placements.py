@@ -22,7 +22,13 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import utcnow
-from controlplane.models.placements import MigrationPublic, PlacementItemPublic, PlacementPublic
+from controlplane.models.placements import (
+    MigrationPublic,
+    PlacementChoice,
+    PlacementChoicePublic,
+    PlacementItemPublic,
+    PlacementPublic,
+)
 from controlplane.planning import placement_items
 from controlplane.rollback import changed_fragments, reapplied, record_rollback
 
@@ -68,7 +74,26 @@ def placement_public(session: Session, principal: Principal, placement: Placemen
                   "decided_by": FLEET_OPERATOR if placement.decided_by else None}
     public = PlacementPublic.model_validate(placement, update=update)
     public.items = items if with_items else []
+    public.choices = choices_of(session, principal, placement) if with_items else []
     return public
+
+
+def choices_of(session: Session, principal: Principal, placement: Placement) -> list[PlacementChoicePublic]:
+    """Why each fragment is where it is; a tenant sees its own fragments' only (a binding names at
+    most the fragment's own workload)."""
+    statement = (
+        select(PlacementChoice, Fragment)
+        .join(Fragment, Fragment.id == PlacementChoice.fragment_id)
+        .join(Workload, Workload.id == Fragment.workload_id)
+        .where(PlacementChoice.placement_id == placement.id)
+        .order_by(Workload.id, Fragment.id)
+    )
+    if principal.tenant_id is not None:
+        statement = statement.where(Workload.tenant_id == principal.tenant_id)
+    return [PlacementChoicePublic(fragment_id=fragment.id, fragment_key=fragment.key, workload_id=fragment.workload_id,
+                                  binding=choice.binding, runner_up=choice.runner_up,
+                                  runner_up_delta_usd_per_hour=choice.runner_up_delta_usd_per_hour)
+            for choice, fragment in session.exec(statement).all()]
 
 
 @router.get("/placements/current", response_model=PlacementPublic)

@@ -8,6 +8,7 @@ from controlplane.models.placements import (
     Migration,
     MigrationState,
     Placement,
+    PlacementChoice,
     PlacementItem,
     PlacementState,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Observation",
     "ObservationItem",
     "Placement",
+    "PlacementChoice",
     "PlacementItem",
     "PlacementState",
     "ProfileBucket",

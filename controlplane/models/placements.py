@@ -68,6 +68,33 @@ class PlacementItem(SQLModel, table=True):
     slices: int = Field(1, ge=1, description="Slices per replica.")
 
 
+class PlacementChoice(SQLModel, table=True):
+    """Why a placement put one fragment where it did, as the optimizer explained its plan
+    (optimizer.types.Explanation): the deciding constraint, and the next-best device class with
+    what it would cost more (or less) per hour. Written only for fragments placed as the plan
+    says (not those the policy gate kept where they run)."""
+
+    __tablename__ = "placement_choice"
+    __table_args__ = (UniqueConstraint("placement_id", "fragment_id", name="uq_placement_choice"),)
+    id: int | None = Field(default=None, primary_key=True)
+    placement_id: int = Field(foreign_key="placement.id", index=True, ondelete="CASCADE")
+    fragment_id: int = Field(foreign_key="fragment.id", ondelete="CASCADE")
+    binding: str = Field(max_length=300)
+    runner_up: str | None = Field(default=None, max_length=64)
+    runner_up_delta_usd_per_hour: float | None = None
+
+
+class PlacementChoicePublic(SQLModel):
+    fragment_id: int
+    fragment_key: str
+    workload_id: int
+    binding: str = Field(description="The deciding constraint, e.g. 'cheapest per throughput', 'capacity of L40S', "
+                                     "'latency bound of workload rag', 'migration cost'.")
+    runner_up: str | None = Field(description="The next-best device class for this fragment alone, if any.")
+    runner_up_delta_usd_per_hour: float | None = Field(
+        description="What the runner-up would cost per hour minus what this placement's replicas cost.")
+
+
 class PlacementItemPublic(SQLModel):
     fragment_id: int
     fragment_key: str
@@ -93,6 +120,8 @@ class PlacementPublic(SQLModel):
     solve_time_s: float
     reason: str
     items: list[PlacementItemPublic] = []
+    choices: list[PlacementChoicePublic] = Field(
+        default=[], description="Why here: per fragment, the deciding constraint and the runner-up class.")
 
 
 class MigrationState(StrEnum):

@@ -27,7 +27,7 @@ from controlplane.policy import Action
 from controlplane.reconciler import Reconciler
 from controlplane.seed import seed_catalog
 from controlplane.settings import Settings
-from optimizer.catalog import by_name
+from optimizer.catalog import CATALOG, by_name
 from optimizer.types import Phase
 
 NOW = minute_of(utcnow()) + timedelta(seconds=30)
@@ -293,3 +293,43 @@ def test_a_placement_coming_up_is_asked_about_each_cycle_and_nothing_new_is_plan
     reconciler(engine, actuator, now=NOW + timedelta(seconds=40)).run_once()
     assert states() == ([PlacementState.applied], {MigrationState.succeeded})
     assert [d.version for d in actuator.applied] == [1]
+
+
+def test_each_fragment_placed_as_planned_says_why_it_is_there(engine, graph):
+    """The optimizer's explanation is kept per fragment (PlacementChoice) and GET /placements/{v}
+    shows it: to an operator all of it, to another tenant's token none of it."""
+    from fastapi.testclient import TestClient
+
+    from controlplane.app import create_app
+    from controlplane.auth import mint_token
+    from controlplane.models import PlacementChoice, Role
+
+    reconciler(engine, InMemoryActuator(NODES)).run_once()
+    with Session(engine) as session:
+        choices = {session.get(Fragment, c.fragment_id).key: c.model_copy() for c in session.exec(select(PlacementChoice))}
+        placed = {session.get(Fragment, i.fragment_id).key for i in session.exec(select(PlacementItem))}
+        acme = session.exec(select(Tenant).where(Tenant.name == "acme")).one()
+        other = Tenant(name="globex")
+        session.add(other)
+        session.flush()
+        operator = mint_token(session, "ops", Role.operator)[1]
+        outsider = mint_token(session, "globex", Role.viewer, tenant_id=other.id)[1]
+        own = mint_token(session, "acme", Role.viewer, tenant_id=acme.id)[1]
+        session.commit()
+    assert set(choices) == placed == {"llm:llama-3.1-8b-instruct", "embedding:bge-large-en", "tool:search"}
+    catalog = {c.name for c in CATALOG}
+    for choice in choices.values():
+        assert choice.binding
+        assert choice.runner_up is None or (choice.runner_up in catalog and choice.runner_up_delta_usd_per_hour
+                                            is not None)
+        if choice.binding == "cheapest per throughput" and choice.runner_up is not None:
+            assert choice.runner_up_delta_usd_per_hour >= -1e-9  # nothing cheaper was left out
+    with TestClient(create_app(engine, Settings())) as api:
+        def seen(token: str) -> list[dict]:
+            answer = api.get("/api/v1/placements/1", headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200, answer.text
+            return answer.json()["choices"]
+
+        assert {c["fragment_key"] for c in seen(operator)} == set(choices)
+        assert {c["fragment_key"] for c in seen(own)} == set(choices)
+        assert seen(outsider) == []
