@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+FOCUS_VENV ?= .venv-focus
+FOCUS_STAMP := $(FOCUS_VENV)/.installed-stamp
 
 .PHONY: demo test serve bench clean
 
@@ -19,8 +21,14 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/heteroplane serve
 
-test: $(STAMP)
+# The FOCUS validator the export tests run, in an environment of its own (its pins clash with ours).
+$(FOCUS_STAMP): tests/focus/requirements.txt
+	@test -x $(FOCUS_VENV)/bin/python || $(PYTHON) -m venv $(FOCUS_VENV)
+	$(FOCUS_VENV)/bin/python -m pip install --quiet -r tests/focus/requirements.txt
+	@touch $(FOCUS_STAMP)
+
+test: $(STAMP) $(FOCUS_STAMP)
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) data artifacts .pytest_cache .hypothesis
+	rm -rf $(VENV) $(FOCUS_VENV) data artifacts .pytest_cache .hypothesis
