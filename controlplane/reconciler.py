@@ -121,19 +121,33 @@ class Reconciler:
         self.observer = observer
         self.last: CycleReport | None = None
         self.last_fast: CycleReport | None = None
+        # time.monotonic() of the latest cycle's start and end, and whether run_forever is looping:
+        # what `stale` judges a hung or stopped loop by.
+        self.cycle_began: float | None = None
+        self.cycle_ended: float | None = None
+        self.looping = False
 
     def run_once(self) -> CycleReport:
         """One cycle (see the module's docstring), timed and reported to the observer, success or not."""
-        started = time.monotonic()
+        started = self.cycle_began = time.monotonic()
         try:
             report = self._cycle()
         except Exception as exc:
             seconds = time.monotonic() - started
             self._tell(lambda observer, error=exc: observer.cycle_failed(error, seconds))
             raise
+        finally:
+            self.cycle_ended = time.monotonic()
         seconds = time.monotonic() - started
         self._tell(lambda observer: observer.cycle_finished(report, seconds))
         return report
+
+    def stale(self, now: float | None = None) -> str | None:
+        """Why this loop looks stuck, or None (see `staleness`); None when it is not looping."""
+        if not self.looping:
+            return None
+        return staleness(self.cycle_began, self.cycle_ended, time.monotonic() if now is None else now,
+                         self.settings.reconcile_period_s, self.settings.solver_time_limit_s)
 
     def _tell(self, event: Callable[[CycleObserver], None]) -> None:
         if self.observer is None:
@@ -234,6 +248,7 @@ class Reconciler:
         leads from the start until the loop ends (controlplane.leadership runs it only while leading).
         """
         self._tell(lambda observer: observer.leading(True))
+        self.looping, self.cycle_began, self.cycle_ended = True, None, time.monotonic()
         try:
             while not stop.is_set() and should_continue():
                 report = self._guarded(self.run_once, "reconcile cycle", on_error)
@@ -247,6 +262,7 @@ class Reconciler:
                         return
                     self._guarded(self.run_fast, "fast path", on_error)
         finally:
+            self.looping = False
             self._tell(lambda observer: observer.leading(False))
 
     @staticmethod
@@ -559,6 +575,24 @@ def moved_workloads(session: Session, placement_id: int) -> list[str]:
         .where(Migration.placement_id == placement_id)
     ).all()
     return sorted(f"{tenant}/{workload}" for tenant, workload in rows)
+
+
+STALE_PERIODS = 3  # cycles a loop may miss before /health calls it stale
+
+
+def staleness(began: float | None, ended: float | None, now: float, period_s: float,
+              solve_limit_s: float) -> str | None:
+    """Why a reconciler loop looks stuck, or None. A cycle may take its solve's time limit and some;
+    the loop starts one every `period_s`. With allowance A = STALE_PERIODS * (period_s + solve_limit_s):
+    a cycle running for longer than A is hung; no cycle ended within A (and none running) is a loop
+    that stopped cycling. Times are one monotonic clock's, in seconds."""
+    allowance = STALE_PERIODS * (period_s + solve_limit_s)
+    running = began is not None and (ended is None or began > ended)
+    if running and now - began > allowance:
+        return f"a cycle has been running for {now - began:,.0f} s"
+    if not running and ended is not None and now - ended > allowance:
+        return f"no cycle for {now - ended:,.0f} s"
+    return None
 
 
 def choices_of(decision: Decision, plan: Plan) -> dict[int, Explanation]:

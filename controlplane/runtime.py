@@ -5,7 +5,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -136,3 +136,13 @@ def run_until_interrupted(stoppers: list[Callable[[], None]], watch: Callable[[]
                 stop_one()
             except Exception:  # keep stopping the rest
                 log.exception("error while stopping")
+
+
+def with_staleness(components: Mapping[str, str], reconciler: "Reconciler | None") -> dict[str, str]:
+    """`components`, the reconciler's marked stale where its loop looks stuck (Reconciler.stale)."""
+    out = dict(components)
+    judge = getattr(reconciler, "stale", None)  # None for no reconciler (or a stand-in without a loop)
+    stale = judge() if judge is not None else None
+    if stale is not None and out.get("reconciler", "ok") == "ok":
+        out["reconciler"] = f"stale: {stale}"
+    return out

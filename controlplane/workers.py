@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from collectors.pipeline import Ingest, IngestStats
 from controlplane.db import BACKGROUND_CONNECTIONS, pool_size
+from controlplane.runtime import with_staleness
 from controlplane.settings import Settings
 from controlplane.telemetry import Telemetry
 from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
@@ -97,7 +98,7 @@ class StatusBoard:
     def publish(self) -> None:
         stats = self.ingest.stats() if self.ingest is not None else None
         last = self.reconciler.last if self.reconciler is not None else None
-        body = {"at": time.time(), "components": dict(self.components),
+        body = {"at": time.time(), "components": with_staleness(self.components, self.reconciler),
                 "ingest": asdict(stats) if stats is not None else None,
                 "shortfalls": [asdict(s) for s in last.shortfalls] if last is not None else []}
         _write_atomically(self.path, json.dumps(body).encode())

@@ -16,6 +16,7 @@ from controlplane.auth import Principal
 from controlplane.deps import OptionalPrincipal, SessionDep
 from controlplane.errors import database_state
 from controlplane.models import Placement, Tenant, Workload
+from controlplane.runtime import with_staleness
 from optimizer.reasons import describe
 from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
 
@@ -114,8 +115,9 @@ def process_status(request: Request) -> tuple[dict[str, str], IngestStats | None
     ingest = getattr(request.app.state, "ingest", None)
     reconciler = getattr(request.app.state, "reconciler", None)
     report = getattr(reconciler, "last", None)
-    return (dict(getattr(request.app.state, "components", {})), ingest.stats() if ingest is not None else None,
-            report.shortfalls if report is not None else ())
+    components = with_staleness(getattr(request.app.state, "components", {}), reconciler)
+    return components, ingest.stats() if ingest is not None else None, report.shortfalls if report is not None else ()
+
 
 
 def visible_unmet(session: Session, principal: Principal, shortfalls: tuple[Shortfall, ...]) -> list[UnmetSla]:
