@@ -8,15 +8,18 @@ FOCUS_STAMP := $(FOCUS_VENV)/.installed-stamp
 
 .PHONY: demo test serve bench clean
 
-# (Re)install when pyproject.toml changes; creates the virtual environment if it is missing.
+# (Re)install when pyproject.toml changes; creates the virtual environment if it is missing. pip's
+# and the build backend's chatter goes to a log, shown only when the install fails, so that what
+# `make demo` prints is the demo's banner.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "installing heteroplane and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[dev]'; } \
+		>$(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/heteroplane demo
+	@$(BIN)/heteroplane demo
 
 serve: $(STAMP)
 	$(BIN)/heteroplane serve

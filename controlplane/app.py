@@ -1,4 +1,5 @@
-"""The FastAPI application: REST API under /api/v1 and /metrics, problem+json errors. The console
+"""The FastAPI application: REST API under /api/v1, /metrics, the API's documentation at /docs and
+/redoc (controlplane.docs), problem+json errors. The console
 (web/, under /ui) is mounted on it by the composition root (controlplane.composition.service_app)."""
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -19,6 +20,8 @@ from controlplane.api import (
     tokens,
     workloads,
 )
+from controlplane.compression import CompressedAssets
+from controlplane.docs import install_docs
 from controlplane.errors import install_problem_handlers
 from controlplane.inputs import InputGuard, known_query_parameters
 from controlplane.openapi import document_errors
@@ -38,6 +41,8 @@ def create_app(
         title="heteroplane",
         version="0.1.0",
         description="Observability-driven autoscaling control plane for agentic AI on heterogeneous fleets.",
+        docs_url=None,  # controlplane.docs serves both pages from local assets instead of a CDN
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.settings = settings
@@ -48,6 +53,7 @@ def create_app(
     app.state.token_cache = {}  # controlplane.deps.verified
     app.state.auth_failures = FailureLimiter()
     install_problem_handlers(app)
+    app.add_middleware(CompressedAssets)  # innermost: compresses what the routes answer
     app.add_middleware(InputGuard)
     app.add_middleware(Admission, concurrency=settings.api_concurrency)  # outermost: sheds before reading bodies
 
@@ -56,6 +62,7 @@ def create_app(
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(metrics.router)
+    install_docs(app)
 
     document_errors(app)
     return app

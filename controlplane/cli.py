@@ -33,8 +33,24 @@ def _console() -> "Console":
     return Console()
 
 
-def _setup_logging(settings: "Settings") -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _setup_logging(settings: "Settings", log_file: Path | None = None) -> None:
+    """Log at `settings.log_level` to stderr or, given `log_file`, there, with only warnings and
+    errors on stderr (the demo: its banner stays on screen under the reconciler's log)."""
+    level = settings.log_level.upper()
+    if log_file is None:
+        logging.basicConfig(level=level, format=_LOG_FORMAT)
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        # This run's log only. The handler appends: uvicorn's logging setup closes every handler, and
+        # only an appending FileHandler opens its file again.
+        log_file.write_text("")
+        terminal = logging.StreamHandler()
+        terminal.setLevel(logging.WARNING)
+        logging.basicConfig(level=level, format=_LOG_FORMAT,
+                            handlers=[logging.FileHandler(log_file, encoding="utf-8"), terminal])
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -72,8 +88,9 @@ def demo() -> None:
     from controlplane.settings import get_settings
 
     settings = get_settings()
-    _setup_logging(settings)
-    raise typer.Exit(run_demo(settings, _console()))
+    log_file = settings.data_dir.resolve() / "heteroplane-demo.log"
+    _setup_logging(settings, log_file)
+    raise typer.Exit(run_demo(settings, _console(), log_file))
 
 
 @app.command()
@@ -131,11 +148,12 @@ def token_create(
     role: Annotated[Role, typer.Option(help="admin, operator or viewer.")] = Role.viewer,
     tenant: Annotated[str | None, typer.Option(help="Limit the token to this tenant (by name).")] = None,
 ) -> None:
-    """Mint an API token and print it once; only its hash is stored."""
+    """Mint an API token and print it once; only its hash is stored. The token alone goes to stdout
+    (`TOKEN=$(heteroplane token create ...)`); which database holds it goes to stderr."""
     from sqlmodel import Session, select
 
     from controlplane.auth import mint_token
-    from controlplane.db import make_engine, pool_size, upgrade
+    from controlplane.db import display_url, make_engine, pool_size, upgrade
     from controlplane.models import Tenant
     from controlplane.settings import get_settings
 
@@ -157,6 +175,8 @@ def token_create(
         _, raw = mint_token(session, name, role, tenant_id)
         session.commit()
     engine.dispose()
+    typer.echo(f"token {name!r} ({role.value}{', tenant ' + repr(tenant) if tenant else ''}) written to "
+               f"{display_url(settings.effective_database_url)}", err=True)
     typer.echo(raw)
 
 

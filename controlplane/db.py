@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Table, cast, event, func
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlmodel import Session, create_engine
 
@@ -68,6 +68,12 @@ POOL_WAIT_S = 2.0  # a request waits this long for a connection, then answers 50
 def pool_size(concurrency: int) -> int:
     """Connections for a process serving `concurrency` requests at once: one each, plus its loops'."""
     return concurrency + BACKGROUND_CONNECTIONS
+
+
+def display_url(url: str) -> str:
+    """`url` fit to print: its password shown as *** and its query (where libpq also takes a
+    password) left off; what remains names the database: driver, user, host, port, name or file."""
+    return make_url(url).set(query={}).render_as_string(hide_password=True)
 
 
 def make_engine(url: str, connections: int = pool_size(16)) -> Engine:

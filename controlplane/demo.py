@@ -5,13 +5,17 @@ receiver; the reconciler places their fragments every period; the console shows 
 """
 
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 from rich.console import Console
 from sqlmodel import Session, select
 
 from controlplane.auth import mint_token
 from controlplane.composition import build
-from controlplane.models import Role, Sla, Tenant, Workload
+from controlplane.db import display_url
+from controlplane.models import ApiToken, AuditEvent, Role, Sla, Tenant, Workload
+from controlplane.models._common import utcnow
 from controlplane.runtime import port_is_free, run_until_interrupted
 from controlplane.settings import Settings
 from optimizer.types import Priority
@@ -54,10 +58,38 @@ def seed_demo(session: Session) -> None:
             session.add(Sla(workload_id=workload.id, p99_ms=sample.p99_ms))
 
 
-def run_demo(settings: Settings, console: Console) -> int:
+CONSOLE_TOKEN = "demo-console"
+
+
+def console_token(session: Session, now: datetime) -> str:
+    """A fresh admin token for the demo's console, the one live admin token named CONSOLE_TOKEN:
+    those of earlier runs are revoked (and audited), since a secret, shown once and never stored,
+    cannot be shown again; so `make demo` run again and again leaves one, not one per run."""
+    earlier = session.exec(select(ApiToken).where(
+        ApiToken.name == CONSOLE_TOKEN, ApiToken.role == Role.admin, ApiToken.tenant_id.is_(None),
+        ApiToken.revoked_at.is_(None),
+    ))
+    for row in earlier.all():
+        row.revoked_at = now
+        session.add(AuditEvent(actor="heteroplane demo", action="token.revoke", target_type=ApiToken.__tablename__,
+                               target_id=str(row.id), detail={"name": row.name}))
+    _, raw = mint_token(session, CONSOLE_TOKEN, Role.admin)
+    return raw
+
+
+def prepare_demo(session: Session, now: datetime) -> str:
+    """What the demo writes before it starts: the sample apps, once (seed_demo), and a console admin
+    token that replaces the previous run's (console_token), returned."""
+    seed_demo(session)
+    return console_token(session, now)
+
+
+def run_demo(settings: Settings, console: Console, log_file: Path | None = None) -> int:
     """Start everything over the simulated fleet, print where to look, and run until Ctrl-C; returns
     the exit code. The same components as `serve` (controlplane.composition), with the simulated
-    fleet as the actuator, the API in this process and the sample workloads seeded."""
+    fleet as the actuator, the API in this process and the sample workloads seeded. The banner
+    (where to look, the token) is printed last, between two rules; `log_file` is where the log
+    goes meanwhile (set up by the caller), named in the banner."""
     settings = settings.model_copy(update={"actuator": "sim", "api_workers": 1})
     ports = {"API": (settings.api_host, settings.api_port), "OTLP": (settings.otlp_host, settings.otlp_port),
              "fleet metrics": ("127.0.0.1", settings.sim_metrics_port)}
@@ -68,8 +100,7 @@ def run_demo(settings: Settings, console: Console) -> int:
     try:
         plane = build(settings)
         with Session(plane.engine) as session:
-            seed_demo(session)
-            _, console_token = mint_token(session, "demo-console", Role.admin)
+            token = prepare_demo(session, utcnow())
             session.commit()
         plane.start()
     except RuntimeError as exc:
@@ -77,15 +108,22 @@ def run_demo(settings: Settings, console: Console) -> int:
         return 2
 
     base = f"http://{settings.api_host}:{settings.api_port}"
-    console.print("[bold]heteroplane demo is running[/bold] (Ctrl-C stops everything)")
-    console.print(f"  Console   {base}/ui")
-    console.print("            sign in with this admin token (it is shown once):")
-    console.print(f"            {console_token}", markup=False, highlight=False)
-    console.print(f"  REST API  {base}/api/v1   OpenAPI: {base}/docs")
-    console.print(f"  OTLP      http://{settings.otlp_host}:{settings.otlp_port}/v1/traces")
-    console.print(f"  Metrics   http://127.0.0.1:{plane.actuator.metrics_port}/metrics (simulated DCGM and vLLM)")
-    console.print(f"  Database  {settings.effective_database_url}")
-    console.print(f"  Placements are re-planned every {settings.reconcile_period_s:g}s; charts fill within a minute.")
+    console.rule("[bold]heteroplane demo is running[/bold]")
+    lines = [
+        f"  Console   {base}/ui",
+        "            admin token (shown once; the previous demo's is revoked):",
+        f"            {token}",
+        f"  REST API  {base}/api/v1",
+        f"  API docs  {base}/docs and {base}/redoc",
+        f"  OTLP      http://{settings.otlp_host}:{settings.otlp_port}/v1/traces",
+        f"  Metrics   http://127.0.0.1:{plane.actuator.metrics_port}/metrics (simulated DCGM and vLLM)",
+        f"  Database  {display_url(settings.effective_database_url)}",
+        *([f"  Log       {log_file} (warnings and errors show below too)"] if log_file is not None else []),
+        f"  Placements are re-planned every {settings.reconcile_period_s:g} s; charts fill within a minute.",
+    ]
+    for line in lines:  # soft_wrap: a long URL or path is left whole, for the terminal to wrap or copy
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.rule("Ctrl-C stops everything")
     run_until_interrupted([plane.stop])
     console.print("stopped")
     return 0

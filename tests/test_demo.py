@@ -12,7 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import Session, select
 
+from controlplane.auth import authenticate, mint_token
+from controlplane.demo import prepare_demo
+from controlplane.models import ApiToken, AuditEvent, Role, Tenant, Workload
+from controlplane.models._common import utcnow
 from tests.support import ARTIFACTS, CHROMIUM_ARGS, free_port, require_chromium, wait_for_charts
 
 SAMPLE_APPS = {"rag-chatbot", "coding-agent", "doc-pipeline"}
@@ -37,6 +42,24 @@ class Demo:
                 return value
             time.sleep(1)
         pytest.fail(f"timed out after {timeout_s:g}s waiting for {what}\n{self.log.read_text()[-3000:]}")
+
+
+def test_running_the_demo_again_leaves_one_live_demo_admin_token(engine):
+    with Session(engine) as session:
+        _, own = mint_token(session, "ops", Role.admin)  # an operator's own admin token: none of the demo's business
+        session.commit()
+        first = prepare_demo(session, utcnow())
+        session.commit()
+        second = prepare_demo(session, utcnow())
+        session.commit()
+
+        live = session.exec(select(ApiToken).where(ApiToken.revoked_at.is_(None))).all()
+        assert sorted(t.name for t in live if t.role == Role.admin) == ["demo-console", "ops"]
+        assert authenticate(session, first) is None  # the first run's token, printed then, no longer opens anything
+        assert authenticate(session, second).role == Role.admin and authenticate(session, own) is not None
+        assert len(session.exec(select(Tenant)).all()) == 2 and len(session.exec(select(Workload)).all()) == 3
+        revoked = session.exec(select(AuditEvent).where(AuditEvent.action == "token.revoke")).all()
+        assert [(e.actor, e.detail["name"]) for e in revoked] == [("heteroplane demo", "demo-console")]
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +153,23 @@ def test_console_shows_live_charts_in_chromium(demo):
     assert errors == []
 
 
+def test_the_banner_stays_the_last_thing_on_screen(demo):
+    demo.wait_for("a current placement", lambda: demo.get("/api/v1/placements/current").status_code == 200)
+    screen = demo.log.read_text().splitlines()
+    opening = next(i for i, line in enumerate(screen) if "heteroplane demo is running" in line)
+    closing = next(i for i, line in enumerate(screen) if "Ctrl-C stops everything" in line)
+    banner = "\n".join(screen[opening:closing])
+    assert demo.token in banner and f"{demo.base}/docs" in banner and f"{demo.base}/redoc" in banner
+    assert not [line for line in screen[closing:] if " INFO " in line]  # the reconciler's lines went to the log file
+    log_file = Path(re.search(r"Log +(\S+)", banner).group(1))
+    assert "reconcile: apply v1" in log_file.read_text()
+
+
 def test_ctrl_c_stops_everything_cleanly(demo):
     demo.process.send_signal(signal.SIGINT)
     assert demo.process.wait(timeout=30) == 0
     output = demo.log.read_text()
     assert "stopped" in output and "Traceback" not in output
+    assert "Traceback" not in (demo.log.parent / "heteroplane-demo.log").read_text()
     with pytest.raises(httpx.ConnectError):
         demo.get("/api/v1/health")
