@@ -15,7 +15,8 @@ from controlplane.api.routing import OneHopRoute
 from controlplane.auth import Principal
 from controlplane.deps import OptionalPrincipal, SessionDep
 from controlplane.errors import database_state
-from controlplane.models import Placement, Tenant, Workload
+from controlplane.models import Tenant, Workload
+from controlplane.queries import newest_placement
 from optimizer.reasons import describe
 from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
 
@@ -63,7 +64,7 @@ def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
     components, stats, shortfalls = process_status(request)
     try:
         session.exec(text("SELECT 1"))
-        last = session.exec(select(Placement.created_at).order_by(Placement.version.desc())).first()
+        last = newest.created_at if (newest := newest_placement(session)) is not None else None
         database = "ok"
     except Exception as exc:  # the point of a health check is to report, not raise
         database_state(up=False, why=type(exc).__name__)  # logged once per outage, without the driver's text
