@@ -13,14 +13,19 @@ usable when its own row and its node are both `healthy`.
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import case, func
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from controlplane.models import (
     Device,
     DeviceClass,
+    DeviceTelemetry,
     Fragment,
+    Migration,
+    MigrationState,
     Node,
     Placement,
     PlacementItem,
@@ -69,7 +74,13 @@ def placement_history(session: Session, limit: int, offset: int = 0) -> list[Pla
     return list(session.exec(statement).all())
 
 
-def applied_between(session: Session, start, end) -> list[Placement]:
+def recently_decided(session: Session, limit: int) -> list[Placement]:
+    """Placements an operator approved, rejected or rolled back to, most recent decision first."""
+    statement = select(Placement).where(Placement.decided_at.is_not(None))
+    return list(session.exec(statement.order_by(Placement.decided_at.desc(), Placement.version.desc()).limit(limit)).all())
+
+
+def applied_between(session: Session, start: datetime, end: datetime) -> list[Placement]:
     """The placements that came into force in [start, end), in the order they did, preceded by the
     one in force at `start` (the latest applied before it), when there is one."""
     applied = select(Placement).where(Placement.state == PlacementState.applied)
@@ -127,6 +138,45 @@ def priced_items(session: Session, placement_id: int, tenant_id: int | None = No
             devices=device_class.devices_for(item.replicas, item.slices),
         )
         for item, fragment, workload, tenant, device_class in session.exec(statement).all()
+    ]
+
+
+@dataclass(frozen=True)
+class MigrationLine:
+    """One move of a placement, with the names it is shown by."""
+
+    id: int
+    workload_id: int
+    workload: str
+    tenant_id: int
+    fragment_key: str
+    from_device_class: str | None  # None: replicas added
+    to_device_class: str | None  # None: replicas removed
+    phase: str
+    replicas: int
+    state: MigrationState
+    reason: str  # speaks of its own workload only (controlplane.policy.WorkloadVerdict)
+
+
+def migrations_of(session: Session, placement_id: int, tenant_id: int | None = None) -> list[MigrationLine]:
+    """The moves of placement `placement_id` (only tenant `tenant_id`'s workloads' when given), in order."""
+    source, target = aliased(DeviceClass), aliased(DeviceClass)
+    statement = (
+        select(Migration, Fragment.key, Workload, source.name, target.name)
+        .join(Fragment, Fragment.id == Migration.fragment_id)
+        .join(Workload, Workload.id == Fragment.workload_id)
+        .outerjoin(source, source.id == Migration.from_device_class_id)
+        .outerjoin(target, target.id == Migration.to_device_class_id)
+        .where(Migration.placement_id == placement_id)
+        .order_by(Migration.id)
+    )
+    if tenant_id is not None:
+        statement = statement.where(Workload.tenant_id == tenant_id)
+    return [
+        MigrationLine(id=m.id, workload_id=w.id, workload=w.name, tenant_id=w.tenant_id, fragment_key=key,
+                      from_device_class=a, to_device_class=b, phase=m.phase, replicas=m.replicas,
+                      state=MigrationState(m.state), reason=m.reason)
+        for m, key, w, a, b in session.exec(statement).all()
     ]
 
 
@@ -189,6 +239,60 @@ def fleet_by_class(session: Session) -> list[ClassFleet]:
         for dc in session.exec(select(DeviceClass).order_by(DeviceClass.name)).all()
         if dc.id in counts
     ]
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """One device: its health as each owner sets it, and its latest DCGM reading (None: none lately)."""
+
+    node: str
+    device_class: str
+    index: int
+    node_healthy: bool
+    ready: bool
+    cordoned: bool
+    xid_errors: int
+    healthy: bool
+    memory_gib: float  # the class's memory per device
+    utilisation: float | None  # 0..1
+    memory_used_mib: float | None
+    read_at: datetime | None
+
+
+def device_states(session: Session, since: datetime) -> list[DeviceState]:
+    """Every device of every node, by node name and index, with its newest telemetry row from `since` on."""
+    newest = (
+        select(DeviceTelemetry.hostname, DeviceTelemetry.index, func.max(DeviceTelemetry.minute).label("minute"))
+        .where(DeviceTelemetry.minute >= since)
+        .group_by(DeviceTelemetry.hostname, DeviceTelemetry.index)
+        .subquery()
+    )
+    readings = {
+        (row.hostname, row.index): row
+        for row in session.exec(
+            select(DeviceTelemetry).join(
+                newest,
+                (DeviceTelemetry.hostname == newest.c.hostname) & (DeviceTelemetry.index == newest.c.index)
+                & (DeviceTelemetry.minute == newest.c.minute),
+            )
+        ).all()
+    }
+    out = []
+    for node, device, dc in session.exec(
+        select(Node, Device, DeviceClass)
+        .join(Device, Device.node_id == Node.id)
+        .join(DeviceClass, DeviceClass.id == Node.device_class_id)
+        .order_by(Node.name, Device.index)
+    ).all():
+        reading = readings.get((node.name, device.index))
+        out.append(DeviceState(
+            node=node.name, device_class=dc.name, index=device.index, node_healthy=node.healthy, ready=device.ready,
+            cordoned=device.cordoned, xid_errors=device.xid_errors, healthy=device.healthy and node.healthy,
+            memory_gib=dc.memory_gib, utilisation=reading.utilisation if reading else None,
+            memory_used_mib=reading.memory_used_mib if reading else None,
+            read_at=reading.updated_at if reading else None,
+        ))
+    return out
 
 
 # ---- workloads -------------------------------------------------------------------------------------
