@@ -58,7 +58,14 @@ PAGE_HEADERS = {
 }
 
 # The navigation bar: (label, path), in the order operators read them.
-NAVIGATION = (("Overview", "/ui"),)
+NAVIGATION = (
+    ("Overview", "/ui"),
+    ("Proposals", "/ui/proposals"),
+    ("Placements", "/ui/placements"),
+    ("Workloads", "/ui/workloads"),
+    ("Fleet", "/ui/fleet"),
+    ("Policies", "/ui/policies"),
+)
 
 
 @dataclass(frozen=True)

@@ -184,10 +184,14 @@ def test_minutes_below_the_sla_target_are_marked(client, seeded):
     assert not any(research["breached"])  # no target, nothing to breach
 
 
-def test_the_page_picks_ranges(client, seeded):
+def test_the_page_picks_ranges_and_links_every_page(client, seeded):
     page = signed_in(client, seeded.admin_token).get("/ui?range=24h").text
     assert 'data-overview-url="/ui/data/overview?range=24h"' in page
     assert '<a href="/ui?range=24h" class="active" aria-current="true">24 h</a>' in page
+    for label, href in (("Overview", "/ui"), ("Proposals", "/ui/proposals"), ("Placements", "/ui/placements"),
+                        ("Workloads", "/ui/workloads"), ("Fleet", "/ui/fleet"), ("Policies", "/ui/policies")):
+        assert f'<a href="{href}"' in page and f">{label}</a>" in page
+    assert '<a href="/ui" class="active" aria-current="page">Overview</a>' in page
 
 
 def test_a_banner_says_when_health_is_degraded(client, console_app, seeded):
