@@ -12,6 +12,7 @@ usable when its own row and its node are both `healthy`.
 """
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -117,28 +118,35 @@ class PricedItem:
 def priced_items(session: Session, placement_id: int, tenant_id: int | None = None) -> list[PricedItem]:
     """The items of placement `placement_id` (only tenant `tenant_id`'s workloads' when given), by
     workload id, fragment id, pool and class id."""
+    return priced_items_by_placement(session, [placement_id], tenant_id).get(placement_id, [])
+
+
+def priced_items_by_placement(
+    session: Session, placement_ids: Sequence[int], tenant_id: int | None = None
+) -> dict[int, list[PricedItem]]:
+    """`priced_items` of several placements in one query, by placement id (one without items is absent)."""
     statement = (
         select(PlacementItem, Fragment, Workload, Tenant, DeviceClass)
         .join(Fragment, Fragment.id == PlacementItem.fragment_id)
         .join(Workload, Workload.id == Fragment.workload_id)
         .join(Tenant, Tenant.id == Workload.tenant_id)
         .join(DeviceClass, DeviceClass.id == PlacementItem.device_class_id)
-        .where(PlacementItem.placement_id == placement_id)
-        .order_by(Workload.id, Fragment.id, PlacementItem.phase, DeviceClass.id)
+        .where(PlacementItem.placement_id.in_(list(placement_ids)))
+        .order_by(PlacementItem.placement_id, Workload.id, Fragment.id, PlacementItem.phase, DeviceClass.id)
     )
     if tenant_id is not None:
         statement = statement.where(Workload.tenant_id == tenant_id)
-    return [
-        PricedItem(
+    out: dict[int, list[PricedItem]] = defaultdict(list)
+    for item, fragment, workload, tenant, device_class in session.exec(statement).all():
+        out[item.placement_id].append(PricedItem(
             fragment_id=fragment.id, fragment_key=fragment.key, fragment_kind=str(fragment.kind),
             workload_id=workload.id, workload=workload.name, tenant_id=tenant.id, tenant=tenant.name,
             device_class_id=device_class.id, device_class=device_class.name, phase=item.phase,
             replicas=item.replicas, slices=item.slices,
             usd_per_hour=device_class.usd_per_hour_for(item.replicas, item.slices),
             devices=device_class.devices_for(item.replicas, item.slices),
-        )
-        for item, fragment, workload, tenant, device_class in session.exec(statement).all()
-    ]
+        ))
+    return dict(out)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from controlplane.queries import (
     fleet_by_class,
     placement_in_force,
     priced_items,
+    priced_items_by_placement,
     sla_targets,
 )
 from optimizer.packing import min_devices
@@ -287,19 +288,19 @@ def _placed_devices(items: list[PricedItem], classes: dict[int, DeviceClass]) ->
 def _placement_cost_series(
     session: Session, tenant_id: int | None, axis: list[datetime], step: timedelta
 ) -> list[float | None]:
-    """$/hour of the placement in force at the end of each bucket; None before the first placement."""
-    priced = [
-        (p.applied_at, sum(i.usd_per_hour for i in priced_items(session, p.id, tenant_id)))
-        for p in applied_between(session, axis[0], axis[-1] + step)
-    ]
-    series: list[float | None] = []
-    k, value = 0, None
+    """$/hour of the placement in force at the end of each bucket; None before the first placement.
+    Only those placements are priced (at most one per bucket, however many came and went)."""
+    placements = applied_between(session, axis[0], axis[-1] + step)
+    in_force: list[int | None] = []
+    k = -1
     for b in axis:
-        while k < len(priced) and to_utc(priced[k][0]) < b + step:
-            value = priced[k][1]
+        while k + 1 < len(placements) and to_utc(placements[k + 1].applied_at) < b + step:
             k += 1
-        series.append(value)
-    return series
+        in_force.append(placements[k].id if k >= 0 else None)
+    wanted = sorted({pid for pid in in_force if pid is not None})
+    items = priced_items_by_placement(session, wanted, tenant_id)
+    cost = {pid: sum(i.usd_per_hour for i in items.get(pid, [])) for pid in wanted}
+    return [cost[pid] if pid is not None else None for pid in in_force]
 
 
 def _sla(session: Session, tenant_id: int | None, start: datetime, end: datetime, bucket, n: int) -> list[WorkloadSla]:
