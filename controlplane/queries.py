@@ -264,6 +264,7 @@ class DeviceState:
     memory_gib: float  # the class's memory per device
     utilisation: float | None  # 0..1
     memory_used_mib: float | None
+    power_w: float | None
     read_at: datetime | None
 
 
@@ -298,6 +299,7 @@ def device_states(session: Session, since: datetime) -> list[DeviceState]:
             cordoned=device.cordoned, xid_errors=device.xid_errors, healthy=device.healthy and node.healthy,
             memory_gib=dc.memory_gib, utilisation=reading.utilisation if reading else None,
             memory_used_mib=reading.memory_used_mib if reading else None,
+            power_w=reading.power_w if reading else None,
             read_at=reading.updated_at if reading else None,
         ))
     return out

@@ -20,7 +20,7 @@ usage           12:29 llama h100 alloc 120 busy 60 tokens 200k $0.40   (acme)
 requests        support-bot 12:29 100 (95 within SLA), 12:28 50 (50), 11:59 10 (0, before the window)
                 research-agent 12:29 200 (150)
 profiles        llama on h100 at 12:29: 100 visits at 900 ms, 5 at 2500 ms; TTFT 150 ms · qwen on h100: 200 at 1700 ms
-telemetry       gpu-a devices at 12:29: utilisation 10 % × index, 40960 MiB used; l4-a device 0: 50 %, 8192 MiB
+telemetry       gpu-a devices at 12:29: utilisation 10 % × index, 40960 MiB used, 100 W + 50 W × index; l4-a device 0: 50 %, 8192 MiB
 tokens          admin (fleet) · operator (fleet) · acme viewer · acme operator · globex viewer · a revoked and an expired admin
 """
 
@@ -173,7 +173,7 @@ def seed(engine: Engine) -> Seed:
         s.add_all(profile(qwen, "h100", _minute(12, 29), {1700.0: 200}))
         s.add_all(
             [DeviceTelemetry(minute=_minute(12, 29), hostname="gpu-a", index=i, utilisation=i / 10, memory_used_mib=40960,
-                             xid=79 if i == 0 else 0) for i in range(8)]
+                             xid=79 if i == 0 else 0, power_w=100.0 + 50 * i) for i in range(8)]
             + [DeviceTelemetry(minute=_minute(12, 29), hostname="l4-a", index=0, utilisation=0.5, memory_used_mib=8192)]
         )
 

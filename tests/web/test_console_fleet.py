@@ -22,6 +22,7 @@ def test_classes_nodes_devices_health_and_readings(client, seeded):
     assert "unhealthy" in broken and ">79<" in broken
     busy = device_row(page, "gpu-a", 3)
     assert "healthy" in busy and "30.0%" in busy and "40.0 / 80 GiB" in busy  # 40960 MiB of 80 GiB
+    assert "250 W" in busy  # 100 W + 3 × 50 W
     assert "node unhealthy" in page.split('id="node-gpu-b"')[1].split("</h2>")[0]
     assert "unhealthy" in device_row(page, "gpu-b", 5)  # its node is not ready
     assert "50.0%" in device_row(page, "l4-a", 0) and "8.0 / 24 GiB" in device_row(page, "l4-a", 0)

@@ -1,6 +1,7 @@
 """Fleet: per device class, nodes and devices (counted in GPUs or CPU sockets, never slices) and how
 many are usable; for fleet-wide users, every node and device with its health as each owner sets it
-(actuator readiness, DCGM XID, operator cordon) and its latest DCGM reading (utilisation, memory).
+(actuator readiness, DCGM XID, operator cordon) and its latest DCGM reading (utilisation, memory,
+power).
 
 The node inventory is no tenant's business (the API answers a tenant-scoped token 403 for /nodes),
 so a tenant-scoped user sees the per-class capacity only, as on the overview."""
