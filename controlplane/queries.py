@@ -20,6 +20,7 @@ from sqlalchemy import case, func
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
+from controlplane.db import int_sum
 from controlplane.models import (
     Device,
     DeviceClass,
@@ -31,6 +32,7 @@ from controlplane.models import (
     Placement,
     PlacementItem,
     PlacementState,
+    RequestStat,
     Sla,
     Tenant,
     Workload,
@@ -313,3 +315,30 @@ def sla_targets(session: Session, workload_ids) -> dict[int, float]:
     return dict(
         session.exec(select(Sla.workload_id, Sla.attainment_target).where(Sla.workload_id.in_(list(workload_ids)))).all()
     )
+
+
+@dataclass(frozen=True)
+class RequestTotals:
+    """A workload's end-to-end requests over a window, and how many met its SLA."""
+
+    requests: int
+    within_sla: int
+
+    @property
+    def share(self) -> float | None:
+        return self.within_sla / self.requests if self.requests else None
+
+
+def requests_within_sla(
+    session: Session, workload_ids: Sequence[int], since: datetime, until: datetime
+) -> dict[int, RequestTotals]:
+    """Per workload of `workload_ids` with requests in minutes [since, until), its totals."""
+    return {
+        wid: RequestTotals(int(n or 0), int(ok or 0))
+        for wid, n, ok in session.exec(
+            select(RequestStat.workload_id, int_sum(RequestStat.requests), int_sum(RequestStat.within_sla))
+            .where(RequestStat.workload_id.in_(list(workload_ids)), RequestStat.minute >= since,
+                   RequestStat.minute < until)
+            .group_by(RequestStat.workload_id)
+        ).all()
+    }

@@ -2,7 +2,6 @@
 device class they run on, calls labelled with bytes per call) with its p99, TTFT and TPOT against
 its SLA over the last 30 complete minutes."""
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 import plotly.graph_objects as go
@@ -14,38 +13,15 @@ from sqlmodel import Session, select
 from controlplane.api.common import Id
 from controlplane.api.workloads import visible_workload
 from controlplane.auth import Principal
-from controlplane.db import int_sum
-from controlplane.models import Fragment, RequestStat, Sla, Tenant, Workload
+from controlplane.models import Fragment, Sla, Tenant, Workload
 from controlplane.models._common import minute_of
 from controlplane.profiles import Profile, graph_of, profiles_of
-from controlplane.queries import placement_in_force, priced_items
+from controlplane.queries import placement_in_force, priced_items, requests_within_sla
 from web.deps import Console, SignedIn, render
 from web.figures import layout, to_json
 from web.workload_graph import graph_figure
 
 WINDOW_MINUTES = 30
-
-
-@dataclass(frozen=True)
-class Attainment:
-    requests: int
-    within_sla: int
-
-    @property
-    def share(self) -> float | None:
-        return self.within_sla / self.requests if self.requests else None
-
-
-def attainment(session: Session, workload_ids: list[int], since, until) -> dict[int, Attainment]:
-    """Requests and those within SLA per workload, in [since, until)."""
-    return {
-        wid: Attainment(int(n or 0), int(ok or 0))
-        for wid, n, ok in session.exec(
-            select(RequestStat.workload_id, int_sum(RequestStat.requests), int_sum(RequestStat.within_sla))
-            .where(RequestStat.workload_id.in_(workload_ids), RequestStat.minute >= since, RequestStat.minute < until)
-            .group_by(RequestStat.workload_id)
-        ).all()
-    }
 
 
 def latency_figure(profiles: list[Profile], sla: Sla | None) -> str | None:
@@ -87,7 +63,7 @@ def routes(console: Console) -> APIRouter:
             rows = visible(session, user.principal)
             ids = [w.id for w, _ in rows]
             slas = {s.workload_id: s for s in session.exec(select(Sla).where(Sla.workload_id.in_(ids))).all()}
-            shares = attainment(session, ids, until - timedelta(minutes=WINDOW_MINUTES), until)
+            shares = requests_within_sla(session, ids, until - timedelta(minutes=WINDOW_MINUTES), until)
             current = placement_in_force(session)
             cost: dict[int, float] = {}
             for item in priced_items(session, current.id, user.principal.tenant_id) if current else []:
@@ -111,7 +87,7 @@ def routes(console: Console) -> APIRouter:
             sla = session.exec(select(Sla).where(Sla.workload_id == workload_id)).first()
             # Up to, not into, the minute in progress: its profiles are partial.
             profiles = profiles_of(session, workload_id, until - timedelta(microseconds=1), WINDOW_MINUTES).items
-            share = attainment(session, [workload_id], until - timedelta(minutes=WINDOW_MINUTES), until).get(workload_id)
+            share = requests_within_sla(session, [workload_id], until - timedelta(minutes=WINDOW_MINUTES), until).get(workload_id)
             current = placement_in_force(session)
             items = [i for i in priced_items(session, current.id, workload.tenant_id) if i.workload_id == workload_id] \
                 if current is not None else []
