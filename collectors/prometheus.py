@@ -4,7 +4,8 @@ Three layers, in the order a pull runs them:
 
 1. Queries (PromQL, instant, evaluated at the pull's `now`):
    - devices: the DCGM gauges DCGM_FI_DEV_GPU_UTIL (%), DCGM_FI_DEV_FB_USED
-     (MiB) and DCGM_FI_DEV_XID_ERRORS (last XID code, 0 when healthy), one
+     (MiB), DCGM_FI_DEV_XID_ERRORS (last XID code, 0 when healthy) and
+     DCGM_FI_DEV_POWER_USAGE (W), one
      series per device, identified by the labels `gpu` (index) and `Hostname`
      (dcgm-exporter's spelling) or `hostname` (a common relabelling);
    - models: vLLM's queue depth and running requests summed, and KV-cache use
@@ -68,6 +69,7 @@ class DeviceSample:
     utilisation: float | None = None  # fraction busy, 0..1
     memory_used_mib: float | None = None
     xid: int | None = None  # last XID error code, 0 when healthy
+    power_w: float | None = None  # power draw, watts
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ def device_queries() -> dict[str, str]:
         "utilisation": "DCGM_FI_DEV_GPU_UTIL",
         "memory_used_mib": "DCGM_FI_DEV_FB_USED",
         "xid": "DCGM_FI_DEV_XID_ERRORS",
+        "power_w": "DCGM_FI_DEV_POWER_USAGE",
     }
 
 
@@ -179,11 +182,12 @@ def _device_key(labels: Mapping[str, str]) -> tuple[str, int] | None:
 
 
 def parse_device_samples(
-    utilisation: PromResult, memory_used_mib: PromResult, xid: PromResult
+    utilisation: PromResult, memory_used_mib: PromResult, xid: PromResult, power_w: PromResult = ()
 ) -> tuple[DeviceSample, ...]:
-    """Devices from the three DCGM results, joined on (host, gpu index), sorted by that key."""
+    """Devices from the DCGM results, joined on (host, gpu index), sorted by that key."""
     fields: dict[tuple[str, int], dict[str, Any]] = {}
-    for name, result in (("utilisation", utilisation), ("memory_used_mib", memory_used_mib), ("xid", xid)):
+    for name, result in (("utilisation", utilisation), ("memory_used_mib", memory_used_mib), ("xid", xid),
+                         ("power_w", power_w)):
         for series in result:
             labels = series.get("metric", {})
             key = _device_key(labels)
@@ -205,6 +209,7 @@ def parse_device_samples(
                 utilisation=None if util is None else min(max(util / 100.0, 0.0), 1.0),
                 memory_used_mib=f.get("memory_used_mib"),
                 xid=None if xid_value is None else int(xid_value),
+                power_w=f.get("power_w"),
             )
         )
     return tuple(samples)

@@ -194,7 +194,8 @@ def export_k8s(
 
     from controlplane.actuators.kubernetes_manifests import ClassShape, NoContainer, manifests
     from controlplane.db import make_engine
-    from controlplane.models import DeviceClass, Placement, PlacementState
+    from controlplane.models import DeviceClass
+    from controlplane.queries import placement_in_force, placement_of_version
     from controlplane.reconciler import desired_placement
     from controlplane.settings import get_settings
 
@@ -202,10 +203,7 @@ def export_k8s(
     settings = get_settings()
     engine = make_engine(settings.effective_database_url, 2)
     with Session(engine) as session:
-        statement = select(Placement)
-        statement = (statement.where(Placement.version == version) if version is not None else
-                     statement.where(Placement.state == PlacementState.applied).order_by(Placement.version.desc()))
-        placement = session.exec(statement).first()
+        placement = placement_of_version(session, version) if version is not None else placement_in_force(session)
         if placement is None:
             console.print(f"[red]no placement {'version ' + str(version) if version is not None else 'applied yet'}"
                           "[/red]")

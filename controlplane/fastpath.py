@@ -32,10 +32,11 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, select
 
-from controlplane.models import ModelTelemetry, Placement, PlacementState
+from controlplane.models import ModelTelemetry
 from controlplane.models._common import minute_of, to_utc
 from controlplane.planning import Replicas, Snapshot
 from controlplane.policy import fits
+from controlplane.queries import placement_in_force
 from optimizer.types import ClassCapacity, Phase
 
 
@@ -79,9 +80,8 @@ class ScaleUp:
 def read_pressure(session: Session, now: datetime) -> tuple[ModelPressure, ...]:
     """Each model's readings on each labelled class from this minute or the last, newer than the
     placement in force (none: nothing is placed, so there is nothing to add to)."""
-    applied_at = session.exec(
-        select(Placement.applied_at).where(Placement.state == PlacementState.applied).order_by(Placement.version.desc())
-    ).first()
+    in_force = placement_in_force(session)
+    applied_at = in_force.applied_at if in_force is not None else None
     if applied_at is None:
         return ()
     latest: dict[tuple[str, str], ModelTelemetry] = {}

@@ -19,7 +19,6 @@ from collectors.sketch import TOKEN_EDGES, quantiles
 from controlplane.db import epoch_seconds, int_sum
 from controlplane.forecast import SHORT_MINUTES, DemandHistory, Forecast, ForecastConfig, forecast
 from controlplane.models import (
-    Device,
     DeviceClass,
     Edge,
     Fragment,
@@ -29,8 +28,6 @@ from controlplane.models import (
     Migration,
     MigrationPolicy,
     MigrationState,
-    Node,
-    Placement,
     PlacementItem,
     PlacementState,
     ProfileBucket,
@@ -42,6 +39,7 @@ from controlplane.models import (
 from controlplane.models._common import minute_of, to_utc
 from controlplane.policy import Limits, Policy
 from controlplane.profiles import visits_by_calls
+from controlplane.queries import healthy_devices_per_node, newest_placement, placement_in_force
 from controlplane.seed import spec_of
 from controlplane.windows import parse_window
 from optimizer.catalog import DeviceClassSpec
@@ -193,16 +191,7 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
     rows = session.exec(select(DeviceClass).order_by(DeviceClass.id)).all()
     classes = tuple(spec_of(r) for r in rows)
     class_ids = {r.name: r.id for r in rows}
-    per_node: dict[str, list[int]] = defaultdict(list)
-    for name, _, count in session.exec(
-        select(DeviceClass.name, Node.id, func.count(Device.id))
-        .join(Node, Node.device_class_id == DeviceClass.id)
-        .join(Device, Device.node_id == Node.id)
-        .where(Node.healthy, Device.healthy)
-        .group_by(DeviceClass.name, Node.id)
-        .order_by(DeviceClass.name, Node.id)
-    ).all():
-        per_node[name].append(int(count))
+    per_node = healthy_devices_per_node(session)
 
     last_moved = {
         fid: to_utc(at)
@@ -312,11 +301,9 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
         for wid, priority in session.exec(select(Workload.id, Workload.priority)).all()
     }
 
-    current_placement = session.exec(
-        select(Placement).where(Placement.state == PlacementState.applied).order_by(Placement.version.desc())
-    ).first()
+    current_placement = placement_in_force(session)
     current = placement_items(session, current_placement.id) if current_placement is not None else {}
-    newest = session.exec(select(Placement).order_by(Placement.version.desc())).first()
+    newest = newest_placement(session)
     latest = newest.version if newest is not None else 0
     proposal = None
     if newest is not None and newest.state in (PlacementState.proposed, PlacementState.recorded,
@@ -355,9 +342,8 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
         edges=edges,
         last_moved=last_moved,
         proposal=proposal,
-        applying_version=session.exec(select(Placement.version).where(Placement.state == PlacementState.applying)
-                                      .order_by(Placement.version.desc())).first(),
-        node_devices={name: tuple(counts) for name, counts in per_node.items()},
+        applying_version=applying.version if (applying := newest_placement(session, PlacementState.applying)) else None,
+        node_devices=per_node,
         pins={fid: tuple(classes) for fid, classes in
               session.exec(select(FragmentPin.fragment_id, FragmentPin.device_classes)).all()},
         forecasts={wid: forecast(h, forecasting) for wid, h in demand_history(session, now, forecasting).items()}

@@ -59,6 +59,7 @@ from controlplane.models._common import utcnow
 from controlplane.observed import record_observation
 from controlplane.planning import Snapshot, build_problem, class_capacities, take_snapshot
 from controlplane.policy import Action, Decision, diff, gate, governing, limits, margins, plan_of, with_margins
+from controlplane.queries import placement_in_force
 from controlplane.rollback import roll_back_regressions
 from controlplane.settings import Settings
 from optimizer.degrade import degrade
@@ -410,9 +411,7 @@ class Reconciler:
         The placement's own state and time stay as they are: it was in force all along as far as
         the database goes, and metering bills what ran (`_record_observed`), not this."""
         with Session(self.engine) as session:
-            placement = session.exec(
-                select(Placement).where(Placement.state == PlacementState.applied).order_by(Placement.version.desc())
-            ).first()
+            placement = placement_in_force(session)
             if placement is None:
                 return 0
             desired = desired_placement(session, placement)

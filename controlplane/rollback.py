@@ -32,23 +32,21 @@ from sqlmodel import Session, select
 
 from controlplane.models import (
     AuditEvent,
-    Device,
     DeviceClass,
     Fragment,
     FragmentPin,
     Migration,
     MigrationState,
-    Node,
     Placement,
     PlacementItem,
     PlacementState,
     RequestStat,
-    Sla,
     Workload,
 )
 from controlplane.models._common import minute_of, to_utc
 from controlplane.planning import Replicas, placement_items
 from controlplane.policy import diff, fits
+from controlplane.queries import healthy_devices_per_class, newest_placement, placement_in_force, sla_targets
 from optimizer.types import ClassCapacity
 
 MINUTE = timedelta(minutes=1)
@@ -194,23 +192,20 @@ def roll_back_regressions(session: Session, now: datetime, minutes: int) -> int 
             .where(RequestStat.workload_id.in_(workloads), RequestStat.minute >= minute_of(since) - minutes * MINUTE)
         ).all()
     }
-    targets = dict(session.exec(select(Sla.workload_id, Sla.attainment_target).where(Sla.workload_id.in_(workloads))).all())
+    targets = sla_targets(session, workloads)
     due = due_rollbacks(moves, outcomes, targets, minutes, now)
     if not due:
         return None
 
-    current_row = _newest_applied(session)
+    current_row = placement_in_force(session)
     current = placement_items(session, current_row.id) if current_row is not None else {}
-    devices = dict(session.exec(
-        select(DeviceClass.name, func.count(Device.id)).join(Node, Node.device_class_id == DeviceClass.id)
-        .join(Device, Device.node_id == Node.id).where(Node.healthy, Device.healthy).group_by(DeviceClass.name)
-    ).all())
+    devices = healthy_devices_per_class(session)
     capacity = [ClassCapacity(name, 0.0, devices.get(name, 0), per_device) for name, per_device in
                 session.exec(select(DeviceClass.name, DeviceClass.slices_per_device)).all()]
     earlier: dict[int, Replicas] = {}
     versions: dict[int, int] = {}
     for d in due:
-        previous = _newest_applied(session, before_version=d.placement_version)
+        previous = newest_placement(session, PlacementState.applied, before_version=d.placement_version)
         if previous is None or d.fragment_id in earlier:
             continue
         items = placement_items(session, previous.id)
@@ -290,13 +285,6 @@ def record_rollback(session: Session, now: datetime, target: Replicas, current: 
         session.add(pin)
     session.flush()
     return placement
-
-
-def _newest_applied(session: Session, before_version: int | None = None) -> Placement | None:
-    statement = select(Placement).where(Placement.state == PlacementState.applied)
-    if before_version is not None:
-        statement = statement.where(Placement.version < before_version)
-    return session.exec(statement.order_by(Placement.version.desc())).first()
 
 
 def _pcts(shares: tuple[float, ...]) -> str:

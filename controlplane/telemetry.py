@@ -36,17 +36,13 @@ from sqlmodel import Session, select
 
 from collectors.pipeline import Ingest
 from controlplane.models import (
-    DeviceClass,
-    Fragment,
     Migration,
     MigrationState,
     Placement,
-    PlacementItem,
     PlacementState,
-    Tenant,
-    Workload,
 )
 from controlplane.policy import Action
+from controlplane.queries import placement_in_force, priced_items
 
 if TYPE_CHECKING:
     from controlplane.reconciler import CycleReport
@@ -168,33 +164,23 @@ class DatabaseCollector(Collector):
         with Session(self.engine) as session:
             placements = _counts(session.exec(select(Placement.state, func.count()).group_by(Placement.state)).all())
             migrations = _counts(session.exec(select(Migration.state, func.count()).group_by(Migration.state)).all())
-            applied = session.exec(
-                select(Placement.id, Placement.version).where(Placement.state == PlacementState.applied)
-                .order_by(Placement.version.desc()).limit(1)
-            ).first()
-            replicas = [] if applied is None else session.exec(
-                select(Tenant.name, Workload.name, Fragment.key, DeviceClass.name, PlacementItem.phase,
-                       PlacementItem.replicas)
-                .join(Fragment, Fragment.id == PlacementItem.fragment_id)
-                .join(Workload, Workload.id == Fragment.workload_id)
-                .join(Tenant, Tenant.id == Workload.tenant_id)
-                .join(DeviceClass, DeviceClass.id == PlacementItem.device_class_id)
-                .where(PlacementItem.placement_id == applied[0])
-            ).all()
+            applied = placement_in_force(session)
+            replicas = [] if applied is None else priced_items(session, applied.id)
         yield _by_state("heteroplane_placements", "Placement versions by state.", PlacementState, placements)
         yield _by_state("heteroplane_migrations", "Migrations (one move each) by state.", MigrationState, migrations)
         version = GaugeMetricFamily("heteroplane_placement_applied_version",
                                     "Version of the placement in force (the latest applied); absent before the first.")
         if applied is not None:
-            version.add_metric([], applied[1])
+            version.add_metric([], applied.version)
         yield version
         desired = GaugeMetricFamily(
             "heteroplane_desired_replicas",
             "Replicas the placement in force wants of each fragment on each device class (phase: whole, prefill "
             "or decode); what an autoscaler on external metrics acts on.",
             labels=["tenant", "workload", "fragment", "device_class", "phase"])
-        for tenant, workload, fragment, device_class, phase, count in replicas:
-            desired.add_metric([tenant, workload, fragment, device_class, phase or WHOLE], count)
+        for item in replicas:
+            desired.add_metric([item.tenant, item.workload, item.fragment_key, item.device_class, item.phase or WHOLE],
+                               item.replicas)
         yield desired
 
 

@@ -3,27 +3,32 @@
 `overview()` reads the database and returns one `OverviewData`; it has no clock of its own
 (the caller passes `now`) and no knowledge of HTTP.
 
-Times are aware UTC datetimes. Definitions, per minute m of the window (the `minutes` last minutes up to and including the
-minute `now` falls in):
+Times are aware UTC datetimes. The window is a `Range`: n buckets of k minutes each, the last ending
+where the minute `now` falls in begins, so the minute still being written is never charted (its
+usage and requests are partial). Per bucket b (minutes [b, b + k)):
 
-- metered $/hour(m)        = Σ UsageRecord.cost_usd(m) × 60
-- $/1M tokens(m)           = Σ cost_usd(m) / Σ tokens(m) × 10⁶   (None when no tokens)
-- busy fraction(class, m)  = Σ device_seconds_busy / Σ device_seconds_allocated
-- allocated devices(c, m)  = Σ device_seconds_allocated / 60       (mean devices held in m)
-- SLA attainment(w, m)     = Σ within_sla / Σ requests             (None when no requests)
-- placement $/hour(m)      = $/hour of the placement in force at the end of m (latest applied_at ≤ m + 1 min)
+- metered $/hour(b)        = Σ UsageRecord.cost_usd(b) × 60 / k
+- $/1M tokens(b)           = Σ cost_usd(b) / Σ tokens(b) × 10⁶   (None when no tokens)
+- busy fraction(class, b)  = Σ device_seconds_busy / Σ device_seconds_allocated
+- allocated devices(c, b)  = Σ device_seconds_allocated / (60 k)  (mean devices held in b)
+- SLA attainment(w, b)     = Σ within_sla / Σ requests             (None when no requests)
+- placement $/hour(b)      = $/hour of the placement in force at the end of b (latest applied_at < b + k)
 
 A placement item costs replicas × slices / slices_per_device × the class's $/hour: a replica
-taking 2 of a device's 7 slices pays 2/7 of the device. The headline metered $/hour averages
-the last `RECENT_MINUTES` complete minutes, so a half-written current minute does not drag it down.
+taking 2 of a device's 7 slices pays 2/7 of the device. Devices are counted in whole GPUs (or CPU
+sockets), never slices: the placement in force occupies, per class, the fewest devices its replicas
+pack onto (optimizer.packing.min_devices). The headline metered $/hour averages the last
+`RECENT_MINUTES` complete minutes.
 
 Tenant-scoped principals see only their tenant's usage, requests and placement items. The
 fleet (nodes and healthy capacity) is shared infrastructure, not any tenant's data, so every
 principal sees it.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from pydantic import BaseModel
 from sqlalchemy import func
@@ -31,24 +36,46 @@ from sqlmodel import Session, select
 
 from controlplane.auth import Principal
 from controlplane.db import int_sum
-from controlplane.models import (
-    Device,
-    DeviceClass,
-    Fragment,
-    Node,
-    Placement,
-    PlacementItem,
-    PlacementState,
-    RequestStat,
-    Sla,
-    Tenant,
-    UsageRecord,
-    Workload,
-)
+from controlplane.models import DeviceClass, RequestStat, Tenant, UsageRecord, Workload
 from controlplane.models._common import minute_of, to_utc
+from controlplane.queries import (
+    PricedItem,
+    applied_between,
+    fleet_by_class,
+    placement_in_force,
+    priced_items,
+    priced_items_by_placement,
+    sla_targets,
+)
+from optimizer.packing import min_devices
+from optimizer.types import ClassCapacity
 
 RECENT_MINUTES = 5
 _MINUTE = timedelta(minutes=1)
+
+
+class Range(StrEnum):
+    """The overview's window, picked on the page."""
+
+    m30 = "30m"
+    h6 = "6h"
+    h24 = "24h"
+    d7 = "7d"
+
+
+@dataclass(frozen=True)
+class Buckets:
+    count: int
+    minutes: int  # per bucket
+
+
+BUCKETS = {
+    Range.m30: Buckets(30, 1),
+    Range.h6: Buckets(72, 5),
+    Range.h24: Buckets(96, 15),
+    Range.d7: Buckets(168, 60),
+}
+RANGE_LABELS = {Range.m30: "30 min", Range.h6: "6 h", Range.h24: "24 h", Range.d7: "7 d"}
 
 
 class Headline(BaseModel):
@@ -56,6 +83,7 @@ class Headline(BaseModel):
 
     placement_version: int | None
     placement_usd_per_hour: float
+    placement_devices: int
     metered_usd_per_hour: float
     usd_per_million_tokens: float | None
     window_cost_usd: float
@@ -65,7 +93,7 @@ class Headline(BaseModel):
 
 
 class CostSeries(BaseModel):
-    """Cost over the window, one value per minute (None where there is nothing to divide)."""
+    """Cost over the window, one value per bucket (None where there is nothing to divide)."""
 
     placement_usd_per_hour: list[float | None]
     metered_usd_per_hour: list[float]
@@ -79,17 +107,18 @@ class ClassUtilisation(BaseModel):
     busy_fraction: list[float | None]
     allocated_devices: list[float]
     window_busy_fraction: float | None
-    placed_devices: float
+    placed_devices: int
     healthy_devices: int
 
 
 class WorkloadSla(BaseModel):
-    """Share of one workload's requests that met its SLA, per minute and over the window."""
+    """Share of one workload's requests that met its SLA, per bucket and over the window."""
 
     workload: str
     tenant: str
     target: float | None
     attainment: list[float | None]
+    breached: list[bool]  # the bucket's attainment fell below the target
     window_attainment: float | None
     requests: int
     within_sla: int
@@ -109,7 +138,7 @@ class PlacementRow(BaseModel):
 
 
 class FleetRow(BaseModel):
-    """Nodes and devices of one device class."""
+    """Nodes and devices (whole GPUs or CPU sockets) of one device class."""
 
     device_class: str
     vendor: str
@@ -117,6 +146,7 @@ class FleetRow(BaseModel):
     healthy_nodes: int
     devices: int
     healthy_devices: int
+    placed_devices: int
     usd_per_device_hour: float
 
 
@@ -125,7 +155,9 @@ class OverviewData(BaseModel):
 
     generated_at: datetime
     tenant: str | None
-    minutes: list[datetime]
+    range: Range
+    bucket_minutes: int
+    minutes: list[datetime]  # each bucket's start
     headline: Headline
     cost: CostSeries
     utilisation: list[ClassUtilisation]
@@ -138,22 +170,23 @@ def _ratio(num: float, den: float, scale: float = 1.0) -> float | None:
     return num / den * scale if den else None
 
 
-def overview(session: Session, principal: Principal, now: datetime, minutes: int = 30) -> OverviewData:
-    """The overview as `principal` may see it, over the `minutes` minutes ending at `now` (naive means UTC)."""
+def overview(session: Session, principal: Principal, now: datetime, window: Range = Range.m30) -> OverviewData:
+    """The overview as `principal` may see it, over `window` up to the minute `now` falls in (naive means UTC)."""
     now = to_utc(now)
-    last = minute_of(now)
-    axis = [last - (minutes - 1 - i) * _MINUTE for i in range(minutes)]
-    index = {m: i for i, m in enumerate(axis)}
-    start, end = axis[0], last + _MINUTE
+    size = BUCKETS[window]
+    step = size.minutes * _MINUTE
+    end = minute_of(now)  # the minute in progress is left out
+    start = end - size.count * step
+    axis = [start + i * step for i in range(size.count)]
     tenant_id = principal.tenant_id
 
-    classes = {c.id: c for c in session.exec(select(DeviceClass).order_by(DeviceClass.name)).all()}
-    fleet = _fleet(session, classes)
-    healthy = {r.device_class: r.healthy_devices for r in fleet}
+    def bucket(minute: datetime) -> int:
+        return int((minute_of(minute) - start) // step)
 
-    cost, tokens = [0.0] * minutes, [0] * minutes
-    alloc: dict[int, list[float]] = defaultdict(lambda: [0.0] * minutes)
-    busy: dict[int, list[float]] = defaultdict(lambda: [0.0] * minutes)
+    n = size.count
+    cost, tokens, recent = [0.0] * n, [0] * n, 0.0
+    alloc: dict[int, list[float]] = defaultdict(lambda: [0.0] * n)
+    busy: dict[int, list[float]] = defaultdict(lambda: [0.0] * n)
     usage = (
         select(
             UsageRecord.minute,
@@ -169,29 +202,42 @@ def overview(session: Session, principal: Principal, now: datetime, minutes: int
     if tenant_id is not None:
         usage = usage.where(UsageRecord.tenant_id == tenant_id)
     for minute, class_id, c, t, a, b in session.exec(usage).all():
-        i = index[minute_of(minute)]
+        i = bucket(minute)
         cost[i] += c or 0.0
         tokens[i] += t or 0
         alloc[class_id][i] += a or 0.0
         busy[class_id][i] += b or 0.0
+        if minute_of(minute) >= end - RECENT_MINUTES * _MINUTE:
+            recent += c or 0.0
 
-    current, rows, placed = _current_placement(session, tenant_id, classes)
-    placement_cost = _placement_cost_series(session, tenant_id, classes, axis)
-    sla = _sla(session, tenant_id, axis, index, start, end)
-
-    recent = [cost[index[m]] for m in axis if last - RECENT_MINUTES * _MINUTE <= m < last]
+    classes = {c.id: c for c in session.exec(select(DeviceClass).order_by(DeviceClass.name)).all()}
+    current = placement_in_force(session)
+    items = priced_items(session, current.id, tenant_id) if current is not None else []
+    placed = _placed_devices(items, classes)
+    fleet = [
+        FleetRow(device_class=f.device_class, vendor=f.vendor, nodes=f.nodes, healthy_nodes=f.healthy_nodes,
+                 devices=f.devices, healthy_devices=f.healthy_devices, placed_devices=placed.get(f.device_class_id, 0),
+                 usd_per_device_hour=f.usd_per_device_hour)
+        for f in fleet_by_class(session)
+    ]
+    healthy = {r.device_class: r.healthy_devices for r in fleet}
+    sla = _sla(session, tenant_id, start, end, bucket, n)
     window_requests = sum(w.requests for w in sla)
     window_within = sum(w.within_sla for w in sla)
     shown = [cid for cid, dc in classes.items() if cid in alloc or cid in placed or dc.name in healthy]
+    minutes_per_bucket = size.minutes
 
     return OverviewData(
         generated_at=now,
         tenant=session.get(Tenant, tenant_id).name if tenant_id is not None else None,
+        range=window,
+        bucket_minutes=minutes_per_bucket,
         minutes=axis,
         headline=Headline(
             placement_version=current.version if current else None,
-            placement_usd_per_hour=sum(r.usd_per_hour for r in rows),
-            metered_usd_per_hour=sum(recent) * 60 / RECENT_MINUTES,
+            placement_usd_per_hour=sum(i.usd_per_hour for i in items),
+            placement_devices=sum(placed.values()),
+            metered_usd_per_hour=recent * 60 / RECENT_MINUTES,
             usd_per_million_tokens=_ratio(sum(cost), sum(tokens), 1e6),
             window_cost_usd=sum(cost),
             window_tokens=sum(tokens),
@@ -199,128 +245,65 @@ def overview(session: Session, principal: Principal, now: datetime, minutes: int
             sla_attainment=_ratio(window_within, window_requests),
         ),
         cost=CostSeries(
-            placement_usd_per_hour=placement_cost,
-            metered_usd_per_hour=[c * 60 for c in cost],
+            placement_usd_per_hour=_placement_cost_series(session, tenant_id, axis, step),
+            metered_usd_per_hour=[c * 60 / minutes_per_bucket for c in cost],
             usd_per_million_tokens=[_ratio(c, t, 1e6) for c, t in zip(cost, tokens, strict=True)],
         ),
         utilisation=[
             ClassUtilisation(
                 device_class=classes[cid].name,
                 busy_fraction=[_ratio(b, a) for b, a in zip(busy[cid], alloc[cid], strict=True)],
-                allocated_devices=[a / 60 for a in alloc[cid]],
+                allocated_devices=[a / (60 * minutes_per_bucket) for a in alloc[cid]],
                 window_busy_fraction=_ratio(sum(busy[cid]), sum(alloc[cid])),
-                placed_devices=placed.get(cid, 0.0),
+                placed_devices=placed.get(cid, 0),
                 healthy_devices=healthy.get(classes[cid].name, 0),
             )
             for cid in shown
         ],
         sla=sla,
-        placements=rows,
+        placements=[
+            PlacementRow(workload=i.workload, fragment=i.fragment_key, kind=i.fragment_kind, device_class=i.device_class,
+                         pool=i.phase, replicas=i.replicas, slices=i.slices, usd_per_hour=i.usd_per_hour)
+            for i in sorted(items, key=lambda i: (i.workload, i.fragment_key, i.phase, i.device_class_id))
+        ],
         fleet=fleet,
     )
 
 
-def _fleet(session: Session, classes: dict[int, DeviceClass]) -> list[FleetRow]:
-    """Nodes and devices per class. A device is healthy when its node is and its Device row (if any) is."""
-    unhealthy = dict(
-        session.exec(
-            select(Device.node_id, func.count()).where(Device.healthy == False).group_by(Device.node_id)  # noqa: E712
-        ).all()
-    )
-    rows = {
-        cid: FleetRow(
-            device_class=dc.name, vendor=dc.vendor, nodes=0, healthy_nodes=0, devices=0, healthy_devices=0,
-            usd_per_device_hour=dc.usd_per_hour,
-        )
-        for cid, dc in classes.items()
-    }
-    for node in session.exec(select(Node)).all():
-        row = rows[node.device_class_id]
-        row.nodes += 1
-        row.devices += node.device_count
-        if node.healthy:
-            row.healthy_nodes += 1
-            row.healthy_devices += max(0, node.device_count - unhealthy.get(node.id, 0))
-    return [row for row in rows.values() if row.nodes]
-
-
-def _applied():
-    """Placements that were actually applied: proposed (dry-run, awaiting approval) and failed ones never ran."""
-    return select(Placement).where(Placement.state == PlacementState.applied)
-
-
-def _items(session: Session, placement_id: int, tenant_id: int | None):
-    query = (
-        select(PlacementItem, Fragment, Workload)
-        .join(Fragment, Fragment.id == PlacementItem.fragment_id)
-        .join(Workload, Workload.id == Fragment.workload_id)
-        .where(PlacementItem.placement_id == placement_id)
-        .order_by(Workload.name, Fragment.key, PlacementItem.phase, PlacementItem.device_class_id)
-    )
-    if tenant_id is not None:
-        query = query.where(Workload.tenant_id == tenant_id)
-    return session.exec(query).all()
-
-
-def _current_placement(
-    session: Session, tenant_id: int | None, classes: dict[int, DeviceClass]
-) -> tuple[Placement | None, list[PlacementRow], dict[int, float]]:
-    """The highest placement version, its rows, and the devices it places per class."""
-    current = session.exec(_applied().order_by(Placement.version.desc()).limit(1)).first()
-    rows: list[PlacementRow] = []
-    placed: dict[int, float] = defaultdict(float)
-    if current is None:
-        return None, rows, placed
-    for item, fragment, workload in _items(session, current.id, tenant_id):
-        dc = classes[item.device_class_id]
-        rows.append(
-            PlacementRow(
-                workload=workload.name,
-                fragment=fragment.key,
-                kind=fragment.kind,
-                device_class=dc.name,
-                pool=item.phase,
-                replicas=item.replicas,
-                slices=item.slices,
-                usd_per_hour=dc.usd_per_hour_for(item.replicas, item.slices),
-            )
-        )
-        placed[dc.id] += dc.devices_for(item.replicas, item.slices)
-    return current, rows, placed
+def _placed_devices(items: list[PricedItem], classes: dict[int, DeviceClass]) -> dict[int, int]:
+    """Per class id, the whole devices the items occupy: the fewest their replicas pack onto."""
+    replicas: dict[int, Counter[int]] = defaultdict(Counter)
+    for item in items:
+        replicas[item.device_class_id][item.slices] += item.replicas
+    out = {}
+    for cid, counts in replicas.items():
+        dc = classes[cid]
+        # Occupancy, not capacity: as many devices as the replicas could need, whatever is healthy now.
+        roomy = ClassCapacity(dc.name, dc.usd_per_hour, sum(counts.values()) * max(counts) or 1, dc.slices_per_device)
+        if (devices := min_devices(roomy, counts)) is not None and devices:
+            out[cid] = devices
+    return out
 
 
 def _placement_cost_series(
-    session: Session, tenant_id: int | None, classes: dict[int, DeviceClass], axis: list[datetime]
+    session: Session, tenant_id: int | None, axis: list[datetime], step: timedelta
 ) -> list[float | None]:
-    """$/hour of the placement in force at the end of each minute; None before the first placement."""
-    end = axis[-1] + _MINUTE
-    in_window = session.exec(
-        _applied().where(Placement.applied_at >= axis[0], Placement.applied_at < end).order_by(Placement.applied_at)
-    ).all()
-    before = session.exec(
-        _applied().where(Placement.applied_at < axis[0]).order_by(Placement.applied_at.desc()).limit(1)
-    ).first()
-    versions = ([before] if before else []) + list(in_window)
-    priced = [
-        (
-            p.applied_at,
-            sum(classes[i.device_class_id].usd_per_hour_for(i.replicas, i.slices) for i, _, _ in _items(session, p.id, tenant_id)),
-        )
-        for p in versions
-    ]
-    series: list[float | None] = []
-    k, value = 0, None
-    for m in axis:
-        while k < len(priced) and priced[k][0] < m + _MINUTE:
-            value = priced[k][1]
+    """$/hour of the placement in force at the end of each bucket; None before the first placement.
+    Only those placements are priced (at most one per bucket, however many came and went)."""
+    placements = applied_between(session, axis[0], axis[-1] + step)
+    in_force: list[int | None] = []
+    k = -1
+    for b in axis:
+        while k + 1 < len(placements) and to_utc(placements[k + 1].applied_at) < b + step:
             k += 1
-        series.append(value)
-    return series
+        in_force.append(placements[k].id if k >= 0 else None)
+    wanted = sorted({pid for pid in in_force if pid is not None})
+    items = priced_items_by_placement(session, wanted, tenant_id)
+    cost = {pid: sum(i.usd_per_hour for i in items.get(pid, [])) for pid in wanted}
+    return [cost[pid] if pid is not None else None for pid in in_force]
 
 
-def _sla(
-    session: Session, tenant_id: int | None, axis: list[datetime], index: dict[datetime, int], start: datetime, end: datetime
-) -> list[WorkloadSla]:
+def _sla(session: Session, tenant_id: int | None, start: datetime, end: datetime, bucket, n: int) -> list[WorkloadSla]:
     query = (
         select(Workload, Tenant.name, RequestStat.minute, RequestStat.requests, RequestStat.within_sla)
         .join(Workload, Workload.id == RequestStat.workload_id)
@@ -333,23 +316,28 @@ def _sla(
     requests: dict[int, list[int]] = {}
     within: dict[int, list[int]] = {}
     names: dict[int, tuple[str, str]] = {}
-    for workload, tenant_name, minute, n, ok in session.exec(query).all():
-        requests.setdefault(workload.id, [0] * len(axis))
-        within.setdefault(workload.id, [0] * len(axis))
+    for workload, tenant_name, minute, count, ok in session.exec(query).all():
+        requests.setdefault(workload.id, [0] * n)
+        within.setdefault(workload.id, [0] * n)
         names[workload.id] = (workload.name, tenant_name)
-        i = index[minute_of(minute)]
-        requests[workload.id][i] += n
+        i = bucket(minute)
+        requests[workload.id][i] += count
         within[workload.id][i] += ok
-    targets = dict(session.exec(select(Sla.workload_id, Sla.attainment_target).where(Sla.workload_id.in_(list(names)))).all())
-    return [
-        WorkloadSla(
-            workload=names[wid][0],
-            tenant=names[wid][1],
-            target=targets.get(wid),
-            attainment=[_ratio(ok, n) for ok, n in zip(within[wid], requests[wid], strict=True)],
-            window_attainment=_ratio(sum(within[wid]), sum(requests[wid])),
-            requests=sum(requests[wid]),
-            within_sla=sum(within[wid]),
+    targets = sla_targets(session, names)
+    out = []
+    for wid in names:
+        attainment = [_ratio(ok, count) for ok, count in zip(within[wid], requests[wid], strict=True)]
+        target = targets.get(wid)
+        out.append(
+            WorkloadSla(
+                workload=names[wid][0],
+                tenant=names[wid][1],
+                target=target,
+                attainment=attainment,
+                breached=[target is not None and a is not None and a < target for a in attainment],
+                window_attainment=_ratio(sum(within[wid]), sum(requests[wid])),
+                requests=sum(requests[wid]),
+                within_sla=sum(within[wid]),
+            )
         )
-        for wid in names
-    ]
+    return out

@@ -15,7 +15,8 @@ from controlplane.api.routing import OneHopRoute
 from controlplane.auth import Principal
 from controlplane.deps import OptionalPrincipal, SessionDep
 from controlplane.errors import database_state
-from controlplane.models import Placement, Tenant, Workload
+from controlplane.models import Tenant, Workload
+from controlplane.queries import newest_placement
 from controlplane.runtime import with_staleness
 from optimizer.reasons import describe
 from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
@@ -61,10 +62,19 @@ class Health(BaseModel):
 
 @router.get("/health", response_model=Health, summary="Health of the service (no token needed)")
 def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
+    body = health_of(session, request, principal)
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.status == "ok" else 503)
+
+
+def health_of(session: Session, request: Request, principal: Principal | None) -> Health:
+    """The service's health as `principal` (None: no token) may see it. `degraded` when the database
+    does not answer, any loop of the process is not ok (the reconciler failing or standing by, the
+    main process silent, ingest failing), or the latest reconciler cycle left SLAs unmet (no plan met
+    them all). The console's banner shows this same answer."""
     components, stats, shortfalls = process_status(request)
     try:
         session.exec(text("SELECT 1"))
-        last = session.exec(select(Placement.created_at).order_by(Placement.version.desc())).first()
+        last = newest.created_at if (newest := newest_placement(session)) is not None else None
         database = "ok"
     except Exception as exc:  # the point of a health check is to report, not raise
         database_state(up=False, why=type(exc).__name__)  # logged once per outage, without the driver's text
@@ -78,11 +88,10 @@ def health(session: SessionDep, request: Request, principal: OptionalPrincipal):
         components["ingest"] = f"degraded: {stats.last_error}"
     unmet = visible_unmet(session, principal, shortfalls) if database == "ok" and principal is not None else []
     ok = database == "ok" and all(v == "ok" for v in components.values()) and not shortfalls
-    body = Health(
+    return Health(
         status="ok" if ok else "degraded", database=database, last_placement_at=last, components=components,
         ingest=stats, unmet_sla_count=len(shortfalls), unmet_slas=unmet,
     )
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
 
 
 class Ready(BaseModel):

@@ -17,7 +17,6 @@ from controlplane.models import (
     Migration,
     MigrationState,
     Placement,
-    PlacementItem,
     PlacementState,
     Workload,
 )
@@ -30,6 +29,7 @@ from controlplane.models.placements import (
     PlacementPublic,
 )
 from controlplane.planning import placement_items
+from controlplane.queries import placement_in_force, placement_of_version, priced_items
 from controlplane.rollback import changed_fragments, reapplied, record_rollback
 
 router = APIRouter(tags=["placements"], route_class=OneHopRoute)
@@ -45,28 +45,18 @@ FLEET_OPERATOR = "a fleet-wide operator"
 
 def placement_public(session: Session, principal: Principal, placement: Placement, with_items: bool) -> PlacementPublic:
     """A placement as `principal` may see it: a tenant sees its own items and their cost only."""
-    statement = (
-        select(PlacementItem, Fragment, Workload, DeviceClass)
-        .join(Fragment, Fragment.id == PlacementItem.fragment_id)
-        .join(Workload, Workload.id == Fragment.workload_id)
-        .join(DeviceClass, DeviceClass.id == PlacementItem.device_class_id)
-        .where(PlacementItem.placement_id == placement.id)
-        .order_by(Workload.id, Fragment.id, PlacementItem.phase, DeviceClass.id)
-    )
-    if principal.tenant_id is not None:
-        statement = statement.where(Workload.tenant_id == principal.tenant_id)
     items = [
         PlacementItemPublic(
-            fragment_id=fragment.id,
-            fragment_key=fragment.key,
-            workload_id=workload.id,
-            device_class=device_class.name,
+            fragment_id=item.fragment_id,
+            fragment_key=item.fragment_key,
+            workload_id=item.workload_id,
+            device_class=item.device_class,
             phase=item.phase,
             replicas=item.replicas,
             slices=item.slices,
-            usd_per_hour=device_class.usd_per_hour_for(item.replicas, item.slices),
+            usd_per_hour=item.usd_per_hour,
         )
-        for item, fragment, workload, device_class in session.exec(statement).all()
+        for item in priced_items(session, placement.id, principal.tenant_id)
     ]
     update = {"usd_per_hour": placement.usd_per_hour}
     if principal.tenant_id is not None:
@@ -98,8 +88,7 @@ def choices_of(session: Session, principal: Principal, placement: Placement) -> 
 
 @router.get("/placements/current", response_model=PlacementPublic)
 def current_placement(session: SessionDep, principal: Viewer):
-    statement = select(Placement).where(Placement.state == PlacementState.applied)
-    placement = session.exec(statement.order_by(Placement.version.desc())).first()
+    placement = placement_in_force(session)
     if placement is None:
         raise NotFound("no placement applied yet: the reconciler has not completed a cycle")
     return placement_public(session, principal, placement, with_items=True)
@@ -115,7 +104,7 @@ def list_placements(session: SessionDep, principal: Viewer, win: WindowDep):
 
 @router.get("/placements/{version}", response_model=PlacementPublic)
 def get_placement(version: Id, session: SessionDep, principal: Viewer):
-    placement = session.exec(select(Placement).where(Placement.version == version)).first()
+    placement = placement_of_version(session, version)
     if placement is None:
         raise NotFound(f"placement version {version} not found")
     return placement_public(session, principal, placement, with_items=True)
@@ -149,7 +138,7 @@ def _decide(session: Session, principal: Principal, version: int, state: Placeme
 def _decidable(session: Session, principal: Principal, version: int) -> tuple[Placement, list[Migration]]:
     """The newest placement when it awaits approval, with its migrations; otherwise a clear error."""
     fleet_writer(principal)  # a placement moves every tenant's fragments
-    placement = session.exec(select(Placement).where(Placement.version == version)).first()
+    placement = placement_of_version(session, version)
     if placement is None:
         raise NotFound(f"placement version {version} not found")
     if placement.state == PlacementState.recorded:
@@ -176,15 +165,13 @@ def rollback_placement(version: Id, session: SessionDep, principal: Operator):
     the fragments it changes are pinned to the classes it puts them on, until an operator clears the
     pins (DELETE /pins/{fragment_id}), so the planner does not move them straight back."""
     fleet_writer(principal)  # a placement moves every tenant's fragments
-    target = session.exec(select(Placement).where(Placement.version == version)).first()
+    target = placement_of_version(session, version)
     if target is None:
         raise NotFound(f"placement version {version} not found")
     if target.state != PlacementState.applied:
         raise Conflict(f"placement v{version} is {target.state} and was never applied; only a version that ran "
                        "can be rolled back to")
-    current = session.exec(
-        select(Placement).where(Placement.state == PlacementState.applied).order_by(Placement.version.desc())
-    ).first()
+    current = placement_in_force(session)
     if current is not None and current.version == version:
         raise Conflict(f"placement v{version} is the current placement; roll back to an earlier version")
     running = placement_items(session, current.id) if current is not None else {}

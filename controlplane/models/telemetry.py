@@ -26,6 +26,7 @@ class DeviceTelemetry(SQLModel, table=True):
     utilisation: float | None = Field(None, description="Fraction of time busy, 0..1 (DCGM reports percent).")
     memory_used_mib: float | None = None
     xid: int | None = Field(None, description="Last XID error code; 0 when healthy.")
+    power_w: float | None = Field(None, description="Power draw, watts.")
     updated_at: datetime = Field(default_factory=utcnow)
 
 

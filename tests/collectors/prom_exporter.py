@@ -38,6 +38,7 @@ class Gpu:
     util_pct: float
     fb_used_mib: float
     xid: int = 0
+    power_w: float = 0.0
 
     @property
     def uuid(self) -> str:
@@ -64,6 +65,7 @@ class NodeExporter:
             ("DCGM_FI_DEV_GPU_UTIL", "util_pct"),
             ("DCGM_FI_DEV_FB_USED", "fb_used_mib"),
             ("DCGM_FI_DEV_XID_ERRORS", "xid"),
+            ("DCGM_FI_DEV_POWER_USAGE", "power_w"),
         ):
             gauge = Gauge(name, name, dcgm_labels, registry=self.registry)
             for gpu in gpus:

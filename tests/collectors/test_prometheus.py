@@ -57,7 +57,7 @@ def series(value: str, **labels: str) -> dict:
 # ---------------------------------------------------------------------------- parsing, no server
 
 
-def test_devices_join_the_three_dcgm_gauges_under_either_host_label():
+def test_devices_join_the_dcgm_gauges_under_either_host_label():
     samples = parse_device_samples(
         utilisation=[
             series("75", gpu="0", UUID="GPU-a0", Hostname="node-a"),
@@ -68,9 +68,10 @@ def test_devices_join_the_three_dcgm_gauges_under_either_host_label():
         ],
         memory_used_mib=[series("40000", gpu="0", Hostname="node-a"), series("NaN", gpu="1", Hostname="node-a")],
         xid=[series("0", gpu="0", Hostname="node-a"), series("79", gpu="1", Hostname="node-a")],
+        power_w=[series("412.5", gpu="0", Hostname="node-a")],
     )
     assert samples == (
-        DeviceSample("node-a", 0, "GPU-a0", utilisation=0.75, memory_used_mib=40000.0, xid=0),
+        DeviceSample("node-a", 0, "GPU-a0", utilisation=0.75, memory_used_mib=40000.0, xid=0, power_w=412.5),
         DeviceSample("node-a", 1, "GPU-a1", utilisation=0.20, memory_used_mib=None, xid=79),
         DeviceSample("node-b", 0, "GPU-b0", utilisation=0.50, memory_used_mib=None, xid=None),
     )
@@ -243,7 +244,7 @@ def fleet_prometheus(tmp_path_factory) -> Iterator[str]:
         # dcgm-exporter's own spelling; this exporter also reports a host heteroplane does not know.
         NodeExporter(
             "Hostname",
-            [Gpu("node-a", 0, 75, 40000), Gpu("node-a", 1, 20, 1000, xid=79), Gpu("stray-host", 0, 10, 10)],
+            [Gpu("node-a", 0, 75, 40000, power_w=412.5), Gpu("node-a", 1, 20, 1000, xid=79), Gpu("stray-host", 0, 10, 10)],
             VllmServer("llama-8b", "h100", waiting=3, running=8, kv_cache_usage=0.42),
         ),
         # A relabelled host; an older vLLM without device_class, naming ITL time_per_output_token, whose
@@ -305,12 +306,12 @@ def test_device_readings_under_both_host_labels_are_stored(engine, fleet_prometh
     assert (report.devices, report.unknown_hosts, report.unknown_devices) == (5, ("stray-host",), 1)
     with session_scope(engine) as session:
         rows = session.exec(select(DeviceTelemetry)).all()
-    assert {(r.hostname, r.index): (r.uuid, r.utilisation, r.memory_used_mib, r.xid) for r in rows} == {
-        ("node-a", 0): ("GPU-node-a-0000", 0.75, 40000.0, 0),
-        ("node-a", 1): ("GPU-node-a-0001", 0.20, 1000.0, 79),
-        ("stray-host", 0): ("GPU-stray-host-0000", 0.10, 10.0, 0),
-        ("node-b", 0): ("GPU-node-b-0000", 0.50, 2048.0, 0),
-        ("node-b", 1): ("GPU-node-b-0001", 0.0, 0.0, 0),
+    assert {(r.hostname, r.index): (r.uuid, r.utilisation, r.memory_used_mib, r.xid, r.power_w) for r in rows} == {
+        ("node-a", 0): ("GPU-node-a-0000", 0.75, 40000.0, 0, 412.5),
+        ("node-a", 1): ("GPU-node-a-0001", 0.20, 1000.0, 79, 0.0),
+        ("stray-host", 0): ("GPU-stray-host-0000", 0.10, 10.0, 0, 0.0),
+        ("node-b", 0): ("GPU-node-b-0000", 0.50, 2048.0, 0, 0.0),
+        ("node-b", 1): ("GPU-node-b-0001", 0.0, 0.0, 0, 0.0),
     }
 
 
@@ -355,7 +356,7 @@ def test_a_query_prometheus_rejects_degrades_but_keeps_the_rest(engine, fleet_pr
     assert set(report.failed_queries) == {f"{m}_p{p}" for m in ("ttft", "itl") for p in (50, 95, 99)}
     assert report.devices == 5 and report.models == 2  # the gauges still came through
     assert puller.status.state == "degraded"
-    assert puller.health_component().startswith("degraded: 6 of 12 queries failed; ttft_p50: HTTP Status Code 400")
+    assert puller.health_component().startswith("degraded: 6 of 13 queries failed; ttft_p50: HTTP Status Code 400")
 
 
 def test_empty_results_are_ok_with_no_samples(engine, empty_prometheus):

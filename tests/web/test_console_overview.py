@@ -27,8 +27,9 @@ def test_fleet_wide_overview_matches_the_seeded_rows(client, seeded):
     d = signed_in(client, seeded.admin_token).get("/ui/data/overview").json()
     assert d["tenant"] is None
     minutes = d["minutes"]
-    # 30 minutes ending with the one NOW (12:30:20) falls in.
-    assert len(minutes) == 30 and minutes[0] == "2026-05-01T12:01:00Z" and minutes[-1] == "2026-05-01T12:30:00Z"
+    # 30 minutes ending before the one NOW (12:30:20) falls in, which is still being written.
+    assert len(minutes) == 30 and minutes[0] == "2026-05-01T12:00:00Z" and minutes[-1] == "2026-05-01T12:29:00Z"
+    assert d["range"] == "30m" and d["bucket_minutes"] == 1
 
     h = d["headline"]
     assert h["placement_version"] == 2
@@ -36,10 +37,10 @@ def test_fleet_wide_overview_matches_the_seeded_rows(client, seeded):
     assert h["placement_usd_per_hour"] == approx(12.40)
     # recent minutes 12:25 … 12:29: $0.20 + ($0.40 + $0.10 + $0.20) = $0.90 over 5 minutes → × 12 per hour
     assert h["metered_usd_per_hour"] == approx(10.80)
-    # window: 0.40 + 0.10 + 0.20 + 0.20 + 0.10 = $1.00 for 200k + 50k + 100k + 40k + 50k = 440k tokens (11:59 excluded)
-    assert h["window_cost_usd"] == approx(1.00) and h["window_tokens"] == 440_000
-    assert h["usd_per_million_tokens"] == approx(1.00 / 0.44)
-    # (95 + 50 + 150) / (100 + 50 + 200); the 12:00 row is before the window
+    # window: 0.40 + 0.10 + 0.20 + 0.20 = $0.90 for 200k + 50k + 100k + 40k = 390k tokens (11:59 and 12:30 left out)
+    assert h["window_cost_usd"] == approx(0.90) and h["window_tokens"] == 390_000
+    assert h["usd_per_million_tokens"] == approx(0.90 / 0.39)
+    # (95 + 50 + 150) / (100 + 50 + 200); the 11:59 row is before the window
     assert h["window_requests"] == 350 and h["sla_attainment"] == approx(295 / 350)
 
     cost = d["cost"]
@@ -47,7 +48,7 @@ def test_fleet_wide_overview_matches_the_seeded_rows(client, seeded):
     assert at("12:25", cost["usd_per_million_tokens"], minutes) == approx(5.00)  # $0.20 / 40k × 1e6
     assert at("12:10", cost["usd_per_million_tokens"], minutes) is None  # no tokens that minute
     # v1 (11:50:20: $4 + $4) holds until v2 arrives at 12:20:20, which is in force at the end of 12:20
-    assert at("12:01", cost["placement_usd_per_hour"], minutes) == approx(8.00)
+    assert at("12:00", cost["placement_usd_per_hour"], minutes) == approx(8.00)
     assert at("12:19", cost["placement_usd_per_hour"], minutes) == approx(8.00)
     assert at("12:20", cost["placement_usd_per_hour"], minutes) == approx(12.40)
 
@@ -57,10 +58,10 @@ def test_fleet_wide_overview_matches_the_seeded_rows(client, seeded):
     assert at("12:29", h100["busy_fraction"], minutes) == approx((60 + 45) / (120 + 60))
     assert at("12:29", h100["allocated_devices"], minutes) == approx(3.0)  # 180 device-seconds / 60
     assert at("12:28", h100["busy_fraction"], minutes) is None
-    assert h100["window_busy_fraction"] == approx((60 + 45 + 30 + 60) / (120 + 60 + 60 + 60))
-    assert h100["placed_devices"] == approx(3.0)  # llama 2 + qwen 1
+    assert h100["window_busy_fraction"] == approx((60 + 45 + 30) / (120 + 60 + 60))  # 12:30 left out
+    assert h100["placed_devices"] == 3  # llama 2 + qwen 1
     assert h100["healthy_devices"] == 7  # gpu-a 8 less its unhealthy device 0; gpu-b is unhealthy
-    assert util["l4"]["placed_devices"] == approx(0.5)  # 2 of 4 slices
+    assert util["l4"]["placed_devices"] == 1  # 2 of 4 slices: counted as the one whole GPU they occupy
     assert util["l4"]["healthy_devices"] == 4
 
     sla = {w["workload"]: w for w in d["sla"]}
@@ -81,8 +82,9 @@ def test_fleet_wide_overview_matches_the_seeded_rows(client, seeded):
     fleet = {f["device_class"]: f for f in d["fleet"]}
     assert fleet["h100"] == {
         "device_class": "h100", "vendor": "nvidia", "nodes": 2, "healthy_nodes": 1, "devices": 16,
-        "healthy_devices": 7, "usd_per_device_hour": 4.0,
+        "healthy_devices": 7, "placed_devices": 3, "usd_per_device_hour": 4.0,
     }
+    assert h["placement_devices"] == 4  # 3 h100 + 1 l4
 
 
 def test_tenant_token_sees_only_its_tenant(client, seeded):
@@ -92,14 +94,14 @@ def test_tenant_token_sees_only_its_tenant(client, seeded):
     h = d["headline"]
     assert h["placement_usd_per_hour"] == approx(8.40)  # llama $8.00 + bge $0.40, not globex's qwen
     assert h["metered_usd_per_hour"] == approx((0.20 + 0.40 + 0.10) * 12)  # globex's $0.20 at 12:29 left out
-    assert h["window_tokens"] == 340_000  # 200k + 50k + 40k + 50k
+    assert h["window_tokens"] == 290_000  # 200k + 50k + 40k; 12:30's 50k is the minute in progress
     assert h["sla_attainment"] == approx(145 / 150)
     assert {p["workload"] for p in d["placements"]} == {"support-bot"}
     assert [w["workload"] for w in d["sla"]] == ["support-bot"]
     util = {u["device_class"]: u for u in d["utilisation"]}
     assert at("12:29", util["h100"]["busy_fraction"], d["minutes"]) == approx(60 / 120)
-    assert util["h100"]["placed_devices"] == approx(2.0)
-    assert at("12:01", d["cost"]["placement_usd_per_hour"], d["minutes"]) == approx(4.00)  # v1's llama only
+    assert util["h100"]["placed_devices"] == 2
+    assert at("12:00", d["cost"]["placement_usd_per_hour"], d["minutes"]) == approx(4.00)  # v1's llama only
 
     page = client.get("/ui").text
     assert "tenant acme" in page and "support-bot" in page
@@ -140,3 +142,79 @@ def test_a_split_fragment_shows_its_prefill_and_decode_pools(client, seeded, eng
     assert ("embedding:bge", "", 1) in rows  # whole replicas
     page = browser.get("/ui").text
     assert "<td>llm:split-70b</td><td>prefill</td>" in page and "<td>embedding:bge</td><td>whole</td>" in page
+
+
+def test_a_longer_range_sums_minutes_into_buckets(client, seeded):
+    d = signed_in(client, seeded.admin_token).get("/ui/data/overview?range=6h").json()
+    assert d["range"] == "6h" and d["bucket_minutes"] == 5 and len(d["minutes"]) == 72
+    # 72 buckets of 5 minutes end where 12:30 begins: the first starts at 06:30, the last at 12:25
+    assert d["minutes"][0] == "2026-05-01T06:30:00Z" and d["minutes"][-1] == "2026-05-01T12:25:00Z"
+    # 12:25 … 12:29: $0.20 + $0.70 in 5 minutes → $10.80 per hour
+    assert d["cost"]["metered_usd_per_hour"][-1] == approx(10.80)
+    # 11:55 … 11:59 holds 11:59's $5.00: $60.00 per hour
+    assert at("11:55", d["cost"]["metered_usd_per_hour"], d["minutes"]) == approx(60.0)
+    # the window now reaches 11:59: $5.00 and 1 token more, and its 10 requests (none within SLA)
+    h = d["headline"]
+    assert h["window_cost_usd"] == approx(5.90) and h["window_tokens"] == 390_001
+    assert h["window_requests"] == 360 and h["sla_attainment"] == approx(295 / 360)
+    # h100 in 12:25 … 12:29: (120 + 60 + 60) device-seconds over 300 s: 0.8 devices on average
+    util = {u["device_class"]: u for u in d["utilisation"]}
+    assert util["h100"]["allocated_devices"][-1] == approx(0.8)
+    seven = client.get("/ui/data/overview?range=7d").json()
+    assert (seven["bucket_minutes"], len(seven["minutes"]), seven["minutes"][-1]) == (60, 168, "2026-05-01T11:30:00Z")
+
+
+def test_an_unknown_range_is_refused_naming_the_field(client, seeded):
+    browser = signed_in(client, seeded.admin_token)
+    data = browser.get("/ui/data/overview?range=1y")
+    assert data.status_code == 422 and data.headers["content-type"] == "application/problem+json"
+    assert data.json()["detail"].startswith("range: ")
+    page = browser.get("/ui?range=1y")
+    assert page.status_code == 422 and "range: Input should be" in page.text
+
+
+def test_minutes_below_the_sla_target_are_marked(client, seeded):
+    d = signed_in(client, seeded.admin_token).get("/ui/data/overview").json()
+    bot = next(w for w in d["sla"] if w["workload"] == "support-bot")
+    # target 99%: 12:29 is 95% (breached), 12:28 100% (met), minutes without requests neither
+    assert at("12:29", bot["breached"], d["minutes"]) is True
+    assert at("12:28", bot["breached"], d["minutes"]) is False
+    assert sum(bot["breached"]) == 1
+    research = next(w for w in d["sla"] if w["workload"] == "research-agent")
+    assert not any(research["breached"])  # no target, nothing to breach
+
+
+def test_the_page_picks_ranges_and_links_every_page(client, seeded):
+    page = signed_in(client, seeded.admin_token).get("/ui?range=24h").text
+    assert 'data-overview-url="/ui/data/overview?range=24h"' in page
+    assert '<a href="/ui?range=24h" class="active" aria-current="true">24 h</a>' in page
+    for label, href in (("Overview", "/ui"), ("Proposals", "/ui/proposals"), ("Placements", "/ui/placements"),
+                        ("Workloads", "/ui/workloads"), ("Fleet", "/ui/fleet"), ("Policies", "/ui/policies")):
+        assert f'<a href="{href}"' in page and f">{label}</a>" in page
+    assert '<a href="/ui" class="active" aria-current="page">Overview</a>' in page
+
+
+def test_a_banner_says_when_health_is_degraded(client, console_app, seeded):
+    browser = signed_in(client, seeded.admin_token)
+    assert 'id="health-banner"' not in browser.get("/ui").text
+    console_app.state.components = {"reconciler": "error: SolverCrashed", "prometheus": "ok"}
+    page = browser.get("/ui").text
+    banner = page.split('id="health-banner"')[1].split("</section>")[0]
+    assert "degraded" in banner and "reconciler: error: SolverCrashed" in banner and "prometheus" not in banner
+
+
+def test_the_banner_names_unmet_slas_only_to_those_who_may_see_them(console_app, seeded):
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
+
+    unmet = Shortfall(workload=str(seeded.research_id), priority=Priority.realtime, kind=ShortfallKind.latency,
+                      cause=ShortfallCause.fast_classes_full, sla_p99_ms=1000, predicted_p99_ms=1800)
+    console_app.state.reconciler = SimpleNamespace(last=SimpleNamespace(shortfalls=(unmet,)))
+    with TestClient(console_app) as admin, TestClient(console_app) as acme:
+        fleet = signed_in(admin, seeded.admin_token).get("/ui").text.split('id="health-banner"')[1].split("</section>")[0]
+        assert "no plan meeting every SLA: 1 unmet" in fleet and "globex/research-agent" in fleet
+        tenant = signed_in(acme, seeded.acme_token).get("/ui").text.split('id="health-banner"')[1].split("</section>")[0]
+        assert "1 unmet" in tenant and "research-agent" not in tenant and "globex" not in tenant

@@ -36,36 +36,58 @@
     el.dataset.points = String(points);
   }
 
-  function line(x, y, name, color, extra) {
+  // Hover labels are rounded to what the axis means: cents, tenths of a percent, tenths of a GPU.
+  const HOVER = {
+    usd: "%{y:$,.2f}", pct: "%{y:.1f}%", devices: "%{y:,.1f}",
+  };
+
+  function line(x, y, name, color, hover, extra) {
     return Object.assign({ type: "scatter", mode: "lines+markers", x: x, y: y, name: name,
-      line: { color: color, width: 2 }, marker: { size: 4 }, connectgaps: false }, extra || {});
+      line: { color: color, width: 2 }, marker: { size: 4 }, connectgaps: false,
+      hovertemplate: HOVER[hover] }, extra || {});
   }
 
   function drawCharts(d) {
     // Plotly ignores time zones: hand it the UTC wall-clock time, which is what the axis is labelled in.
     const x = d.minutes.map((m) => m.slice(0, 19));
+    const usdAxis = (title) => ({ yaxis: { title: { text: title }, gridcolor: "#e2e8f0", rangemode: "tozero", tickprefix: "$" } });
+    const pctAxis = (title) => ({ yaxis: { title: { text: title }, gridcolor: "#e2e8f0", range: [0, 105], ticksuffix: "%" } });
     draw("chart-cost", [
-      line(x, d.cost.metered_usd_per_hour, "metered", palette[0]),
-      line(x, d.cost.placement_usd_per_hour, "placement", palette[3], { mode: "lines", line: { color: palette[3], width: 2, shape: "hv", dash: "dash" } }),
-    ], layout("$ / hour", { yaxis: { title: { text: "$ / hour" }, gridcolor: "#e2e8f0", rangemode: "tozero", tickprefix: "$" } }));
+      line(x, d.cost.metered_usd_per_hour, "metered", palette[0], "usd"),
+      line(x, d.cost.placement_usd_per_hour, "placement", palette[3], "usd", { mode: "lines", line: { color: palette[3], width: 2, shape: "hv", dash: "dash" } }),
+    ], layout("$ / hour", usdAxis("$ / hour")));
 
-    draw("chart-tokens", [line(x, d.cost.usd_per_million_tokens, "$ per 1M tokens", palette[2])],
-      layout("$ / 1M tokens", { showlegend: false, yaxis: { title: { text: "$ / 1M tokens" }, gridcolor: "#e2e8f0", rangemode: "tozero", tickprefix: "$" } }));
+    draw("chart-tokens", [line(x, d.cost.usd_per_million_tokens, "$ per 1M tokens", palette[2], "usd")],
+      layout("$ / 1M tokens", Object.assign({ showlegend: false }, usdAxis("$ / 1M tokens"))));
 
-    draw("chart-busy", d.utilisation.map((u, i) => line(x, scale(u.busy_fraction, 100), u.device_class, palette[i % palette.length])),
-      layout("busy %", { yaxis: { title: { text: "busy %" }, gridcolor: "#e2e8f0", range: [0, 105], ticksuffix: "%" } }));
+    draw("chart-busy", d.utilisation.map((u, i) => line(x, scale(u.busy_fraction, 100), u.device_class, palette[i % palette.length], "pct")),
+      layout("busy %", pctAxis("busy %")));
 
     const capacity = [];
     d.utilisation.forEach((u, i) => {
       const color = palette[i % palette.length];
-      capacity.push(line(x, u.allocated_devices, u.device_class + " allocated", color));
-      capacity.push(line(x, x.map(() => u.healthy_devices), u.device_class + " healthy", color,
+      capacity.push(line(x, u.allocated_devices, u.device_class + " allocated", color, "devices"));
+      capacity.push(line(x, x.map(() => u.healthy_devices), u.device_class + " healthy", color, "devices",
         { mode: "lines", line: { color: color, width: 1.5, dash: "dot" } }));
     });
-    draw("chart-capacity", capacity, layout("devices"));
+    draw("chart-capacity", capacity, layout("GPUs"));
 
-    draw("chart-sla", d.sla.map((w, i) => line(x, scale(w.attainment, 100), d.tenant ? w.workload : w.tenant + "/" + w.workload, palette[i % palette.length])),
-      layout("within SLA %", { yaxis: { title: { text: "within SLA %" }, gridcolor: "#e2e8f0", range: [0, 105], ticksuffix: "%" } }));
+    const sla = [];
+    d.sla.forEach((w, i) => {
+      const color = palette[i % palette.length];
+      const name = d.tenant ? w.workload : w.tenant + "/" + w.workload;
+      sla.push(line(x, scale(w.attainment, 100), name, color, "pct"));
+      if (w.target !== null) {
+        sla.push(line(x, x.map(() => w.target * 100), name + " target", color, "pct",
+          { mode: "lines", line: { color: color, width: 1, dash: "dash" }, showlegend: false }));
+        const below = w.attainment.map((a, k) => (w.breached[k] ? a * 100 : null));
+        if (below.some((v) => v !== null)) {
+          sla.push(line(x, below, name + " below target", "#dc2626", "pct",
+            { mode: "markers", marker: { color: "#dc2626", size: 9, symbol: "x" }, showlegend: false }));
+        }
+      }
+    });
+    draw("chart-sla", sla, layout("within SLA %", pctAxis("within SLA %")));
   }
 
   function fillTable(id, rows, cells, emptyText, width) {
@@ -99,6 +121,7 @@
     const values = {
       placement_usd_per_hour: usd(h.placement_usd_per_hour),
       placement_version: h.placement_version === null ? "—" : String(h.placement_version),
+      placement_devices: String(h.placement_devices),
       metered_usd_per_hour: usd(h.metered_usd_per_hour),
       usd_per_million_tokens: usd(h.usd_per_million_tokens),
       sla_attainment: pct(h.sla_attainment),
@@ -115,8 +138,8 @@
     ], "No placement yet.", 7);
     fillTable("fleet-body", d.fleet, (r) => [
       [r.device_class], [r.vendor], [r.healthy_nodes + " / " + r.nodes, true],
-      [r.healthy_devices + " / " + r.devices, true], [usd(r.usd_per_device_hour), true],
-    ], "No nodes registered.", 5);
+      [r.healthy_devices + " / " + r.devices, true], [String(r.placed_devices), true], [usd(r.usd_per_device_hour), true],
+    ], "No nodes registered.", 6);
   }
 
   const status = document.getElementById("status");
