@@ -53,3 +53,16 @@ def test_unknown_and_malformed_versions(client, seeded):
     malformed = browser.get("/ui/placements?a=0")
     assert malformed.status_code == 422 and "a: Input should be greater than or equal to 1" in malformed.text
     assert browser.get("/ui/placements?offset=-1").status_code == 422
+
+
+def test_why_each_fragment_is_where_it_is(client, seeded):
+    """The optimizer's explanation kept with the version (PlacementChoice): to an operator every
+    fragment's, to a tenant its own fragments' only."""
+    page = sign_in(client, seeded.admin_token).get("/ui/placements").text  # v2, the one in force
+    body = page.split('id="why-body"')[1].split("</tbody>")[0]
+    assert "<td>llm:llama-70b</td><td>latency bound of workload support-bot</td><td>l4</td>" in body
+    assert "−$1.60" in body and "+$2.25" in body and "llm:qwen-32b" in body
+    none_kept = client.get("/ui/placements?a=1&b=3").text.split('id="why-body"')[1].split("</tbody>")[0]
+    assert "No explanation kept for v3" in none_kept
+    tenant = sign_in(client, seeded.acme_token).get("/ui/placements").text.split('id="why-body"')[1]
+    assert "llama-70b" in tenant and "qwen" not in tenant and "2.25" not in tenant.split("</tbody>")[0]

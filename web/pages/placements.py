@@ -1,5 +1,6 @@
-"""Placements: the history as a timeline (each version's state, time and $/hour) and the changes
-between any two versions. A tenant-scoped user sees each version as the API shows it to its token:
+"""Placements: the history as a timeline (each version's state, time and $/hour), the changes
+between any two versions, and why each fragment of the later one is where it is (the deciding
+constraint, the runner-up class and its $/hour difference, as the optimizer explained its plan). A tenant-scoped user sees each version as the API shows it to its token:
 its own items and their cost, and a fixed reason."""
 
 from typing import Annotated
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from controlplane.api.common import IdFilter
-from controlplane.api.placements import placement_public
+from controlplane.api.placements import choices_of, placement_public
 from controlplane.errors import NotFound
 from controlplane.models import PlacementState
 from controlplane.models.placements import PlacementPublic
@@ -54,6 +55,8 @@ def routes(console: Console) -> APIRouter:
             compared = None
             if b is None and in_force is not None:
                 b = in_force.version
+            shown = placement_of_version(session, b) if b is not None else None
+            why = choices_of(session, principal, shown) if shown is not None else []
             if a is not None and b is not None:
                 sides = [placement_of_version(session, v) for v in (a, b)]
                 for version, side in zip((a, b), sides, strict=True):
@@ -67,7 +70,7 @@ def routes(console: Console) -> APIRouter:
         return render(request, "placements.html", {
             "user": user, "active": "Placements", "history": history, "timeline": timeline(history),
             "in_force": in_force.version if in_force else None, "a": a, "b": b, "compared": compared,
-            "offset": offset, "page": PAGE,
+            "offset": offset, "page": PAGE, "why": why,
         })
 
     return router
