@@ -9,6 +9,7 @@ import logging
 from collections.abc import Collection
 from datetime import datetime
 
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from controlplane.actuators.base import NodeInventory
@@ -16,6 +17,21 @@ from controlplane.models import Device, DeviceClass, Node
 from controlplane.models._common import utcnow
 
 log = logging.getLogger(__name__)
+
+
+def healthy_devices_per_node(session: Session) -> dict[int, list[int]]:
+    """Healthy devices on each node of each device class (by class id, nodes in id order), counting
+    a device only when it and its node are healthy: the capacity planning and metering use."""
+    per_node: dict[int, list[int]] = {}
+    for class_id, _, count in session.exec(
+        select(Node.device_class_id, Node.id, func.count(Device.id))
+        .join(Device, Device.node_id == Node.id)
+        .where(Node.healthy, Device.healthy)
+        .group_by(Node.device_class_id, Node.id)
+        .order_by(Node.device_class_id, Node.id)
+    ).all():
+        per_node.setdefault(class_id, []).append(int(count))
+    return per_node
 
 
 def sync_devices(session: Session, node: Node, not_ready: Collection[int] | None = None) -> None:

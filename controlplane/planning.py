@@ -18,8 +18,8 @@ from collectors.records import Series
 from collectors.sketch import TOKEN_EDGES, quantiles
 from controlplane.db import epoch_seconds, int_sum
 from controlplane.forecast import SHORT_MINUTES, DemandHistory, Forecast, ForecastConfig, forecast
+from controlplane.inventory import healthy_devices_per_node
 from controlplane.models import (
-    Device,
     DeviceClass,
     Edge,
     Fragment,
@@ -29,7 +29,6 @@ from controlplane.models import (
     Migration,
     MigrationPolicy,
     MigrationState,
-    Node,
     Placement,
     PlacementItem,
     PlacementState,
@@ -193,16 +192,8 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
     rows = session.exec(select(DeviceClass).order_by(DeviceClass.id)).all()
     classes = tuple(spec_of(r) for r in rows)
     class_ids = {r.name: r.id for r in rows}
-    per_node: dict[str, list[int]] = defaultdict(list)
-    for name, _, count in session.exec(
-        select(DeviceClass.name, Node.id, func.count(Device.id))
-        .join(Node, Node.device_class_id == DeviceClass.id)
-        .join(Device, Device.node_id == Node.id)
-        .where(Node.healthy, Device.healthy)
-        .group_by(DeviceClass.name, Node.id)
-        .order_by(DeviceClass.name, Node.id)
-    ).all():
-        per_node[name].append(int(count))
+    names = {r.id: r.name for r in rows}
+    per_node = {names[cid]: counts for cid, counts in healthy_devices_per_node(session).items()}
 
     last_moved = {
         fid: to_utc(at)
