@@ -82,7 +82,7 @@ class CycleReport:
     moves: int
     usd_per_hour: float
     solve_time_s: float
-    usage_lines: int
+    usage_lines: int  # usage and idle lines metering wrote
     drifted: int = 0  # replica sets that ran otherwise than the applied placement said, at the cycle's start
     # SLAs the cycle's plan does not meet (a degraded plan: optimizer.degrade), by workload id.
     shortfalls: tuple[Shortfall, ...] = ()
@@ -609,10 +609,12 @@ def choices_of(decision: Decision, plan: Plan) -> dict[int, Explanation]:
             if f.isdigit() and decided.get(int(f)) and decided[int(f)] == planned.get(int(f))}
 
 
-def busy_per_visit(problem: Problem) -> dict[tuple[int, str], float]:
-    """Device-seconds one visit keeps a replica busy: the operating point's share of a second per visit."""
+def busy_per_visit(problem: Problem) -> dict[tuple[int, str, str], float]:
+    """Replica-seconds one visit keeps a replica of each phase busy, by (fragment, class, phase): the
+    operating point's share of a second per visit. A split LLM's prefill and decode pools each have
+    their own, beside the whole replica's (metering turns them into device-seconds)."""
     return {
-        (int(f.fragment), p.device_class): TARGET_UTILISATION / p.throughput_rps
+        (int(f.fragment), p.device_class, p.phase.value): TARGET_UTILISATION / p.throughput_rps
         for f in problem.fragments
         for p in f.profiles
         if p.throughput_rps > 0

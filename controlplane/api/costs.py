@@ -1,108 +1,280 @@
-"""Costs from metered usage, grouped the way chargeback needs them."""
+"""Costs from the metering ledger, grouped and shared the way chargeback needs them."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
-from sqlalchemy import func
-from sqlmodel import select
+from pydantic import BaseModel, Field
+from sqlalchemy import func, literal
+from sqlmodel import Session, select
 
 from controlplane.api.routing import OneHopRoute
-from controlplane.db import int_sum
+from controlplane.chargeback import (
+    Allocation,
+    GroupBy,
+    Idle,
+    Line,
+    ShareIdle,
+    Tokens,
+    TokenType,
+    lines_of,
+    share_idle,
+    token_costs,
+)
+from controlplane.db import epoch_seconds, int_sum
 from controlplane.deps import SessionDep, Viewer
-from controlplane.errors import ApiError
-from controlplane.models import DeviceClass, Fragment, Tenant, UsageRecord, Workload
+from controlplane.errors import ApiError, InvalidInput
+from controlplane.metering import final_until
+from controlplane.models import DeviceClass, Fragment, IdleRecord, Tenant, UsageRecord, Workload
 from controlplane.models._common import Instant, to_utc, utcnow
 
 router = APIRouter(tags=["costs"], route_class=OneHopRoute)
 
 
-class GroupBy(StrEnum):
-    tenant = "tenant"
-    workload = "workload"
-    device_class = "device_class"
-    fragment = "fragment"
+class Step(StrEnum):
+    """The width of a time series' buckets, aligned to UTC (minute, hour, day)."""
+
+    minute = "1m"
+    hour = "1h"
+    day = "1d"
+
+    @property
+    def seconds(self) -> int:
+        return {"1m": 60, "1h": 3600, "1d": 86400}[self.value]
 
 
-class CostLine(BaseModel):
-    id: int
+MAX_BUCKETS = 7 * 24 * 60
+"""Buckets one series may hold: 7 days of minutes, 420 days of hours, 10080 days."""
+
+_PHASE_NAMES = {"": "whole", "prefill": "prefill", "decode": "decode"}
+
+
+class GroupValue(BaseModel):
+    id: int | None = Field(description="The object's id; null for a fragment kind or a phase.")
     name: str
+
+
+class TokenCounts(BaseModel):
+    llm_input: int
+    llm_output: int
+    embedding: int
+    rerank: int
+
+
+class CostPoint(BaseModel):
+    start: datetime = Field(description="The bucket's start (UTC, aligned to the step).")
     cost_usd: float
+    allocated_cost_usd: float
+    idle_cost_usd: float
     tokens: int
     device_seconds_allocated: float
     device_seconds_busy: float
+    device_seconds_idle: float
+
+
+class CostLine(BaseModel):
+    id: int | None = Field(description="The id of the first group key's object; null on an idle line or for a "
+                                       "fragment kind or a phase.")
+    name: str = Field(description="The group keys' names joined by ' / '; 'idle' on an idle line.")
+    group: dict[str, GroupValue | None] = Field(
+        description="Each group key's value; null where an idle line has none (it belongs to no tenant).")
+    idle: bool = Field(description="True on a line of unshared idle capacity (share_idle=none, fleet-wide callers).")
+    cost_usd: float = Field(description="allocated_cost_usd + idle_cost_usd.")
+    allocated_cost_usd: float
+    idle_cost_usd: float = Field(description="Idle capacity: the line's own (an idle line) or shared to it.")
+    tokens: int
+    tokens_by_type: TokenCounts
+    device_seconds_allocated: float
+    device_seconds_busy: float
+    device_seconds_idle: float
     usd_per_1m_tokens: float | None
-    efficiency: float | None  # busy / allocated
+    efficiency: float | None = Field(description="device_seconds_busy / device_seconds_allocated.")
+    series: list[CostPoint] | None = Field(
+        None, description="With `step`: the line's buckets that hold anything, in time order.")
+
+
+class TokenTypeCost(BaseModel):
+    token_type: TokenType
+    tokens: int
+    cost_usd: float
+    usd_per_1m_tokens: float | None
 
 
 class CostReport(BaseModel):
     since: datetime
     until: datetime
-    group_by: GroupBy
-    total_cost_usd: float
+    group_by: list[GroupBy]
+    share_idle: ShareIdle
+    step: Step | None
+    final_until: datetime | None = Field(
+        description="Minutes before this are metered for good; later ones are provisional (the open minute).")
+    total_cost_usd: float = Field(description="The sum of the items' cost_usd.")
+    allocated_cost_usd: float
+    idle_cost_usd: float
     total_tokens: int
+    by_token_type: list[TokenTypeCost]
     items: list[CostLine]
-
-
-_GROUPS = {
-    GroupBy.tenant: (UsageRecord.tenant_id, Tenant, Tenant.name),
-    GroupBy.workload: (UsageRecord.workload_id, Workload, Workload.name),
-    GroupBy.device_class: (UsageRecord.device_class_id, DeviceClass, DeviceClass.name),
-    GroupBy.fragment: (UsageRecord.fragment_id, Fragment, Fragment.key),
-}
 
 
 @router.get("/costs", response_model=CostReport)
 def costs(
     session: SessionDep,
     principal: Viewer,
-    group_by: GroupBy = GroupBy.workload,
+    group_by: Annotated[list[GroupBy], Query(
+        max_length=len(GroupBy), json_schema_extra={"uniqueItems": True},
+        description="Keys of the report's lines. Repeat the parameter to group by several at once "
+                    "(`group_by=tenant&group_by=workload`), each at most once.")] = [GroupBy.workload],  # noqa: B006
+    share_idle_as: Annotated[ShareIdle, Query(
+        alias="share_idle",
+        description="Idle capacity: `none` shows it as its own lines (to fleet-wide callers only); `weighted` "
+                    "shares each class's idle to the allocations on it by cost; `even` in equal parts to the "
+                    "tenants that ran anything. Shared within each bucket (the whole range without `step`).")]
+    = ShareIdle.none,
+    step: Annotated[Step | None, Query(
+        description=f"Add a time series to each line, in buckets of a minute, an hour or a day aligned to UTC; "
+                    f"at most {MAX_BUCKETS} buckets (7 days of minutes): a longer range is refused (422).")] = None,
     since: Annotated[Instant | None, Query(description="Start (UTC, 2000-01-01 to 2200-01-01); default one hour before `until`.")] = None,
     until: Annotated[Instant | None, Query(description="End (UTC, 2000-01-01 to 2200-01-01), exclusive; default now.")] = None,
 ):
+    """Metered cost per group of tenant, workload, device class, fragment, fragment kind and phase.
+
+    Cost is allocated device-seconds × price; capacity no replica held is idle (see `share_idle`);
+    efficiency is busy / allocated device-seconds. `by_token_type` prices LLM input, LLM output,
+    embedding and rerank tokens apart. A tenant-scoped token sees only its tenant's lines, and idle
+    capacity only as the share `weighted` or `even` gives its tenant.
+    """
     until = to_utc(until) if until else utcnow()
     since = to_utc(since) if since else until - timedelta(hours=1)
     if since >= until:
         raise ApiError("since must be before until", field="since")
-    key, model, name = _GROUPS[group_by]
-    statement = (
-        select(
-            key,
-            name,
-            func.sum(UsageRecord.cost_usd),
-            int_sum(UsageRecord.tokens),
-            func.sum(UsageRecord.device_seconds_allocated),
-            func.sum(UsageRecord.device_seconds_busy),
-        )
-        .join(model, model.id == key)
-        .where(UsageRecord.minute >= since, UsageRecord.minute < until)
-        .group_by(key, name)
-        .order_by(func.sum(UsageRecord.cost_usd).desc(), key)
-    )
-    if principal.tenant_id is not None:
-        statement = statement.where(UsageRecord.tenant_id == principal.tenant_id)
-    items = []
-    for row_id, row_name, cost, tokens, allocated, busy in session.exec(statement).all():
-        cost, tokens, allocated, busy = float(cost or 0), int(tokens or 0), float(allocated or 0), float(busy or 0)
-        items.append(
-            CostLine(
-                id=row_id,
-                name=row_name,
-                cost_usd=cost,
-                tokens=tokens,
-                device_seconds_allocated=allocated,
-                device_seconds_busy=busy,
-                usd_per_1m_tokens=cost / tokens * 1e6 if tokens else None,
-                efficiency=busy / allocated if allocated else None,
-            )
-        )
+    if len(set(group_by)) < len(group_by):
+        raise InvalidInput("group by each key at most once", field="group_by")
+    if step is not None and (buckets := _buckets(since, until, step)) > MAX_BUCKETS:
+        raise InvalidInput(f"step={step.value} holds at most {MAX_BUCKETS} buckets and this range holds {buckets}: "
+                           "shorten the range or use a coarser step", field="step")
+    keys = tuple(group_by)
+    own = principal.tenant_id
+    allocations = _allocations(session, since, until, step, own if share_idle_as is ShareIdle.none else None)
+    idle = [] if own is not None and share_idle_as is ShareIdle.none else _idle(session, since, until, step)
+    shared, unshared = share_idle(allocations, idle, share_idle_as)
+    visible = None if own is None else {own}
+    lines = lines_of(allocations, shared, unshared, keys, visible)
+    mine = [(a, s) for a, s in zip(allocations, shared, strict=True) if own is None or a.tenant_id == own]
+    names = _names(session, lines, keys)
+    items = sorted((_line(line, keys, names, step) for line in lines), key=lambda i: (-i.cost_usd, i.name))
+    by_type = token_costs([a for a, _ in mine], [s for _, s in mine])
     return CostReport(
         since=since,
         until=until,
-        group_by=group_by,
+        group_by=list(keys),
+        share_idle=share_idle_as,
+        step=step,
+        final_until=final_until(session),
         total_cost_usd=sum(i.cost_usd for i in items),
+        allocated_cost_usd=sum(i.allocated_cost_usd for i in items),
+        idle_cost_usd=sum(i.idle_cost_usd for i in items),
         total_tokens=sum(i.tokens for i in items),
+        by_token_type=[TokenTypeCost(token_type=t, tokens=n, cost_usd=c, usd_per_1m_tokens=_per_million(c, n))
+                       for t, (n, c) in by_type.items()],
         items=items,
     )
+
+
+def _buckets(since: datetime, until: datetime, step: Step) -> int:
+    first = int(since.timestamp()) // step.seconds
+    last = (int((until - timedelta(microseconds=1)).timestamp())) // step.seconds
+    return last - first + 1
+
+
+def _bucket(session: Session, column, step: Step | None):
+    """The SQL expression of a row's bucket: its index since 1970 in steps, or 0 for the whole range."""
+    return epoch_seconds(session, column) // step.seconds if step is not None else literal(0)
+
+
+def _start(index: int, since: datetime, step: Step | None) -> datetime:
+    return datetime.fromtimestamp(int(index) * step.seconds, UTC) if step is not None else since
+
+
+def _allocations(session: Session, since: datetime, until: datetime, step: Step | None,
+                 tenant_id: int | None) -> list[Allocation]:
+    """The ledger's usage per item and bucket in [since, until); only `tenant_id`'s when given."""
+    bucket = _bucket(session, UsageRecord.minute, step).label("bucket")
+    u = UsageRecord
+    statement = (
+        select(bucket, u.tenant_id, u.workload_id, u.fragment_id, Fragment.kind, u.device_class_id, u.phase,
+               func.sum(u.cost_usd), func.sum(u.device_seconds_allocated), func.sum(u.device_seconds_busy),
+               int_sum(u.tokens), int_sum(u.llm_input_tokens), int_sum(u.llm_output_tokens),
+               int_sum(u.embedding_tokens), int_sum(u.rerank_tokens))
+        .join(Fragment, Fragment.id == u.fragment_id)
+        .where(u.minute >= since, u.minute < until)
+        .group_by(bucket, u.tenant_id, u.workload_id, u.fragment_id, Fragment.kind, u.device_class_id, u.phase)
+        .order_by(bucket, u.fragment_id, u.device_class_id, u.phase)
+    )
+    if tenant_id is not None:
+        statement = statement.where(u.tenant_id == tenant_id)
+    return [
+        Allocation(_start(b, since, step), tid, wid, fid, str(kind), cid, phase, float(cost or 0), float(alloc or 0),
+                   float(busy or 0), Tokens(*(int(t or 0) for t in tokens)))
+        for b, tid, wid, fid, kind, cid, phase, cost, alloc, busy, *tokens in session.exec(statement).all()
+    ]
+
+
+def _idle(session: Session, since: datetime, until: datetime, step: Step | None) -> list[Idle]:
+    bucket = _bucket(session, IdleRecord.minute, step).label("bucket")
+    statement = (
+        select(bucket, IdleRecord.device_class_id, func.sum(IdleRecord.cost_usd), func.sum(IdleRecord.device_seconds_idle))
+        .where(IdleRecord.minute >= since, IdleRecord.minute < until)
+        .group_by(bucket, IdleRecord.device_class_id)
+        .order_by(bucket, IdleRecord.device_class_id)
+    )
+    return [Idle(_start(b, since, step), cid, float(cost or 0), float(seconds or 0))
+            for b, cid, cost, seconds in session.exec(statement).all()]
+
+
+def _names(session: Session, lines: list[Line], keys: tuple[GroupBy, ...]) -> dict[GroupBy, dict]:
+    """The names of the objects the lines' keys hold (and only those: nothing of anyone else)."""
+    tables = {GroupBy.tenant: (Tenant, Tenant.name), GroupBy.workload: (Workload, Workload.name),
+              GroupBy.device_class: (DeviceClass, DeviceClass.name), GroupBy.fragment: (Fragment, Fragment.key)}
+    names: dict[GroupBy, dict] = {}
+    for position, key in enumerate(keys):
+        values = {line.key[position] for line in lines if line.key[position] is not None}
+        if key in tables:
+            model, name = tables[key]
+            names[key] = dict(session.exec(select(model.id, name).where(model.id.in_(values))).all()) if values else {}
+        else:
+            names[key] = {v: _PHASE_NAMES.get(v, v) if key is GroupBy.phase else v for v in values}
+    return names
+
+
+def _line(line: Line, keys: tuple[GroupBy, ...], names: dict[GroupBy, dict], step: Step | None) -> CostLine:
+    group = {
+        key.value: None if value is None else GroupValue(
+            id=value if isinstance(value, int) and key not in (GroupBy.fragment_kind, GroupBy.phase) else None,
+            name=names[key].get(value, f"#{value}"))
+        for key, value in zip(keys, line.key, strict=True)
+    }
+    total = line.total()
+    first = group[keys[0].value]
+    return CostLine(
+        id=None if line.idle or first is None else first.id,
+        name="idle" if line.idle else " / ".join(v.name for v in group.values() if v is not None),
+        group=group,
+        idle=line.idle,
+        **_figures(total),
+        tokens_by_type=TokenCounts(llm_input=total.tokens.llm_input, llm_output=total.tokens.llm_output,
+                                   embedding=total.tokens.embedding, rerank=total.tokens.rerank),
+        usd_per_1m_tokens=_per_million(total.cost_usd, total.tokens.total),
+        efficiency=total.busy_s / total.allocated_s if total.allocated_s else None,
+        series=[CostPoint(start=p.bucket, **_figures(p)) for _, p in sorted(line.points.items())] if step else None,
+    )
+
+
+def _figures(p) -> dict:
+    return {"cost_usd": p.cost_usd, "allocated_cost_usd": p.allocated_cost_usd, "idle_cost_usd": p.idle_cost_usd,
+            "tokens": p.tokens.total, "device_seconds_allocated": p.allocated_s, "device_seconds_busy": p.busy_s,
+            "device_seconds_idle": p.idle_s}
+
+
+def _per_million(cost: float, tokens: int) -> float | None:
+    return cost / tokens * 1e6 if tokens else None

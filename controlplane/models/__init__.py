@@ -15,7 +15,7 @@ from controlplane.models.placements import (
 from controlplane.models.runtime_templates import RuntimeTemplate
 from controlplane.models.telemetry import DeviceTelemetry, ModelTelemetry
 from controlplane.models.tenancy import ApiToken, AuditEvent, ConsoleSession, Role, Tenant
-from controlplane.models.usage import RequestStat, UsageRecord
+from controlplane.models.usage import IdleRecord, MeteringWatermark, RequestStat, UsageRecord
 from controlplane.models.workloads import (
     Edge,
     EdgeVisitCalls,
@@ -42,8 +42,10 @@ __all__ = [
     "FragmentKind",
     "FragmentPin",
     "FragmentProfile",
+    "IdleRecord",
     "LeaderEpoch",
     "MeasuredCapacity",
+    "MeteringWatermark",
     "Migration",
     "MigrationPolicy",
     "MigrationState",

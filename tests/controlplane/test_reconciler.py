@@ -333,3 +333,20 @@ def test_each_fragment_placed_as_planned_says_why_it_is_there(engine, graph):
         assert {c["fragment_key"] for c in seen(operator)} == set(choices)
         assert {c["fragment_key"] for c in seen(own)} == set(choices)
         assert seen(outsider) == []
+
+
+def test_time_per_visit_is_kept_per_phase_so_a_pool_never_overwrites_the_whole_replica():
+    from controlplane.reconciler import busy_per_visit
+    from optimizer.perfmodel import TARGET_UTILISATION
+    from optimizer.types import ClassCapacity, FragmentDemand, Problem, ServiceProfile
+
+    profiles = (ServiceProfile("H100-SXM", throughput_rps=10.0, latency_ms=100),
+                ServiceProfile("H100-SXM", throughput_rps=40.0, latency_ms=20, phase=Phase.prefill),
+                ServiceProfile("H100-SXM", throughput_rps=20.0, latency_ms=80, phase=Phase.decode))
+    problem = Problem((ClassCapacity("H100-SXM", 7.0, 8, 7),), (FragmentDemand("7", "rag", 5.0, profiles),))
+    # One visit keeps a replica of each phase busy TARGET_UTILISATION / its own throughput.
+    assert busy_per_visit(problem) == {
+        (7, "H100-SXM", ""): TARGET_UTILISATION / 10.0,
+        (7, "H100-SXM", "prefill"): TARGET_UTILISATION / 40.0,
+        (7, "H100-SXM", "decode"): TARGET_UTILISATION / 20.0,
+    }

@@ -398,7 +398,7 @@ def calls_of(openapi: dict, method: str, template: str, ids: Ids) -> list[Call]:
 
 
 def _enum(openapi: dict, schema: dict) -> list[str]:
-    for option in [schema, *schema.get("anyOf", [])]:
+    for option in [schema, *schema.get("anyOf", []), *([schema["items"]] if "items" in schema else [])]:
         if "$ref" in option:
             return openapi["components"]["schemas"][option["$ref"].rsplit("/", 1)[1]].get("enum", [])
     return []
