@@ -11,6 +11,8 @@ import typer
 from controlplane.roles import Role
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from rich.console import Console
 
     from controlplane.settings import Settings
@@ -24,6 +26,8 @@ export_app = typer.Typer(help="Placements as another system's objects.", no_args
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(export_app, name="export")
+costs_app = typer.Typer(help="Chargeback from the metering ledger.", no_args_is_help=True)
+app.add_typer(costs_app, name="costs")
 
 
 @cache
@@ -222,6 +226,89 @@ def export_k8s(
     else:
         output.write_text(text)
         console.print(f"{len(objects)} objects of placement v{desired.version} written to {output}")
+
+
+def _instant(value: str | None, name: str) -> "datetime | None":
+    """An ISO 8601 instant from the command line (UTC when it names no zone), inside the window the
+    API accepts; exit 2 naming the option otherwise."""
+    from datetime import UTC, datetime
+
+    from controlplane.models._common import EARLIEST, LATEST
+
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _console().print(f"[red]--{name}: {value!r} is not an ISO 8601 date-time[/red]")
+        raise typer.Exit(2) from None
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    if not EARLIEST <= at <= LATEST:
+        _console().print(f"[red]--{name}: {value!r} is outside {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}[/red]")
+        raise typer.Exit(2)
+    return at
+
+
+@costs_app.command("export")
+def costs_export(
+    format: Annotated[str, typer.Option("--format", help="csv, or focus (FinOps FOCUS 1.0 columns).")] = "csv",  # noqa: A002
+    since: Annotated[str | None, typer.Option(help="Start (ISO 8601, UTC); default the first of the month.")] = None,
+    until: Annotated[str | None, typer.Option(help="End (ISO 8601, UTC), exclusive; default now.")] = None,
+    step: Annotated[str, typer.Option(help="Charge period: 1h, 1d (or 1m).")] = "1h",
+    share_idle: Annotated[str, typer.Option(help="none (idle rows of their own), weighted or even.")] = "none",
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's rows (by name).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write the ledger's charges as CSV, as GET /costs/export does (the same rows and totals), read
+    straight from the database: for a bill, or a FOCUS file for a FinOps tool. Exit 2 on a bad option."""
+    from datetime import UTC, datetime
+
+    from sqlmodel import Session, select
+
+    from controlplane.api.costs import MAX_BUCKETS, ExportFormat, Step, _buckets, charge_lines
+    from controlplane.chargeback import ShareIdle
+    from controlplane.db import make_engine
+    from controlplane.focus import write_csv
+    from controlplane.models import Tenant
+    from controlplane.models._common import utcnow
+    from controlplane.settings import get_settings
+
+    console = _console()
+    choices = {"format": (format, ExportFormat), "step": (step, Step), "share-idle": (share_idle, ShareIdle)}
+    parsed = {}
+    for option, (value, kind) in choices.items():
+        try:
+            parsed[option] = kind(value)
+        except ValueError:
+            console.print(f"[red]--{option}: {value!r} is not one of {', '.join(k.value for k in kind)}[/red]")
+            raise typer.Exit(2) from None
+    end = _instant(until, "until") or utcnow()
+    start = _instant(since, "since") or datetime(end.year, end.month, 1, tzinfo=UTC)
+    if start >= end:
+        console.print("[red]--since must be before --until[/red]")
+        raise typer.Exit(2)
+    if _buckets(start, end, parsed["step"]) > MAX_BUCKETS:
+        console.print(f"[red]--step {step}: at most {MAX_BUCKETS} periods; shorten the range or use a coarser step[/red]")
+        raise typer.Exit(2)
+    settings = get_settings()
+    engine = make_engine(settings.effective_database_url, 2)
+    with Session(engine) as session:
+        tenant_id = None
+        if tenant is not None:
+            tenant_id = session.exec(select(Tenant.id).where(Tenant.name == tenant)).first()
+            if tenant_id is None:
+                console.print(f"[red]--tenant: no tenant named {tenant!r}[/red]")
+                raise typer.Exit(2)
+        lines = charge_lines(session, tenant_id, start, end, parsed["step"], parsed["share-idle"])
+    engine.dispose()
+    text = write_csv(lines, focus=parsed["format"] is ExportFormat.focus)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        total = sum(line.cost_usd for line in lines)
+        console.print(f"{len(lines)} rows, ${total:,.2f}, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC, "
+                      f"written to {output}")
 
 
 if __name__ == "__main__":

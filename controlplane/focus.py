@@ -1,18 +1,20 @@
 """Cost exports: FOCUS 1.0 rows and plain CSV from chargeback lines. Pure: no database, no I/O.
 
-A `ChargeLine` is what one (period, tenant, workload, fragment, device class) cost, or a device
-class's idle capacity in a period (no tenant). FOCUS (FinOps Open Cost and Usage Specification) 1.0
+A `ChargeLine` is what one (period, tenant, workload, fragment, device class) cost, a device
+class's idle capacity in a period (no tenant), or the share of idle capacity a fragment was given
+(`share_idle` weighted or even: no unit price, since idle of several classes may make it up). FOCUS (FinOps Open Cost and Usage Specification) 1.0
 reads it as a usage charge of an internal provider, heteroplane, to its tenants:
 
 | FOCUS column                       | from a line                                                      |
 |------------------------------------|------------------------------------------------------------------|
 | BilledCost = EffectiveCost = ListCost = ContractedCost | cost_usd (on-demand list prices: no discounts, no commitments) |
-| ListUnitPrice = ContractedUnitPrice | usd_per_device_hour                                             |
+| ListUnitPrice = ContractedUnitPrice | usd_per_device_hour (empty on an idle share)                     |
 | ConsumedQuantity = PricingQuantity | device_hours (allocated device-seconds / 3600), unit "Hours"     |
 | ChargePeriodStart / End            | the line's period (a whole hour or day of UTC)                   |
 | BillingPeriodStart / End           | the calendar month (UTC) holding the charge period               |
 | ChargeCategory / ChargeFrequency   | "Usage" / "Usage-Based"                                           |
-| ResourceId / ResourceName          | tenant/workload/fragment@class / fragment key; idle: idle@class   |
+| ResourceId / ResourceName          | tenant/workload/fragment@class / fragment key; idle: idle@class;  |
+|                                    | an idle share: tenant/workload/fragment@idle-share                |
 | SkuId / SkuPriceId                 | the device class / class at its price                            |
 | SubAccountId / SubAccountName      | "tenant-<id>" / tenant name; empty for idle                      |
 | ServiceName / ServiceCategory      | the workload (idle: "idle capacity") / "AI and Machine Learning" |
@@ -43,7 +45,7 @@ FOCUS_COLUMNS = (
     "ResourceName", "ResourceType", "ServiceCategory", "ServiceName", "SkuId", "SkuPriceId", "SubAccountId",
     "SubAccountName", "Tags",
 )
-CSV_COLUMNS = ("period_start", "period_end", "tenant", "workload", "fragment", "device_class", "idle",
+CSV_COLUMNS = ("period_start", "period_end", "tenant", "workload", "fragment", "device_class", "line",
                "device_hours", "usd_per_device_hour", "cost_usd")
 
 
@@ -56,12 +58,13 @@ class ChargeLine:
     end: datetime
     device_class: str
     device_seconds: float
-    usd_per_device_hour: float
+    usd_per_device_hour: float | None
     cost_usd: float
     tenant_id: int | None = None
     tenant: str | None = None
     workload: str | None = None
     fragment: str | None = None
+    idle_share: bool = False  # idle capacity given to this fragment: device_class is 'idle-share'
 
     @property
     def idle(self) -> bool:
@@ -100,14 +103,18 @@ def focus_row(line: ChargeLine, account: str) -> dict[str, str]:
         resource_name, service = line.fragment or "", line.workload or ""
         tags = {"tenant": line.tenant, "workload": line.workload, "fragment": line.fragment,
                 "device_class": line.device_class}
-        description = f"{line.fragment} of {line.workload} on {line.device_class}"
+        description = (f"{line.fragment} of {line.workload}: its share of idle capacity" if line.idle_share
+                       else f"{line.fragment} of {line.workload} on {line.device_class}")
+        if line.idle_share:
+            tags["idle_share"] = "true"
     cost = decimal(line.cost_usd)
-    price = decimal(line.usd_per_device_hour)
+    price = decimal(line.usd_per_device_hour) if line.usd_per_device_hour is not None else ""
     row = dict.fromkeys(FOCUS_COLUMNS, "")
     row.update(
         BilledCost=cost, EffectiveCost=cost, ListCost=cost, ContractedCost=cost,
         ListUnitPrice=price, ContractedUnitPrice=price,
-        ConsumedQuantity=decimal(hours), ConsumedUnit="Hours", PricingQuantity=decimal(hours), PricingUnit="Hours",
+        ConsumedQuantity=decimal(hours), ConsumedUnit="Hours",
+        PricingQuantity=decimal(hours) if price else "", PricingUnit="Hours" if price else "",
         BillingAccountId=account, BillingAccountName=account, BillingCurrency="USD",
         BillingPeriodStart=instant(period_start), BillingPeriodEnd=instant(period_end),
         ChargePeriodStart=instant(line.start), ChargePeriodEnd=instant(line.end),
@@ -115,7 +122,7 @@ def focus_row(line: ChargeLine, account: str) -> dict[str, str]:
         InvoiceIssuer=PROVIDER, Provider=PROVIDER, Publisher=PROVIDER, PricingCategory="Standard",
         ResourceID=resource_id, ResourceName=resource_name, ResourceType="Accelerator time",
         ServiceCategory=SERVICE_CATEGORY, ServiceName=service,
-        SkuId=line.device_class, SkuPriceId=f"{line.device_class}@{price}/h",
+        SkuId=line.device_class, SkuPriceId=f"{line.device_class}@{price}/h" if price else line.device_class,
         SubAccountId="" if line.idle else f"tenant-{line.tenant_id}", SubAccountName=line.tenant or "",
         Tags=json.dumps(tags, sort_keys=True),
     )
@@ -125,8 +132,10 @@ def focus_row(line: ChargeLine, account: str) -> dict[str, str]:
 def csv_row(line: ChargeLine) -> dict[str, str]:
     return {"period_start": instant(line.start), "period_end": instant(line.end), "tenant": line.tenant or "",
             "workload": line.workload or "", "fragment": line.fragment or "", "device_class": line.device_class,
-            "idle": "true" if line.idle else "false", "device_hours": decimal(line.device_seconds / 3600),
-            "usd_per_device_hour": decimal(line.usd_per_device_hour), "cost_usd": decimal(line.cost_usd)}
+            "line": "idle" if line.idle else "idle share" if line.idle_share else "usage",
+            "device_hours": decimal(line.device_seconds / 3600),
+            "usd_per_device_hour": decimal(line.usd_per_device_hour) if line.usd_per_device_hour is not None else "",
+            "cost_usd": decimal(line.cost_usd)}
 
 
 def write_csv(lines: Iterable[ChargeLine], focus: bool, account: str = PROVIDER) -> str:

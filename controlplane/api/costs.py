@@ -5,6 +5,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, literal
 from sqlmodel import Session, select
@@ -25,6 +26,7 @@ from controlplane.chargeback import (
 from controlplane.db import epoch_seconds, int_sum
 from controlplane.deps import SessionDep, Viewer
 from controlplane.errors import ApiError, InvalidInput
+from controlplane.focus import ChargeLine, write_csv
 from controlplane.metering import final_until
 from controlplane.models import DeviceClass, Fragment, IdleRecord, Tenant, UsageRecord, Workload
 from controlplane.models._common import Instant, to_utc, utcnow
@@ -278,3 +280,96 @@ def _figures(p) -> dict:
 
 def _per_million(cost: float, tokens: int) -> float | None:
     return cost / tokens * 1e6 if tokens else None
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    focus = "focus"
+
+
+MAX_EXPORT_LINES = 250_000
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+
+
+@router.get(
+    "/costs/export",
+    response_class=Response,
+    responses={200: {"description": "The charges as CSV: FOCUS 1.0 columns with format=focus, else heteroplane's "
+                                    "chargeback columns.",
+                     "content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+def export_costs(
+    session: SessionDep,
+    principal: Viewer,
+    format: Annotated[ExportFormat, Query(  # noqa: A002 - the parameter's name in the URL
+        description="`focus`: FinOps FOCUS 1.0 columns (BilledCost, EffectiveCost, ListCost, "
+                    "ChargePeriodStart/End, ResourceId, SkuId, Tags, ...); `csv`: one column per figure.")]
+    = ExportFormat.csv,
+    share_idle_as: Annotated[ShareIdle, Query(
+        alias="share_idle", description="As GET /costs: `none` exports idle capacity as its own rows (fleet-wide "
+                                        "callers only); `weighted` or `even` give each fragment its share as a "
+                                        "row of its own.")] = ShareIdle.none,
+    step: Annotated[Step, Query(description="The charge period of each row: an hour or a day (or a minute), aligned "
+                                            "to UTC and cut to [since, until).")] = Step.hour,
+    since: Annotated[Instant | None, Query(description="Start (UTC); default the first instant of the month of `until`.")] = None,
+    until: Annotated[Instant | None, Query(description="End (UTC), exclusive; default now.")] = None,
+):
+    """The ledger's charges in [since, until) as a file, one row per (period, fragment, device class,
+    phase), idle capacity per (period, class) or per fragment as shared. Its cost column sums to
+    GET /costs' `total_cost_usd` for the same since, until, share_idle and step. A tenant-scoped
+    token gets only its tenant's rows."""
+    until = to_utc(until) if until else utcnow()
+    since = to_utc(since) if since else datetime(until.year, until.month, 1, tzinfo=UTC)
+    if since >= until:
+        raise ApiError("since must be before until", field="since")
+    if (buckets := _buckets(since, until, step)) > MAX_BUCKETS:
+        raise InvalidInput(f"step={step.value} holds at most {MAX_BUCKETS} periods and this range holds {buckets}: "
+                           "shorten the range or use a coarser step", field="step")
+    lines = charge_lines(session, principal.tenant_id, since, until, step, share_idle_as)
+    if len(lines) > MAX_EXPORT_LINES:
+        raise InvalidInput(f"the export would hold {len(lines):,} rows, more than {MAX_EXPORT_LINES:,}: shorten the "
+                           "range or use a coarser step", field="since")
+    text = write_csv(lines, focus=format is ExportFormat.focus)
+    name = f"heteroplane-{format.value}-{since:%Y%m%dT%H%MZ}-{until:%Y%m%dT%H%MZ}.csv"
+    return Response(text, media_type=CSV_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def charge_lines(session: Session, tenant_id: int | None, since: datetime, until: datetime, step: Step,
+                 rule: ShareIdle) -> list[ChargeLine]:
+    """The ledger's charges in [since, until) by `step` (the rows of an export): every allocation
+    (fragment, class, phase) per period at its own cost, the idle no one was given per class and
+    period, and under weighted or even each allocation's share of idle as a row of its own. With
+    `tenant_id`, that tenant's rows only (and no unshared idle)."""
+    allocations = _allocations(session, since, until, step, tenant_id if rule is ShareIdle.none else None)
+    idle = [] if tenant_id is not None and rule is ShareIdle.none else _idle(session, since, until, step)
+    shared, unshared = share_idle(allocations, idle, rule)
+    mine = [(a, s) for a, s in zip(allocations, shared, strict=True) if tenant_id is None or a.tenant_id == tenant_id]
+    classes = {c.id: c for c in session.exec(select(DeviceClass)).all()}
+    ids = {a.tenant_id for a, _ in mine}, {a.workload_id for a, _ in mine}, {a.fragment_id for a, _ in mine}
+    tenants = dict(session.exec(select(Tenant.id, Tenant.name).where(Tenant.id.in_(ids[0]))).all()) if ids[0] else {}
+    workloads = dict(session.exec(select(Workload.id, Workload.name).where(Workload.id.in_(ids[1]))).all()) if ids[1] else {}
+    fragments = dict(session.exec(select(Fragment.id, Fragment.key).where(Fragment.id.in_(ids[2]))).all()) if ids[2] else {}
+
+    def period(bucket: datetime) -> tuple[datetime, datetime]:
+        return max(bucket, since), min(bucket + timedelta(seconds=step.seconds), until)
+
+    def price(cost: float, seconds: float, class_id: int) -> float:
+        """What the ledger charged per device-hour (the class's price when it metered)."""
+        return cost / (seconds / 3600) if seconds > 0 else classes[class_id].usd_per_hour
+
+    out = []
+    for a, s in mine:
+        start, end = period(a.bucket)
+        fragment = fragments[a.fragment_id] + (f" ({a.phase})" if a.phase else "")
+        owner = {"tenant_id": a.tenant_id, "tenant": tenants[a.tenant_id], "workload": workloads[a.workload_id],
+                 "fragment": fragment}
+        out.append(ChargeLine(start, end, classes[a.device_class_id].name, a.allocated_s,
+                              price(a.cost_usd, a.allocated_s, a.device_class_id), a.cost_usd, **owner))
+        if s.cost_usd or s.idle_s:
+            out.append(ChargeLine(start, end, "idle-share", s.idle_s, None, s.cost_usd, idle_share=True, **owner))
+    for item in unshared if tenant_id is None else []:
+        start, end = period(item.bucket)
+        out.append(ChargeLine(start, end, classes[item.device_class_id].name, item.idle_s,
+                              price(item.cost_usd, item.idle_s, item.device_class_id), item.cost_usd))
+    return sorted(out, key=lambda line: (line.start, line.idle, line.tenant or "", line.workload or "",
+                                         line.fragment or "", line.device_class))

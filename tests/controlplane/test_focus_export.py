@@ -25,6 +25,8 @@ def lines() -> list[ChargeLine]:
                                   3.0 * (i + 1) / 7, tenant_id=i + 1, tenant=f"tenant {name}", workload=name,
                                   fragment=f"llm:{name}"))
         out.append(ChargeLine(start, start + HOUR, "L40S", 5400.0, 1.25, 1.875))  # idle, no tenant
+        out.append(ChargeLine(start, start + HOUR, "idle-share", 900.0, None, 0.4, tenant_id=1, tenant="acme",
+                              workload="rag", fragment="llm:x", idle_share=True))
     return out
 
 
@@ -72,4 +74,4 @@ def test_names_reach_the_file_whole_and_never_as_formulas():
 def test_plain_csv_totals_equal_the_lines():
     rows = read(write_csv(lines(), focus=False))
     assert sum(float(r["cost_usd"]) for r in rows) == pytest.approx(sum(line.cost_usd for line in lines()), rel=1e-12)
-    assert {r["idle"] for r in rows} == {"true", "false"}
+    assert {r["line"] for r in rows} == {"usage", "idle", "idle share"}
