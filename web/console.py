@@ -27,7 +27,7 @@ from controlplane.errors import problem
 from controlplane.models._common import utcnow
 from controlplane.ratelimit import FailureLimiter
 from web.deps import Console
-from web.pages import fleet, overview, placements, policies, proposals, signin, workloads
+from web.pages import chargeback, fleet, overview, placements, policies, proposals, signin, workloads
 
 POLL_MS = 3000
 
@@ -66,7 +66,7 @@ def create_console_router(
     )
     router = APIRouter(include_in_schema=False)
     router.include_router(signin.routes(console, failures))
-    for page in (overview, proposals, placements, workloads, fleet, policies):
+    for page in (overview, chargeback, proposals, placements, workloads, fleet, policies):
         router.include_router(page.routes(console))
     router.include_router(_assets())
     return router

@@ -60,6 +60,7 @@ PAGE_HEADERS = {
 # The navigation bar: (label, path), in the order operators read them.
 NAVIGATION = (
     ("Overview", "/ui"),
+    ("Chargeback", "/ui/chargeback"),
     ("Proposals", "/ui/proposals"),
     ("Placements", "/ui/placements"),
     ("Workloads", "/ui/workloads"),

@@ -16,6 +16,7 @@ usage           12:29 llama h100 alloc 120 busy 60 tokens 200k $0.40   (acme)
                 12:29 qwen  h100 alloc  60 busy 45 tokens 100k $0.20   (globex)
                 12:25 llama h100 alloc  60 busy 30 tokens  40k $0.20   (acme)
                 12:30 llama h100 alloc  60 busy 60 tokens  50k $0.10   (acme, the minute in progress: never counted)
+idle            12:29 h100 360 device-seconds $0.40 · l4 225 $0.05
                 11:59 llama h100 $5.00                                  (before the window: never counted)
 requests        support-bot 12:29 100 (95 within SLA), 12:28 50 (50), 11:59 10 (0, before the window)
                 research-agent 12:29 200 (150)
@@ -49,6 +50,7 @@ from controlplane.models import (
     Fragment,
     FragmentKind,
     FragmentProfile,
+    IdleRecord,
     Migration,
     MigrationPolicy,
     MigrationState,
@@ -196,6 +198,10 @@ def seed(engine: Engine) -> Seed:
                 usage(_minute(12, 25), acme, bot, llama, h100, 60, 30, 40_000, 0.20),
                 usage(_minute(12, 30), acme, bot, llama, h100, 60, 60, 50_000, 0.10),
                 usage(_minute(11, 59), acme, bot, llama, h100, 60, 60, 1, 5.00),
+                IdleRecord(minute=_minute(12, 29), device_class_id=h100.id, device_seconds_healthy=720,
+                           device_seconds_allocated=180, device_seconds_idle=360, cost_usd=0.40),
+                IdleRecord(minute=_minute(12, 29), device_class_id=l4.id, device_seconds_healthy=240,
+                           device_seconds_allocated=30, device_seconds_idle=225, cost_usd=0.05),
                 RequestStat(workload_id=bot.id, minute=_minute(12, 29), requests=100, within_sla=95),
                 RequestStat(workload_id=bot.id, minute=_minute(12, 28), requests=50, within_sla=50),
                 RequestStat(workload_id=bot.id, minute=_minute(11, 59), requests=10, within_sla=0),

@@ -2,16 +2,26 @@
 every page, approve a proposal; no console error and no failed request anywhere. Screenshots of
 every page go to artifacts/ (gitignored)."""
 
+import csv
 import math
 from datetime import timedelta
 
 import pytest
 from sqlmodel import select
 
+from controlplane.actuators.base import NodeInventory
+from controlplane.actuators.memory import InMemoryActuator
 from controlplane.db import session_scope
 from controlplane.models import Fragment, RequestStat, UsageRecord, Workload
+from controlplane.reconciler import Reconciler
 from controlplane.runtime import ServerThread
+from controlplane.settings import Settings
 from tests.support import ARTIFACTS, CHROMIUM_ARGS, require_chromium, wait_for_charts
+
+# The seeded fleet (tests/web/conftest.py) as an actuator reports it: gpu-a's device 0 failed, gpu-b down.
+SEED_FLEET = (NodeInventory("gpu-a", "h100", devices=8, healthy_devices=7),
+              NodeInventory("gpu-b", "h100", devices=8, healthy_devices=0, ready=False),
+              NodeInventory("l4-a", "l4", devices=4, healthy_devices=4))
 
 
 @pytest.fixture
@@ -105,11 +115,14 @@ PAGES = {
     "fleet": ("/ui/fleet", "#chart-nodes[data-points]:not([data-points='0'])"),
     "policies": ("/ui/policies", "#policy-1"),
     "policy-form": ("/ui/policies/new", "textarea[name=maintenance_windows]"),
+    "chargeback": ("/ui/chargeback", "#chart-chargeback[data-points]:not([data-points='0'])"),
+    "chargeback-workload": ("/ui/chargeback?tenant={acme_id}&workload={bot_id}&share_idle=weighted",
+                            "#chart-chargeback[data-points]:not([data-points='0'])"),
 }
 
 
 @pytest.mark.real_component("browser")
-def test_every_page_opens_cleanly_and_a_proposal_is_approved(server, seeded):
+def test_every_page_opens_cleanly_and_a_proposal_is_approved(server, seeded, engine, tmp_path):
     chromium = require_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -131,13 +144,13 @@ def test_every_page_opens_cleanly_and_a_proposal_is_approved(server, seeded):
             wait_for_charts(page, timeout_ms=10_000)
             ARTIFACTS.mkdir(exist_ok=True)
             for name, (path, ready) in PAGES.items():
-                page.goto(server + path.format(bot_id=seeded.bot_id))
+                page.goto(server + path.format(bot_id=seeded.bot_id, acme_id=seeded.acme_id))
                 try:
                     page.wait_for_selector(ready, timeout=10_000)
                 except Exception:
                     raise AssertionError((name, problems)) from None
                 # Every page links every other in its navigation bar.
-                assert page.locator("header nav a").count() == 6, name
+                assert page.locator("header nav a").count() == 7, name
                 page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"), full_page=True)
 
             # Approve the open proposal: the page reloads with it applying (the reconciler's next cycle applies it).
@@ -148,6 +161,23 @@ def test_every_page_opens_cleanly_and_a_proposal_is_approved(server, seeded):
             assert page.locator("#no-proposals").count() == 1
             assert "applying" in page.inner_text("#recent-body")
             page.screenshot(path=str(ARTIFACTS / "console-approved.png"), full_page=True)
+            # The reconciler's next cycle (here, one cycle on the seeded fleet) applies it.
+            Reconciler(engine, InMemoryActuator(SEED_FLEET), Settings(solver_time_limit_s=2)).run_once()
+            page.goto(f"{server}/ui/placements")
+            rows = {row.split("\t")[0]: row.split("\t") for row in page.locator("#history-body tr").all_inner_texts()}
+            assert rows["v3"][1] == "applied" and rows["v3"][3] != "—", rows["v3"]  # in force from then
+
+            # Both downloads, as a browser saves them: they add up to the page's total.
+            page.goto(f"{server}/ui/chargeback")
+            total = float(page.inner_text("#total").replace("$", "").replace(",", ""))
+            for link, column in (("#download-csv", "cost_usd"), ("#download-focus", "BilledCost")):
+                with page.expect_download() as download:
+                    page.click(link)
+                saved = tmp_path / download.value.suggested_filename
+                download.value.save_as(saved)
+                with saved.open() as f:
+                    assert round(sum(float(r[column]) for r in csv.DictReader(f)), 2) == total, link
+                (ARTIFACTS / f"console-{saved.name}").write_bytes(saved.read_bytes())
 
             page.goto(f"{server}/ui?range=6h")
             wait_for_charts(page, timeout_ms=10_000)

@@ -16,6 +16,8 @@ def pages(own_workload: int) -> list[str]:
         "/ui", "/ui?range=6h", "/ui?range=7d", "/ui/data/overview", "/ui/data/overview?range=24h",
         "/ui/proposals", "/ui/placements", "/ui/placements?a=1&b=3", "/ui/placements?a=3&b=1",
         "/ui/workloads", f"/ui/workloads/{own_workload}", "/ui/fleet", "/ui/policies",
+        "/ui/chargeback", "/ui/chargeback?share_idle=weighted", "/ui/chargeback?share_idle=even&range=7d",
+        "/ui/chargeback/export?format=csv&share_idle=weighted", "/ui/chargeback/export?format=focus&share_idle=even",
     ]
 
 
