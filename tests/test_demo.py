@@ -150,6 +150,26 @@ def test_console_shows_live_charts_in_chromium(demo):
             assert page.locator("#placements-body tr").count() >= 10
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "demo-console.png"), full_page=True)
+
+            # Every page of the navigation bar, on the running demo: no error, no failed request.
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.on("requestfailed", lambda req: errors.append(f"failed: {req.url}"))
+            page.on("response", lambda r: errors.append(f"{r.status}: {r.url}") if r.status >= 400 else None)
+            links = page.locator("header nav a")
+            pages = {links.nth(i).inner_text(): links.nth(i).get_attribute("href") for i in range(links.count())}
+            assert set(pages) >= {"Overview", "Chargeback", "Proposals", "Placements", "Workloads", "Fleet", "Policies"}
+            for name, path in pages.items():
+                page.goto(demo.base + path)
+                page.wait_for_selector("main h1")
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=str(ARTIFACTS / f"demo-{name.lower()}.png"), full_page=True)
+            page.goto(f"{demo.base}/ui/chargeback")
+            assert "rag-chatbot" not in page.inner_text("#chargeback-body")  # tenants first
+            for link in ("#download-csv", "#download-focus"):
+                with page.expect_download() as download:
+                    page.click(link)
+                assert download.value.failure() is None
+                assert download.value.suggested_filename.endswith(".csv")
         finally:
             browser.close()
     assert errors == []
