@@ -18,11 +18,12 @@ commits, so a failure anywhere leaves nothing half-written.
 """
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, select, tuple_
+from sqlalchemy import Table, case, select, text, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -124,35 +125,118 @@ def _upsert_fragments(
     session: Session, batch: AssembledBatch, workload_ids: dict[WorkloadName, int]
 ) -> dict[tuple[int, str], int]:
     """Fragment ids keyed by (workload id, key); first/last seen widen to cover the batch."""
-    table = Fragment.__table__
-    rows = [
-        {
+    merged: dict[tuple[int, str], dict[str, Any]] = {}
+    for f in batch.fragments:
+        row = {
             "workload_id": workload_ids[f.workload],
             "key": f.key,
-            "kind": f.kind,
+            "kind": str(f.kind),
             "name": f.name,
             "model": f.model,
             "first_seen": f.first_seen,
             "last_seen": f.last_seen,
         }
-        for f in batch.fragments
-    ]
-    rows.sort(key=lambda row: (row["workload_id"], row["key"]))
-    ids: dict[tuple[int, str], int] = {}
-    for chunk in _chunks(rows):
-        stmt = dialect_insert(session, table).values(chunk)
-        new = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["workload_id", "key"],
-            set_={
-                "first_seen": case((new.first_seen < table.c.first_seen, new.first_seen), else_=table.c.first_seen),
-                "last_seen": case((new.last_seen > table.c.last_seen, new.last_seen), else_=table.c.last_seen),
-                "model": case((table.c.model == "", new.model), else_=table.c.model),
-            },
-        ).returning(table.c.id, table.c.workload_id, table.c.key)
-        for row_id, workload_id, key in session.execute(stmt):
-            ids[(workload_id, key)] = row_id
-    return ids
+        held = merged.setdefault((row["workload_id"], row["key"]), row)
+        if held is not row:  # one key twice in a batch: one row, as the upsert would leave it
+            held["first_seen"] = min(held["first_seen"], row["first_seen"])
+            held["last_seen"] = max(held["last_seen"], row["last_seen"])
+            held["model"] = held["model"] or row["model"]
+    rows = [merged[k] for k in sorted(merged)]
+    if not rows:
+        return {}
+    written = _execute_upsert(session, _FRAGMENTS, rows)
+    return {(workload_id, key): row_id for row_id, workload_id, key in written}
+
+
+@dataclass(frozen=True)
+class _Upsert:
+    """One table's upsert, as written per flush: insert the rows, or on a `unique` clash add the
+    `counters` (or, for `widen`, take the earlier first_seen, the later last_seen, a model where none
+    was known); return the `returning` columns of every row written."""
+
+    table: Table
+    unique: tuple[str, ...]
+    counters: tuple[str, ...] = ()
+    widen: bool = False
+    returning: tuple[str, ...] = ()
+
+
+_FRAGMENTS = _Upsert(Fragment.__table__, ("workload_id", "key"), widen=True, returning=("id", "workload_id", "key"))
+
+
+def _execute_upsert(session: Session, upsert: _Upsert, rows: list[dict[str, Any]]) -> list[tuple]:
+    """Write `rows` (distinct `unique` values, sorted) with one statement whose compiled form is reused.
+
+    PostgreSQL: ``INSERT … SELECT * FROM unnest(:col1, :col2, …) ON CONFLICT …``, one array per
+    column, so the statement's text is the same for any number of rows and the server parses one
+    statement per table per flush. SQLite: the statement is executed over the rows (executemany, or
+    multi-row batches where rows are returned); SQLAlchemy compiles it once and caches it. Either way,
+    never the old ``.values(chunk)`` per 1,000 rows, which compiled a fresh statement each time.
+    """
+    dialect = session.get_bind().dialect.name
+    statement = _statement(dialect, upsert)
+    if dialect == "postgresql":
+        names = [c.name for c in upsert.table.c if c.name != "id"]
+        result = session.execute(statement, {name: [row[name] for row in rows] for name in names})
+    else:
+        result = session.execute(statement, rows)
+    return [tuple(row) for row in result] if upsert.returning else []
+
+
+_STATEMENTS: dict[tuple[str, _Upsert], Any] = {}
+
+
+def _statement(dialect: str, upsert: _Upsert):
+    cached = _STATEMENTS.get((dialect, upsert))
+    if cached is None:
+        cached = _STATEMENTS[(dialect, upsert)] = (
+            _postgresql_statement(upsert) if dialect == "postgresql" else _sqlite_statement(upsert)
+        )
+    return cached
+
+
+def _sqlite_statement(upsert: _Upsert):
+    table = upsert.table
+    stmt = sqlite.insert(table)
+    new = stmt.excluded
+    if upsert.widen:
+        set_ = {
+            "first_seen": case((new.first_seen < table.c.first_seen, new.first_seen), else_=table.c.first_seen),
+            "last_seen": case((new.last_seen > table.c.last_seen, new.last_seen), else_=table.c.last_seen),
+            "model": case((table.c.model == "", new.model), else_=table.c.model),
+        }
+    else:
+        set_ = {name: table.c[name] + new[name] for name in upsert.counters}
+    stmt = stmt.on_conflict_do_update(index_elements=list(upsert.unique), set_=set_)
+    if upsert.returning:
+        stmt = stmt.returning(*(table.c[name] for name in upsert.returning))
+    return stmt
+
+
+def _postgresql_statement(upsert: _Upsert):
+    """The upsert as SQL text built from the table's own metadata (names and types, never data);
+    every value travels as a bound array parameter."""
+    table, pg = upsert.table, postgresql.dialect()
+    columns = [c for c in table.c if c.name != "id"]
+    quote = pg.identifier_preparer.quote
+    names = ", ".join(quote(c.name) for c in columns)
+    arrays = ", ".join(f"CAST(:{c.name} AS {c.type.compile(dialect=pg)}[])" for c in columns)
+    target = quote(table.name)
+    if upsert.widen:
+        sets = [
+            "first_seen = LEAST(t.first_seen, EXCLUDED.first_seen)",
+            "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen)",
+            "model = CASE WHEN t.model = '' THEN EXCLUDED.model ELSE t.model END",
+        ]
+    else:
+        sets = [f"{quote(name)} = t.{quote(name)} + EXCLUDED.{quote(name)}" for name in upsert.counters]
+    sql = (
+        f"INSERT INTO {target} AS t ({names}) SELECT * FROM unnest({arrays}) "
+        f"ON CONFLICT ({', '.join(quote(n) for n in upsert.unique)}) DO UPDATE SET {', '.join(sets)}"
+    )
+    if upsert.returning:
+        sql += " RETURNING " + ", ".join(f"t.{quote(name)}" for name in upsert.returning)
+    return text(sql)
 
 
 def _add_edge_ends(
@@ -184,20 +268,21 @@ def _additive_upsert(
     session: Session, table: Table, unique: list[str], counters: list[str], rows: list[dict], returning: Sequence[str] = ()
 ) -> list[tuple]:
     """Insert `rows`, or add their `counters` to the stored row with the same `unique` values; returns
-    the `returning` columns of every row written."""
-    rows.sort(key=lambda row: tuple(row[name] for name in unique))
-    written: list[tuple] = []
-    for chunk in _chunks(rows):
-        stmt = dialect_insert(session, table).values(chunk)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=unique,
-            set_={name: table.c[name] + stmt.excluded[name] for name in counters},
-        )
-        if returning:
-            written.extend(tuple(row) for row in session.execute(stmt.returning(*(table.c[name] for name in returning))))
+    the `returning` columns of every row written. Rows of one `unique` value are summed first (one
+    statement may not touch a row twice), then written in `unique` order (one lock order for all)."""
+    merged: dict[tuple, dict] = {}
+    for row in rows:
+        key = tuple(row[name] for name in unique)
+        held = merged.get(key)
+        if held is None:
+            merged[key] = dict(row)
         else:
-            session.execute(stmt)
-    return written
+            for name in counters:
+                held[name] += row[name]
+    if not merged:
+        return []
+    upsert = _Upsert(table, tuple(unique), tuple(counters), returning=tuple(returning))
+    return _execute_upsert(session, upsert, [merged[k] for k in sorted(merged)])
 
 
 def _upsert_edges(
@@ -281,7 +366,7 @@ def _upsert_buckets(
             "fragment_id": fragment_ids[(workload_ids[b.workload], b.key)],
             "device_class": b.device_class,
             "minute": b.minute,
-            "series": b.series.value,
+            "series": str(b.series),
             "bucket": b.bucket,
             "count": b.count,
         }
