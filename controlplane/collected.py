@@ -293,7 +293,7 @@ def _upsert_edges(
 ) -> None:
     """Edges' counters, then the tallies of parent visits per edge and calls made."""
     rows = []
-    tallies: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {}  # (parent id, child id) -> (calls, visits)
+    tallies: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (parent id, child id) -> [(calls, visits)]
     for e in batch.edges:
         workload_id = workload_ids[e.workload]
         ends = (fragment_ids[(workload_id, e.parent_key)], fragment_ids[(workload_id, e.child_key)])
@@ -308,7 +308,7 @@ def _upsert_edges(
             }
         )
         if e.visits_by_calls:
-            tallies[ends] = e.visits_by_calls
+            tallies.setdefault(ends, []).extend(e.visits_by_calls)
     edge_ids = _additive_upsert(
         session, Edge.__table__, ["parent_id", "child_id"], ["calls", "bytes_total", "calls_overlapping"], rows,
         returning=("parent_id", "child_id", "id"),
