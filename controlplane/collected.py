@@ -18,16 +18,16 @@ commits, so a failure anywhere leaves nothing half-written.
 """
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, select, text, tuple_
+from sqlalchemy import Table, bindparam, case, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from collectors.assembly import AssembledBatch, RequestSample, WorkloadName
+from collectors.assembly import AssembledBatch, FragmentSeen, RequestSample, WorkloadName
 from collectors.prometheus import DeviceSample, ModelSample, PullReport
 from controlplane.db import dialect_insert, session_scope, upsert_latest
 from controlplane.models import (
@@ -46,26 +46,36 @@ from controlplane.models import (
     Workload,
 )
 from controlplane.models._common import minute_of, to_utc, utcnow
+from optimizer.vocabulary import FragmentKind
 
 # Rows per INSERT: well under SQLite's 32766 and PostgreSQL's 65535 bound parameters.
 _CHUNK_ROWS = 1000
 
 
-def database_sink(engine: Engine) -> Callable[[AssembledBatch], None]:
+MAX_FRAGMENTS_PER_WORKLOAD = 500  # the default of the setting HETEROPLANE_MAX_FRAGMENTS_PER_WORKLOAD
+OVERFLOW_NAME = "~overflow"
+
+
+def database_sink(engine: Engine, max_fragments: int = MAX_FRAGMENTS_PER_WORKLOAD) -> Callable[[AssembledBatch], None]:
     """The Ingest sink that adds each batch to `engine`'s database in one transaction."""
 
     def sink(batch: AssembledBatch) -> None:
         with session_scope(engine) as session:
-            store_batch(session, batch)
+            store_batch(session, batch, max_fragments)
 
     return sink
 
 
-def store_batch(session: Session, batch: AssembledBatch) -> None:
-    """Add `batch` to the stored graph, profiles and request stats, creating tenants and workloads it names."""
+def store_batch(session: Session, batch: AssembledBatch, max_fragments: int = MAX_FRAGMENTS_PER_WORKLOAD) -> None:
+    """Add `batch` to the stored graph, profiles and request stats, creating tenants and workloads it names.
+
+    A workload holds at most `max_fragments` fragments: names past that fold into one overflow
+    fragment per kind (`fold_past_limit`), and the workload counts the names and visits folded.
+    """
     if batch.empty:
         return
     workload_ids = _workload_ids(session, sorted({f.workload for f in batch.fragments} | {e.workload for e in batch.edges}))
+    batch = _fold(session, batch, workload_ids, max_fragments)
     fragment_ids = _upsert_fragments(session, batch, workload_ids)
     _add_edge_ends(session, batch, workload_ids, fragment_ids)
     _upsert_edges(session, batch, workload_ids, fragment_ids)
@@ -119,6 +129,105 @@ def _get_or_create(
     for chunk in _chunks(missing):
         session.execute(dialect_insert(session, table).values(chunk).on_conflict_do_nothing(index_elements=unique))
     return read() if missing else found
+
+
+def overflow_key(key: str) -> str:
+    """The overflow fragment a fragment key folds into: one per kind (``tool:~overflow``)."""
+    return f"{key.split(':', 1)[0]}:{OVERFLOW_NAME}"
+
+
+def fold_past_limit(stored: Iterable[str], named: Iterable[str], limit: int) -> dict[str, str]:
+    """{key: overflow key} for each of `named` that may not become a fragment of its own.
+
+    `stored` are the workload's fragment keys already written. Overflow keys never count against
+    `limit` and never fold; a stored key never folds. The new keys, in sorted order, take what room
+    is left (``limit - stored keys that are not overflow``); the rest fold. So the workload holds at
+    most ``limit + kinds`` fragments, and the decision depends only on what is stored and what is
+    named (the store takes it holding the workload's row lock, so racing flushes decide in turn).
+    """
+    stored = set(stored)
+    held = sum(1 for key in stored if not key.endswith(":" + OVERFLOW_NAME))
+    room = max(0, limit - held)
+    new = sorted({key for key in named if key not in stored and not key.endswith(":" + OVERFLOW_NAME)})
+    return {key: overflow_key(key) for key in new[room:]}
+
+
+def _fold(
+    session: Session, batch: AssembledBatch, workload_ids: dict[WorkloadName, int], limit: int
+) -> AssembledBatch:
+    """`batch` with the names past each workload's fragment limit folded, and the folding counted."""
+    ids = sorted(set(workload_ids.values()))
+    # Lock the batch's workloads before reading their fragments: a racing flush waits here and then
+    # sees what this one adds. PostgreSQL: their rows, in id order (so flushes cannot deadlock).
+    # SQLite: a write takes the database's write lock (pysqlite begins a transaction only then).
+    table = Workload.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(table.c.id).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update())
+    else:
+        session.execute(table.update().where(table.c.id.in_(ids)).values(fragments_folded=table.c.fragments_folded))
+    table = Fragment.__table__
+    stored: dict[int, list[str]] = {wid: [] for wid in ids}
+    for wid, key in session.execute(select(table.c.workload_id, table.c.key).where(table.c.workload_id.in_(ids))):
+        stored[wid].append(key)
+    named: dict[int, set[str]] = {wid: set() for wid in ids}
+    for f in batch.fragments:
+        named[workload_ids[f.workload]].add(f.key)
+    for e in batch.edges:  # an end seen in an earlier flush and folded then folds again
+        named[workload_ids[e.workload]].update((e.parent_key, e.child_key))
+    folds = {wid: fold_past_limit(stored[wid], named[wid], limit) for wid in ids}
+    if not any(folds.values()):
+        return batch
+    return _folded_batch(session, batch, workload_ids, folds)
+
+
+def _folded_batch(
+    session: Session, batch: AssembledBatch, workload_ids: dict[WorkloadName, int], folds: dict[int, dict[str, str]]
+) -> AssembledBatch:
+    def to(workload: WorkloadName, key: str) -> str:
+        return folds[workload_ids[workload]].get(key, key)
+
+    names = {n for n in batch.fragments if n.key in folds[workload_ids[n.workload]]}
+    fragments = [f for f in batch.fragments if f not in names]
+    first = min((f.first_seen for f in batch.fragments), default=None)
+    last = max((f.last_seen for f in batch.fragments), default=None)
+    overflows: dict[tuple[WorkloadName, str], FragmentSeen] = {}
+    for workload in {n for n in workload_ids}:
+        for key in set(folds[workload_ids[workload]].values()):
+            seen = [f for f in names if f.workload == workload and overflow_key(f.key) == key]
+            overflows[(workload, key)] = FragmentSeen(
+                workload, key, FragmentKind(key.split(":", 1)[0]), OVERFLOW_NAME, "",
+                min((f.first_seen for f in seen), default=first), max((f.last_seen for f in seen), default=last),
+            )
+    fragments.extend(overflows.values())
+    visits = tuple(replace(v, key=to(v.workload, v.key)) for v in batch.visits)
+    folded_visits: dict[int, int] = {}
+    for v in batch.visits:
+        if v.key in folds[workload_ids[v.workload]]:
+            folded_visits[workload_ids[v.workload]] = folded_visits.get(workload_ids[v.workload], 0) + v.visits
+    folded_names: dict[int, int] = {}
+    for f in names:
+        folded_names[workload_ids[f.workload]] = folded_names.get(workload_ids[f.workload], 0) + 1
+    counts = [
+        {"wid": wid, "names": folded_names.get(wid, 0), "visits": folded_visits.get(wid, 0)}
+        for wid in sorted(folded_names.keys() | folded_visits.keys())
+    ]
+    if counts:
+        table = Workload.__table__
+        session.execute(
+            table.update()
+            .where(table.c.id == bindparam("wid"))
+            .values(fragments_folded=table.c.fragments_folded + bindparam("names"),
+                    visits_folded=table.c.visits_folded + bindparam("visits")),
+            counts,
+        )
+    return replace(
+        batch,
+        fragments=tuple(fragments),
+        visits=visits,
+        edges=tuple(replace(e, parent_key=to(e.workload, e.parent_key), child_key=to(e.workload, e.child_key))
+                    for e in batch.edges),
+        buckets=tuple(replace(b, key=to(b.workload, b.key)) for b in batch.buckets),
+    )
 
 
 def _upsert_fragments(
