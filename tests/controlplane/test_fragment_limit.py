@@ -13,6 +13,7 @@ from collectors.assembly import AssembledBatch, EdgeCalls, FragmentSeen, Fragmen
 from controlplane.collected import fold_past_limit, store_batch
 from controlplane.db import session_scope
 from optimizer.vocabulary import FragmentKind
+from tests.controlplane.conftest import auth
 
 T0 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 KINDS = ["tool", "cpu", "llm"]
@@ -126,3 +127,27 @@ def test_racing_flushes_never_exceed_the_limit(engine):
     assert len(rows) == 10 + 1
     assert sum(rows.values()) == 2 * (1 + 4 * 3 * 4)
     assert folded(engine, "acme") == (1 + 4 * 3 * 4 - 10, 2 * (1 + 4 * 3 * 4 - 10))
+
+
+def test_folding_shows_in_the_workload_api_and_in_health_to_whoever_may_see_the_workload(engine, callers, client):
+    with session_scope(engine) as session:
+        store_batch(session, merged(batch(WorkloadName("acme", "bot"), ["a", "b", "c"]),
+                                    batch(WorkloadName("globex", "rag"), ["x"])), 2)
+    with Session(engine) as session:
+        acme_bot, globex_rag = (session.execute(text(
+            "SELECT w.id FROM workload w JOIN tenant t ON t.id = w.tenant_id WHERE t.name = :t"), {"t": t}).scalar_one()
+            for t in ("acme", "globex"))
+    body = client.get(f"/api/v1/workloads/{acme_bot}", headers=auth(callers.acme_operator)).json()
+    assert (body["fragments_folded"], body["visits_folded"]) == (1, 2)
+    assert client.get(f"/api/v1/workloads/{globex_rag}", headers=auth(callers.globex_viewer)).json()["fragments_folded"] == 0
+
+    def health(token=None):
+        return client.get("/api/v1/health", headers=auth(token) if token else {}).json()
+
+    for token in (None, callers.admin, callers.acme_operator, callers.globex_viewer):
+        assert health(token)["workloads_folding"] == 1
+    assert health()["folded_workloads"] == []
+    assert health(callers.globex_viewer)["folded_workloads"] == []  # another tenant's workload: not even its name
+    for token in (callers.admin, callers.acme_operator):
+        assert health(token)["folded_workloads"] == [
+            {"workload_id": acme_bot, "workload": "bot", "tenant": "acme", "fragments_folded": 1, "visits_folded": 2}]
