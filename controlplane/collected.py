@@ -11,7 +11,14 @@ Every counter is written as ``INSERT … ON CONFLICT DO UPDATE SET n = n + exclu
 (SQLite and PostgreSQL both support it), so any number of collectors can write
 the same rows concurrently and the database holds the sum. Rows are written in
 sorted order so concurrent PostgreSQL writers take row locks in the same order
-and cannot deadlock one another.
+and cannot deadlock one another. Each table is written by one statement per flush
+whose compiled form is reused (`_execute_upsert`: unnest arrays on PostgreSQL,
+executemany on SQLite); rows of one key within a batch are summed first.
+
+Cardinality: a workload holds at most `max_fragments` fragments (the setting
+HETEROPLANE_MAX_FRAGMENTS_PER_WORKLOAD); new names past it fold into one overflow
+fragment per kind (`fold_past_limit`), decided holding the workload's lock, and
+the workload counts the names and visits folded (`fragments_folded`, `visits_folded`).
 
 `store_batch`'s caller owns the transaction (`controlplane.db.session_scope`): nothing in it
 commits, so a failure anywhere leaves nothing half-written.
@@ -160,21 +167,26 @@ def _fold(
     # Lock the batch's workloads before reading their fragments: a racing flush waits here and then
     # sees what this one adds. PostgreSQL: their rows, in id order (so flushes cannot deadlock).
     # SQLite: a write takes the database's write lock (pysqlite begins a transaction only then).
-    table = Workload.__table__
+    workloads, fragments = Workload.__table__, Fragment.__table__
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(table.c.id).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update())
+        session.execute(select(workloads.c.id).where(workloads.c.id.in_(ids)).order_by(workloads.c.id).with_for_update())
     else:
-        session.execute(table.update().where(table.c.id.in_(ids)).values(fragments_folded=table.c.fragments_folded))
-    table = Fragment.__table__
-    stored: dict[int, list[str]] = {wid: [] for wid in ids}
-    for wid, key in session.execute(select(table.c.workload_id, table.c.key).where(table.c.workload_id.in_(ids))):
-        stored[wid].append(key)
+        session.execute(workloads.update().where(workloads.c.id.in_(ids))
+                        .values(fragments_folded=workloads.c.fragments_folded))
+    stored: dict[int, set[str]] = {wid: set() for wid in ids}
+    for wid, key in session.execute(
+        select(fragments.c.workload_id, fragments.c.key).where(fragments.c.workload_id.in_(ids))
+    ):
+        stored[wid].add(key)
     named: dict[int, set[str]] = {wid: set() for wid in ids}
     for f in batch.fragments:
         named[workload_ids[f.workload]].add(f.key)
-    for e in batch.edges:  # an end seen in an earlier flush and folded then folds again
-        named[workload_ids[e.workload]].update((e.parent_key, e.child_key))
     folds = {wid: fold_past_limit(stored[wid], named[wid], limit) for wid in ids}
+    for e in batch.edges:  # an end neither in this batch nor stored was folded by an earlier flush
+        wid = workload_ids[e.workload]
+        for key in (e.parent_key, e.child_key):
+            if key not in named[wid] and key not in stored[wid] and not key.endswith(":" + OVERFLOW_NAME):
+                folds[wid][key] = overflow_key(key)
     if not any(folds.values()):
         return batch
     return _folded_batch(session, batch, workload_ids, folds)

@@ -151,3 +151,12 @@ def test_folding_shows_in_the_workload_api_and_in_health_to_whoever_may_see_the_
     for token in (callers.admin, callers.acme_operator):
         assert health(token)["folded_workloads"] == [
             {"workload_id": acme_bot, "workload": "bot", "tenant": "acme", "fragments_folded": 1, "visits_folded": 2}]
+
+
+def test_an_edge_to_a_name_folded_under_a_lower_limit_still_lands_on_the_overflow(engine):
+    w = WorkloadName("acme", "bot")
+    with session_scope(engine) as session:
+        store_batch(session, batch(w, ["a", "b", "c"]), 2)
+    with session_scope(engine) as session:  # the limit was raised; c (not in this batch) was never stored
+        store_batch(session, batch(w, ["a"], edges=[EdgeCalls(w, "tool:a", "tool:c", calls=1)]), 10)
+    assert set(stored(engine, "acme")) == {"tool:a", "tool:b", "tool:~overflow"}
