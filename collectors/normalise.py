@@ -88,6 +88,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from collectors.cardinality import generic_name
 from optimizer.vocabulary import FragmentKind
 
 Attributes = Mapping[str, str | bool | int | float]
@@ -217,6 +218,7 @@ _DIALECTS: tuple[tuple[str, dict[str, _Rule]], ...] = (
     ),
 )
 _NO_MODEL_KINDS = frozenset({FragmentKind.db, FragmentKind.cpu})
+_MODEL_NAMED_KINDS = frozenset({FragmentKind.llm, FragmentKind.embedding, FragmentKind.rerank})  # named by model
 _KEY_PREFIXES = {kind: f"{kind.value}:" for kind in FragmentKind}
 
 # Every span attribute the normaliser reads: the one pass over a span's attributes keeps only these.
@@ -414,6 +416,8 @@ def _normalise(span: Span, origin: ResourceOrigin) -> SpanRecord:
     parent_span_id = _hex_id(parent, 8, "parent_span_id") if parent else None
     attrs = _known_attributes(span.attributes)
     kind, name, model = classify(span.name.replace("\x00", "").strip() or UNNAMED, attrs, span.kind)
+    if kind not in _MODEL_NAMED_KINDS:
+        name = generic_name(name)  # collectors.cardinality: ids in names would make a fragment per request
     prefix = _KEY_PREFIXES[kind]
     name = name[: KEY_MAX - len(prefix)]  # so the key fits the Fragment.key column
     start_ns = span.start_time_unix_nano

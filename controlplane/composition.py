@@ -150,7 +150,7 @@ def _components(settings: Settings, engine: Engine, actuator: Actuator | None) -
     prepare_database(engine, settings)
     if actuator is None:
         actuator = actuator_of(settings, engine)
-    ingest = Ingest(database_sink(engine))
+    ingest = Ingest(database_sink(engine, settings.max_fragments_per_workload))
     telemetry = Telemetry(ingest)  # this process's loops' metrics, served by /metrics (through workers')
     components: dict[str, str] = {}
     leadership = leadership_for(settings)

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     otlp_host: str = Field("127.0.0.1", description="Interface the OTLP/HTTP receiver listens on.")
     otlp_port: int = Field(4318, ge=1, le=65535, description="Port of the OTLP/HTTP receiver.")
     otlp_max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest decompressed OTLP body accepted.")
+    max_fragments_per_workload: int = Field(
+        500, ge=1, le=100_000,
+        description="Fragments one workload may hold; names past it fold into one overflow fragment per kind "
+                    "('<kind>:~overflow'), counted in the workload's fragments_folded and in /health.")
     reconcile_period_s: float = Field(10.0, gt=0, description="Seconds between reconciler cycles.")
     solver_time_limit_s: float = Field(5.0, gt=0, description="CP-SAT time limit per solve.")
     demand_headroom: float = Field(1.2, ge=1.0, description="Capacity planned per unit of observed demand.")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
 from collectors.pipeline import IngestStats
 from controlplane.api.routing import OneHopRoute
@@ -44,6 +44,19 @@ class UnmetSla(BaseModel):
     extra_usd_per_hour: float = 0.0
 
 
+class FoldedWorkload(BaseModel):
+    """A workload whose fragment names passed HETEROPLANE_MAX_FRAGMENTS_PER_WORKLOAD and were folded."""
+
+    workload_id: int
+    workload: str
+    tenant: str
+    fragments_folded: int = Field(description="Names folded into its '<kind>:~overflow' fragments.")
+    visits_folded: int = Field(description="Visits recorded against those overflow fragments.")
+
+
+FOLDED_SHOWN = 50
+
+
 class Health(BaseModel):
     status: str
     database: str
@@ -58,6 +71,13 @@ class Health(BaseModel):
         description="Those SLAs by workload name, with a reason in plain units. Only for a caller with a valid "
                     "token: a fleet-wide token sees every tenant's, a tenant-scoped token its own tenant's; "
                     "without a token only the count is shown.")
+    workloads_folding: int = Field(
+        0, description="Workloads some of whose fragment names were folded past the fragment limit (does not "
+                       "degrade the status).")
+    folded_workloads: list[FoldedWorkload] = Field(
+        default_factory=list,
+        description=f"Those workloads, most folded first (at most {FOLDED_SHOWN}), only for a caller with a valid "
+                    "token: a fleet-wide token sees every tenant's, a tenant-scoped token its own tenant's.")
 
 
 @router.get("/health", response_model=Health, summary="Health of the service (no token needed)")
@@ -87,10 +107,12 @@ def health_of(session: Session, request: Request, principal: Principal | None) -
             stats = replace(stats, last_error=stats.last_error.split(":", 1)[0])
         components["ingest"] = f"degraded: {stats.last_error}"
     unmet = visible_unmet(session, principal, shortfalls) if database == "ok" and principal is not None else []
+    folding, folded = folded_workloads(session, principal) if database == "ok" else (0, [])
     ok = database == "ok" and all(v == "ok" for v in components.values()) and not shortfalls
     return Health(
         status="ok" if ok else "degraded", database=database, last_placement_at=last, components=components,
-        ingest=stats, unmet_sla_count=len(shortfalls), unmet_slas=unmet,
+        ingest=stats, unmet_sla_count=len(shortfalls), unmet_slas=unmet, workloads_folding=folding,
+        folded_workloads=folded,
     )
 
 
@@ -127,6 +149,26 @@ def process_status(request: Request) -> tuple[dict[str, str], IngestStats | None
     components = with_staleness(getattr(request.app.state, "components", {}), reconciler)
     return components, ingest.stats() if ingest is not None else None, report.shortfalls if report is not None else ()
 
+
+
+def folded_workloads(session: Session, principal: Principal | None) -> tuple[int, list[FoldedWorkload]]:
+    """How many workloads folded fragment names, and those `principal` may see (none without a token)."""
+    count = session.exec(select(func.count()).select_from(Workload).where(Workload.fragments_folded > 0)).one()
+    if principal is None or not count:
+        return count, []
+    statement = (
+        select(Workload.id, Workload.name, Tenant.name, Workload.fragments_folded, Workload.visits_folded)
+        .join(Tenant, Tenant.id == Workload.tenant_id)
+        .where(Workload.fragments_folded > 0)
+        .order_by(Workload.fragments_folded.desc(), Workload.id)
+        .limit(FOLDED_SHOWN)
+    )
+    if principal.tenant_id is not None:
+        statement = statement.where(Workload.tenant_id == principal.tenant_id)
+    return count, [
+        FoldedWorkload(workload_id=wid, workload=name, tenant=tenant, fragments_folded=names, visits_folded=visits)
+        for wid, name, tenant, names, visits in session.exec(statement).all()
+    ]
 
 
 def visible_unmet(session: Session, principal: Principal, shortfalls: tuple[Shortfall, ...]) -> list[UnmetSla]:

@@ -32,6 +32,8 @@ class Workload(WorkloadBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     tenant_id: int = Field(foreign_key="tenant.id", index=True, ondelete="CASCADE")
     created_at: datetime = Field(default_factory=utcnow)
+    fragments_folded: int = Field(0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+    visits_folded: int = Field(0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
 
 
 class WorkloadCreate(WorkloadBase):
@@ -56,6 +58,11 @@ class WorkloadPublic(WorkloadBase):
     id: int
     tenant_id: int
     created_at: datetime
+    fragments_folded: int = Field(
+        0, description="Fragment names folded into the workload's overflow fragments (key '<kind>:~overflow') "
+                       "because it already had HETEROPLANE_MAX_FRAGMENTS_PER_WORKLOAD fragments; counted once "
+                       "per flush that folded them.")
+    visits_folded: int = Field(0, description="Visits recorded against those overflow fragments instead.")
 
 
 class Fragment(SQLModel, table=True):

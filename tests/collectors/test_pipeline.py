@@ -135,11 +135,11 @@ def test_a_failed_write_is_retried_once_and_loses_nothing(engine, monkeypatch):
     real = collected.store_batch
     calls = []
 
-    def flaky(session, batch):
+    def flaky(session, batch, *limit):
         calls.append(batch)
         if len(calls) == 1:
             raise RuntimeError("database went away")
-        real(session, batch)
+        real(session, batch, *limit)
 
     monkeypatch.setattr(collected, "store_batch", flaky)
     ingest.submit(records(agent_loop(tool_calls=2)))
