@@ -23,6 +23,7 @@ from web.workload_graph import graph_figure
 
 WINDOW_MINUTES = 30
 PROFILE_ROWS = 100  # the busiest (fragment, class) rows the page lists; the API pages through all
+GRAPH_FRAGMENTS = 100  # the busiest fragments the call graph draws: past that a drawing is not read
 
 
 def latency_figure(profiles: list[Profile], sla: Sla | None) -> str | None:
@@ -84,7 +85,7 @@ def routes(console: Console) -> APIRouter:
         with console.session() as session:
             workload = visible_workload(session, user.principal, workload_id)  # 404 for another tenant's
             tenant = session.get(Tenant, workload.tenant_id).name
-            graph = graph_of(session, workload_id)
+            graph = graph_of(session, workload_id, GRAPH_FRAGMENTS)
             sla = session.exec(select(Sla).where(Sla.workload_id == workload_id)).first()
             # Up to, not into, the minute in progress: its profiles are partial.
             profiles = profiles_of(session, workload_id, until - timedelta(microseconds=1), WINDOW_MINUTES, PROFILE_ROWS)
