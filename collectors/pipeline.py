@@ -7,6 +7,17 @@ links spans across batches (`TraceWindow`), aggregates what arrived since the la
 failed write keeps its aggregates and is retried next period; meanwhile the queue fills
 and exporters are asked to back off, so nothing accepted is lost. `flush()` drains
 everything now (tests, shutdown).
+
+Admission: the receiver reads `depth` and `capacity` before it reads a body, and asks exporters
+to come back after `depth / drain_rate_per_s` seconds. The drain rate is the worker's measured
+throughput while busy: each drain that finds the queue at least half full takes a sample
+
+    r = batches drained / seconds since the previous drain ended
+
+(one cycle: the wait plus the previous write), smoothed as r̄ ← α·r + (1 − α)·r̄ with
+α = `DRAIN_RATE_ALPHA`. A drain that finds the queue mostly empty measures how fast batches
+arrive, not how fast they can be written, so it leaves r̄ alone. Until a busy drain was seen,
+r̄ = capacity / flush_interval_s: a full queue drains within one interval.
 """
 
 import logging
@@ -22,6 +33,9 @@ from collectors.records import MetricSample
 from collectors.window import Links, TraceWindow
 
 log = logging.getLogger(__name__)
+
+DRAIN_RATE_ALPHA = 0.3
+"""Weight of the newest busy drain in the drain-rate EWMA."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +63,12 @@ class Ingest:
         max_queued_batches: int = 256,
         flush_interval_s: float = 1.0,
         window: TraceWindow | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink  # writes a batch, all or nothing (controlplane.collected); None: aggregate only
         self.flush_interval_s = flush_interval_s
+        self.capacity = max_queued_batches
+        self.clock = clock  # monotonic seconds: trace-window ages and the drain rate
         self.window = window or TraceWindow()
         self._queue: queue.Queue[tuple[Sequence[SpanRecord], Sequence[MetricSample]]] = queue.Queue(
             maxsize=max_queued_batches
@@ -63,6 +80,25 @@ class Ingest:
         self._accepted = self._refused = self._cross = 0
         self._accepted_spans = self._refused_spans = 0
         self._last_error = ""
+        self._drain_rate: float | None = None  # batches/s, EWMA over busy drains
+        self._last_drain_end = clock()
+
+    @property
+    def depth(self) -> int:
+        """Batches queued now (approximate under concurrency, as `queue.Queue.qsize` is)."""
+        return self._queue.qsize()
+
+    @property
+    def full(self) -> bool:
+        """Whether a batch submitted now would be refused."""
+        return self.depth >= self.capacity
+
+    @property
+    def drain_rate_per_s(self) -> float:
+        """Batches drained per second while busy (the module docstring's r̄), > 0."""
+        if self._drain_rate is None:
+            return self.capacity / max(self.flush_interval_s, 1e-3)
+        return self._drain_rate
 
     def submit(self, records: Sequence[SpanRecord]) -> bool:
         """Queue a batch of spans; False when the queue is full (the caller should answer 503)."""
@@ -131,23 +167,36 @@ class Ingest:
         spans: list[SpanRecord] = []
         samples: list[MetricSample] = []
         links = Links()
-        now = time.monotonic()
+        now = self.clock()
+        drained = 0
         while True:
             try:
                 records, metric_samples = self._queue.get_nowait()
             except queue.Empty:
                 break
+            drained += 1
             if records:
                 self.window.link(records, now, into=links)
                 spans.extend(records)
             samples.extend(metric_samples)
         self.window.evict(now, links)
         if not spans and not samples and links.empty:  # an idle flush may still close stale traces
+            self._last_drain_end = self.clock()
             return None
         batch = assemble(spans, links, samples)
         self._cross += batch.cross_workload_calls
         self._store(batch)
+        self._measure_drain(drained)
         return batch
+
+    def _measure_drain(self, drained: int) -> None:
+        end = self.clock()
+        cycle_s, self._last_drain_end = end - self._last_drain_end, end
+        if 2 * drained < self.capacity or cycle_s <= 0:
+            return  # not busy: this drain measured arrivals, not throughput
+        sample = drained / cycle_s
+        previous = self._drain_rate
+        self._drain_rate = sample if previous is None else DRAIN_RATE_ALPHA * sample + (1 - DRAIN_RATE_ALPHA) * previous
 
     def _store(self, batch: AssembledBatch) -> None:
         if self.sink is None:

@@ -1,6 +1,6 @@
 """The OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/metrics` in, batches queued for ingest, OTLP replies out.
 
-A thin shell: authenticate, read a bounded body, decode (`otlp_codec`), normalise
+A thin shell: authenticate, admit, read a bounded body, decode (`otlp_codec`), normalise
 spans (`normalise`) or GenAI metrics (`metrics_decode`), then hand the batch to
 the bounded ingest queue (`pipeline.Ingest`), which assembles, aggregates and
 stores it off the request path. Decoding runs in the threadpool so the event
@@ -19,6 +19,13 @@ Replies, as the OTLP/HTTP specification prescribes, in the request's content typ
 503   ingest queue full or token store unavailable, with `Retry-After`: retryable
 ====  ==========================================================================
 
+Admission before work: a full ingest queue is refused from its depth before the body is read,
+so refused load costs no decoding. `Retry-After` is the queue's expected drain time
+(`retry_after_s`). A reply sent before the body was read in full (401, 403, 415, the early 503,
+413) says `Connection: close` and closes the connection: the unread rest of the body (or, after
+`Expect: 100-continue`, the next request) would otherwise be taken for the body and hang.
+Every 413 closes, whether the declared length or the inflated body was too large.
+
 Who may send is decided by the `authorise` function the receiver is handed (the control plane's
 `controlplane.auth.otlp_authoriser`: a bearer API token of role operator or admin). A
 tenant-scoped token cannot write into another tenant: all it sends is attributed to the token's
@@ -30,6 +37,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from fractions import Fraction
 from typing import TypeVar
 
 from fastapi import FastAPI, Request, Response
@@ -75,6 +83,22 @@ fleet-wide one; raises Unauthorized, Forbidden, or Unavailable when it cannot te
 # One export: (payload, media type, the token's tenant or None) -> the reply; raises OtlpError.
 _Export = Callable[[bytes, str, str | None], Message]
 
+RETRY_AFTER_CAP_S = 60
+"""The longest back-off a 503 asks for: past a minute the estimate is a guess, and exporters give up."""
+
+
+def retry_after_s(depth: int, drain_rate_per_s: float, cap_s: int = RETRY_AFTER_CAP_S) -> int:
+    """Whole seconds until a queue of `depth` batches drains at `drain_rate_per_s`, clamped to [1, cap_s].
+
+        t = min(cap, max(1, ⌈depth / rate⌉))
+
+    computed exactly (a float quotient just above an integer must not round down to it); a
+    rate that is not positive and finite never drains, so it answers `cap_s`.
+    """
+    if not (drain_rate_per_s > 0 and math.isfinite(drain_rate_per_s)):
+        return cap_s
+    return min(cap_s, max(1, math.ceil(Fraction(max(depth, 0)) / Fraction(drain_rate_per_s))))
+
 
 def create_receiver_app(authorise: Authorise, ingest: Ingest, max_body_bytes: int, *,
                         owns_ingest: bool = False) -> FastAPI:
@@ -86,8 +110,6 @@ def create_receiver_app(authorise: Authorise, ingest: Ingest, max_body_bytes: in
     owned = owns_ingest
     queue = ingest
     streams = CumulativeStreams(started_ns=time.time_ns())
-    # A full queue drains within a flush interval: that is when a retry can next succeed.
-    retry_after_s = max(1, math.ceil(queue.flush_interval_s))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -120,11 +142,15 @@ def create_receiver_app(authorise: Authorise, ingest: Ingest, max_body_bytes: in
     async def handle(request: Request, export: _Export) -> Response:
         media = media_type(request.headers.get("content-type"))
         reply_media = media if media in MEDIA_TYPES else JSON
+        body_read = False
         try:
             tenant = await run_in_threadpool(authorise, request.headers.get("authorization"))
             if media not in MEDIA_TYPES:
                 raise UnsupportedMediaType(f"Content-Type {media!r} is not supported; use one of {MEDIA_TYPES}")
+            if queue.full:  # admission before work: refuse without reading, let alone decoding
+                raise Unavailable("the ingest queue is full; retry later")
             body = await _read_body(request, max_body_bytes)
+            body_read = True
             encoding = request.headers.get("content-encoding")
 
             def work() -> Message:
@@ -132,7 +158,7 @@ def create_receiver_app(authorise: Authorise, ingest: Ingest, max_body_bytes: in
 
             reply = await run_in_threadpool(work)
         except OtlpError as exc:
-            return _error(exc, reply_media, retry_after_s)
+            return _error(exc, reply_media, retry_after_s(queue.depth, queue.drain_rate_per_s), close=not body_read or exc.status == 413)
         return Response(serialise(reply, media), 200, media_type=media)
 
     @app.get("/healthz")
@@ -150,12 +176,15 @@ def create_receiver_app(authorise: Authorise, ingest: Ingest, max_body_bytes: in
     return app
 
 
-def _error(exc: OtlpError, media: str, retry_after_s: int) -> Response:
+def _error(exc: OtlpError, media: str, retry_after: int, *, close: bool) -> Response:
+    """The error reply; `close` when the body was not read in full, so the connection cannot be reused."""
     headers = {}
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if exc.status == 503:
-        headers["Retry-After"] = str(retry_after_s)
+        headers["Retry-After"] = str(retry_after)
+    if close:
+        headers["Connection"] = "close"
     return Response(error_body(exc.status, str(exc), media), exc.status, headers, media)
 
 

@@ -4,8 +4,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel
-from sqlalchemy import func
+from pydantic import BaseModel, Field
+from sqlalchemy import func, literal, union_all
 from sqlmodel import Session, select
 
 from collectors.fanout import calls_percentile, is_concurrent
@@ -17,6 +17,11 @@ from controlplane.models._common import minute_of, to_utc
 from controlplane.models.workloads import EdgePublic, FragmentPublic
 
 QUANTILES = (0.5, 0.95, 0.99)
+
+GRAPH_FRAGMENTS_DEFAULT = 100
+"""Fragments a graph shows unless asked for more (at most 500): a drawing past that is not read."""
+EDGES_PER_FRAGMENT = 4
+"""A bounded graph holds at most this many edges per fragment it shows, the busiest."""
 
 
 def fragment_views(session: Session, fragments: Sequence[Fragment]) -> list[FragmentPublic]:
@@ -80,17 +85,53 @@ def visits_by_calls(session: Session, edge_ids: Sequence[int] | None = None) -> 
 
 
 class Graph(BaseModel):
-    """A workload's data-flow graph as observed: every fragment and every edge."""
+    """A workload's data-flow graph as observed, bounded: its busiest fragments and the edges among them."""
 
     workload_id: int
-    fragments: list[FragmentPublic]
-    edges: list[EdgePublic]
+    fragments: list[FragmentPublic] = Field(description="The `limit` fragments of most visits (ties: lowest id), "
+                                                        "busiest first.")
+    edges: list[EdgePublic] = Field(description="Edges between those fragments, most calls first, at most "
+                                                f"{EDGES_PER_FRAGMENT} × `limit`.")
+    fragments_total: int = Field(description="Fragments the workload has in all.")
+    edges_total: int = Field(description="Edges the workload has in all.")
+    truncated: bool = Field(description="Whether fragments or edges were left out; the full lists page through "
+                                        "`/fragments` and `/edges`.")
 
 
-def graph_of(session: Session, workload_id: int) -> Graph:
-    fragments = session.exec(select(Fragment).where(Fragment.workload_id == workload_id).order_by(Fragment.id)).all()
-    edges = session.exec(select(Edge).where(Edge.workload_id == workload_id).order_by(Edge.id)).all()
-    return Graph(workload_id=workload_id, fragments=fragment_views(session, fragments), edges=edge_views(session, edges))
+def graph_of(session: Session, workload_id: int, limit: int = GRAPH_FRAGMENTS_DEFAULT) -> Graph:
+    """The `limit` fragments of most visits and the busiest edges among them (at most EDGES_PER_FRAGMENT · limit),
+    with the workload's totals: a graph a console can draw and a client can read, whatever its size."""
+    visits = (
+        select(FragmentProfile.fragment_id, int_sum(FragmentProfile.visits).label("visits"))
+        .join(Fragment, Fragment.id == FragmentProfile.fragment_id)
+        .where(Fragment.workload_id == workload_id)
+        .group_by(FragmentProfile.fragment_id)
+        .subquery()
+    )
+    fragments = session.exec(
+        select(Fragment)
+        .outerjoin(visits, visits.c.fragment_id == Fragment.id)
+        .where(Fragment.workload_id == workload_id)
+        .order_by(func.coalesce(visits.c.visits, 0).desc(), Fragment.id)
+        .limit(limit)
+    ).all()
+    ids = [f.id for f in fragments]
+    edges = session.exec(
+        select(Edge)
+        .where(Edge.workload_id == workload_id, Edge.parent_id.in_(ids), Edge.child_id.in_(ids))
+        .order_by(Edge.calls.desc(), Edge.id)
+        .limit(EDGES_PER_FRAGMENT * limit)
+    ).all() if ids else []
+    fragments_total = session.exec(select(func.count()).where(Fragment.workload_id == workload_id)).one()
+    edges_total = session.exec(select(func.count()).where(Edge.workload_id == workload_id)).one()
+    return Graph(
+        workload_id=workload_id,
+        fragments=fragment_views(session, fragments),
+        edges=edge_views(session, edges),
+        fragments_total=fragments_total,
+        edges_total=edges_total,
+        truncated=len(fragments) < fragments_total or len(edges) < edges_total,
+    )
 
 
 class Distribution(BaseModel):
@@ -128,20 +169,49 @@ class Profile(BaseModel):
 
 
 class Profiles(BaseModel):
+    """One page of a workload's profiles over a window, busiest first, as `Page` pages a list."""
+
     workload_id: int
     since: datetime
     until: datetime
-    items: list[Profile]
+    items: list[Profile] = Field(description="Per (fragment, device class): most visits in the window first, "
+                                             "then by fragment id and class.")
+    total: int = Field(description="(fragment, device class) pairs with observations in the window.")
+    limit: int
+    offset: int
 
 
-def profiles_of(session: Session, workload_id: int, now: datetime, minutes: int) -> Profiles:
-    """Per (fragment, device class) profiles over the last `minutes` whole minutes plus the open one."""
+def profiles_of(session: Session, workload_id: int, now: datetime, minutes: int,
+                limit: int = 50, offset: int = 0) -> Profiles:
+    """Per (fragment, device class) profiles over the last `minutes` whole minutes plus the open one:
+    the page `offset`, `limit` of the pairs observed, most visits first. Only the page's pairs are read
+    in full, so a page costs the same however many fragments the workload has."""
     until = to_utc(now)
     since = minute_of(until) - timedelta(minutes=minutes - 1)
     seconds = max(1.0, (until - since).total_seconds())
-    keys = dict(session.exec(select(Fragment.id, Fragment.key).where(Fragment.workload_id == workload_id)).all())
-    if not keys:
-        return Profiles(workload_id=workload_id, since=since, until=until, items=[])
+    last = minute_of(until)
+    in_workload = select(Fragment.id).where(Fragment.workload_id == workload_id)
+    # Pairs with visits, and pairs with only distributions (metrics), visits counted from the first.
+    observed = union_all(
+        select(FragmentProfile.fragment_id.label("fid"), FragmentProfile.device_class.label("cls"),
+               FragmentProfile.visits.label("visits"))
+        .where(FragmentProfile.fragment_id.in_(in_workload), FragmentProfile.minute >= since, FragmentProfile.minute <= last),
+        select(ProfileBucket.fragment_id, ProfileBucket.device_class, literal(0))
+        .where(ProfileBucket.fragment_id.in_(in_workload), ProfileBucket.minute >= since, ProfileBucket.minute <= last),
+    ).subquery()
+    pairs = select(observed.c.fid, observed.c.cls, int_sum(observed.c.visits).label("visits")).group_by(observed.c.fid, observed.c.cls)
+    page = [(fid, cls) for fid, cls, _ in session.exec(
+        pairs.order_by(func.coalesce(int_sum(observed.c.visits), 0).desc(), observed.c.fid, observed.c.cls)
+        .offset(offset).limit(limit)
+    ).all()]
+    if 0 < len(page) < limit or (not page and offset == 0):
+        total = offset + len(page)
+    else:
+        total = session.exec(select(func.count()).select_from(pairs.subquery())).one()
+    if not page:
+        return Profiles(workload_id=workload_id, since=since, until=until, items=[], total=total, limit=limit, offset=offset)
+    fids = sorted({fid for fid, _ in page})
+    keys = dict(session.exec(select(Fragment.id, Fragment.key).where(Fragment.id.in_(fids))).all())
     sums = {
         (fid, cls): (int(v or 0), float(lat or 0.0), int(tin or 0), int(tout or 0))
         for fid, cls, v, lat, tin, tout in session.exec(
@@ -154,9 +224,9 @@ def profiles_of(session: Session, workload_id: int, now: datetime, minutes: int)
                 int_sum(FragmentProfile.tokens_out),
             )
             .where(
-                FragmentProfile.fragment_id.in_(list(keys)),
+                FragmentProfile.fragment_id.in_(fids),
                 FragmentProfile.minute >= since,
-                FragmentProfile.minute <= minute_of(until),
+                FragmentProfile.minute <= last,
             )
             .group_by(FragmentProfile.fragment_id, FragmentProfile.device_class)
         ).all()
@@ -171,15 +241,15 @@ def profiles_of(session: Session, workload_id: int, now: datetime, minutes: int)
             int_sum(ProfileBucket.count),
         )
         .where(
-            ProfileBucket.fragment_id.in_(list(keys)),
+            ProfileBucket.fragment_id.in_(fids),
             ProfileBucket.minute >= since,
-            ProfileBucket.minute <= minute_of(until),
+            ProfileBucket.minute <= last,
         )
         .group_by(ProfileBucket.fragment_id, ProfileBucket.device_class, ProfileBucket.series, ProfileBucket.bucket)
     ).all():
         buckets[(fid, cls)][series][bucket] = int(count)
     items = []
-    for fid, cls in sorted(set(sums) | set(buckets)):
+    for fid, cls in page:
         visits, latency, tokens_in, tokens_out = sums.get((fid, cls), (0, 0.0, 0, 0))
         series = buckets.get((fid, cls), {})
         items.append(
@@ -199,7 +269,7 @@ def profiles_of(session: Session, workload_id: int, now: datetime, minutes: int)
                 tokens_out=_histogram(series.get(Series.tokens_out, {})),
             )
         )
-    return Profiles(workload_id=workload_id, since=since, until=until, items=items)
+    return Profiles(workload_id=workload_id, since=since, until=until, items=items, total=total, limit=limit, offset=offset)
 
 
 def _distribution(counts: dict[int, int]) -> Distribution:

@@ -21,7 +21,15 @@ from controlplane.models.workloads import (
     WorkloadPublic,
     WorkloadUpdate,
 )
-from controlplane.profiles import Graph, Profiles, edge_views, fragment_views, graph_of, profiles_of
+from controlplane.profiles import (
+    GRAPH_FRAGMENTS_DEFAULT,
+    Graph,
+    Profiles,
+    edge_views,
+    fragment_views,
+    graph_of,
+    profiles_of,
+)
 
 router = APIRouter(tags=["workloads"], route_class=OneHopRoute)
 
@@ -86,10 +94,18 @@ def list_edges(workload_id: Id, session: SessionDep, principal: Viewer, win: Win
     return Page(items=edge_views(session, edges), total=total, limit=win.limit, offset=win.offset)
 
 
-@router.get("/workloads/{workload_id}/graph", response_model=Graph, summary="The observed data-flow graph")
-def get_graph(workload_id: Id, session: SessionDep, principal: Viewer):
+@router.get("/workloads/{workload_id}/graph", response_model=Graph, summary="The observed data-flow graph, bounded")
+def get_graph(
+    workload_id: Id,
+    session: SessionDep,
+    principal: Viewer,
+    limit: Annotated[int, Query(ge=1, le=500, description="Fragments to show: the busiest (most visits).")] = GRAPH_FRAGMENTS_DEFAULT,
+):
+    """The `limit` fragments of most visits and the edges among them, most calls first, at most
+    4 × `limit` (EDGES_PER_FRAGMENT); `fragments_total`, `edges_total` count the whole graph and `truncated`
+    says whether anything was left out. The full lists page through `/fragments` and `/edges`."""
     visible_workload(session, principal, workload_id)
-    return graph_of(session, workload_id)
+    return graph_of(session, workload_id, limit)
 
 
 @router.get("/workloads/{workload_id}/profiles", response_model=Profiles, summary="Profiles per fragment and class")
@@ -97,12 +113,14 @@ def get_profiles(
     workload_id: Id,
     session: SessionDep,
     principal: Viewer,
+    win: WindowDep,
     minutes: Annotated[int, Query(ge=1, le=1440, description="Window: this many minutes up to `until`.")] = 15,
     until: Annotated[Instant | None, Query(description="End of the window (UTC, 2000-01-01 to 2200-01-01); default now.")] = None,
 ):
-    """Arrival rate, latency p50/p95/p99 (1% sketch), TTFT/TPOT and token histograms per fragment and class."""
+    """Arrival rate, latency p50/p95/p99 (1% sketch), TTFT/TPOT and token histograms per fragment and class,
+    one page (`limit`, `offset`) of the pairs observed in the window, most visits first; `total` counts them all."""
     visible_workload(session, principal, workload_id)
-    return profiles_of(session, workload_id, until or utcnow(), minutes)
+    return profiles_of(session, workload_id, until or utcnow(), minutes, win.limit, win.offset)
 
 
 @router.get("/slas", response_model=Page[SlaPublic])

@@ -1,6 +1,10 @@
 """The Workloads pages: the list, and one workload's call graph and latencies against its SLA."""
 
-from tests.web.conftest import sign_in
+from sqlmodel import Session, select
+
+import web.pages.workloads
+from controlplane.models import Fragment, FragmentProfile
+from tests.web.conftest import _minute, sign_in
 from tests.web.test_console_placements import figure_of
 
 
@@ -35,3 +39,22 @@ def test_another_tenants_workload_is_not_found(client, seeded):
     assert browser.get(f"/ui/workloads/{seeded.research_id}").status_code == 404
     listing = browser.get("/ui/workloads").text
     assert "research-agent" not in listing and "Tenant" not in listing
+
+
+def test_a_workload_too_big_to_draw_shows_its_busiest_and_says_so(engine, client, seeded, monkeypatch):
+    with Session(engine) as session:
+        bge = session.exec(select(Fragment).where(Fragment.key == "embedding:bge")).one()
+        session.add(FragmentProfile(fragment_id=bge.id, device_class="l4", minute=_minute(12, 29),
+                                    visits=3, latency_ms_sum=30.0))
+        session.commit()
+    monkeypatch.setattr(web.pages.workloads, "GRAPH_FRAGMENTS", 1)
+    monkeypatch.setattr(web.pages.workloads, "PROFILE_ROWS", 1)
+    page = sign_in(client, seeded.admin_token).get(f"/ui/workloads/{seeded.bot_id}").text
+
+    graph = figure_of(page, "chart-graph")
+    nodes = [name for t in graph["data"] if t.get("mode") == "markers+text" for name in t["text"]]
+    assert nodes == ["llm:llama-70b"]  # the busier of the two
+    assert "the busiest 1 of 2 fragments" in page
+    rows = page.split('id="profiles-body"')[1].split("</tbody>")[0]
+    assert rows.count("<tr>") == 1 and "llm:llama-70b" in rows  # 105 visits over bge's 3
+    assert 'id="profiles-shown"' in page and "The busiest 1 of 2 (fragment, class) rows" in page

@@ -22,6 +22,8 @@ from web.figures import layout, to_json
 from web.workload_graph import graph_figure
 
 WINDOW_MINUTES = 30
+PROFILE_ROWS = 100  # the busiest (fragment, class) rows the page lists; the API pages through all
+GRAPH_FRAGMENTS = 100  # the busiest fragments the call graph draws: past that a drawing is not read
 
 
 def latency_figure(profiles: list[Profile], sla: Sla | None) -> str | None:
@@ -83,10 +85,10 @@ def routes(console: Console) -> APIRouter:
         with console.session() as session:
             workload = visible_workload(session, user.principal, workload_id)  # 404 for another tenant's
             tenant = session.get(Tenant, workload.tenant_id).name
-            graph = graph_of(session, workload_id)
+            graph = graph_of(session, workload_id, GRAPH_FRAGMENTS)
             sla = session.exec(select(Sla).where(Sla.workload_id == workload_id)).first()
             # Up to, not into, the minute in progress: its profiles are partial.
-            profiles = profiles_of(session, workload_id, until - timedelta(microseconds=1), WINDOW_MINUTES).items
+            profiles = profiles_of(session, workload_id, until - timedelta(microseconds=1), WINDOW_MINUTES, PROFILE_ROWS)
             share = requests_within_sla(session, [workload_id], until - timedelta(minutes=WINDOW_MINUTES), until).get(workload_id)
             current = placement_in_force(session)
             items = [i for i in priced_items(session, current.id, workload.tenant_id) if i.workload_id == workload_id] \
@@ -98,8 +100,9 @@ def routes(console: Console) -> APIRouter:
                 placed_on[item.fragment_id], held[item.fragment_id] = item.device_class, item.devices
         return render(request, "workload.html", {
             "user": user, "active": "Workloads", "workload": workload, "tenant": tenant, "sla": sla,
-            "graph": graph_figure(graph.fragments, graph.edges, placed_on), "latency": latency_figure(profiles, sla),
-            "profiles": profiles, "share": share, "items": items, "edges": graph.edges,
+            "graph": graph_figure(graph.fragments, graph.edges, placed_on), "latency": latency_figure(profiles.items, sla),
+            "profiles": profiles.items, "profiles_total": profiles.total, "shown": len(graph.fragments),
+            "fragments_total": graph.fragments_total, "truncated": graph.truncated, "share": share, "items": items, "edges": graph.edges,
             "keys": {f.id: f.key for f in graph.fragments}, "window": WINDOW_MINUTES,
         })
 
