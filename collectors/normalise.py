@@ -96,7 +96,9 @@ rejection threshold in its W3C trace state, ``ot=th:<hex>`` (OTel specification 
 Probability Sampling"): 1 to 14 lower-case hex digits, the 56-bit threshold T being th padded
 right with zeros. The span stood for 1/p spans, p = (2^56 - T) / 2^56 (th:0: p = 1), its
 *adjusted count*. A missing or malformed th (empty, longer than 14 digits, not hex) leaves the
-adjusted count unknown, and the span counts once, as an unsampled one would.
+adjusted count unknown, and the span counts once, as an unsampled one would. So does a threshold
+that is apparently inconsistent (the spec has it erased): the trace's randomness R, the ``rv``
+sub-key when valid, else the trace id's low 56 bits, below T.
 
 Aggregates are integers (visits, calls, bucket counts), so a span carries an integer *weight*
 whose mean is its adjusted count a: floor(a), plus one with probability frac(a), drawn from a
@@ -117,9 +119,9 @@ device class.
 import hashlib
 import math
 import re
-from functools import lru_cache
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -143,9 +145,9 @@ DEVICE_CLASS_MAX = 64
 COUNT_MAX = 10**12
 # The largest adjusted count a sampled span is weighted by (a sampling probability of about 1e-6).
 MAX_WEIGHT = 2**20
-_THRESHOLD_BITS = 56
+_MAX_ADJUSTED_COUNT = 2**56  # distinct 56-bit randomness values
 _TH_DIGITS = 14
-_HEX_DIGITS = frozenset("0123456789abcdef")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _FRACTION_MIN = 1e-9
 
 TENANT_ATTR = "heteroplane.tenant"
@@ -543,46 +545,58 @@ def adjusted_count(trace_state: str) -> float:
 
     p = (2^56 - T) / 2^56 with T = th padded right with zeros to 14 hex digits (56 bits).
     """
-    th = _threshold_digits(trace_state)
-    if th is None:
-        return 1.0
-    threshold = int(th, 16) << (4 * (_TH_DIGITS - len(th)))
-    return (1 << _THRESHOLD_BITS) / ((1 << _THRESHOLD_BITS) - threshold)
-
-
-def _threshold_digits(trace_state: str) -> str | None:
-    """The ``th`` value of the ``ot`` list member, when it is 1 to 14 lower-case hex digits."""
-    for member in trace_state.split(","):
-        key, _, value = member.strip().partition("=")
-        if key != "ot":
-            continue
-        for field in value.split(";"):
-            name, _, th = field.partition(":")
-            if name == "th":
-                if 1 <= len(th) <= _TH_DIGITS and _HEX_DIGITS.issuperset(th):
-                    return th
-                return None
-        return None
-    return None
+    sampling = _sampling(trace_state)
+    return 1.0 if sampling is None else _MAX_ADJUSTED_COUNT / (_MAX_ADJUSTED_COUNT - sampling.threshold)
 
 
 def span_weight(trace_state: str, trace_id: bytes) -> int:
     """An integer with mean the span's adjusted count (capped at MAX_WEIGHT): floor(a), plus one with
-    probability frac(a), drawn from a hash of `trace_id` (see the module docstring)."""
-    whole, fraction = _weight_parts(trace_state)
-    if fraction and _unit_draw(trace_id) < fraction:
-        return whole + 1
-    return whole
+    probability frac(a), drawn from a hash of `trace_id` (see the module docstring). 1 when the
+    threshold is absent, malformed, or inconsistent with the trace's randomness (R < T: a span with
+    that threshold would not have been sampled, so the spec has it erased)."""
+    sampling = _sampling(trace_state)
+    if sampling is None:
+        return 1
+    randomness = sampling.randomness
+    if randomness is None:
+        randomness = int.from_bytes(trace_id[-7:])  # the trace id's low 56 bits
+    if randomness < sampling.threshold:
+        return 1
+    if sampling.fraction and _unit_draw(trace_id) < sampling.fraction:
+        return sampling.whole + 1
+    return sampling.whole
 
 
-@lru_cache(maxsize=256)  # a fleet uses a handful of sampling rates: parse each trace state once
-def _weight_parts(trace_state: str) -> tuple[int, float]:
-    count = min(adjusted_count(trace_state), float(MAX_WEIGHT))
+class _Sampling(NamedTuple):
+    """What a trace state's ``ot`` entry says about sampling: T, explicit randomness, the weight's parts."""
+
+    threshold: int
+    randomness: int | None
+    whole: int
+    fraction: float
+
+
+@lru_cache(maxsize=1024)  # a fleet uses a handful of sampling rates: parse each trace state once
+def _sampling(trace_state: str) -> _Sampling | None:
+    """The ``th`` (1 to 14 hex digits) and ``rv`` (14) sub-keys of the ``ot`` list member; None without a valid th."""
+    fields: dict[str, str] = {}
+    for member in trace_state.split(","):
+        key, _, value = member.strip().partition("=")
+        if key == "ot":
+            fields = dict(field.partition(":")[::2] for field in value.split(";"))
+            break
+    th = fields.get("th", "")
+    if not 1 <= len(th) <= _TH_DIGITS or not _HEX_DIGITS.issuperset(th):
+        return None
+    threshold = int(th, 16) << (4 * (_TH_DIGITS - len(th)))
+    rv = fields.get("rv", "")
+    randomness = int(rv, 16) if len(rv) == _TH_DIGITS and _HEX_DIGITS.issuperset(rv) else None
+    count = min(_MAX_ADJUSTED_COUNT / (_MAX_ADJUSTED_COUNT - threshold), float(MAX_WEIGHT))
     whole = math.floor(count)
     fraction = count - whole
-    if fraction > 1.0 - _FRACTION_MIN:  # th rounded up a hair: p = 10% as 13 digits gives a = 9.99999999999999
-        return whole + 1, 0.0
-    return whole, fraction if fraction >= _FRACTION_MIN else 0.0
+    if fraction > 1.0 - _FRACTION_MIN:  # th rounded up a hair: 10% in 13 digits gives a = 9.99999999999999
+        return _Sampling(threshold, randomness, whole + 1, 0.0)
+    return _Sampling(threshold, randomness, whole, fraction if fraction >= _FRACTION_MIN else 0.0)
 
 
 def _unit_draw(trace_id: bytes) -> float:
