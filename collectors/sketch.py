@@ -23,6 +23,8 @@ RELATIVE_ACCURACY = 0.01
 MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 ZERO_BUCKET = -(2**31)  # below any key the mapping produces for representable doubles
 _MIN_VALUE = MAPPING.min_possible
+_MAX_VALUE = sys.float_info.max
+_MAX_KEY = MAPPING.key(_MAX_VALUE)
 
 TOKEN_EDGES = (0, 25, 100, 250, 500, 1000, 2000)  # bucket i holds [TOKEN_EDGES[i], TOKEN_EDGES[i+1]); the last is open
 
@@ -31,7 +33,9 @@ def latency_bucket(value: float) -> int:
     """The sketch bucket of a latency (any unit; heteroplane stores milliseconds)."""
     if not value >= _MIN_VALUE:  # negatives, zero and NaN
         return ZERO_BUCKET
-    return MAPPING.key(min(value, sys.float_info.max))
+    if value > _MAX_VALUE:  # +Inf
+        return _MAX_KEY
+    return MAPPING.key(value)
 
 
 def bucket_value(bucket: int) -> float:
