@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from collectors.assembly import assemble
 from collectors.normalise import MAX_WEIGHT, adjusted_count, normalise_request, span_weight
 from collectors.records import Series
-from tests.collectors.otlp_builders import agent_loop, make_request
+from tests.collectors.otlp_builders import agent_loop, key_values, make_request
 
 TWO_56 = 2**56
 
@@ -88,6 +88,8 @@ def test_fractional_adjusted_counts_are_unbiased():
 def test_every_profile_count_is_weighted():
     """One agent request sampled at 25% (th:c, weight 4): it stands for 4 of everything."""
     spans = agent_loop(tool_calls=3)
+    for tool in spans[2:]:
+        tool.attributes.extend(key_values({"http.request.body.size": 100}))
     for span in spans:
         span.trace_id = b"\x00" * 9 + b"\xff" * 7  # R = 2^56 - 1 >= T: sampled
         span.trace_state = "ot=th:c"
@@ -102,7 +104,7 @@ def test_every_profile_count_is_weighted():
     assert counts[("llm:gpt-4o", Series.tokens_in)] == 4
     edges = {(e.parent_key, e.child_key): e for e in batch.edges}
     tool = edges[("agent:triage", "tool:search")]
-    assert tool.calls == 12
+    assert (tool.calls, tool.bytes) == (12, 1200)  # 3 calls of 100 bytes, 4 times over
     assert tool.visits_by_calls == ((3, 4),)  # 4 agent visits, each making 3 calls
     (request,) = batch.requests
     assert (request.weight, request.tokens) == (4, 480)
