@@ -93,7 +93,7 @@ response) only for ids it cannot be linked by.
 
 Sampling: a span sampled by OpenTelemetry's consistent probability sampling carries its
 rejection threshold in its W3C trace state, ``ot=th:<hex>`` (OTel specification "TraceState:
-Probability Sampling"): 1 to 14 lower-case hex digits, the 56-bit threshold T being th padded
+Probability Sampling"): 1 to 14 hex digits (either case), the 56-bit threshold T being th padded
 right with zeros. The span stood for 1/p spans, p = (2^56 - T) / 2^56 (th:0: p = 1), its
 *adjusted count*. A missing or malformed th (empty, longer than 14 digits, not hex) leaves the
 adjusted count unknown, and the span counts once, as an unsampled one would. So does a threshold
@@ -106,9 +106,8 @@ hash of the trace id (every span of a trace, and a span sent twice, draws the sa
 sampling decision used the trace id's low 56 bits, the draw uses all 128 through a hash). Sums
 of weights are then unbiased estimates of unsampled counts and stay exact integers. A fraction
 within 1e-9 of a whole number is rounded to it (a th for 10% gives a = 9.99999999999999:
-weight 10). Adjusted counts are
-capped at MAX_WEIGHT (2^20, p below about 1e-6 counts as that), which keeps weighted token and
-byte sums far from BIGINT overflow.
+weight 10). Adjusted counts are capped at MAX_WEIGHT (2^20: p below about 1e-6 counts as that),
+and weighted tokens and bytes at COUNT_MAX per span, so weighted sums stay far from BIGINT overflow.
 
 Resource attributes ``heteroplane.tenant`` / ``heteroplane.workload`` name the tenant and
 workload (falling back to service.namespace / service.name), and
