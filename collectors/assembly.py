@@ -12,6 +12,15 @@ Every aggregate is additive, so the store can add a batch to whatever other coll
 have already written. Edges join fragments of one workload (`Edge` has a single
 workload); calls between workloads are counted in `cross_workload_calls`.
 
+Sampled traces: each record counts `r.weight` times (its adjusted count as an unbiased integer,
+collectors.normalise): visits, latency and queue sums, tokens, latency and token buckets, edge
+calls and bytes (collectors.window), and requests (`RequestSample.weight`). A weighted count
+stays an exact integer; weighted tokens are capped at COUNT_MAX per span, as unweighted ones are.
+
+Hostile numbers: a record's duration, queue wait, tokens and bytes are finite and >= 0 (the
+normaliser bounds them), so every sum here is; metric samples' values only choose a bucket
+(`collectors.sketch` maps NaN and Inf to a bucket too) and their counts are bounded integers.
+
 Hot path: one pass per record with integer minute keys; datetimes are built once per key.
 """
 
@@ -21,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from collectors.normalise import SpanRecord
+from collectors.normalise import COUNT_MAX, SpanRecord
 from collectors.records import MetricSample, Series
 from collectors.sketch import latency_bucket, token_bucket
 from collectors.window import Links, TraceWindow
@@ -105,8 +114,9 @@ class RequestSample:
     workload: WorkloadName
     minute: datetime
     duration_ms: float
-    tokens: int
+    tokens: int  # the trace's tokens times `weight`, at most COUNT_MAX (as stored: weighted already)
     failed: bool = False  # some visit of the trace failed (span status ERROR): the request missed its SLA
+    weight: int = 1  # requests this one stands for (the root span's weight under sampling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,21 +168,28 @@ def assemble(
         key = r.key
         _see(seen, wl, key, r.kind, r.name, r.model, r.start_ns, r.end_ns)
         where = (wl, key, r.device_class, r.end_ns // _NS_PER_MINUTE)
+        w = r.weight
+        if w == 1:
+            latency, tokens_in, tokens_out, queue_ms = r.duration_ms, r.tokens_in, r.tokens_out, r.queue_ms
+        else:
+            latency = r.duration_ms * w
+            tokens_in, tokens_out = min(r.tokens_in * w, COUNT_MAX), min(r.tokens_out * w, COUNT_MAX)
+            queue_ms = None if r.queue_ms is None else r.queue_ms * w
         acc = visits.get(where)
         if acc is None:
-            acc = visits[where] = [1, r.duration_ms, r.tokens_in, r.tokens_out, 0, 0.0]
+            acc = visits[where] = [w, latency, tokens_in, tokens_out, 0, 0.0]
         else:
-            acc[0] += 1
-            acc[1] += r.duration_ms
-            acc[2] += r.tokens_in
-            acc[3] += r.tokens_out
-        if r.queue_ms is not None:
-            acc[4] += 1
-            acc[5] += r.queue_ms
-        buckets[(*where, lat, latency_bucket(r.duration_ms))] += 1
+            acc[0] += w
+            acc[1] += latency
+            acc[2] += tokens_in
+            acc[3] += tokens_out
+        if queue_ms is not None:
+            acc[4] += w
+            acc[5] += queue_ms
+        buckets[(*where, lat, latency_bucket(r.duration_ms))] += w
         if r.kind in _TOKEN_KINDS:
-            buckets[(*where, tin_s, token_bucket(r.tokens_in))] += 1
-            buckets[(*where, tout_s, token_bucket(r.tokens_out))] += 1
+            buckets[(*where, tin_s, token_bucket(r.tokens_in))] += w
+            buckets[(*where, tout_s, token_bucket(r.tokens_out))] += w
     for m in samples:
         wl = (m.tenant, m.workload)
         _see(seen, wl, m.fragment_key, FragmentKind(m.kind), m.name, m.model, m.end_ns, m.end_ns)
@@ -247,7 +264,7 @@ def _requests(records: Sequence[SpanRecord], failed_traces: set[str]) -> tuple[R
     samples = []
     for root in roots:
         # A well-formed trace has one root; should one carry several, its tokens are counted once, on the first.
-        tokens = tokens_by_trace.pop(root.trace_id, 0)
+        tokens = min(tokens_by_trace.pop(root.trace_id, 0) * root.weight, COUNT_MAX)
         samples.append(
             RequestSample(
                 workload=WorkloadName(root.tenant, root.workload),
@@ -255,6 +272,7 @@ def _requests(records: Sequence[SpanRecord], failed_traces: set[str]) -> tuple[R
                 duration_ms=root.duration_ms,
                 tokens=tokens,
                 failed=root.trace_id in failed,
+                weight=root.weight,
             )
         )
     return tuple(samples)

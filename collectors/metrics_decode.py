@@ -49,8 +49,13 @@ Invalid points are rejected and counted (OTLP partial success): bucket_counts
 whose length is not len(explicit_bounds) + 1, bounds that are not finite and
 increasing, a count that is not the sum of the buckets, negative values
 (exponential negative buckets), an unset temporality or time, a scale outside
-[-10, 20], or a GenAI metric that is not a histogram. Negative counts cannot
+[-10, 20], or a GenAI metric that is not a histogram, or a bucket whose value
+is beyond a double once in the series' unit (a max of 1e308 s). Negative counts cannot
 occur: OTLP counts are unsigned (a negative count in JSON is a malformed body).
+
+Bad numbers short of that: a NaN or infinite min, max or sum is ignored (as if absent);
+a negative bucket value (a negative min or bound) is 0. Values only choose a sketch
+bucket; counts, the only numbers summed, are integers of at most 2^53 per point.
 """
 
 import math

@@ -69,8 +69,45 @@ rpc.message.uncompressed_size (else compressed_size) over the span's "message" e
 0 when unknown.
 
 Queue time: ``gen_ai.latency.time_in_queue`` (seconds, as vLLM's request spans report it) in
-milliseconds; absent (None) when the span does not say, or the value is not a finite number >= 0.
-The optimizer reads per-replica capacity from it (controlplane.planning).
+milliseconds, clamped to the span's own duration (a request waits inside its span: 0 <= wait <=
+duration, so a wait of 1e306 s is the span's duration, never Inf); absent (None) when the span does
+not say, or the value is NaN, infinite, negative or not a number (the attribute is ignored, the span
+kept). The optimizer reads per-replica capacity from it (controlplane.planning).
+
+Bad numbers, field by field (every number that reaches a sum is finite and >= 0):
+
+==================  ==========================================================================
+field               on a hostile value
+==================  ==========================================================================
+tokens, bytes       NaN, +-Inf and non-numeric text: attribute ignored (as if absent); negative
+                    and -0.0: 0; larger than COUNT_MAX (1e12, huge ints and 1e308 included):
+                    COUNT_MAX
+queue wait          NaN, +-Inf, negative, non-numeric: ignored; longer than the span: the span's
+                    duration
+duration            from the span's integer times; an end before the start is a zero duration
+sampling threshold  malformed ``th``: adjusted count 1 (see below)
+==================  ==========================================================================
+
+None of these rejects the span: a span is rejected (counted in the OTLP partial-success
+response) only for ids it cannot be linked by.
+
+Sampling: a span sampled by OpenTelemetry's consistent probability sampling carries its
+rejection threshold in its W3C trace state, ``ot=th:<hex>`` (OTel specification "TraceState:
+Probability Sampling"): 1 to 14 hex digits (either case), the 56-bit threshold T being th padded
+right with zeros. The span stood for 1/p spans, p = (2^56 - T) / 2^56 (th:0: p = 1), its
+*adjusted count*. A missing or malformed th (empty, longer than 14 digits, not hex) leaves the
+adjusted count unknown, and the span counts once, as an unsampled one would. So does a threshold
+that is apparently inconsistent (the spec has it erased): the trace's randomness R, the ``rv``
+sub-key when valid, else the trace id's low 56 bits, below T.
+
+Aggregates are integers (visits, calls, bucket counts), so a span carries an integer *weight*
+whose mean is its adjusted count a: floor(a), plus one with probability frac(a), drawn from a
+hash of the trace id (every span of a trace, and a span sent twice, draws the same way; the
+sampling decision used the trace id's low 56 bits, the draw uses all 128 through a hash). Sums
+of weights are then unbiased estimates of unsampled counts and stay exact integers. A fraction
+within 1e-9 of a whole number is rounded to it (a th for 10% gives a = 9.99999999999999:
+weight 10). Adjusted counts are capped at MAX_WEIGHT (2^20: p below about 1e-6 counts as that),
+and weighted tokens and bytes at COUNT_MAX per span, so weighted sums stay far from BIGINT overflow.
 
 Resource attributes ``heteroplane.tenant`` / ``heteroplane.workload`` name the tenant and
 workload (falling back to service.namespace / service.name), and
@@ -78,10 +115,12 @@ workload (falling back to service.namespace / service.name), and
 device class.
 """
 
+import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -104,6 +143,12 @@ DEVICE_CLASS_MAX = 64
 # Larger token or byte counts on one span are corrupt telemetry; the cap keeps additive
 # aggregates far from BIGINT overflow.
 COUNT_MAX = 10**12
+# The largest adjusted count a sampled span is weighted by (a sampling probability of about 1e-6).
+MAX_WEIGHT = 2**20
+_MAX_ADJUSTED_COUNT = 2**56  # distinct 56-bit randomness values
+_TH_DIGITS = 14
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_FRACTION_MIN = 1e-9
 
 TENANT_ATTR = "heteroplane.tenant"
 WORKLOAD_ATTR = "heteroplane.workload"
@@ -277,6 +322,7 @@ class SpanRecord(NamedTuple):
     bytes: int = 0  # moved on the call from the parent into this span, when the telemetry says so
     queue_ms: float | None = None  # waited before a model server ran it, when the telemetry says so
     failed: bool = False  # the span's status is ERROR: this visit did not do its work
+    weight: int = 1  # spans this one stands for: its adjusted count under sampling, as an unbiased integer
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +469,7 @@ def _normalise(span: Span, origin: ResourceOrigin) -> SpanRecord:
     start_ns = span.start_time_unix_nano
     end_ns = max(span.end_time_unix_nano, start_ns)
     tokens_in, tokens_out = _tokens(attrs)
+    duration_ms = (end_ns - start_ns) / 1e6
     return SpanRecord(
         trace_id,
         span_id,
@@ -437,12 +484,13 @@ def _normalise(span: Span, origin: ResourceOrigin) -> SpanRecord:
         or origin.device_class,
         start_ns,
         end_ns,
-        (end_ns - start_ns) / 1e6,
+        duration_ms,
         tokens_in,
         tokens_out,
         _bytes(span, attrs),
-        _queue_ms(attrs[QUEUE_ATTR]) if QUEUE_ATTR in attrs else None,
+        _queue_ms(attrs[QUEUE_ATTR], duration_ms) if QUEUE_ATTR in attrs else None,
         span.status.code == Status.STATUS_CODE_ERROR,
+        span_weight(span.trace_state, span.trace_id) if span.trace_state else 1,
     )
 
 
@@ -480,15 +528,84 @@ def _bytes(span: Span, attrs: Attributes) -> int:
     return min(total, COUNT_MAX)
 
 
-def _queue_ms(value: str | bool | int | float) -> float | None:
-    """`gen_ai.latency.time_in_queue` (seconds) in milliseconds; None for junk, negatives and non-finite values."""
+def _queue_ms(value: str | bool | int | float, duration_ms: float) -> float | None:
+    """`gen_ai.latency.time_in_queue` (seconds) in milliseconds, at most `duration_ms`; None for junk,
+    negatives and non-finite values."""
     if isinstance(value, bool):
         return None
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return seconds * 1000.0 if math.isfinite(seconds) and seconds >= 0 else None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    # Compared in seconds: 1e306 s times 1000 would overflow to Inf before the clamp.
+    return duration_ms if seconds >= duration_ms / 1000.0 else seconds * 1000.0
+
+
+def adjusted_count(trace_state: str) -> float:
+    """The adjusted count (1/p) the ``ot=th:`` threshold in a W3C trace state gives; 1 when absent or malformed.
+
+    p = (2^56 - T) / 2^56 with T = th padded right with zeros to 14 hex digits (56 bits).
+    """
+    sampling = _sampling(trace_state)
+    return 1.0 if sampling is None else _MAX_ADJUSTED_COUNT / (_MAX_ADJUSTED_COUNT - sampling.threshold)
+
+
+def span_weight(trace_state: str, trace_id: bytes) -> int:
+    """An integer with mean the span's adjusted count (capped at MAX_WEIGHT): floor(a), plus one with
+    probability frac(a), drawn from a hash of `trace_id` (see the module docstring). 1 when the
+    threshold is absent, malformed, or inconsistent with the trace's randomness (R < T: a span with
+    that threshold would not have been sampled, so the spec has it erased)."""
+    sampling = _sampling(trace_state)
+    if sampling is None:
+        return 1
+    randomness = sampling.randomness
+    if randomness is None:
+        randomness = int.from_bytes(trace_id[-7:])  # the trace id's low 56 bits
+    if randomness < sampling.threshold:
+        return 1
+    if sampling.fraction and _unit_draw(trace_id) < sampling.fraction:
+        return sampling.whole + 1
+    return sampling.whole
+
+
+class _Sampling(NamedTuple):
+    """What a trace state's ``ot`` entry says about sampling: T, explicit randomness, the weight's parts."""
+
+    threshold: int
+    randomness: int | None
+    whole: int
+    fraction: float
+
+
+@lru_cache(maxsize=1024)  # a fleet uses a handful of sampling rates: parse each trace state once
+def _sampling(trace_state: str) -> _Sampling | None:
+    """The ``th`` (1 to 14 hex digits) and ``rv`` (14) sub-keys of the ``ot`` list member; None without a valid th."""
+    fields: dict[str, str] = {}
+    for member in trace_state.split(","):
+        key, _, value = member.strip().partition("=")
+        if key == "ot":
+            fields = dict(field.partition(":")[::2] for field in value.split(";"))
+            break
+    th = fields.get("th", "")
+    if not 1 <= len(th) <= _TH_DIGITS or not _HEX_DIGITS.issuperset(th):
+        return None
+    threshold = int(th, 16) << (4 * (_TH_DIGITS - len(th)))
+    rv = fields.get("rv", "")
+    randomness = int(rv, 16) if len(rv) == _TH_DIGITS and _HEX_DIGITS.issuperset(rv) else None
+    count = min(_MAX_ADJUSTED_COUNT / (_MAX_ADJUSTED_COUNT - threshold), float(MAX_WEIGHT))
+    whole = math.floor(count)
+    fraction = count - whole
+    if fraction > 1.0 - _FRACTION_MIN:  # th rounded up a hair: 10% in 13 digits gives a = 9.99999999999999
+        return _Sampling(threshold, randomness, whole + 1, 0.0)
+    return _Sampling(threshold, randomness, whole, fraction if fraction >= _FRACTION_MIN else 0.0)
+
+
+def _unit_draw(trace_id: bytes) -> float:
+    """A number in [0, 1) that is uniform over random trace ids and the same for every span of a trace."""
+    digest = hashlib.blake2b(trace_id, digest_size=8, person=b"hp-weight").digest()
+    return int.from_bytes(digest) / 2.0**64
 
 
 def _hex_id(raw: bytes, size: int, field: str) -> str:

@@ -6,11 +6,13 @@ value in bucket k is within α of the bucket's representative value. Buckets are
 integer keys with counts, so two collectors' sketches merge by adding counts — in memory,
 or in the database with ``count = count + excluded.count`` — and any quantile read back is
 within 1% relative error of the exact quantile of the merged data. Zero (and negative)
-durations go to ``ZERO_BUCKET``.
+durations go to ``ZERO_BUCKET``; so does NaN, and +Inf goes to the bucket of the largest double,
+so a hostile value never raises here (the normaliser keeps them out before this).
 
 Token counts use the fixed bucket edges 0/25/100/250/500/1000/2000/∞ (7 buckets).
 """
 
+import sys
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 
@@ -21,14 +23,18 @@ RELATIVE_ACCURACY = 0.01
 MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 ZERO_BUCKET = -(2**31)  # below any key the mapping produces for representable doubles
 _MIN_VALUE = MAPPING.min_possible
+_MAX_VALUE = sys.float_info.max
+_MAX_KEY = MAPPING.key(_MAX_VALUE)
 
 TOKEN_EDGES = (0, 25, 100, 250, 500, 1000, 2000)  # bucket i holds [TOKEN_EDGES[i], TOKEN_EDGES[i+1]); the last is open
 
 
 def latency_bucket(value: float) -> int:
     """The sketch bucket of a latency (any unit; heteroplane stores milliseconds)."""
-    if value < _MIN_VALUE:
+    if not value >= _MIN_VALUE:  # negatives, zero and NaN
         return ZERO_BUCKET
+    if value > _MAX_VALUE:  # +Inf
+        return _MAX_KEY
     return MAPPING.key(value)
 
 
@@ -38,7 +44,9 @@ def bucket_value(bucket: int) -> float:
 
 
 def token_bucket(tokens: float) -> int:
-    """The token-histogram bucket of a token count (negative counts go to the first bucket)."""
+    """The token-histogram bucket of a token count (negative counts and NaN go to the first bucket)."""
+    if tokens != tokens:
+        return 0
     return max(0, bisect_right(TOKEN_EDGES, tokens) - 1)
 
 

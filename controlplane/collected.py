@@ -521,9 +521,9 @@ def _upsert_request_stats(
              "tokens": 0},
         )
         bound = p99.get(workload_id)
-        row["requests"] += 1
-        row["within_sla"] += int(not r.failed and (bound is None or r.duration_ms <= bound))
-        row["latency_ms_sum"] += r.duration_ms
+        row["requests"] += r.weight
+        row["within_sla"] += r.weight * int(not r.failed and (bound is None or r.duration_ms <= bound))
+        row["latency_ms_sum"] += r.duration_ms * r.weight
         row["tokens"] += r.tokens
     _additive_upsert(
         session,

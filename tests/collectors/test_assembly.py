@@ -102,7 +102,7 @@ def test_empty_batch():
 
 
 def test_queue_time_sums_over_the_visits_that_report_it():
-    spans = [make_span("chat", span=i + 1, start_ms=10 * i, attrs={
+    spans = [make_span("chat", span=i + 1, start_ms=10 * i, duration_ms=500, attrs={
         "gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
         **({"gen_ai.latency.time_in_queue": 0.1 * i} if i else {})}) for i in range(3)]
 

@@ -162,12 +162,16 @@ QUEUE = [
     ("NaN", {"gen_ai.latency.time_in_queue": float("nan")}, None),
     ("infinite", {"gen_ai.latency.time_in_queue": float("inf")}, None),
     ("a bool", {"gen_ai.latency.time_in_queue": True}, None),
+    # The span lasts 3 s: a request waits inside its span, so a longer wait is the span's duration.
+    ("longer than the span", {"gen_ai.latency.time_in_queue": 4}, 3000.0),
+    ("1e306 s, Inf in milliseconds", {"gen_ai.latency.time_in_queue": 1e306}, 3000.0),
+    ("the largest double", {"gen_ai.latency.time_in_queue": "1.7976931348623157e308"}, 3000.0),
 ]
 
 
 @pytest.mark.parametrize(("attrs", "queue_ms"), [row[1:] for row in QUEUE], ids=[row[0] for row in QUEUE])
 def test_queue_time_before_the_model_server_ran_the_visit(attrs, queue_ms):
-    assert normalise_span(make_span("chat", span=1, attrs=attrs), {}).queue_ms == queue_ms
+    assert normalise_span(make_span("chat", span=1, duration_ms=3000, attrs=attrs), {}).queue_ms == queue_ms
 
 
 def test_rpc_bytes_from_message_events():

@@ -37,9 +37,10 @@ def receiver_url(engine, settings, ingest) -> Iterator[str]:
 def run_agent(provider: TracerProvider, tool_calls: int) -> None:
     """What an instrumented agent emits: an agent span around a chat and repeated tool calls."""
     tracer = provider.get_tracer("test-agent")
-    with tracer.start_as_current_span("invoke_agent triage", attributes={
+    now = time.time_ns()  # the chat started 300 ms ago, so that its 250 ms queue wait fits in its span
+    with tracer.start_as_current_span("invoke_agent triage", start_time=now - 400_000_000, attributes={
         "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "triage"}):
-        with tracer.start_as_current_span("chat gpt-4o", attributes={
+        with tracer.start_as_current_span("chat gpt-4o", start_time=now - 300_000_000, attributes={
             "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
             "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 20,
             "gen_ai.latency.time_in_queue": 0.25}):
