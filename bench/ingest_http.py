@@ -38,7 +38,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from bench.api_load import drop_database, free_port, fresh_database, wait_until_up  # noqa: E402
+from bench.api_load import KEEP_ALIVE_S, drop_database, free_port, fresh_database, wait_until_up  # noqa: E402
 from bench.ingest import BATCH, T0_NS, _kv, _span, agent_trace  # noqa: E402
 from controlplane.auth import mint_token  # noqa: E402
 from controlplane.db import make_engine, upgrade  # noqa: E402
@@ -92,11 +92,14 @@ async def open_loop(otlp: str, token: str, payloads: list[bytes], per_second: fl
     """POST payloads (cycling) at `per_second` requests/s for `seconds`, open loop; count per status."""
     host, port = otlp.removeprefix("http://").split(":")
     statuses: dict[int, int] = {}
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    errors: dict[str, int] = {}
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
     loop = asyncio.get_running_loop()
 
     async def send(body: bytes) -> None:
-        reader, writer = idle.pop() if idle else await asyncio.open_connection(host, int(port))
+        while idle and idle[0][2] < loop.time() - KEEP_ALIVE_S:  # uvicorn closes a connection idle 5 s:
+            idle.pop(0)[1].close()                               # a client would not reuse it either
+        reader, writer, _ = idle.pop() if idle else (*await asyncio.open_connection(host, int(port)), 0.0)
         try:
             writer.write(f"POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
                          f"Content-Type: application/x-protobuf\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
@@ -106,13 +109,14 @@ async def open_loop(otlp: str, token: str, payloads: list[bytes], per_second: fl
                            if line.lower().startswith(b"content-length:")), 0)
             await reader.readexactly(length)
             closing = b"connection: close" in head.lower()
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             status, closing = 0, True
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
         statuses[status] = statuses.get(status, 0) + 1
         if closing:
             writer.close()
         else:
-            idle.append((reader, writer))
+            idle.append((reader, writer, loop.time()))
 
     tasks = []
     start = loop.time() + 0.1
@@ -121,8 +125,10 @@ async def open_loop(otlp: str, token: str, payloads: list[bytes], per_second: fl
         await asyncio.sleep(max(0.0, due - loop.time()))
         tasks.append(asyncio.create_task(send(payloads[i % len(payloads)])))
     await asyncio.gather(*tasks)
-    for _, writer in idle:
+    for _, writer, _ in idle:
         writer.close()
+    if errors:
+        print(f"  no answer (status 0): {errors}", flush=True)
     return statuses
 
 
