@@ -143,3 +143,13 @@ def test_dispatch_selects_verified_and_falls_back_on_runtime_error():
 def test_rejected_candidate_is_not_selected():
     assert not dispatch.select(Candidate("softmax", "bad", softmax_wrong_on_prime, F), seeds=(0,)).accepted
     assert dispatch.get("softmax", "cpu", torch.float32) is ops.SPECS["softmax"].reference
+
+
+def test_candidates_from_files_go_through_the_same_verifier(tmp_path):
+    from kernels import candidates
+    (tmp_path / "bad.py").write_text("OP = 'softmax'\nDTYPES = ('float32',)\n"
+                                     "def kernel(x):\n    return x.softmax(-1) * 2\n")
+    shipped = {c.name: verify(c, seeds=(0,)).accepted for c in candidates.load()}
+    assert shipped == {"softmax_f32_accumulate": True}
+    [bad] = candidates.load(tmp_path)
+    assert not verify(bad, seeds=(0,)).accepted
