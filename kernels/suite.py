@@ -1,0 +1,33 @@
+"""The candidate suite: every candidate of every op, built-in and from files, in one list.
+
+Built-in candidates are the honest alternative formulations in `kernels.ops`; files come from
+`kernels/candidates/` (or a folder given to `load`) through the same door. `verify`, `bench` and
+the selection all iterate over `all_candidates()`, so a new op or a new file shows up everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kernels import candidates, ops
+from kernels.verify import Candidate
+
+F = ops.FLOATS
+
+def builtin() -> list[Candidate]:
+    return [
+        Candidate("rmsnorm", "rmsnorm_alt", ops.rmsnorm_alt, F),
+        Candidate("swiglu", "swiglu_alt", ops.swiglu_alt, F),
+        Candidate("softmax", "softmax_alt", ops.softmax_alt, F),
+    ]
+
+def all_candidates(folder: Path | None = None) -> list[Candidate]:
+    """Built-ins, then the files of `folder` (default `kernels/candidates/`)."""
+    return builtin() + (candidates.load(folder) if folder else candidates.load())
+
+def for_op(op: str, folder: Path | None = None) -> list[Candidate]:
+    if op not in ops.SPECS:
+        raise KeyError(f"unknown op {op!r}; known: {', '.join(sorted(ops.SPECS))}")
+    return [c for c in all_candidates(folder) if c.op == op]
+
+__all__ = ["all_candidates", "builtin", "for_op"]
