@@ -14,6 +14,7 @@ from kernels.verify import Candidate
 
 F = ops.FLOATS
 
+
 def builtin() -> list[Candidate]:
     return [
         Candidate("rmsnorm", "rmsnorm_alt", ops.rmsnorm_alt, F),
@@ -21,13 +22,16 @@ def builtin() -> list[Candidate]:
         Candidate("softmax", "softmax_alt", ops.softmax_alt, F),
     ]
 
+
 def all_candidates(folder: Path | None = None) -> list[Candidate]:
     """Built-ins, then the files of `folder` (default `kernels/candidates/`)."""
     return builtin() + (candidates.load(folder) if folder else candidates.load())
+
 
 def for_op(op: str, folder: Path | None = None) -> list[Candidate]:
     if op not in ops.SPECS:
         raise KeyError(f"unknown op {op!r}; known: {', '.join(sorted(ops.SPECS))}")
     return [c for c in all_candidates(folder) if c.op == op]
+
 
 __all__ = ["all_candidates", "builtin", "for_op"]
