@@ -20,6 +20,12 @@ def builtin() -> list[Candidate]:
         Candidate("rmsnorm", "rmsnorm_alt", ops.rmsnorm_alt, F),
         Candidate("swiglu", "swiglu_alt", ops.swiglu_alt, F),
         Candidate("softmax", "softmax_alt", ops.softmax_alt, F),
+        Candidate("rotary", "rotary_alt", ops.rotary_alt, F),
+        Candidate("attention_prefill", "attention_prefill_blocked", ops.attention_prefill_blocked, F),
+        Candidate("attention_decode", "attention_decode_ragged", ops.attention_decode_ragged, F),
+        Candidate("sample", "sample_topk", ops.sample_topk, F),
+        Candidate("mean_pool", "mean_pool_einsum", ops.mean_pool_einsum, F),
+        Candidate("int8_matmul", "int8_matmul_scale_after", ops.int8_matmul_scale_after, F),
     ]
 
 

@@ -3,7 +3,7 @@
 A candidate is accepted only when, for every shape of the op's spec, every claimed dtype and
 every seed, on fresh random inputs per trial, its output matches the reference's within the
 dtype's tolerance (|c - r| <= atol + rtol |r|, NaN/Inf where and only where the reference has
-them), has the reference's shape and dtype, leaves its inputs unmodified, does not call the
+them; integer outputs such as sampled token ids must be equal), has the reference's shape and dtype, leaves its inputs unmodified, does not call the
 reference, does not return stale results (the same buffers refilled with new values must give new
 answers), is deterministic when it claims to be, and returns within the per-call timeout.
 The first failing case is recorded.
@@ -19,6 +19,10 @@ import torch
 
 from kernels import ops
 
+# (atol, rtol) per dtype of the op's floating inputs. References compute in float32 and round once
+# to the dtype, so a candidate that also accumulates in float32 differs by float32 noise plus at most
+# one rounding step of the output dtype: bf16 keeps 8 significant bits (a step is 2^-8 ≈ 0.4 %
+# relative), fp16 11 bits (2^-11 ≈ 0.05 %); rtol allows a few steps, atol covers results near 0.
 TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.bfloat16: (1e-2, 2e-2), torch.float16: (1e-3, 2e-3)}
 
 
@@ -77,6 +81,17 @@ def _call(fn: Callable, args: tuple, timeout_s: float):
     return box["out"]
 
 
+def _same(a, b) -> bool:
+    """Bit-for-bit the same values, NaN equal to NaN (for inputs, and for determinism)."""
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        return a == b
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    return bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
+
+
 def _mismatch(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> tuple[str, float] | None:
     if not isinstance(out, torch.Tensor):
         return "type", float("nan")
@@ -84,6 +99,9 @@ def _mismatch(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> tuple
         return "shape", float("nan")
     if out.dtype != ref.dtype:
         return "dtype", float("nan")
+    if not ref.is_floating_point():  # ids, counts: exact
+        wrong = out != ref
+        return ("values", float(wrong.sum())) if bool(wrong.any()) else None
     o, r = out.double(), ref.double()
     if not torch.equal(torch.isnan(o), torch.isnan(r)):
         return "nan", float("nan")
@@ -99,13 +117,15 @@ def _mismatch(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> tuple
     return None
 
 
-def verify(c: Candidate, seeds: tuple[int, ...] = (0, 1, 2), timeout_s: float = 10.0) -> Verdict:
+def verify(c: Candidate, seeds: tuple[int, ...] = (0, 1, 2), timeout_s: float = 10.0,
+           shapes: tuple[tuple[int, ...], ...] | None = None) -> Verdict:
+    """Check `c` on `shapes` (default: all of its op's spec) x claimed dtypes x seeds x {plain, special}."""
     spec = ops.SPECS[c.op]
     cases = 0
     for dtype in c.dtypes:
         if dtype not in spec.dtypes:
             return Verdict(c.name, c.op, False, Failure(c.op, (), str(dtype), -1, "unclaimed dtype"))
-        for shape in spec.shapes:
+        for shape in spec.shapes if shapes is None else shapes:
             for seed in seeds:
                 for special in (False, True):
                     fail = _one_case(c, spec, shape, dtype, seed, special, timeout_s)
@@ -132,16 +152,17 @@ def _one_case(c, spec, shape, dtype, seed, special, timeout_s) -> Failure | None
     except Exception as e:  # noqa: BLE001
         return fail("raised", detail=repr(e))
     for a, b in zip(args, copies, strict=True):
-        if isinstance(a, torch.Tensor) and not torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)):
+        if not _same(a, b):
             return fail("input mutated")
     bad = _mismatch(out, ref, dtype)
     if bad:
         return fail(bad[0], bad[1])
-    # Refill the same buffers with new values: stale (address- or value-cached) answers show here.
+    # Refill the same buffers (integer ones too: weights, ids, lengths) with new values: stale
+    # (address- or value-cached) answers show here.
     g2 = torch.Generator().manual_seed(seed * 104729 + 1)
     fresh = spec.make(shape, dtype, g2, special)
     for a, f in zip(args, fresh, strict=True):
-        if isinstance(a, torch.Tensor) and a.is_floating_point():
+        if isinstance(a, torch.Tensor):
             a.copy_(f)
     ref2 = spec.reference(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
     try:
@@ -162,6 +183,6 @@ def _one_case(c, spec, shape, dtype, seed, special, timeout_s) -> Failure | None
             out3 = _call(c.fn, args, timeout_s)
         except Exception as e:  # noqa: BLE001
             return fail("raised", detail=repr(e))
-        if not torch.equal(torch.nan_to_num(out3), torch.nan_to_num(out2)):
+        if not _same(out3, out2):
             return fail("nondeterministic")
     return None
