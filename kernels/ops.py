@@ -202,8 +202,7 @@ def sample_ref(logits, k, p, u):
     Logits may be -Inf (masked tokens) or large; each row needs one finite logit, and NaN and +Inf
     are outside the op (a NaN logit has no probability; callers mask before sampling).
     """
-    l = logits.double()
-    sl, order = torch.sort(l, dim=-1, descending=True, stable=True)
+    sl, order = torch.sort(logits.double(), dim=-1, descending=True, stable=True)
     return order.gather(-1, _pick(sl, k, p, u)).squeeze(-1)
 
 
@@ -222,18 +221,18 @@ def _sample_inputs(shape, dtype, g, special):
     k is mostly small (<= 64) with one row at k = vocab; p has one row at 1. Specials: about a
     third of the logits -Inf (one finite per row kept), and ±1e4."""
     rows, vocab = shape
-    l = torch.randn(rows, vocab, generator=g) * 3
-    l[::2] = (l[::2] * 2).round() / 2
+    logits = torch.randn(rows, vocab, generator=g) * 3
+    logits[::2] = (logits[::2] * 2).round() / 2
     if special:
-        l[torch.rand(rows, vocab, generator=g) < 0.3] = float("-inf")
-        l[:, torch.randint(0, vocab, (1,), generator=g)] = 1.0
-        l[0, -1], l[-1, 0] = 1e4, -1e4
+        logits[torch.rand(rows, vocab, generator=g) < 0.3] = float("-inf")
+        logits[:, torch.randint(0, vocab, (1,), generator=g)] = 1.0
+        logits[0, -1], logits[-1, 0] = 1e4, -1e4
     k = torch.randint(1, min(vocab, 64) + 1, (rows,), generator=g)
     k[-1] = vocab
     p = torch.rand(rows, generator=g) * 0.9 + 0.1
     p[0] = 1.0
     u = torch.rand(rows, generator=g)
-    return l.to(dtype), k, p, u
+    return logits.to(dtype), k, p, u
 
 
 # --- embedding mean-pool + L2 normalise ----------------------------------------------------------
@@ -360,7 +359,7 @@ def attention_prefill_blocked(q, k, v, block: int = 64):
     qf, kf, vf = q.float(), k.float(), v.float()
     b, h, n, d = qf.shape
     m = torch.full((b, h, n, 1), float("-inf"), device=q.device)
-    l = torch.zeros(b, h, n, 1, device=q.device)
+    total = torch.zeros(b, h, n, 1, device=q.device)
     o = torch.zeros(b, h, n, vf.shape[-1], device=q.device)
     rows = torch.arange(n, device=q.device)[:, None]
     for j0 in range(0, n, block):
@@ -370,10 +369,10 @@ def attention_prefill_blocked(q, k, v, block: int = 64):
         m_new = torch.maximum(m[:, :, j0:], s.amax(-1, keepdim=True))
         shift = m_new.masked_fill(m_new == float("-inf"), 0.0)
         alpha, e = torch.exp(m[:, :, j0:] - shift), torch.exp(s - shift)
-        l[:, :, j0:] = l[:, :, j0:] * alpha + e.sum(-1, keepdim=True)
+        total[:, :, j0:] = total[:, :, j0:] * alpha + e.sum(-1, keepdim=True)
         o[:, :, j0:] = o[:, :, j0:] * alpha + e @ vf[:, :, j0:j1]
         m[:, :, j0:] = m_new
-    return (o / l).to(q.dtype)
+    return (o / total).to(q.dtype)
 
 
 def attention_decode_ragged(q, k_cache, v_cache, lengths):
