@@ -29,15 +29,21 @@ def builtin() -> list[Candidate]:
     ]
 
 
-def all_candidates(folder: Path | None = None) -> list[Candidate]:
-    """Built-ins, then the files of `folder` (default `kernels/candidates/`)."""
-    return builtin() + (candidates.load(folder) if folder else candidates.load())
+def all_candidates(folder: Path | None = None, compiled: bool = False) -> list[Candidate]:
+    """Built-ins, then (when `compiled`) the built-ins compiled by inductor, then the files of
+    `folder` (default `kernels/candidates/`). Compiled ones are opt-in: compiling costs seconds."""
+    found = builtin()
+    if compiled:
+        from kernels import compiled as inductor  # imports torch's compiler stack only when asked
+
+        found += inductor.candidates(builtin())
+    return found + (candidates.load(folder) if folder else candidates.load())
 
 
-def for_op(op: str, folder: Path | None = None) -> list[Candidate]:
+def for_op(op: str, folder: Path | None = None, compiled: bool = False) -> list[Candidate]:
     if op not in ops.SPECS:
         raise KeyError(f"unknown op {op!r}; known: {', '.join(sorted(ops.SPECS))}")
-    return [c for c in all_candidates(folder) if c.op == op]
+    return [c for c in all_candidates(folder, compiled) if c.op == op]
 
 
 __all__ = ["all_candidates", "builtin", "for_op"]

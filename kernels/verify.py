@@ -33,6 +33,9 @@ class Candidate:
     fn: Callable
     dtypes: tuple[torch.dtype, ...]
     deterministic: bool = True
+    # Extra seconds the first call of each case may take (a JIT compiling for a new shape or dtype);
+    # every other call gets the plain per-call timeout.
+    compile_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ def _one_case(c, spec, shape, dtype, seed, special, timeout_s) -> Failure | None
     copies = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
     ref = spec.reference(*copies)
     try:
-        out = _call(c.fn, args, timeout_s)
+        out = _call(c.fn, args, timeout_s + c.compile_s)
     except _Timeout as e:
         return fail("timeout", detail=str(e))
     except ops.ReferenceCalled:
