@@ -1,9 +1,17 @@
-"""Op specs with a plain-torch eager reference each (issue 16, point 1; a first slice of the suite).
+"""Op specs with a plain-torch eager reference each (issue 16, point 1).
 
-A spec names the op, its claimed dtypes, the shapes it is checked on (size 1, odd, prime, large,
-and non-contiguous inputs made by transposing a buffer), and how to make random inputs, with an
-option to plant special values (NaN, +-Inf, large magnitudes). References refuse to run while a
-candidate is running (`reference_forbidden`), so a candidate that calls one is caught.
+Ops: rmsnorm, swiglu, softmax, rotary (GPT-NeoX half rotation), attention_prefill (causal),
+attention_decode (one token per sequence over a KV cache with per-sequence lengths), sample
+(top-k then top-p, uniform draws given as input, exact int64 ids), mean_pool (masked mean + L2
+normalise) and int8_matmul (weight-only int8, per-output-channel scale). Each reference's docstring
+states the maths and the layout of its arguments.
+
+A spec names the op, its claimed dtypes, the shapes it is checked on (the op's own tuples: size 1,
+odd, prime, one large; inputs strided as served: transposed buffers, q/k/v slices of a fused
+projection, paged KV caches), and how to make random inputs, with an option to plant special values
+(NaN, +-Inf, large magnitudes) where the op defines them; the input makers say where they leave one
+out and why. References refuse to run while a candidate is running (`reference_forbidden`), so a
+candidate that calls one is caught.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 A candidate is accepted only when, for every shape of the op's spec, every claimed dtype and
 every seed, on fresh random inputs per trial, its output matches the reference's within the
 dtype's tolerance (|c - r| <= atol + rtol |r|, NaN/Inf where and only where the reference has
-them; integer outputs such as sampled token ids must be equal), has the reference's shape and dtype, leaves its inputs unmodified, does not call the
-reference, does not return stale results (the same buffers refilled with new values must give new
-answers), is deterministic when it claims to be, and returns within the per-call timeout.
+them; integer outputs such as sampled token ids must be equal), has the reference's shape and
+dtype, leaves its inputs unmodified, does not call the reference, does not return stale results
+(the same buffers, integer ones included, refilled with new values must give new answers), is
+deterministic when it claims to be, and returns within the per-call timeout.
 The first failing case is recorded.
 """
 
@@ -87,7 +88,7 @@ def _call(fn: Callable, args: tuple, timeout_s: float):
 def _same(a, b) -> bool:
     """Bit-for-bit the same values, NaN equal to NaN (for inputs, and for determinism)."""
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
-        return a == b
+        return a is b or a == b
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     if not a.is_floating_point():
@@ -103,8 +104,7 @@ def _mismatch(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> tuple
     if out.dtype != ref.dtype:
         return "dtype", float("nan")
     if not ref.is_floating_point():  # ids, counts: exact
-        wrong = out != ref
-        return ("values", float(wrong.sum())) if bool(wrong.any()) else None
+        return ("values", float((out - ref).abs().max())) if not torch.equal(out, ref) else None
     o, r = out.double(), ref.double()
     if not torch.equal(torch.isnan(o), torch.isnan(r)):
         return "nan", float("nan")
