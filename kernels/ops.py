@@ -258,6 +258,8 @@ def mean_pool_ref(hidden, mask):
 
 
 def _pool_inputs(shape, dtype, g, special):
+    """Random 0/1 masks (token 0 always kept). Specials: 1e4 and Inf at kept tokens, NaN in padding
+    (must not leak) and, with batch > 3, at a kept token (must); with batch > 2 a row with no tokens."""
     b, n, d = shape
     hidden = torch.randn(b, d, n, generator=g).to(dtype).transpose(1, 2)
     mask = (torch.rand(b, n, generator=g) < 0.7).long()
