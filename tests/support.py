@@ -1,8 +1,11 @@
-"""Helpers shared by tests that need real components: skipping rules, free ports, Chromium."""
+"""Helpers shared by tests that need real components: skipping rules, free ports, waiting, Chromium."""
 
 import os
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -32,6 +35,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], what: str, polls: int = 200, interval: float = 0.05) -> T:
+    """Poll `predicate` until it returns something truthy and return that; fail the test naming `what` once
+    `polls` tries have all come back falsy.
+
+    It counts tries, never elapsed time: a loaded machine makes the wait longer, it cannot turn the test into
+    a speed check (speed figures belong in bench/)."""
+    for _ in range(polls):
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"never happened in {polls} polls {interval:g} s apart: {what}")
 
 
 CONSOLE_CHARTS = ("chart-cost", "chart-tokens", "chart-busy", "chart-capacity", "chart-sla")

@@ -17,13 +17,11 @@ from controlplane.actuators.kubernetes_watch import WatchedList, newer
 from tests.controlplane.test_kubernetes_actuator import NS, SHAPES, llm, tool
 from tests.k8s.apiserver_double import ApiServerDouble
 from tests.k8s.conftest import apiserver_double, k8s_api_client  # noqa: F401 - fixtures
+from tests.support import wait_until
 
 
-def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "not within the timeout"
-        time.sleep(0.02)
+def eventually(check: Callable[[], bool], what: str, polls: int = 500) -> None:
+    wait_until(check, what, polls=polls, interval=0.02)
 
 
 def deployment(name: str, replicas: int = 1, managed: bool = True) -> dict:
@@ -62,14 +60,14 @@ def test_the_list_is_kept_by_the_watch_and_only_the_selected_objects(apiserver_d
     assert names(watched) == ["before"]
     d.put(deployment("after", 2))
     d.put(deployment("not-ours", managed=False))
-    eventually(lambda: names(watched) == ["after", "before"])
+    eventually(lambda: names(watched) == ["after", "before"], "the watch adds ours, not the other one")
     d.put(deployment("after", 5))
-    eventually(lambda: watched.items()[0].spec.replicas == 5)
+    eventually(lambda: watched.items()[0].spec.replicas == 5, "the watch sees the scale to 5")
     d.remove("deployments", "before", NS)
-    eventually(lambda: names(watched) == ["after"])
+    eventually(lambda: names(watched) == ["after"], "the watch drops the removed one")
     time.sleep(2.5)  # past one watch's timeoutSeconds: it resumes from where it was, without listing
     d.put(deployment("later"))
-    eventually(lambda: names(watched) == ["after", "later"])
+    eventually(lambda: names(watched) == ["after", "later"], "the resumed watch sees a new one")
     assert watched.relists == 1
     lists = [r for r in d.requests if r.resource == "deployments" and r.verb == "list"]
     assert len(lists) == 1
@@ -118,9 +116,9 @@ def test_410_gone_lists_again_at_once(apiserver_double, watched):  # noqa: F811
     d.inject(410, verbs=("watch",), resource="deployments")
     d.put(deployment("a"))
     watched.start()
-    eventually(lambda: watched.relists == 2)
+    eventually(lambda: watched.relists == 2, "a second list after the 410")
     d.put(deployment("b"))
-    eventually(lambda: names(watched) == ["a", "b"])
+    eventually(lambda: names(watched) == ["a", "b"], "the watch after the relist sees b")
     lists = [r for r in d.requests if r.resource == "deployments" and r.verb == "list"]
     assert len(lists) == 2  # one list per 410, no more
 
@@ -133,7 +131,7 @@ def test_404_and_server_errors_leave_it_out_of_sync_until_a_list_succeeds(apiser
     watched.start()
     assert not watched.wait_in_sync(0.3)
     assert names(watched) is None
-    eventually(lambda: names(watched) == [])
+    eventually(lambda: names(watched) == [], "a list succeeds after the 404 and the 503")
     assert watched.relists == 1
     assert any("404" in r.getMessage() for r in caplog.records)
 
@@ -144,11 +142,12 @@ def test_a_lost_server_reads_as_out_of_sync_and_the_list_comes_back_whole(apiser
     watched.start()
     assert watched.wait_in_sync(5)
     d.stop()
-    eventually(lambda: names(watched) is None)
+    eventually(lambda: names(watched) is None, "out of sync once the server is gone")
     d.put(deployment("made-while-down"))  # changes it could not see
     d.remove("deployments", "a", NS)
     d.start()
-    eventually(lambda: names(watched) == ["made-while-down"], timeout_s=20)
+    eventually(lambda: names(watched) == ["made-while-down"], "the list made after the server came back",
+               polls=1000)
 
 
 def test_the_actuator_reads_what_it_manages_from_the_watch(apiserver_double, k8s_api_client):  # noqa: F811
@@ -162,13 +161,13 @@ def test_the_actuator_reads_what_it_manages_from_the_watch(apiserver_double, k8s
         first = DesiredPlacement(1, (llm("L40S", 2, 1), tool()))
         assert act.apply(first).pending
         d.rollout(namespace=NS)
-        eventually(lambda: act.apply(first).ok)
+        eventually(lambda: act.apply(first).ok, "the first placement ready")
         moved = DesiredPlacement(2, (llm("H100-SXM", 1, 7), tool(2)))
         assert act.apply(moved).pending  # straight after its own writes: never the old, ready state
         old = deployment_name(llm("L40S", 2, 1))
         assert d.get("deployments", old, NS)["spec"]["replicas"] == 2
         d.rollout(namespace=NS)
-        eventually(lambda: act.apply(moved).ok)
+        eventually(lambda: act.apply(moved).ok, "the moved placement ready")
         assert d.get("deployments", old, NS) is None
         d.clear_requests()
         for _ in range(100):

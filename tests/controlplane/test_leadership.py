@@ -7,7 +7,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -38,6 +37,7 @@ from controlplane.settings import Settings
 from optimizer.types import Phase
 from tests.conftest import fresh_postgres_database
 from tests.controlplane.test_reconciler import NODES, NOW, _seeded_workload
+from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 60.0  # how long a condition may take on a loaded machine before the test gives up
@@ -73,10 +73,7 @@ def kill_holder(engine: Engine) -> int:
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for: {what}"
-        time.sleep(0.05)
+    wait_until(condition, what, polls=int(DEADLINE_S / 0.05), interval=0.05)
 
 
 def seed_llm(engine: Engine) -> int:

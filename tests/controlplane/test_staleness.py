@@ -1,7 +1,6 @@
 """A reconciler loop that hangs or stops cycling makes /health degraded ('stale'), and recovers."""
 
 import threading
-import time
 
 from fastapi.testclient import TestClient
 from hypothesis import assume, given
@@ -11,6 +10,7 @@ from controlplane.actuators.memory import InMemoryActuator
 from controlplane.app import create_app
 from controlplane.reconciler import STALE_PERIODS, Reconciler, staleness
 from controlplane.settings import Settings
+from tests.support import wait_until
 
 
 def test_a_cycle_within_its_allowance_is_not_stale():
@@ -59,15 +59,11 @@ def test_a_hung_loop_is_stale_on_health_and_ok_again_once_it_cycles(engine):
         def reconciler_state() -> str:
             return client.get("/api/v1/health").json()["components"]["reconciler"]
 
-        deadline = time.monotonic() + 20
-        while not reconciler_state().startswith("stale: a cycle has been running for"):
-            assert time.monotonic() < deadline, reconciler_state()
-            time.sleep(0.05)
+        wait_until(lambda: reconciler_state().startswith("stale: a cycle has been running for"),
+                   "the hung cycle reported stale", polls=400)
         assert client.get("/api/v1/health").status_code == 503
         release.set()
-        while reconciler_state() != "ok":
-            assert time.monotonic() < deadline + 20, reconciler_state()
-            time.sleep(0.05)
+        wait_until(lambda: reconciler_state() == "ok", "the released cycle reported ok again", polls=400)
         stop.set()
         loop.join(10)
         assert reconciler_state() == "ok"  # a loop that ended (leadership moved) is not stale
