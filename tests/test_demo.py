@@ -5,7 +5,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from controlplane.auth import authenticate, mint_token
 from controlplane.demo import prepare_demo
 from controlplane.models import ApiToken, AuditEvent, Role, Tenant, Workload
 from controlplane.models._common import utcnow
-from tests.support import ARTIFACTS, CHROMIUM_ARGS, free_port, require_chromium, wait_for_charts
+from tests.support import ARTIFACTS, CHROMIUM_ARGS, free_port, require_chromium, wait_for_charts, wait_until
 
 SAMPLE_APPS = {"rag-chatbot", "coding-agent", "doc-pipeline"}
 
@@ -33,15 +32,17 @@ class Demo:
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.base}{path}", headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
 
-    def wait_for(self, what: str, predicate, timeout_s: float = 90.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+    def wait_for(self, what: str, predicate, polls: int = 90):
+        """`predicate`'s first truthy value, polled once a second while the demo runs; the demo's log on failure."""
+
+        def running_and():
             assert self.process.poll() is None, f"demo exited early:\n{self.log.read_text()[-3000:]}"
-            value = predicate()
-            if value:
-                return value
-            time.sleep(1)
-        pytest.fail(f"timed out after {timeout_s:g}s waiting for {what}\n{self.log.read_text()[-3000:]}")
+            return predicate()
+
+        try:
+            return wait_until(running_and, what, polls=polls, interval=1)
+        except pytest.fail.Exception as gave_up:
+            pytest.fail(f"{gave_up}\n{self.log.read_text()[-3000:]}")
 
 
 def test_running_the_demo_again_leaves_one_live_demo_admin_token(engine):
@@ -82,7 +83,8 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
             [sys.executable, "-m", "controlplane.cli", "demo"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     demo = Demo(f"http://127.0.0.1:{api_port}", "", process, log)
-    demo.token = demo.wait_for("the admin token", lambda: (re.findall(r"\bhp_[A-Za-z0-9_-]{20,}", log.read_text()) or [""])[0], 60)
+    demo.token = demo.wait_for("the admin token",
+                               lambda: (re.findall(r"\bhp_[A-Za-z0-9_-]{20,}", log.read_text()) or [""])[0], polls=60)
     yield demo
     if process.poll() is None:
         process.send_signal(signal.SIGINT)

@@ -6,7 +6,6 @@ import math
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -44,7 +43,7 @@ from tests.collectors.prom_exporter import (
     NodeExporter,
     VllmServer,
 )
-from tests.support import free_port, missing_component
+from tests.support import free_port, missing_component, wait_until
 
 PROMETHEUS = "/usr/bin/prometheus"
 T0 = datetime(2026, 3, 1, 12, 30, 10, tzinfo=UTC)
@@ -209,21 +208,17 @@ def prometheus_server(directory: Path, targets: list[str]) -> Iterator[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"prometheus exited with {process.returncode}:\n{(directory / 'prometheus.log').read_text()}")
+        try:
+            return requests.get(f"{url}/-/ready", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"prometheus exited with {process.returncode}:\n{(directory / 'prometheus.log').read_text()}"
-                )
-            try:
-                if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("prometheus was not ready within 15 s")
-            time.sleep(0.1)
+        wait_until(ready, "prometheus answering /-/ready", polls=150, interval=0.1)
         yield url
     finally:
         process.terminate()
@@ -260,17 +255,16 @@ def fleet_prometheus(tmp_path_factory) -> Iterator[str]:
         with prometheus_server(tmp_path_factory.mktemp("prom") / "fleet", [e.target for e in exporters]) as url:
             # Ready when both targets are up and every latency quantile has two rate() points behind it.
             queries = model_queries("1m")
-            deadline = time.monotonic() + 25
-            while not (
-                len(prometheus_query(url, "up == 1")) == 2
+            wait_until(
+                lambda: len(prometheus_query(url, "up == 1")) == 2
                 and all(
                     sum(_finite(s) for s in prometheus_query(url, queries[name])) == 2
                     for name in ("ttft_p50", "itl_p50")
-                )
-            ):
-                if time.monotonic() > deadline:
-                    pytest.fail("Prometheus did not scrape the test exporters within 25 s")
-                time.sleep(0.25)
+                ),
+                "Prometheus scraping both test exporters, two rate() points behind every latency quantile",
+                polls=100,
+                interval=0.25,
+            )
             yield url
     finally:
         for exporter in exporters:
@@ -401,13 +395,12 @@ def _run_until(puller: PrometheusPuller, calls: list, count: int) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=puller.run_forever, args=(stop,), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while len(calls) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    thread.join(timeout=5)
+    try:
+        wait_until(lambda: len(calls) >= count, f"{count} pulls", polls=500, interval=0.02)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
     assert not thread.is_alive()
-    assert len(calls) >= count
 
 
 def test_the_loop_keeps_pulling_while_prometheus_is_down(dead_url):

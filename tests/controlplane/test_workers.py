@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +21,7 @@ from controlplane.settings import Settings
 from controlplane.workers import STALE_AFTER_S, MainStatus, PublishedStatus, StatusBoard, connections_needed
 from optimizer.types import Priority, Shortfall, ShortfallCause, ShortfallKind
 from tests.conftest import fresh_postgres_database
+from tests.support import wait_until
 
 
 def free_port() -> int:
@@ -47,14 +47,6 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout_s:g} s: {what}")
 
 
 def alive(pid: int) -> bool:
@@ -83,7 +75,8 @@ def test_serve_runs_workers_that_show_the_main_process_state_are_replaced_and_di
     seen: set[int] = set()
     try:
         base = f"http://127.0.0.1:{port}/api/v1/health"
-        workers = wait_for(lambda: len(children(server.pid)) == 2 and children(server.pid), 60, "two workers")
+        workers = wait_until(lambda: len(children(server.pid)) == 2 and children(server.pid), "two workers", polls=300,
+                             interval=0.2)
         seen |= workers
 
         def prometheus_state() -> str | None:
@@ -93,7 +86,8 @@ def test_serve_runs_workers_that_show_the_main_process_state_are_replaced_and_di
                 return None
 
         # The puller runs in the main process; a worker's /health shows its state, from the status file.
-        state = wait_for(prometheus_state, 30, "the main process's Prometheus state in a worker's /health")
+        state = wait_until(prometheus_state, "the main process's Prometheus state in a worker's /health", polls=150,
+                           interval=0.2)
         assert state.startswith(("down", "degraded")), state
 
         # A worker's /metrics: the main process's families (its ingest) once each, then its own database reads.
@@ -105,8 +99,8 @@ def test_serve_runs_workers_that_show_the_main_process_state_are_replaced_and_di
 
         killed = sorted(workers)[0]
         os.kill(killed, signal.SIGKILL)
-        replaced = wait_for(lambda: len(now := children(server.pid)) == 2 and killed not in now and now, 30,
-                            "a new worker in place of the killed one")
+        replaced = wait_until(lambda: len(now := children(server.pid)) == 2 and killed not in now and now,
+                              "a new worker in place of the killed one", polls=150, interval=0.2)
         seen |= replaced
         assert replaced & workers == workers - {killed}
         for _ in range(6):  # the kernel spreads new connections over both; each one answers
@@ -114,7 +108,8 @@ def test_serve_runs_workers_that_show_the_main_process_state_are_replaced_and_di
 
         server.kill()  # SIGKILL: the main process gets no chance to stop its workers
         server.wait(10)
-        wait_for(lambda: not any(alive(pid) for pid in replaced), 15, "workers gone with the main process")
+        wait_until(lambda: not any(alive(pid) for pid in replaced), "workers gone with the main process", polls=75,
+                   interval=0.2)
     finally:
         if server.poll() is None:
             server.kill()
