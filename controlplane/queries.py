@@ -12,20 +12,22 @@ usable when its own row and its node are both `healthy`.
 """
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import case, func
+from sqlalchemy import case, func, literal
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
-from controlplane.db import int_sum
+from controlplane.chargeback import Allocation, Idle, Tokens
+from controlplane.db import epoch_seconds, int_sum
 from controlplane.models import (
     Device,
     DeviceClass,
     DeviceTelemetry,
     Fragment,
+    IdleRecord,
     Migration,
     MigrationState,
     Node,
@@ -35,6 +37,7 @@ from controlplane.models import (
     RequestStat,
     Sla,
     Tenant,
+    UsageRecord,
     Workload,
 )
 
@@ -342,3 +345,86 @@ def requests_within_sla(
             .group_by(RequestStat.workload_id)
         ).all()
     }
+
+
+# ---- chargeback --------------------------------------------------------------------------------------
+
+
+def _bucket(session: Session, column, step_s: int | None):
+    """The SQL expression of a row's bucket: its index since 1970 in steps of `step_s` seconds, or 0 for
+    the whole range (no step)."""
+    return epoch_seconds(session, column) // step_s if step_s is not None else literal(0)
+
+
+def _bucket_start(index: int, since: datetime, step_s: int | None) -> datetime:
+    return datetime.fromtimestamp(int(index) * step_s, UTC) if step_s is not None else since
+
+
+def usage_allocations(session: Session, since: datetime, until: datetime, step_s: int | None,
+                      tenant_id: int | None = None) -> list[Allocation]:
+    """The metering ledger's usage per item (fragment, device class, phase) and bucket in [since, until),
+    in buckets of `step_s` seconds aligned to UTC (one bucket starting at `since` without a step);
+    only `tenant_id`'s when given."""
+    bucket = _bucket(session, UsageRecord.minute, step_s).label("bucket")
+    u = UsageRecord
+    statement = (
+        select(bucket, u.tenant_id, u.workload_id, u.fragment_id, Fragment.kind, u.device_class_id, u.phase,
+               func.sum(u.cost_usd), func.sum(u.device_seconds_allocated), func.sum(u.device_seconds_busy),
+               int_sum(u.tokens), int_sum(u.llm_input_tokens), int_sum(u.llm_output_tokens),
+               int_sum(u.embedding_tokens), int_sum(u.rerank_tokens))
+        .join(Fragment, Fragment.id == u.fragment_id)
+        .where(u.minute >= since, u.minute < until)
+        .group_by(bucket, u.tenant_id, u.workload_id, u.fragment_id, Fragment.kind, u.device_class_id, u.phase)
+        .order_by(bucket, u.fragment_id, u.device_class_id, u.phase)
+    )
+    if tenant_id is not None:
+        statement = statement.where(u.tenant_id == tenant_id)
+    return [
+        Allocation(_bucket_start(b, since, step_s), tid, wid, fid, str(kind), cid, phase, float(cost or 0),
+                   float(alloc or 0), float(busy or 0), Tokens(*(int(t or 0) for t in tokens)))
+        for b, tid, wid, fid, kind, cid, phase, cost, alloc, busy, *tokens in session.exec(statement).all()
+    ]
+
+
+def idle_capacity(session: Session, since: datetime, until: datetime, step_s: int | None) -> list[Idle]:
+    """The ledger's idle capacity per device class and bucket in [since, until), bucketed as
+    usage_allocations. Idle belongs to no tenant: callers decide who may see it."""
+    bucket = _bucket(session, IdleRecord.minute, step_s).label("bucket")
+    statement = (
+        select(bucket, IdleRecord.device_class_id, func.sum(IdleRecord.cost_usd),
+               func.sum(IdleRecord.device_seconds_idle))
+        .where(IdleRecord.minute >= since, IdleRecord.minute < until)
+        .group_by(bucket, IdleRecord.device_class_id)
+        .order_by(bucket, IdleRecord.device_class_id)
+    )
+    return [Idle(_bucket_start(b, since, step_s), cid, float(cost or 0), float(seconds or 0))
+            for b, cid, cost, seconds in session.exec(statement).all()]
+
+
+def _names_of(session: Session, id_column, name_column, ids: Iterable[int]) -> dict[int, str]:
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    return dict(session.exec(select(id_column, name_column).where(id_column.in_(wanted))).all())
+
+
+def tenant_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    """Each of the tenants `ids`' name (only those: nothing of anyone else)."""
+    return _names_of(session, Tenant.id, Tenant.name, ids)
+
+
+def workload_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    return _names_of(session, Workload.id, Workload.name, ids)
+
+
+def device_class_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    return _names_of(session, DeviceClass.id, DeviceClass.name, ids)
+
+
+def fragment_keys(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    """Each of the fragments `ids`' key (workload-unique: kind and model or tool name)."""
+    return _names_of(session, Fragment.id, Fragment.key, ids)
+
+
+def device_classes_by_id(session: Session) -> dict[int, DeviceClass]:
+    return {c.id: c for c in session.exec(select(DeviceClass)).all()}

@@ -7,29 +7,32 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import func, literal
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from controlplane.api.routing import OneHopRoute
 from controlplane.chargeback import (
-    Allocation,
     GroupBy,
-    Idle,
     Line,
     ShareIdle,
-    Tokens,
     TokenType,
     lines_of,
     share_idle,
     token_costs,
 )
-from controlplane.db import epoch_seconds, int_sum
 from controlplane.deps import SessionDep, Viewer
 from controlplane.errors import ApiError, InvalidInput
 from controlplane.focus import ChargeLine, write_csv
 from controlplane.metering import final_until
-from controlplane.models import DeviceClass, Fragment, IdleRecord, Tenant, UsageRecord, Workload
 from controlplane.models._common import Instant, to_utc, utcnow
+from controlplane.queries import (
+    device_class_names,
+    device_classes_by_id,
+    fragment_keys,
+    idle_capacity,
+    tenant_names,
+    usage_allocations,
+    workload_names,
+)
 
 router = APIRouter(tags=["costs"], route_class=OneHopRoute)
 
@@ -157,8 +160,9 @@ def costs(
                            "shorten the range or use a coarser step", field="step")
     keys = tuple(group_by)
     own = principal.tenant_id
-    allocations = _allocations(session, since, until, step, own if share_idle_as is ShareIdle.none else None)
-    idle = [] if own is not None and share_idle_as is ShareIdle.none else _idle(session, since, until, step)
+    step_s = step.seconds if step is not None else None
+    allocations = usage_allocations(session, since, until, step_s, own if share_idle_as is ShareIdle.none else None)
+    idle = [] if own is not None and share_idle_as is ShareIdle.none else idle_capacity(session, since, until, step_s)
     shared, unshared = share_idle(allocations, idle, share_idle_as)
     visible = None if own is None else {own}
     lines = lines_of(allocations, shared, unshared, keys, visible)
@@ -189,61 +193,15 @@ def _buckets(since: datetime, until: datetime, step: Step) -> int:
     return last - first + 1
 
 
-def _bucket(session: Session, column, step: Step | None):
-    """The SQL expression of a row's bucket: its index since 1970 in steps, or 0 for the whole range."""
-    return epoch_seconds(session, column) // step.seconds if step is not None else literal(0)
-
-
-def _start(index: int, since: datetime, step: Step | None) -> datetime:
-    return datetime.fromtimestamp(int(index) * step.seconds, UTC) if step is not None else since
-
-
-def _allocations(session: Session, since: datetime, until: datetime, step: Step | None,
-                 tenant_id: int | None) -> list[Allocation]:
-    """The ledger's usage per item and bucket in [since, until); only `tenant_id`'s when given."""
-    bucket = _bucket(session, UsageRecord.minute, step).label("bucket")
-    u = UsageRecord
-    statement = (
-        select(bucket, u.tenant_id, u.workload_id, u.fragment_id, Fragment.kind, u.device_class_id, u.phase,
-               func.sum(u.cost_usd), func.sum(u.device_seconds_allocated), func.sum(u.device_seconds_busy),
-               int_sum(u.tokens), int_sum(u.llm_input_tokens), int_sum(u.llm_output_tokens),
-               int_sum(u.embedding_tokens), int_sum(u.rerank_tokens))
-        .join(Fragment, Fragment.id == u.fragment_id)
-        .where(u.minute >= since, u.minute < until)
-        .group_by(bucket, u.tenant_id, u.workload_id, u.fragment_id, Fragment.kind, u.device_class_id, u.phase)
-        .order_by(bucket, u.fragment_id, u.device_class_id, u.phase)
-    )
-    if tenant_id is not None:
-        statement = statement.where(u.tenant_id == tenant_id)
-    return [
-        Allocation(_start(b, since, step), tid, wid, fid, str(kind), cid, phase, float(cost or 0), float(alloc or 0),
-                   float(busy or 0), Tokens(*(int(t or 0) for t in tokens)))
-        for b, tid, wid, fid, kind, cid, phase, cost, alloc, busy, *tokens in session.exec(statement).all()
-    ]
-
-
-def _idle(session: Session, since: datetime, until: datetime, step: Step | None) -> list[Idle]:
-    bucket = _bucket(session, IdleRecord.minute, step).label("bucket")
-    statement = (
-        select(bucket, IdleRecord.device_class_id, func.sum(IdleRecord.cost_usd), func.sum(IdleRecord.device_seconds_idle))
-        .where(IdleRecord.minute >= since, IdleRecord.minute < until)
-        .group_by(bucket, IdleRecord.device_class_id)
-        .order_by(bucket, IdleRecord.device_class_id)
-    )
-    return [Idle(_start(b, since, step), cid, float(cost or 0), float(seconds or 0))
-            for b, cid, cost, seconds in session.exec(statement).all()]
-
-
 def _names(session: Session, lines: list[Line], keys: tuple[GroupBy, ...]) -> dict[GroupBy, dict]:
     """The names of the objects the lines' keys hold (and only those: nothing of anyone else)."""
-    tables = {GroupBy.tenant: (Tenant, Tenant.name), GroupBy.workload: (Workload, Workload.name),
-              GroupBy.device_class: (DeviceClass, DeviceClass.name), GroupBy.fragment: (Fragment, Fragment.key)}
+    lookups = {GroupBy.tenant: tenant_names, GroupBy.workload: workload_names,
+               GroupBy.device_class: device_class_names, GroupBy.fragment: fragment_keys}
     names: dict[GroupBy, dict] = {}
     for position, key in enumerate(keys):
         values = {line.key[position] for line in lines if line.key[position] is not None}
-        if key in tables:
-            model, name = tables[key]
-            names[key] = dict(session.exec(select(model.id, name).where(model.id.in_(values))).all()) if values else {}
+        if key in lookups:
+            names[key] = lookups[key](session, values)
         else:
             names[key] = {v: _PHASE_NAMES.get(v, v) if key is GroupBy.phase else v for v in values}
     return names
@@ -340,15 +298,15 @@ def charge_lines(session: Session, tenant_id: int | None, since: datetime, until
     (fragment, class, phase) per period at its own cost, the idle no one was given per class and
     period, and under weighted or even each allocation's share of idle as a row of its own. With
     `tenant_id`, that tenant's rows only (and no unshared idle)."""
-    allocations = _allocations(session, since, until, step, tenant_id if rule is ShareIdle.none else None)
-    idle = [] if tenant_id is not None and rule is ShareIdle.none else _idle(session, since, until, step)
+    idle_apart = rule is ShareIdle.none
+    allocations = usage_allocations(session, since, until, step.seconds, tenant_id if idle_apart else None)
+    idle = [] if tenant_id is not None and idle_apart else idle_capacity(session, since, until, step.seconds)
     shared, unshared = share_idle(allocations, idle, rule)
     mine = [(a, s) for a, s in zip(allocations, shared, strict=True) if tenant_id is None or a.tenant_id == tenant_id]
-    classes = {c.id: c for c in session.exec(select(DeviceClass)).all()}
-    ids = {a.tenant_id for a, _ in mine}, {a.workload_id for a, _ in mine}, {a.fragment_id for a, _ in mine}
-    tenants = dict(session.exec(select(Tenant.id, Tenant.name).where(Tenant.id.in_(ids[0]))).all()) if ids[0] else {}
-    workloads = dict(session.exec(select(Workload.id, Workload.name).where(Workload.id.in_(ids[1]))).all()) if ids[1] else {}
-    fragments = dict(session.exec(select(Fragment.id, Fragment.key).where(Fragment.id.in_(ids[2]))).all()) if ids[2] else {}
+    classes = device_classes_by_id(session)
+    tenants = tenant_names(session, {a.tenant_id for a, _ in mine})
+    workloads = workload_names(session, {a.workload_id for a, _ in mine})
+    fragments = fragment_keys(session, {a.fragment_id for a, _ in mine})
 
     def period(bucket: datetime) -> tuple[datetime, datetime]:
         return max(bucket, since), min(bucket + timedelta(seconds=step.seconds), until)
