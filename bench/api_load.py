@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import deque
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,6 +34,7 @@ import httpx  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
+from bench.openloop import open_loop  # noqa: E402
 from controlplane.auth import mint_token  # noqa: E402
 from controlplane.db import make_engine, upgrade  # noqa: E402
 from controlplane.models import MigrationPolicy, Role, Tenant, Workload  # noqa: E402
@@ -77,56 +77,16 @@ def seed(engine) -> str:
     return token
 
 
-KEEP_ALIVE_S = 4.0  # uvicorn closes a keep-alive connection idle 5 s
-
-
 def run_rate(base: str, token: str, rate: float, seconds: float) -> tuple[dict[int, int], list[float]]:
-    """Send `rate` requests a second for `seconds`, open loop; (count per status, latencies in ms)."""
-    return asyncio.run(_open_loop(base, token, rate, seconds))
+    """Send `rate` requests a second for `seconds`, open loop, cycling through ROUTES; (count per status,
+    latencies in ms)."""
 
+    def get(host: str, i: int) -> bytes:
+        route = ROUTES[i % len(ROUTES)]
+        return f"GET {route} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
 
-async def _open_loop(base: str, token: str, rate: float, seconds: float) -> tuple[dict[int, int], list[float]]:
-    """One asyncio task per request, started at its scheduled time whatever the earlier ones are doing;
-    each takes an idle keep-alive connection or opens one. Plain HTTP/1.1 on asyncio streams: the
-    generator shares the machine's two cores with the server, so it spends as little CPU as it can."""
-    host, port = base.removeprefix("http://").split(":")
-    idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = deque()  # oldest left
-    statuses: dict[int, int] = {}
-    latencies: list[float] = []
-    loop = asyncio.get_running_loop()
-
-    async def send(i: int, due: float) -> None:
-        while idle and idle[0][2] < loop.time() - KEEP_ALIVE_S:  # the server may have closed it: a client
-            idle.popleft()[1].close()                             # would not reuse it either
-        reader, writer, _ = idle.pop() if idle else (*await asyncio.open_connection(host, int(port)), 0.0)
-        try:
-            writer.write(f"GET {ROUTES[i % len(ROUTES)]} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}"
-                         "\r\n\r\n".encode())
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-            status = int(head.split(b" ", 2)[1])
-            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
-            await reader.readexactly(length)
-            closing = b"connection: close" in head.lower()
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, StopIteration, ValueError):
-            status, closing = 0, True
-        latencies.append((loop.time() - due) * 1000)
-        statuses[status] = statuses.get(status, 0) + 1
-        if closing:
-            writer.close()
-        else:
-            idle.append((reader, writer, loop.time()))
-
-    tasks = []
-    start = loop.time() + 0.2
-    for i in range(int(rate * seconds)):
-        due = start + i / rate
-        await asyncio.sleep(max(0.0, due - loop.time()))
-        tasks.append(asyncio.create_task(send(i, due)))
-    await asyncio.gather(*tasks)
-    for _, writer, _ in idle:
-        writer.close()
-    return statuses, latencies
+    result = asyncio.run(open_loop(base, get, rate, seconds))
+    return result.statuses, result.latencies_ms
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -38,8 +38,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from bench.api_load import KEEP_ALIVE_S, drop_database, free_port, fresh_database, wait_until_up  # noqa: E402
+from bench.api_load import drop_database, free_port, fresh_database, wait_until_up  # noqa: E402
 from bench.ingest import BATCH, T0_NS, _kv, _span, agent_trace  # noqa: E402
+from bench.openloop import open_loop  # noqa: E402
 from controlplane.auth import mint_token  # noqa: E402
 from controlplane.db import make_engine, upgrade  # noqa: E402
 from controlplane.models import Role, Tenant  # noqa: E402
@@ -88,48 +89,20 @@ def distinct_names(spans: int) -> bytes:
     ]).SerializeToString()
 
 
-async def open_loop(otlp: str, token: str, payloads: list[bytes], per_second: float, seconds: float) -> dict[int, int]:
-    """POST payloads (cycling) at `per_second` requests/s for `seconds`, open loop; count per status."""
-    host, port = otlp.removeprefix("http://").split(":")
-    statuses: dict[int, int] = {}
-    errors: dict[str, int] = {}
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
-    loop = asyncio.get_running_loop()
+async def post_traces(otlp: str, token: str, payloads: list[bytes], per_second: float,
+                      seconds: float) -> dict[int, int]:
+    """POST payloads (cycling) to /v1/traces at `per_second` requests/s for `seconds`, open loop; count per
+    status."""
 
-    async def send(body: bytes) -> None:
-        while idle and idle[0][2] < loop.time() - KEEP_ALIVE_S:  # uvicorn closes a connection idle 5 s:
-            idle.pop(0)[1].close()                               # a client would not reuse it either
-        reader, writer, _ = idle.pop() if idle else (*await asyncio.open_connection(host, int(port)), 0.0)
-        try:
-            writer.write(f"POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
-                         f"Content-Type: application/x-protobuf\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
-            status = int(head.split(b" ", 2)[1])
-            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
-            await reader.readexactly(length)
-            closing = b"connection: close" in head.lower()
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            status, closing = 0, True
-            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-        statuses[status] = statuses.get(status, 0) + 1
-        if closing:
-            writer.close()
-        else:
-            idle.append((reader, writer, loop.time()))
+    def post(host: str, i: int) -> bytes:
+        body = payloads[i % len(payloads)]
+        return (f"POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/x-protobuf\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
 
-    tasks = []
-    start = loop.time() + 0.1
-    for i in range(max(1, int(per_second * seconds))):
-        due = start + i / per_second
-        await asyncio.sleep(max(0.0, due - loop.time()))
-        tasks.append(asyncio.create_task(send(payloads[i % len(payloads)])))
-    await asyncio.gather(*tasks)
-    for _, writer, _ in idle:
-        writer.close()
-    if errors:
-        print(f"  no answer (status 0): {errors}", flush=True)
-    return statuses
+    result = await open_loop(otlp, post, per_second, seconds, answer_timeout_s=60)
+    if result.errors:
+        print(f"  no answer (status 0): {result.errors}", flush=True)
+    return result.statuses
 
 
 def drained(api: str, admin: str, timeout_s: float = 300.0) -> float:
@@ -169,10 +142,10 @@ def main() -> None:
             wait_until_up(api)
             for workloads in args.workloads:
                 payloads = bodies(max(64, min(workloads, 2000)), workloads, seed=workloads)
-                asyncio.run(open_loop(otlp, tokens["acme"], payloads, 4, 1))  # warm: the workloads exist
+                asyncio.run(post_traces(otlp, tokens["acme"], payloads, 4, 1))  # warm: the workloads exist
                 drained(api, tokens["admin"])
                 for rate in args.rates:
-                    statuses = asyncio.run(open_loop(otlp, tokens["acme"], payloads, rate / BATCH, args.seconds))
+                    statuses = asyncio.run(post_traces(otlp, tokens["acme"], payloads, rate / BATCH, args.seconds))
                     drain = drained(api, tokens["admin"])
                     spans = statuses.get(200, 0) * BATCH
                     stored[workloads, rate] = spans / (args.seconds + drain)
@@ -184,8 +157,8 @@ def main() -> None:
 
             async def adversarial() -> tuple[dict[int, int], dict[int, int], float]:
                 start = time.monotonic()
-                big = asyncio.create_task(open_loop(otlp, tokens["acme"], [runaway], 1.0, 1.0))
-                others = asyncio.create_task(open_loop(otlp, tokens["globex"], small, 2_000 / BATCH, 10))
+                big = asyncio.create_task(post_traces(otlp, tokens["acme"], [runaway], 1.0, 1.0))
+                others = asyncio.create_task(post_traces(otlp, tokens["globex"], small, 2_000 / BATCH, 10))
                 acme = await big
                 sent = time.monotonic() - start
                 return acme, await others, sent
