@@ -5,13 +5,16 @@ with Retry-After instead of hanging and recovers at once; with its database gone
 import logging
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
+from controlplane.api.routing import OneHopRoute
 from controlplane.app import create_app
 from controlplane.auth import mint_token
 from controlplane.db import make_engine, pool_size
@@ -33,13 +36,19 @@ def flooded_server(postgres_url, _postgres_engine):
         _, token = mint_token(session, "flood", Role.viewer)
         session.commit()
     app = create_app(engine, Settings(database_url=postgres_url, api_concurrency=CONCURRENCY))
+    # Routed as every API route is (OneHopRoute: the session closes on the route's own thread). A plain
+    # APIRoute closes it after a later thread hop, and behind a queue of 0.3 s routes on 2 threads its
+    # connection stays out for seconds while new routes take the rest: the pool runs dry and requests
+    # answer 503 Retry-After 2 (database busy), the issue-12 deadlock no real route has.
+    extra = APIRouter(route_class=OneHopRoute)
 
-    @app.get("/api/v1/slow-read")
+    @extra.get("/api/v1/slow-read")
     def slow_read(session: SessionDep, principal: Viewer) -> dict:
         session.exec(select(Tenant)).all()
         time.sleep(0.3)  # a slow query, holding its connection
         return {"ok": True}
 
+    app.include_router(extra)
     server = ServerThread(app, "127.0.0.1", 0, "flooded")
     server.start()
     yield f"http://127.0.0.1:{server.port}", {"Authorization": f"Bearer {token}"}
@@ -65,11 +74,13 @@ def test_a_flood_past_capacity_is_told_to_retry_and_the_server_recovers_at_once(
         responses = list(pool.map(call, clients))
     for client in clients:
         client.close()
-    statuses = [r.status_code for r in responses]
-    assert set(statuses) <= {200, 503} and statuses.count(200) >= CONCURRENCY and statuses.count(503) >= 10, statuses
-    shed = next(r for r in responses if r.status_code == 503)
-    assert shed.headers["content-type"] == "application/problem+json" and shed.headers["retry-after"] == "1"
-    assert shed.json()["status"] == 503
+    # Every 503 is admission's shedding (Retry-After 1). A 503 Retry-After 2 is a request that waited out
+    # the connection pool: connections held by finished requests, which admission's bound is meant to rule out.
+    answers = [(r.status_code, r.headers.get("retry-after")) for r in responses]
+    assert set(answers) <= {(200, None), (503, "1")}, Counter(answers)
+    assert answers.count((200, None)) >= CONCURRENCY and answers.count((503, "1")) >= 10, Counter(answers)
+    for shed in (r for r in responses if r.status_code == 503):
+        assert shed.headers["content-type"] == "application/problem+json" and shed.json()["status"] == 503
     # The flood is over: nothing is left in flight, so the next requests are admitted and served.
     after = [httpx.get(f"{base}/api/v1/slow-read", headers=headers, timeout=30) for _ in range(3)]
     assert [r.status_code for r in after] == [200, 200, 200]
