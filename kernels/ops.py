@@ -45,6 +45,7 @@ def reference(fn: Callable) -> Callable:
             raise ReferenceCalled(fn.__name__)
         return fn(*args)
     wrapped.__name__ = fn.__name__
+    wrapped.__wrapped__ = fn  # what timing measures: the guard's own cost is not the reference's
     return wrapped
 
 
