@@ -11,6 +11,7 @@ r · s / S devices' worth of slices. Health follows the owners' rule (models.fle
 usable when its own row and its node are both `healthy`.
 """
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from controlplane.models import (
     DeviceClass,
     DeviceTelemetry,
     Fragment,
+    KernelSelection,
     Migration,
     MigrationState,
     Node,
@@ -342,3 +344,17 @@ def requests_within_sla(
             .group_by(RequestStat.workload_id)
         ).all()
     }
+
+
+def kernel_speedups(session: Session, device_class: str) -> dict[str, float]:
+    """Per op, the speedup of the kernels selected for `device_class` (a class name, as given to
+    `heteroplane kernels ... --device-class`) over the eager reference: the geometric mean over the
+    op's stored (dtype, shape bucket) rows, each 1.0 where the reference was kept, so that a kernel
+    twice as fast in one bucket and half as fast in another counts as no gain. Ops never measured
+    for the class are absent (callers take 1.0)."""
+    logs: dict[str, list[float]] = defaultdict(list)
+    rows = session.exec(select(KernelSelection.op, KernelSelection.speedup)
+                        .where(KernelSelection.device_class == device_class)).all()
+    for op, speedup in rows:
+        logs[op].append(math.log(speedup) if speedup > 0 else 0.0)
+    return {op: math.exp(sum(v) / len(v)) for op, v in sorted(logs.items())}

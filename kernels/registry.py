@@ -32,7 +32,7 @@ class Settings:
     min_run_time: float = 0.05
     num_threads: int = 1
     timeout_s: float = 10.0
-    verify_shapes: tuple | None = None  # None: every shape of the op's spec
+    verify_shapes: dict[str, tuple] | None = None  # per op; an op not named: every shape of its spec
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Checked:
 def check(c: Candidate, s: Settings) -> Checked:
     """Verify `c`, and watch that it leaves no thread running and torch's thread count as it was."""
     before, n = set(threading.enumerate()), torch.get_num_threads()
-    verdict = verify(c, seeds=s.seeds, timeout_s=s.timeout_s, shapes=s.verify_shapes)
+    verdict = verify(c, seeds=s.seeds, timeout_s=s.timeout_s, shapes=(s.verify_shapes or {}).get(c.op))
     return Checked(c, verdict, timing.side_effects(before, n))
 
 

@@ -64,7 +64,7 @@ def rejection(ref: Timing, c: Contender, min_margin: float = MIN_MARGIN) -> str:
         return t.problem
     if t.mean_s >= ref.mean_s:
         return SLOWER_ON_AVERAGE
-    if len(t.rounds_s) != len(ref.rounds_s) or any(a >= b for a, b in zip(t.rounds_s, ref.rounds_s)):
+    if len(t.rounds_s) != len(ref.rounds_s) or any(a >= b for a, b in zip(t.rounds_s, ref.rounds_s, strict=True)):
         return NOT_CLEARLY_FASTER
     if not ref.median_s / t.median_s - 1 > max(ref.spread, t.spread) + min_margin:
         return NOT_CLEARLY_FASTER

@@ -81,7 +81,7 @@ def race(reference: Callable, candidates: Mapping[str, Callable], args: tuple,
     kept = {n: keeping(n, f) for n, f in fns.items()}
     threads_before = set(threading.enumerate())
     torch_threads = torch.get_num_threads()
-    for name, fn in kept.items():
+    for fn in kept.values():
         for _ in range(warmup):
             fn(*args)
     times: dict[str, list[float]] = {n: [] for n in fns}
