@@ -101,35 +101,26 @@ def verify_cmd(op: OpOption = None, folder: FolderOption = None, quick: QuickOpt
     from rich.table import Table
 
     from controlplane.cli import _console
+    from kernels.registry import per_bucket
 
     checked, rows, path = _run(op, folder, quick, out, device_class)
-    chosen = {r.chosen for r in registry_rows(rows)}
+    selected = per_bucket(rows)
     table = Table("op", "candidate", "verdict", "why")
     for k in checked:
         c, f = k.candidate, k.verdict.failure
+        won = [f"{r.dtype} {'x'.join(map(str, r.shape))} {r.speedup:.2f}x" for r in selected if r.chosen == c.name]
         if not k.ok:
             why = k.side_effect or f"{f.check} at shape {f.shape}, {f.dtype}, seed {f.seed}" + (
                 f", max error {f.max_error:.3g}" if f.max_error == f.max_error else "") + (
                 f" ({f.detail})" if f.detail else "")
             table.add_row(c.op, c.name, "[red]rejected[/red]", why)
-        elif c.name in chosen:
-            table.add_row(c.op, c.name, "[green]accepted, selected[/green]", _buckets(rows, c.name))
+        elif won:
+            table.add_row(c.op, c.name, "[green]accepted, selected[/green]", "; ".join(won))
         else:
             table.add_row(c.op, c.name, "accepted, kept as fallback", "not clearly faster than the reference")
     console = _console()
     console.print(table)
     console.print(f"selection written to {path} and the kernel_selection table")
-
-
-def registry_rows(rows: list[Row]) -> list[Row]:
-    from kernels import registry
-
-    return registry.per_bucket(rows)
-
-
-def _buckets(rows: list[Row], name: str) -> str:
-    won = [f"{r.dtype} {'x'.join(map(str, r.shape))} {r.speedup:.2f}x" for r in registry_rows(rows) if r.chosen == name]
-    return "; ".join(won)
 
 
 @kernels_app.command("bench")
@@ -141,11 +132,12 @@ def bench_cmd(op: OpOption = None, folder: FolderOption = None, quick: QuickOpti
     from controlplane.cli import _console
 
     _, rows, path = _run(op, folder, quick, out, device_class)
-    table = Table("op", "dtype", "shape", "reference µs", "best verified", "µs", "speedup", "selected")
+    table = Table("op", "dtype", "shape", "reference µs", "best verified", "µs", "speedup", "spread", "selected")
     for r in rows:
         table.add_row(r.op, r.dtype, "x".join(map(str, r.shape)), f"{r.reference_s * 1e6:.1f}",
                       r.best_verified or "-", f"{r.best_verified_s * 1e6:.1f}" if r.best_verified else "-",
-                      f"{r.reference_s / r.best_verified_s:.2f}x" if r.best_verified else "-", r.chosen)
+                      f"{r.reference_s / r.best_verified_s:.2f}x" if r.best_verified else "-", f"{r.spread:.1%}",
+                      r.chosen)
     console = _console()
     console.print(table)
     console.print(f"selection written to {path} and the kernel_selection table")

@@ -92,12 +92,13 @@ def select_shape(op: str, dtype: torch.dtype, shape: tuple[int, ...], checked: S
     clean = [t for n, t in times.items() if n != timing.REFERENCE and not t.problem]
     best = min(clean, key=lambda t: t.median_s, default=None)
     atol, rtol = TOLERANCE.get(dtype, (0.0, 0.0))
+    passed_over = dict(choice.reasons)
+    passed_over.update((k.candidate.name, k.side_effect or _failure(k.verdict)) for k in claiming if not k.ok)
     return Row(op, device_class, str(dtype).removeprefix("torch."), selection.bucket(shape), tuple(shape),
                choice.chosen, choice.speedup, choice.spread, ref.median_s,
                best.name if best else "", best.median_s if best else float("nan"), atol, rtol, s.seeds,
                torch.__version__, str(args[0].device), (now or datetime.now(UTC)).isoformat(),
-               tuple((n, r) for n, r in choice.reasons) + tuple(
-                   (k.candidate.name, k.side_effect or _failure(k.verdict)) for k in claiming if not k.ok))
+               tuple(passed_over.items()))
 
 
 def _failure(v: Verdict) -> str:
