@@ -9,8 +9,11 @@ next slows itself in the next round too, and the selection demands a win in ever
 
 Timing is not trusted blindly: every call made while timed keeps its last output, which must still
 match the reference's answer on those inputs (a kernel that notices it is being timed and skips work
-is caught), and a contender must leave the process as it found it: no thread left running (one that
-burns CPU would slow its neighbours' windows) and the same torch thread count.
+is caught), and a contender must leave the process as it found it: no thread of its own left
+running (one that burns CPU would slow its neighbours' windows; torch's own workers, such as
+inductor's compile pool, are not the candidate's) and the same torch thread count. A thread that
+runs only standard-library or torch code (no frame of the candidate's) is not seen; the
+every-round rule still holds against it, since it slows the candidate's own windows too.
 
 A `Timing` carries the median of all timed runs, the spread, IQR / median, over them, and the mean
 (all timed seconds / all calls), which a stall every few thousand calls cannot hide from. The
@@ -19,7 +22,10 @@ reference is timed without its guard (`ops.reference` keeps the raw function as 
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
+import sysconfig
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -115,9 +121,25 @@ def side_effects(threads_before: set, torch_threads: int) -> str:
     if torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
         return "changed torch's thread count"
-    if any(t.is_alive() for t in set(threading.enumerate()) - threads_before):
+    frames = sys._current_frames()
+    if any(t.is_alive() and _runs_foreign_code(frames.get(t.ident))
+           for t in set(threading.enumerate()) - threads_before):
         return "left a thread running"
     return ""
+
+
+_OWN_CODE = (sysconfig.get_paths()["stdlib"], os.path.dirname(torch.__file__))
+
+
+def _runs_foreign_code(frame) -> bool:
+    """Whether a thread's stack holds code other than the standard library's and torch's. Torch
+    starts threads of its own (inductor's compile pool: an idle concurrent.futures worker); a thread
+    a candidate started has the candidate's code on its stack for as long as it lives."""
+    while frame is not None:
+        if not frame.f_code.co_filename.startswith(_OWN_CODE):
+            return True
+        frame = frame.f_back
+    return False
 
 
 __all__ = ["REFERENCE", "Timing", "race", "side_effects"]
