@@ -11,6 +11,7 @@ r · s / S devices' worth of slices. Health follows the owners' rule (models.fle
 usable when its own row and its node are both `healthy`.
 """
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from controlplane.models import (
     DeviceTelemetry,
     Fragment,
     IdleRecord,
+    KernelSelection,
     Migration,
     MigrationState,
     Node,
@@ -428,3 +430,17 @@ def fragment_keys(session: Session, ids: Iterable[int]) -> dict[int, str]:
 
 def device_classes_by_id(session: Session) -> dict[int, DeviceClass]:
     return {c.id: c for c in session.exec(select(DeviceClass)).all()}
+
+
+def kernel_speedups(session: Session, device_class: str) -> dict[str, float]:
+    """Per op, the speedup of the kernels selected for `device_class` (a class name, as given to
+    `heteroplane kernels ... --device-class`) over the eager reference: the geometric mean over the
+    op's stored (dtype, shape bucket) rows, each 1.0 where the reference was kept, so that a kernel
+    twice as fast in one bucket and half as fast in another counts as no gain. Ops never measured
+    for the class are absent (callers take 1.0)."""
+    logs: dict[str, list[float]] = defaultdict(list)
+    rows = session.exec(select(KernelSelection.op, KernelSelection.speedup)
+                        .where(KernelSelection.device_class == device_class)).all()
+    for op, speedup in rows:
+        logs[op].append(math.log(speedup) if speedup > 0 else 0.0)
+    return {op: math.exp(sum(v) / len(v)) for op, v in sorted(logs.items())}

@@ -21,6 +21,7 @@ def builtin() -> list[Candidate]:
         Candidate("swiglu", "swiglu_alt", ops.swiglu_alt, F),
         Candidate("softmax", "softmax_alt", ops.softmax_alt, F),
         Candidate("rotary", "rotary_alt", ops.rotary_alt, F),
+        Candidate("rotary", "rotary_halves_in_place", ops.rotary_halves_in_place, F),
         Candidate("attention_prefill", "attention_prefill_blocked", ops.attention_prefill_blocked, F),
         Candidate("attention_decode", "attention_decode_ragged", ops.attention_decode_ragged, F),
         Candidate("sample", "sample_topk", ops.sample_topk, F),

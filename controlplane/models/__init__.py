@@ -1,6 +1,7 @@
 """The data model: every table heteroplane stores, one module per area."""
 
 from controlplane.models.fleet import Device, DeviceClass, Node
+from controlplane.models.kernels import KernelSelection
 from controlplane.models.observed import Observation, ObservationItem
 from controlplane.models.placements import (
     FragmentPin,
@@ -43,6 +44,7 @@ __all__ = [
     "FragmentPin",
     "FragmentProfile",
     "IdleRecord",
+    "KernelSelection",
     "LeaderEpoch",
     "MeasuredCapacity",
     "MeteringWatermark",

@@ -1,116 +1,50 @@
 """Injected wrong candidates must all be rejected; honest alternatives must be accepted."""
 
-import threading
-
 import pytest
 import torch
 
-from kernels import dispatch, ops
+import kernels
+from kernels import cheats, dispatch, ops
 from kernels.verify import Candidate, verify
 
 F = ops.FLOATS
 
-
-def softmax_wrong_on_prime(x):
-    out = ops.softmax_alt(x)
-    return out + 1 if x.shape[-1] == 31 else out
-
-
-seen_shapes = set()
+# The generic cheats (on softmax and rmsnorm; the hanging one has its own test below);
+# tests/kernels/test_ops.py runs the op-specific ones, tests/kernels/test_selection.py the timing ones.
+GENERIC = [c for c in cheats.CHEATS
+           if c.stage == "verify" and c.op in ("softmax", "rmsnorm") and c.check != "timeout"]
 
 
-def softmax_right_on_seen(x):
-    ok = x.shape in seen_shapes or len(seen_shapes) == 0
-    seen_shapes.add(x.shape)
-    return ops.softmax_alt(x) if ok else torch.zeros_like(x)
-
-
-addr_cache = {}
-
-
-def softmax_addr_cache(x):
-    k = x.data_ptr()
-    if k not in addr_cache:
-        addr_cache[k] = ops.softmax_alt(x)
-    return addr_cache[k]
-
-
-value_cache = {}
-
-
-def softmax_value_cache(x):
-    k = (x.shape, x.dtype, float(torch.nan_to_num(x).float().sum()))
-    if k not in value_cache:
-        value_cache[k] = ops.softmax_alt(x)
-    return value_cache[k]
-
-
-def softmax_calls_reference(x):
-    return ops.softmax_ref(x)
-
-
-def softmax_mutates(x):
-    out = ops.softmax_alt(x)
-    x.zero_()
-    return out
-
-
-def softmax_wrong_on_nan(x):
-    return ops.softmax_alt(torch.nan_to_num(x))
-
-
-def softmax_wrong_in_bf16(x):
-    return ops.softmax_alt(x).to(torch.float32).to(x.dtype) * (1.1 if x.dtype == torch.bfloat16 else 1)
+@pytest.fixture(autouse=True)
+def _fresh_cheats():
+    cheats.reset()
+    yield
+    cheats.reset()
 
 
 def test_bf16_cheat_caught_in_bf16_only():
-    v = verify(Candidate("softmax", "b", softmax_wrong_in_bf16, F), seeds=(0,))
+    v = verify(Candidate("softmax", "b", cheats.softmax_wrong_in_bf16, F), seeds=(0,))
     assert v.failure.dtype == str(torch.bfloat16)
 
 
-def softmax_nondeterministic(x):
-    out = ops.softmax_alt(x)
-    return out + torch.rand(()) * 1e-7 if out.numel() else out
+def test_the_shared_list_has_ten_kinds_and_every_check_is_named():
+    assert len(cheats.CHEATS) >= 10 and len({c.name for c in cheats.CHEATS}) == len(cheats.CHEATS)
+    assert {c.stage for c in cheats.CHEATS} == {"verify", "select"}
 
 
-def softmax_wrong_dtype(x):
-    return ops.softmax_alt(x).float()
-
-
-stop = threading.Event()
-
-
-def softmax_hangs(x):
-    stop.wait(5)
-    return ops.softmax_alt(x)
-
-
-def rmsnorm_raises(x, w):
-    raise RuntimeError("boom")
-
-
-CHEATS = [  # (op, candidate, the check that must catch it)
-    ("softmax", softmax_wrong_on_prime, "values"), ("softmax", softmax_right_on_seen, "values"),
-    ("softmax", softmax_addr_cache, "returns a cached buffer"), ("softmax", softmax_value_cache, "returns a cached buffer"),
-    ("softmax", softmax_calls_reference, "calls reference"), ("softmax", softmax_mutates, "input mutated"),
-    ("softmax", softmax_wrong_on_nan, "nan"), ("softmax", softmax_wrong_in_bf16, "values"),
-    ("softmax", softmax_nondeterministic, "nondeterministic"), ("softmax", softmax_wrong_dtype, "dtype"),
-    ("rmsnorm", rmsnorm_raises, "raised"),
-]
-
-
-@pytest.mark.parametrize("op,fn,check", CHEATS, ids=[f.__name__ for _, f, _ in CHEATS])
-def test_cheat_rejected_with_case_recorded(op, fn, check):
-    v = verify(Candidate(op, fn.__name__, fn, F), seeds=(0, 1))
+@pytest.mark.parametrize("cheat", GENERIC, ids=lambda c: c.name)
+def test_cheat_rejected_with_case_recorded(cheat):
+    v = verify(Candidate(cheat.op, cheat.name, cheat.fn, F), seeds=(0, 1))
     assert not v.accepted
-    assert v.failure.op == op and v.failure.check == check and v.failure.dtype
+    assert v.failure.op == cheat.op and v.failure.check == cheat.check and v.failure.dtype
 
 
 def test_hanging_candidate_times_out():
+    [hang] = [c for c in cheats.CHEATS if c.check == "timeout"]
     try:
-        v = verify(Candidate("softmax", "hang", softmax_hangs, F), seeds=(0,), timeout_s=0.2)
+        v = verify(Candidate(hang.op, hang.name, hang.fn, F), seeds=(0,), timeout_s=0.2)
     finally:
-        stop.set()
+        cheats.reset()
     assert not v.accepted and v.failure.check == "timeout"
 
 
@@ -121,7 +55,7 @@ def test_honest_alternative_accepted(op, fn):
     assert v.accepted, v.failure
 
 
-def test_dispatch_selects_verified_and_falls_back_on_runtime_error():
+def test_dispatch_selects_verified_and_falls_back_on_runtime_error(caplog):
     assert dispatch.get("swiglu", "cpu", torch.float32) is ops.SPECS["swiglu"].reference
     state = {"fail": False}
 
@@ -131,17 +65,36 @@ def test_dispatch_selects_verified_and_falls_back_on_runtime_error():
         return ops.swiglu_alt(x)
 
     assert dispatch.select(Candidate("swiglu", "flaky", flaky, (torch.float32,)), seeds=(0,)).accepted
-    k = dispatch.get("swiglu", "cpu", torch.float32, (2, 4))
+    k = kernels.get("swiglu", "cpu", torch.float32, (2, 4))  # the package's door is dispatch's
     x = torch.randn(2, 4)
-    state["fail"] = True
-    before = dispatch.FALLBACKS[("swiglu", "flaky")]
     torch.testing.assert_close(k(x), ops.swiglu_ref(x))
-    assert dispatch.FALLBACKS[("swiglu", "flaky")] == before + 1
+    assert dispatch.fallbacks("swiglu", "flaky") == 0  # a working kernel is not a fallback
+    state["fail"] = True
+    with caplog.at_level("WARNING", logger="kernels"):
+        out = k(x)
+    assert torch.equal(out, ops.swiglu_ref(x))
+    assert dispatch.fallbacks("swiglu", "flaky") == 1
+    assert "flaky" in caplog.text and "device lost" in caplog.text
     dispatch.REGISTRY.clear()
 
 
+def test_dispatch_picks_the_kernel_of_the_shape_bucket():
+    from kernels.registry import Row
+    c = Candidate("softmax", "softmax_alt", ops.softmax_alt, (torch.float32,))
+    row = Row("softmax", "cpu", "float32", 7, (2, 64), "softmax_alt", 1.5, 0.01, 1e-5, "softmax_alt", 1e-5,
+              1e-5, 1e-4, (0,), torch.__version__, "cpu", "2026-12-05T00:00:00+00:00")
+    try:
+        assert dispatch.install([row], [c]) == 1
+        ref = ops.SPECS["softmax"].reference
+        assert dispatch.get("softmax", "cpu", torch.float32, (4, 32)) is not ref  # 128 elements: bucket 7
+        assert dispatch.get("softmax", "cpu", torch.float32, (4, 64)) is ref  # 256: bucket 8, nothing chosen
+        assert dispatch.get("softmax", "cpu", torch.bfloat16, (4, 32)) is ref
+    finally:
+        dispatch.REGISTRY.clear()
+
+
 def test_rejected_candidate_is_not_selected():
-    assert not dispatch.select(Candidate("softmax", "bad", softmax_wrong_on_prime, F), seeds=(0,)).accepted
+    assert not dispatch.select(Candidate("softmax", "bad", cheats.softmax_wrong_on_prime, F), seeds=(0,)).accepted
     assert dispatch.get("softmax", "cpu", torch.float32) is ops.SPECS["softmax"].reference
 
 

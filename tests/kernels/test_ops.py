@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import ops, suite
+from kernels import cheats, ops, suite
 from kernels.verify import Candidate, verify
 
 F = ops.FLOATS
@@ -26,79 +26,22 @@ def test_honest_alternative_accepted(c):
     assert v.accepted, v.failure
 
 
-# --- cheats, each with the check that must catch it ---------------------------------------------
+# --- op-specific cheats (kernels/cheats.py), each with the check that must catch it -------------
 
-def sample_ties_to_higher_id(logits, k, p, u):
-    order = torch.argsort(logits.double(), dim=-1, stable=True).flip(-1)  # ties: higher id first
-    return order.gather(-1, ops._pick(logits.double().gather(-1, order), k, p, u)).squeeze(-1)
+SPECIFIC = [c for c in cheats.CHEATS if c.stage == "verify" and c.op in NEW]
 
 
-def sample_ignores_top_p(logits, k, p, u):
-    return ops.sample_topk(logits, k, torch.ones_like(p), u)
-
-
-weights_by_address = {}
-
-
-def int8_caches_weights_by_address(x, w, scale):
-    key = (w.data_ptr(), tuple(w.shape))
-    if key not in weights_by_address:
-        weights_by_address[key] = w.float() * scale[:, None]
-    return (x.float() @ weights_by_address[key].t()).to(x.dtype)
-
-
-weights_by_shape = {}
-
-
-def int8_caches_weights_by_shape(x, w, scale):
-    if w.shape not in weights_by_shape:
-        weights_by_shape[w.shape] = w.float() * scale[:, None]
-    return (x.float() @ weights_by_shape[w.shape].t()).to(x.dtype)
-
-
-def prefill_without_causal_mask(q, k, v):
-    return torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
-
-
-def decode_reads_stale_slots(q, k_cache, v_cache, lengths):
-    return ops.attention_decode_ragged(q, k_cache, v_cache, torch.full_like(lengths, k_cache.shape[2]))
-
-
-def rotary_even_positions_only(x, positions, cos_sin):
-    return ops.rotary_alt(x, positions & ~1, cos_sin)
-
-
-def mean_pool_ignores_mask(hidden, mask):
-    return ops.mean_pool_einsum(hidden, torch.ones_like(mask))
-
-
-def mean_pool_multiplies_by_mask(hidden, mask):
-    m = (hidden.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-    return torch.nn.functional.normalize(m, dim=-1).to(hidden.dtype)
-
-
-CHEATS = [
-    ("sample", sample_ties_to_higher_id, "values"), ("sample", sample_ignores_top_p, "values"),
-    ("int8_matmul", int8_caches_weights_by_address, "values"),
-    ("int8_matmul", int8_caches_weights_by_shape, "values"),
-    ("attention_prefill", prefill_without_causal_mask, "values"),
-    ("attention_decode", decode_reads_stale_slots, "values"),
-    ("rotary", rotary_even_positions_only, "values"),
-    ("mean_pool", mean_pool_ignores_mask, "values"),
-    ("mean_pool", mean_pool_multiplies_by_mask, "nan"),  # NaN in padding must not leak
-]
-
-
-@pytest.mark.parametrize("op,fn,check", CHEATS, ids=[f.__name__ for _, f, _ in CHEATS])
-def test_cheat_rejected_with_case_recorded(op, fn, check):
-    v = verify(Candidate(op, fn.__name__, fn, F), seeds=(0, 1), shapes=small(op))
+@pytest.mark.parametrize("cheat", SPECIFIC, ids=lambda c: c.name)
+def test_cheat_rejected_with_case_recorded(cheat):
+    cheats.reset()
+    v = verify(Candidate(cheat.op, cheat.name, cheat.fn, F), seeds=(0, 1), shapes=small(cheat.op))
     assert not v.accepted
-    assert (v.failure.op, v.failure.check) == (op, check), v.failure
+    assert (v.failure.op, v.failure.check) == (cheat.op, cheat.check), v.failure
 
 
 def test_weight_cache_is_caught_when_the_same_int8_buffer_is_refilled():
-    weights_by_address.clear()
-    v = verify(Candidate("int8_matmul", "by_address", int8_caches_weights_by_address, F), seeds=(0,),
+    cheats.reset()
+    v = verify(Candidate("int8_matmul", "by_address", cheats.int8_caches_weights_by_address, F), seeds=(0,),
                shapes=small("int8_matmul"))
     assert (v.failure.check, v.failure.detail, v.failure.shape) == ("values", "on the same buffers refilled", (1, 1, 1))
 

@@ -1,0 +1,143 @@
+"""`heteroplane kernels verify|bench`: verify every candidate kernel of every op on this machine, race
+the verified ones against the eager reference, and record the selection with its evidence (the JSON
+export file and the `kernel_selection` table).
+
+torch is an extra: this module imports it only inside the commands, so `heteroplane` loads without
+it and these commands say how to install it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from kernels.registry import Checked, Row
+
+kernels_app = typer.Typer(help="Verified kernel selection (needs the kernels extra: torch).", no_args_is_help=True)
+
+OpOption = Annotated[str | None, typer.Option("--op", help="Only this op (default: every op).")]
+FolderOption = Annotated[Path | None, typer.Option(
+    "--folder", help="Candidates folder (default: kernels/candidates/).", exists=True, file_okay=False)]
+QuickOption = Annotated[bool, typer.Option(
+    "--quick", help="Small shapes, fewer seeds and rounds, no torch.compile candidates.")]
+OutOption = Annotated[Path | None, typer.Option(
+    "--out", help="Export file (JSON); default: <data_dir>/kernels/selection-<device class>.json.")]
+ClassOption = Annotated[str, typer.Option("--device-class", help="Device class the selection is for.")]
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        typer.echo("torch is not installed: install the kernels extra (pip install '.[kernels]')", err=True)
+        raise typer.Exit(2) from None
+
+
+def _run(op: str | None, folder: Path | None, quick: bool, out: Path | None,
+         device_class: str) -> tuple[list[Checked], list[Row], Path]:
+    _require_torch()
+    from rich.progress import Progress
+
+    from kernels import ops, registry, suite
+
+    if op is not None and op not in ops.SPECS:
+        typer.echo(f"unknown op {op!r}; known: {', '.join(sorted(ops.SPECS))}", err=True)
+        raise typer.Exit(2)
+    if not device_class or len(device_class) > 128:
+        typer.echo("--device-class must be 1 to 128 characters", err=True)
+        raise typer.Exit(2)
+    candidates = [c for c in suite.all_candidates(folder, compiled=not quick) if op is None or c.op == op]
+    names = sorted({c.op for c in candidates})
+    if quick:  # the spec's shapes but its largest, verified and timed briefly
+        shapes = {o: ops.SPECS[o].shapes[:-1] for o in names}
+        s = registry.Settings(seeds=(0, 1), rounds=3, min_run_time=0.01, verify_shapes=shapes)
+    else:
+        s, shapes = registry.Settings(), None
+    steps = len(candidates) + sum(len((shapes or {}).get(o, ops.SPECS[o].shapes)) for o in names) * len(ops.FLOATS)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("kernels", total=steps)
+
+        def progress(what: str) -> None:
+            bar.update(task, advance=1, description=what)
+
+        checked, rows = registry.run(candidates, s, shapes=shapes, device_class=device_class, progress=progress)
+    path = out or _default_out(device_class)
+    stored = registry.per_bucket(rows)
+    registry.export(stored, path)
+    _store(stored)
+    return checked, rows, path
+
+
+def _default_out(device_class: str) -> Path:
+    from controlplane.settings import get_settings
+
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in device_class)
+    return get_settings().data_dir / "kernels" / f"selection-{safe}.json"
+
+
+def _store(rows: list[Row]) -> None:
+    from sqlmodel import Session
+
+    from controlplane import kernel_selections
+    from controlplane.db import make_engine, upgrade
+    from controlplane.settings import get_settings
+
+    url = get_settings().effective_database_url
+    engine = make_engine(url)
+    upgrade(url)
+    with Session(engine) as session:
+        kernel_selections.save(session, rows)
+    engine.dispose()
+
+
+@kernels_app.command("verify")
+def verify_cmd(op: OpOption = None, folder: FolderOption = None, quick: QuickOption = False,
+               out: OutOption = None, device_class: ClassOption = "cpu") -> None:
+    """Verify every candidate of every op; print accepted, rejected (with the failing case) or kept
+    as fallback (verified but not faster: the reference stays), and record the selection."""
+    from rich.table import Table
+
+    from controlplane.cli import _console
+    from kernels.registry import per_bucket
+
+    checked, rows, path = _run(op, folder, quick, out, device_class)
+    selected = per_bucket(rows)
+    table = Table("op", "candidate", "verdict", "why")
+    for k in checked:
+        c, f = k.candidate, k.verdict.failure
+        won = [f"{r.dtype} {'x'.join(map(str, r.shape))} {r.speedup:.2f}x" for r in selected if r.chosen == c.name]
+        if not k.ok:
+            why = k.side_effect or f"{f.check} at shape {f.shape}, {f.dtype}, seed {f.seed}" + (
+                f", max error {f.max_error:.3g}" if f.max_error == f.max_error else "") + (
+                f" ({f.detail})" if f.detail else "")
+            table.add_row(c.op, c.name, "[red]rejected[/red]", why)
+        elif won:
+            table.add_row(c.op, c.name, "[green]accepted, selected[/green]", "; ".join(won))
+        else:
+            table.add_row(c.op, c.name, "accepted, kept as fallback", "not clearly faster than the reference")
+    console = _console()
+    console.print(table)
+    console.print(f"selection written to {path} and the kernel_selection table")
+
+
+@kernels_app.command("bench")
+def bench_cmd(op: OpOption = None, folder: FolderOption = None, quick: QuickOption = False,
+              out: OutOption = None, device_class: ClassOption = "cpu") -> None:
+    """Per op and shape: reference time, best verified candidate time and speedup; stores the selection."""
+    from rich.table import Table
+
+    from controlplane.cli import _console
+
+    _, rows, path = _run(op, folder, quick, out, device_class)
+    table = Table("op", "dtype", "shape", "reference µs", "best verified", "µs", "speedup", "spread", "selected")
+    for r in rows:
+        table.add_row(r.op, r.dtype, "x".join(map(str, r.shape)), f"{r.reference_s * 1e6:.1f}",
+                      r.best_verified or "-", f"{r.best_verified_s * 1e6:.1f}" if r.best_verified else "-",
+                      f"{r.reference_s / r.best_verified_s:.2f}x" if r.best_verified else "-", f"{r.spread:.1%}",
+                      r.chosen)
+    console = _console()
+    console.print(table)
+    console.print(f"selection written to {path} and the kernel_selection table")
