@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from controlplane.cli_calibrate import calibrate
 from controlplane.roles import Role
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(export_app, name="export")
 costs_app = typer.Typer(help="Chargeback from the metering ledger.", no_args_is_help=True)
 app.add_typer(costs_app, name="costs")
+app.command()(calibrate)
 
 
 @cache

@@ -1,5 +1,6 @@
 """The data model: every table heteroplane stores, one module per area."""
 
+from controlplane.models.calibration import DeviceCalibration
 from controlplane.models.fleet import Device, DeviceClass, Node
 from controlplane.models.observed import Observation, ObservationItem
 from controlplane.models.placements import (
@@ -34,6 +35,7 @@ __all__ = [
     "AuditEvent",
     "ConsoleSession",
     "Device",
+    "DeviceCalibration",
     "DeviceClass",
     "DeviceTelemetry",
     "Edge",
