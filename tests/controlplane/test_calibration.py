@@ -27,6 +27,7 @@ from controlplane.seed import seed_catalog
 from controlplane.settings import Settings
 from optimizer.calibration import E_B_ASSUMED, E_C_ASSUMED
 from optimizer.solver import solve
+from tests.controlplane.conftest import auth
 
 NOW = minute_of(utcnow()) + timedelta(seconds=30)
 FLEET = tuple(NodeInventory(f"{cls.lower()}-{i}", cls, 8, 8) for cls in ("L40S", "L4") for i in range(4))
@@ -119,3 +120,25 @@ def test_the_reconciler_moves_the_llm_off_a_class_recorded_slow(engine):
     clock[0] = NOW + timedelta(seconds=20)
     report = reconciler.run_once()
     assert running() == {"L4"}, report
+
+
+def test_the_api_shows_a_class_calibration_with_its_source_and_date_and_null_before(client, callers, engine):
+    with Session(engine, expire_on_commit=False) as session:
+        seed_catalog(session)
+        session.commit()
+        l4 = device_class_named(session, "L4")
+        record_calibration(session, "L4", measured_at(session, "L4", 0.5, 0.25), NOW)
+        h100 = device_class_named(session, "H100-SXM")
+    h = auth(callers.viewer)
+    shown = client.get(f"/api/v1/device-classes/{l4.id}", headers=h).json()["calibration"]
+    # On one thread of an accelerator class the datasheet is the whole device's: 121 TFLOP/s bf16, 300 GB/s.
+    assert shown["bfloat16_gflops"] == pytest.approx(0.5 * 121e3) and shown["copy_gbps"] == pytest.approx(75.0)
+    assert shown["bfloat16_efficiency"] == pytest.approx(0.5) and shown["float16_efficiency"] == pytest.approx(0.5)
+    assert shown["float32_efficiency"] == pytest.approx(0.5) and shown["memory_efficiency"] == pytest.approx(0.25)
+    assert shown["source"] == "test bench" and shown["measured_at"].startswith(NOW.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert client.get(f"/api/v1/device-classes/{h100.id}", headers=h).json()["calibration"] is None
+    listed = {c["name"]: c["calibration"] for c in client.get("/api/v1/device-classes", headers=h).json()["items"]}
+    assert listed["L4"] == shown and listed["H100-SXM"] is None
+    # An edit of the class keeps showing what was measured on it.
+    patched = client.patch(f"/api/v1/device-classes/{l4.id}", json={"usd_per_hour": 0.9}, headers=auth(callers.admin))
+    assert patched.status_code == 200 and patched.json()["calibration"] == shown
