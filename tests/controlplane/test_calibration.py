@@ -142,3 +142,30 @@ def test_the_api_shows_a_class_calibration_with_its_source_and_date_and_null_bef
     # An edit of the class keeps showing what was measured on it.
     patched = client.patch(f"/api/v1/device-classes/{l4.id}", json={"usd_per_hour": 0.9}, headers=auth(callers.admin))
     assert patched.status_code == 200 and patched.json()["calibration"] == shown
+
+
+def test_a_cpu_class_is_held_against_the_share_of_its_cores_measured(engine):
+    with Session(engine, expire_on_commit=False) as session:
+        seed_catalog(session)
+        session.commit()
+        cpu = device_class_named(session, "CPU-EPYC-64C")  # 12.7 TFLOP/s bf16, 307 GB/s over 64 cores
+        assert datasheet(cpu, 16) == ({"float32": 12.7e3 / 8, "bfloat16": 12.7e3 / 4, "float16": 12.7e3 / 4},
+                                      307 / 4)
+        assert datasheet(cpu, 128)[1] == 307  # more threads than cores: the whole socket
+        with pytest.raises(ValueError, match="needs GFLOP/s for exactly float32, bfloat16, float16"):
+            record_calibration(session, "CPU-EPYC-64C", Measured({"bfloat16": 1.0}, 1.0, 1, "x"), NOW)
+        with pytest.raises(ValueError, match="unknown device class 'cpu'; known classes: A100-80GB"):
+            record_calibration(session, "cpu", measured_at(session, "L4", 0.5, 0.5), NOW)
+        assert calibrations(session) == {}
+
+
+def test_deleting_a_class_deletes_its_calibration(client, callers, engine):
+    h = auth(callers.admin)
+    created = client.post("/api/v1/device-classes", headers=h, json={
+        "name": "TestGPU-1", "vendor": "nvidia", "bf16_tflops": 100.0, "memory_gib": 24, "memory_gbps": 900,
+        "fabric": "pcie", "usd_per_hour": 1.5}).json()
+    with Session(engine, expire_on_commit=False) as session:
+        record_calibration(session, "TestGPU-1", measured_at(session, "TestGPU-1", 0.5, 0.5), NOW)
+    assert client.delete(f"/api/v1/device-classes/{created['id']}", headers=h).status_code == 204
+    with Session(engine) as session:
+        assert calibrations(session) == {}
