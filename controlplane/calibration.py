@@ -8,7 +8,9 @@ Efficiency is achieved / datasheet, per dtype, against the class's stored spec:
     memory (copy)       memory_gbps
 
 A CPU class's figures are a whole socket's (`cores` of them), so a measurement on `threads` threads
-is held against the share threads / cores of them. The planner uses the bfloat16 efficiency as a
+is held against the share threads / cores of them. Compute scales so; bandwidth does not (a few
+cores draw far more than their share of a socket's), so a CPU class calibrated on few threads
+overstates its memory efficiency, which the planner caps at the whole peak. The planner uses the bfloat16 efficiency as a
 class's compute efficiency (the model's weights are bf16) and the copy's as its memory efficiency.
 """
 
