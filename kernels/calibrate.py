@@ -24,6 +24,7 @@ class Sizes:
 
 
 FULL = Sizes(matmul_n=1024, copy_bytes=256 * 2**20, min_run_time_s=1.0)
+FULL_CUDA = Sizes(matmul_n=8192, copy_bytes=2 * 2**30, min_run_time_s=1.0)  # a GPU reaches its peaks only at these
 QUICK = Sizes(matmul_n=128, copy_bytes=4 * 2**20, min_run_time_s=0.05)
 
 
@@ -46,7 +47,7 @@ class Achieved:
 
 def measure(threads: int, quick: bool = False, device: str = "cpu") -> Achieved:
     """Time the matmuls and the copy on `device` with `threads` CPU threads."""
-    sizes = QUICK if quick else FULL
+    sizes = QUICK if quick else FULL_CUDA if device.startswith("cuda") else FULL
     gflops, spread = {}, {}
     n = sizes.matmul_n
     for name, dtype in DTYPES.items():
