@@ -29,6 +29,7 @@ from optimizer.calibration import Calibration
 DTYPES = ("float32", "bfloat16", "float16")
 FP32_SHARE_OF_BF16 = 0.5
 MAX_SOURCE = 256
+MAX_THREADS = 1024
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ def figures(row: DeviceClass, measured: Measured, now: datetime) -> dict:
     for name, value in [*((f"{d} GFLOP/s", measured.gflops[d]) for d in DTYPES), ("copy GB/s", measured.copy_gbps)]:
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             raise ValueError(f"measured {name} must be a finite number > 0, got {value}; nothing was recorded")
-    if not 1 <= measured.threads <= 4096:
-        raise ValueError(f"threads must be 1 to 4096, got {measured.threads}")
+    if not 1 <= measured.threads <= MAX_THREADS:
+        raise ValueError(f"threads must be 1 to {MAX_THREADS}, got {measured.threads}")
     peaks, bandwidth = datasheet(row, measured.threads)
     if not all(p > 0 for p in peaks.values()):
         raise ValueError(f"device class {row.name!r} has no compute figure (bf16_tflops {row.bf16_tflops}): "

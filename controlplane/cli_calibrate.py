@@ -5,8 +5,6 @@ from typing import Annotated
 
 import typer
 
-MAX_THREADS = 1024
-
 
 def calibrate(
     device_class: Annotated[str, typer.Option("--device-class", help="The class this node belongs to (by name).")],
@@ -21,7 +19,15 @@ def calibrate(
     from rich.table import Table
     from sqlmodel import Session
 
-    from controlplane.calibration import DTYPES, Measured, datasheet, device_class_named, figures, record_calibration
+    from controlplane.calibration import (
+        DTYPES,
+        MAX_THREADS,
+        Measured,
+        datasheet,
+        device_class_named,
+        figures,
+        record_calibration,
+    )
     from controlplane.db import make_engine
     from controlplane.models._common import utcnow
     from controlplane.settings import get_settings
