@@ -72,11 +72,19 @@ def figures(row: DeviceClass, measured: Measured, now: datetime) -> dict:
     if not all(p > 0 for p in peaks.values()):
         raise ValueError(f"device class {row.name!r} has no compute figure (bf16_tflops {row.bf16_tflops}): "
                          "set it before calibrating")
+    efficiency = {**{f"{d}_efficiency": measured.gflops[d] / peaks[d] for d in DTYPES},
+                  "memory_efficiency": measured.copy_gbps / bandwidth}
+    # A finite but absurd datasheet figure (the API takes up to 1.8e308) overflows the peak or the
+    # ratio: a stored efficiency of 0 or inf would make every planning cycle's Calibration raise.
+    for key, value in efficiency.items():
+        if not (math.isfinite(value) and value > 0):
+            column = "memory_gbps" if key == "memory_efficiency" else "bf16_tflops"
+            raise ValueError(f"device class {row.name!r}: its {column} ({getattr(row, column)}) gives a {key} of "
+                             f"{value}; correct the class's datasheet figure; nothing was recorded")
     return {
         **{f"{d}_gflops": float(measured.gflops[d]) for d in DTYPES},
         "copy_gbps": float(measured.copy_gbps),
-        **{f"{d}_efficiency": measured.gflops[d] / peaks[d] for d in DTYPES},
-        "memory_efficiency": measured.copy_gbps / bandwidth,
+        **efficiency,
         "threads": measured.threads,
         "source": measured.source[:MAX_SOURCE],
         "measured_at": to_utc(now),

@@ -169,3 +169,23 @@ def test_deleting_a_class_deletes_its_calibration(client, callers, engine):
     assert client.delete(f"/api/v1/device-classes/{created['id']}", headers=h).status_code == 204
     with Session(engine) as session:
         assert calibrations(session) == {}
+
+
+@pytest.mark.parametrize(("column", "value"), [("bf16_tflops", 1e308), ("memory_gbps", 1e-320), ("bf16_tflops", 1e-320)])
+def test_a_datasheet_figure_that_makes_an_efficiency_zero_or_infinite_is_refused_and_planning_keeps_working(
+        engine, column, value):
+    # The API takes any finite datasheet figure; 1e308 TFLOP/s overflows the GFLOP/s peak to inf and a
+    # figure's efficiency to 0, which, once stored, made calibrations() (every planning cycle) raise.
+    with Session(engine, expire_on_commit=False) as session:
+        seed_catalog(session)
+        l4 = device_class_named(session, "L4")
+        figures_ = measured_at(session, "L4", 0.5, 0.5)
+        record_calibration(session, "L4", figures_, NOW)
+        kept = calibrations(session)
+        setattr(l4, column, value)
+        session.add(l4)
+        session.commit()
+        with pytest.raises(ValueError, match=f"L4.*{column}.*nothing was recorded"):
+            record_calibration(session, "L4", figures_, NOW)
+        session.rollback()
+        assert calibrations(session) == kept
