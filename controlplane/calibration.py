@@ -29,6 +29,7 @@ from optimizer.calibration import Calibration
 DTYPES = ("float32", "bfloat16", "float16")
 FP32_SHARE_OF_BF16 = 0.5
 MAX_SOURCE = 256
+MAX_NAME = 64  # DeviceClass.name's max_length
 MAX_THREADS = 1024
 
 
@@ -52,6 +53,11 @@ def datasheet(row: DeviceClass, threads: int) -> tuple[dict[str, float], float]:
 
 def device_class_named(session: Session, name: str) -> DeviceClass:
     """The stored class `name`; ValueError naming the known classes when there is none."""
+    # Checked before the query: PostgreSQL refuses a NUL in a text parameter (an uncaught DataError), and
+    # an unknown name is echoed back, so it is bounded like the API's class names.
+    if "\x00" in name or len(name) > MAX_NAME:
+        raise ValueError(f"a device class name is at most {MAX_NAME} characters without NUL; got {len(name)} "
+                         f"characters starting {name[:MAX_NAME]!r}")
     row = session.exec(select(DeviceClass).where(DeviceClass.name == name)).first()
     if row is None:
         known = ", ".join(session.exec(select(DeviceClass.name).order_by(DeviceClass.name)).all()) or "none"

@@ -68,13 +68,18 @@ def test_a_dry_run_measures_and_records_nothing(calibrate, engine):
 
 @pytest.mark.parametrize(("args", "says"), [
     (["--device-class", "TPU-v9"], "unknown device class 'TPU-v9'; known classes: A100-80GB, A10G, CPU-EPYC-64C"),
+    (["--device-class", "a\x00b"], "--device-class: a device class name is at most 64 characters without NUL"),
+    (["--device-class", "x" * 10_000], "name is at most 64 characters without NUL; got 10000 characters starting"),
     (["--device-class", CPU, "--threads", "0"], "--threads must be 1 to"),
+    (["--device-class", CPU, "--threads", "-1"], "--threads must be 1 to"),
+    (["--device-class", CPU, "--threads", str(10**20)], "--threads must be 1 to"),
     (["--device-class", CPU, "--threads", "100000"], "--threads must be 1 to"),
 ])
 def test_bad_options_exit_2_naming_the_problem(calibrate, engine, args, says):
     result = calibrate(*args, "--quick")
     assert result.exit_code == 2
     assert says in " ".join(result.output.split())
+    assert len(result.output) < 2_000  # a hostile argument is not echoed whole
     assert stored(engine) == []
 
 
