@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from controlplane.cli_calibrate import calibrate
 from controlplane.cli_kernels import kernels_app
 from controlplane.roles import Role
 
@@ -30,6 +31,7 @@ app.add_typer(export_app, name="export")
 costs_app = typer.Typer(help="Chargeback from the metering ledger.", no_args_is_help=True)
 app.add_typer(costs_app, name="costs")
 app.add_typer(kernels_app, name="kernels")
+app.command()(calibrate)
 
 
 @cache

@@ -5,7 +5,7 @@
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from collectors.fanout import calls_percentile, is_concurrent
 from collectors.records import Series
 from collectors.sketch import TOKEN_EDGES, quantiles
+from controlplane.calibration import calibrations
 from controlplane.db import epoch_seconds, int_sum
 from controlplane.forecast import SHORT_MINUTES, DemandHistory, Forecast, ForecastConfig, forecast
 from controlplane.models import (
@@ -42,6 +43,7 @@ from controlplane.profiles import visits_by_calls
 from controlplane.queries import healthy_devices_per_node, newest_placement, placement_in_force
 from controlplane.seed import spec_of
 from controlplane.windows import parse_window
+from optimizer.calibration import Calibration, KernelSpeedups, effective_specs
 from optimizer.catalog import DeviceClassSpec
 from optimizer.perfmodel import (
     MIN_QUEUE_UTILISATION,
@@ -151,6 +153,15 @@ class Snapshot:
     pins: dict[int, tuple[str, ...]] = field(default_factory=dict)
     # Workload id -> its demand forecast (controlplane.forecast); empty when forecasting is off.
     forecasts: dict[int, Forecast] = field(default_factory=dict)
+    # Class name -> what `heteroplane calibrate` measured it to reach; a class missing: uncalibrated.
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
+    # Class name -> op -> speedup of its selected kernel over eager (the kernel registry); missing: none.
+    kernel_speedups: dict[str, KernelSpeedups] = field(default_factory=dict)
+
+    def specs_for(self, kind: str) -> tuple[DeviceClassSpec, ...]:
+        """The classes as the performance model prices a fragment of `kind` on them: scaled by their
+        measured efficiency, and for an LLM by its verified kernels' speedups (optimizer.calibration)."""
+        return effective_specs(self.classes, self.calibrations, self.kernel_speedups, kind)
 
     @cached_property
     def whole_replicas(self) -> dict[int, dict[str, int]]:
@@ -183,9 +194,11 @@ class EdgeView:
     calls_p99: float | None = None
 
 
-def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig | None = None) -> Snapshot:
-    """Read the fleet, the observed graph and the current placement; with `forecasting`, each
-    workload's demand history too, and forecast it."""
+def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig | None = None,
+                  kernel_speedups: Mapping[str, Mapping[str, float]] | None = None) -> Snapshot:
+    """Read the fleet, its calibrations, the observed graph and the current placement; with
+    `forecasting`, each workload's demand history too, and forecast it. `kernel_speedups` (class
+    name -> op -> speedup over eager, from the kernel registry) is carried to the estimates."""
     now = to_utc(now)
     since = minute_of(now) - timedelta(minutes=WINDOW_MINUTES - 1)
     rows = session.exec(select(DeviceClass).order_by(DeviceClass.id)).all()
@@ -348,6 +361,8 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
               session.exec(select(FragmentPin.fragment_id, FragmentPin.device_classes)).all()},
         forecasts={wid: forecast(h, forecasting) for wid, h in demand_history(session, now, forecasting).items()}
         if forecasting is not None else {},
+        calibrations=calibrations(session),
+        kernel_speedups={cls: dict(ops) for cls, ops in (kernel_speedups or {}).items()},
     )
 
 
@@ -424,7 +439,8 @@ def build_problem(
 ) -> Problem:
     """The optimizer's problem: the observed graph with its SLAs, the fleet, and what runs now.
 
-    Profiles are estimated by the performance model, with measured mean latency where
+    Profiles are estimated by the performance model, pricing each class by what it was calibrated to
+    reach and, for an LLM, by its verified kernels (`Snapshot.specs_for`), with measured mean latency where
     telemetry has enough visits on a class (for fragments that call no other: a caller's spans
     include the calls it waits on), less the time visits queued for a replica: queueing is a
     shortage of replicas, not a slow class. Where spans report that queue time, a replica's
@@ -464,7 +480,7 @@ def build_problem(
                        profiles=profiles,
                        kv_bytes_per_request=_kv_bytes(f))
         for f in snapshot.fragments
-        if (profiles := _profiles(f, snapshot.classes, measured=f.id not in unmeasured,
+        if (profiles := _profiles(f, snapshot.specs_for(f.kind), measured=f.id not in unmeasured,
                                   capacity=(rates := {**f.known_capacity, **fresh.get(f.id, {})}),
                                   overloaded=overloaded(f, snapshot.whole_replicas.get(f.id, {}), rates)))
     )

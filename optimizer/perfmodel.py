@@ -80,6 +80,10 @@ They run only on CPU classes; accelerator-bound kinds run on a CPU class only fo
 ``CPU_MAX_PARAMS_B``. Where a fragment cannot run, ``estimate`` returns None. Every latency
 gets ``FRAMEWORK_OVERHEAD_MS`` for request handling.
 
+Calibration. A class's measured efficiency and its verified kernels' speedups reach these formulas
+as an effective spec (optimizer.calibration.effective_spec scales F and B); uncalibrated, the spec
+is the catalog's and nothing here changes.
+
 Measured capacity. Where a model server reports how long visits queued for a replica (vLLM's
 ``gen_ai.latency.time_in_queue``), ``capacity_from_queueing`` reads the replica's capacity from
 that wait, taking each replica as an M/M/1 queue: with λ the visits/s one replica receives and W

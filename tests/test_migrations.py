@@ -169,3 +169,33 @@ def test_policy_names_migration_gives_workload_policies_their_tenant_and_names_p
         assert "console_session" not in inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_device_calibration_migration_keeps_the_classes_and_one_calibration_per_class(empty_database_url):
+    before = "d2e3f4a5b6c7"
+    upgrade(empty_database_url, before)
+    engine = make_engine(empty_database_url)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    calibration = ("INSERT INTO device_calibration (device_class_id, float32_gflops, bfloat16_gflops, float16_gflops,"
+                   " copy_gbps, float32_efficiency, bfloat16_efficiency, float16_efficiency, memory_efficiency, threads,"
+                   " source, measured_at, updated_at) VALUES (1, 90, 200, 4, 25, 0.9, 1.0, 0.02, 0.5, 1, 'test', :at, :at)")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO device_class (id, name, vendor, bf16_tflops, memory_gib, memory_gbps, fabric,"
+                              " usd_per_hour, slices_per_device, price_source, cores, sold_by_slice, created_at) VALUES"
+                              " (1, 'CPU-EPYC-64C', 'amd', 12.7, 256, 307, 'ethernet', 3.7, 8, '', 64, true, :at)"),
+                         {"at": at})
+        upgrade(empty_database_url)
+        with engine.begin() as conn:
+            conn.execute(text(calibration), {"at": at})
+        with pytest.raises(IntegrityError), engine.begin() as conn:  # the latest calibration replaces, never adds
+            conn.execute(text(calibration), {"at": at})
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT bfloat16_efficiency, source FROM device_calibration")).one() == (1.0, "test")
+        downgrade(empty_database_url, before)
+        engine.dispose()
+        assert "device_calibration" not in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM device_class")).scalar() == 1
+    finally:
+        engine.dispose()

@@ -2,7 +2,7 @@
 (fleet-wide tokens only)."""
 
 from fastapi import APIRouter, status
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from controlplane.api.common import (
     DeviceIndex,
@@ -18,6 +18,7 @@ from controlplane.api.common import (
     save,
 )
 from controlplane.api.routing import OneHopRoute
+from controlplane.calibration import public_by_class
 from controlplane.deps import Admin, Operator, SessionDep, Viewer, fleet_reader, fleet_writer
 from controlplane.errors import Conflict, NotFound
 from controlplane.inventory import sync_devices
@@ -37,15 +38,22 @@ router = APIRouter(tags=["fleet"], route_class=OneHopRoute)
 NODE_INVENTORY = "node inventory"
 
 
+def _public(session: Session, rows: list[DeviceClass]) -> list[DeviceClassPublic]:
+    """The classes as the API shows them, each with its latest calibration (null when never calibrated)."""
+    calibrated = public_by_class(session, (r.id for r in rows))
+    return [DeviceClassPublic.model_validate(r, update={"calibration": calibrated.get(r.id)}) for r in rows]
+
+
 @router.get("/device-classes", response_model=Page[DeviceClassPublic])
 def list_device_classes(session: SessionDep, _: Viewer, win: WindowDep):
     items, total = paginate(session, select(DeviceClass), win, DeviceClass.id)
-    return Page(items=items, total=total, limit=win.limit, offset=win.offset)
+    return Page(items=_public(session, items), total=total, limit=win.limit, offset=win.offset)
 
 
 @router.get("/device-classes/{device_class_id}", response_model=DeviceClassPublic)
 def get_device_class(device_class_id: Id, session: SessionDep, _: Viewer):
-    return get_or_404(session, DeviceClass, device_class_id, "device class")
+    """One class; `calibration` says what a node of it achieved (`heteroplane calibrate`), and when."""
+    return _public(session, [get_or_404(session, DeviceClass, device_class_id, "device class")])[0]
 
 
 @router.post("/device-classes", response_model=DeviceClassPublic, status_code=status.HTTP_201_CREATED)
@@ -61,7 +69,7 @@ def create_device_class(body: DeviceClassCreate, session: SessionDep, principal:
 def update_device_class(device_class_id: Id, body: DeviceClassUpdate, session: SessionDep, principal: Admin):
     fleet_writer(principal)
     row = get_or_404(session, DeviceClass, device_class_id, "device class")
-    return save(session, principal, row, "device_class.update", detail=apply_update(row, body))
+    return _public(session, [save(session, principal, row, "device_class.update", detail=apply_update(row, body))])[0]
 
 
 @router.delete("/device-classes/{device_class_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -1,5 +1,6 @@
 """The data model: every table heteroplane stores, one module per area."""
 
+from controlplane.models.calibration import DeviceCalibration
 from controlplane.models.fleet import Device, DeviceClass, Node
 from controlplane.models.kernels import KernelSelection
 from controlplane.models.observed import Observation, ObservationItem
@@ -35,6 +36,7 @@ __all__ = [
     "AuditEvent",
     "ConsoleSession",
     "Device",
+    "DeviceCalibration",
     "DeviceClass",
     "DeviceTelemetry",
     "Edge",

@@ -7,6 +7,7 @@ from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from controlplane.models._common import INT32_MAX, Input, input_config, utcnow
+from controlplane.models.calibration import CalibrationPublic
 
 
 class DeviceClassBase(Input):
@@ -69,6 +70,9 @@ class DeviceClassUpdate(Input):
 class DeviceClassPublic(DeviceClassBase):
     id: int
     created_at: datetime
+    calibration: CalibrationPublic | None = Field(
+        None, description="What `heteroplane calibrate` last measured on a node of this class, with its "
+                          "efficiency (achieved / datasheet) per dtype, source and date; null when never calibrated.")
 
 
 class NodeBase(Input):

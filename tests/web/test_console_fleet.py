@@ -43,3 +43,17 @@ def test_a_tenant_sees_capacity_per_class_but_no_node(client, seeded):
     assert "7 / 16" in page
     for inventory in ("gpu-a", "gpu-b", "l4-a", "node-", "chart-nodes"):
         assert inventory not in page, inventory
+
+
+def test_each_class_shows_its_calibration_or_never(client, seeded, engine):
+    from controlplane.calibration import Measured, record_calibration
+
+    with Session(engine) as session:
+        # l4: 121 TFLOP/s bf16 and 300 GB/s; measured at 45% of bf16 and fp16, 30% of fp32, 240 GB/s.
+        record_calibration(session, "l4", Measured({"bfloat16": 54_450.0, "float16": 54_450.0, "float32": 18_150.0},
+                                                   240.0, 1, "heteroplane calibrate on l4-a"), NOW)
+    page = sign_in(client, seeded.admin_token).get("/ui/fleet").text
+    rows = {name: row for name in ("h100", "l4") for row in page.split("<tr>") if row.startswith(f"<td>{name}</td>")}
+    assert "bf16 45.0% · fp16 45.0% · fp32 30.0% · memory 80.0%" in rows["l4"]
+    assert 'title="heteroplane calibrate on l4-a"' in rows["l4"] and NOW.strftime("%Y-%m-%d %H:%M") in rows["l4"]
+    assert "never" in rows["h100"] and "bf16" not in rows["h100"]

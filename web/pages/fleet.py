@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from controlplane.calibration import public_by_class
 from controlplane.models._common import minute_of
 from controlplane.queries import DeviceState, device_states, fleet_by_class
 from web.deps import Console, SignedIn, render
@@ -48,12 +49,13 @@ def routes(console: Console) -> APIRouter:
         since = minute_of(console.clock()) - READING_MAX_AGE
         with console.session() as session:
             classes = fleet_by_class(session)
+            calibrations = public_by_class(session, (c.device_class_id for c in classes))
             devices = device_states(session, since) if user.principal.tenant_id is None else []
         nodes: dict[str, list[DeviceState]] = defaultdict(list)
         for d in devices:
             nodes[d.node].append(d)
         return render(request, "fleet.html", {
-            "user": user, "active": "Fleet", "classes": classes, "nodes": nodes,
+            "user": user, "active": "Fleet", "classes": classes, "calibrations": calibrations, "nodes": nodes,
             "utilisation": utilisation_figure(devices),
         })
 
