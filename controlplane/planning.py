@@ -41,9 +41,10 @@ from controlplane.models._common import minute_of, to_utc
 from controlplane.policy import Limits, Policy
 from controlplane.profiles import visits_by_calls
 from controlplane.queries import healthy_devices_per_node, newest_placement, placement_in_force
+from controlplane.queries import kernel_speedups as registry_speedups_of
 from controlplane.seed import spec_of
 from controlplane.windows import parse_window
-from optimizer.calibration import Calibration, KernelSpeedups, effective_specs
+from optimizer.calibration import KNOWN_OPS, Calibration, KernelSpeedups, effective_specs
 from optimizer.catalog import DeviceClassSpec
 from optimizer.perfmodel import (
     MIN_QUEUE_UTILISATION,
@@ -194,11 +195,21 @@ class EdgeView:
     calls_p99: float | None = None
 
 
+def registry_speedups(session: Session, class_names: Iterable[str]) -> dict[str, dict[str, float]]:
+    """Each class's kernel speedups per op as the kernel registry stored them; classes never measured
+    are left out (every op at 1.0), and so are rows of ops the model has no share for (a kernel
+    suite newer than this planner) or a speedup that is not a finite number > 0."""
+    found = {name: {op: s for op, s in registry_speedups_of(session, name).items()
+                    if op in KNOWN_OPS and math.isfinite(s) and s > 0} for name in class_names}
+    return {name: ops for name, ops in found.items() if ops}
+
+
 def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig | None = None,
                   kernel_speedups: Mapping[str, Mapping[str, float]] | None = None) -> Snapshot:
     """Read the fleet, its calibrations, the observed graph and the current placement; with
     `forecasting`, each workload's demand history too, and forecast it. `kernel_speedups` (class
-    name -> op -> speedup over eager, from the kernel registry) is carried to the estimates."""
+    name -> op -> speedup over eager) is carried to the estimates; by default it is what the kernel
+    registry (`heteroplane kernels bench`, table kernel_selection) stored for each class."""
     now = to_utc(now)
     since = minute_of(now) - timedelta(minutes=WINDOW_MINUTES - 1)
     rows = session.exec(select(DeviceClass).order_by(DeviceClass.id)).all()
@@ -362,7 +373,8 @@ def take_snapshot(session: Session, now: datetime, forecasting: ForecastConfig |
         forecasts={wid: forecast(h, forecasting) for wid, h in demand_history(session, now, forecasting).items()}
         if forecasting is not None else {},
         calibrations=calibrations(session),
-        kernel_speedups={cls: dict(ops) for cls, ops in (kernel_speedups or {}).items()},
+        kernel_speedups={cls: dict(ops) for cls, ops in (
+            registry_speedups(session, class_ids) if kernel_speedups is None else kernel_speedups).items()},
     )
 
 

@@ -14,6 +14,7 @@ from controlplane.models import (
     Fragment,
     FragmentKind,
     FragmentProfile,
+    KernelSelection,
     PlacementItem,
     Sla,
     Tenant,
@@ -97,6 +98,38 @@ def test_kernel_speedups_given_to_the_snapshot_reach_the_estimates(engine):
 
     assert whole(faster, "L4").throughput_rps > whole(plain, "L4").throughput_rps
     assert whole(faster, "L40S") == whole(plain, "L40S")
+
+
+def test_the_snapshot_takes_the_kernel_registrys_speedups_unless_given_others(engine):
+    """What `heteroplane kernels bench` stored for a class reaches the estimates the reconciler plans
+    with: per op the geometric mean over its (dtype, bucket) rows; ops the model has no share for are
+    dropped instead of stopping planning."""
+    with Session(engine, expire_on_commit=False) as session:
+        fid = llm_workload(session)
+        plain = build_problem(take_snapshot(session, NOW), 1.2, 5.0)
+        for bucket, speedup in ((10, 2.0), (14, 4.5)):  # geomean 3.0
+            session.add(KernelSelection(op="attention_decode", device_class="L4", dtype="torch.float32",
+                                        shape_bucket=bucket, shape="1x1", chosen="c", speedup=speedup, spread=0.01,
+                                        reference_s=1e-3, atol=1e-5, rtol=1e-4, seeds="0", torch_version="t",
+                                        device="cpu", measured_at=NOW))
+        session.add(KernelSelection(op="an_op_from_the_future", device_class="L4", dtype="torch.float32",
+                                    shape_bucket=3, shape="1x1", chosen="c", speedup=9.0, spread=0.01,
+                                    reference_s=1e-3, atol=1e-5, rtol=1e-4, seeds="0", torch_version="t",
+                                    device="cpu", measured_at=NOW))
+        session.commit()
+        snapshot = take_snapshot(session, NOW)
+        stored = build_problem(snapshot, 1.2, 5.0)
+        given = build_problem(take_snapshot(session, NOW, kernel_speedups={"L4": {"attention_decode": 3.0}}), 1.2, 5.0)
+        unset = build_problem(take_snapshot(session, NOW, kernel_speedups={}), 1.2, 5.0)
+
+    def whole(problem, cls):
+        (fragment,) = [f for f in problem.fragments if f.fragment == str(fid)]
+        return next(p for p in fragment.profiles if p.device_class == cls and p.phase.value == "")
+
+    assert snapshot.kernel_speedups == {"L4": {"attention_decode": pytest.approx(3.0)}}
+    assert whole(stored, "L4").throughput_rps == pytest.approx(whole(given, "L4").throughput_rps)
+    assert whole(stored, "L4").throughput_rps > whole(plain, "L4").throughput_rps
+    assert whole(unset, "L4") == whole(plain, "L4")
 
 
 def test_the_reconciler_moves_the_llm_off_a_class_recorded_slow(engine):
