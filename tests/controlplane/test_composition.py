@@ -32,8 +32,14 @@ from controlplane.models._common import minute_of, utcnow
 from controlplane.seed import seed_catalog
 from controlplane.settings import Settings
 from tests.conftest import fresh_postgres_database
-from tests.controlplane.test_workers import free_port, wait_for
+from tests.controlplane.test_workers import free_port
 from tests.k8s.apiserver_double import ApiServerDouble
+from tests.support import wait_until
+
+
+def wait_for(condition, polls_of_200_ms: int, what: str):
+    """wait_until at 0.2 s between polls: `polls_of_200_ms` / 5 is roughly the seconds it waits."""
+    return wait_until(condition, what, polls=polls_of_200_ms * 5, interval=0.2)
 
 
 @pytest.fixture
