@@ -26,6 +26,8 @@ QuickOption = Annotated[bool, typer.Option(
 OutOption = Annotated[Path | None, typer.Option(
     "--out", help="Export file (JSON); default: <data_dir>/kernels/selection-<device class>.json.")]
 ClassOption = Annotated[str, typer.Option("--device-class", help="Device class the selection is for.")]
+DeviceOption = Annotated[str, typer.Option(
+    "--device", help="Where to verify and time: auto (CUDA when present, else the CPU), cpu or cuda.")]
 
 
 def _require_torch() -> None:
@@ -37,8 +39,9 @@ def _require_torch() -> None:
 
 
 def _run(op: str | None, folder: Path | None, quick: bool, out: Path | None,
-         device_class: str) -> tuple[list[Checked], list[Row], Path]:
+         device_class: str, device: str = "auto") -> tuple[list[Checked], list[Row], Path]:
     _require_torch()
+    import torch
     from rich.progress import Progress
 
     from kernels import ops, registry, suite
@@ -46,16 +49,24 @@ def _run(op: str | None, folder: Path | None, quick: bool, out: Path | None,
     if op is not None and op not in ops.SPECS:
         typer.echo(f"unknown op {op!r}; known: {', '.join(sorted(ops.SPECS))}", err=True)
         raise typer.Exit(2)
-    if not device_class or len(device_class) > 128:
-        typer.echo("--device-class must be 1 to 128 characters", err=True)
+    if not device_class or len(device_class) > 128 or not device_class.isprintable():
+        typer.echo("--device-class must be 1 to 128 printable characters", err=True)
         raise typer.Exit(2)
+    if device not in ("auto", "cpu", "cuda"):
+        typer.echo(f"--device must be auto, cpu or cuda, got {device[:32]!r}", err=True)
+        raise typer.Exit(2)
+    if device == "cuda" and not torch.cuda.is_available():
+        typer.echo("--device cuda: this node has no CUDA device torch can use", err=True)
+        raise typer.Exit(2)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     candidates = [c for c in suite.all_candidates(folder, compiled=not quick) if op is None or c.op == op]
     names = sorted({c.op for c in candidates})
     if quick:  # the spec's shapes but its largest, verified and timed briefly
         shapes = {o: ops.SPECS[o].shapes[:-1] for o in names}
-        s = registry.Settings(seeds=(0, 1), rounds=3, min_run_time=0.01, verify_shapes=shapes)
+        s = registry.Settings(seeds=(0, 1), rounds=3, min_run_time=0.01, verify_shapes=shapes, device=device)
     else:
-        s, shapes = registry.Settings(), None
+        s, shapes = registry.Settings(device=device), None
     steps = len(candidates) + sum(len((shapes or {}).get(o, ops.SPECS[o].shapes)) for o in names) * len(ops.FLOATS)
     with Progress(transient=True) as bar:
         task = bar.add_task("kernels", total=steps)
@@ -67,7 +78,7 @@ def _run(op: str | None, folder: Path | None, quick: bool, out: Path | None,
     path = out or _default_out(device_class)
     stored = registry.per_bucket(rows)
     registry.export(stored, path)
-    _store(stored)
+    _store(stored, device_class)
     return checked, rows, path
 
 
@@ -78,11 +89,12 @@ def _default_out(device_class: str) -> Path:
     return get_settings().data_dir / "kernels" / f"selection-{safe}.json"
 
 
-def _store(rows: list[Row]) -> None:
-    from sqlmodel import Session
+def _store(rows: list[Row], device_class: str) -> None:
+    from sqlmodel import Session, select
 
     from controlplane import kernel_selections
     from controlplane.db import make_engine, upgrade
+    from controlplane.models import DeviceClass
     from controlplane.settings import get_settings
 
     url = get_settings().effective_database_url
@@ -90,12 +102,16 @@ def _store(rows: list[Row]) -> None:
     upgrade(url)
     with Session(engine) as session:
         kernel_selections.save(session, rows)
+        known = session.exec(select(DeviceClass.name).order_by(DeviceClass.name)).all()
     engine.dispose()
+    if device_class not in known:
+        typer.echo(f"note: no device class is named {device_class!r}, so the planner uses none of these speedups; "
+                   f"known classes: {', '.join(known) or 'none yet'}", err=True)
 
 
 @kernels_app.command("verify")
 def verify_cmd(op: OpOption = None, folder: FolderOption = None, quick: QuickOption = False,
-               out: OutOption = None, device_class: ClassOption = "cpu") -> None:
+               out: OutOption = None, device_class: ClassOption = "cpu", device: DeviceOption = "auto") -> None:
     """Verify every candidate of every op; print accepted, rejected (with the failing case) or kept
     as fallback (verified but not faster: the reference stays), and record the selection."""
     from rich.table import Table
@@ -103,7 +119,7 @@ def verify_cmd(op: OpOption = None, folder: FolderOption = None, quick: QuickOpt
     from controlplane.cli import _console
     from kernels.registry import per_bucket
 
-    checked, rows, path = _run(op, folder, quick, out, device_class)
+    checked, rows, path = _run(op, folder, quick, out, device_class, device)
     selected = per_bucket(rows)
     table = Table("op", "candidate", "verdict", "why")
     for k in checked:
@@ -125,13 +141,13 @@ def verify_cmd(op: OpOption = None, folder: FolderOption = None, quick: QuickOpt
 
 @kernels_app.command("bench")
 def bench_cmd(op: OpOption = None, folder: FolderOption = None, quick: QuickOption = False,
-              out: OutOption = None, device_class: ClassOption = "cpu") -> None:
+              out: OutOption = None, device_class: ClassOption = "cpu", device: DeviceOption = "auto") -> None:
     """Per op and shape: reference time, best verified candidate time and speedup; stores the selection."""
     from rich.table import Table
 
     from controlplane.cli import _console
 
-    _, rows, path = _run(op, folder, quick, out, device_class)
+    _, rows, path = _run(op, folder, quick, out, device_class, device)
     table = Table("op", "dtype", "shape", "reference µs", "best verified", "µs", "speedup", "spread", "selected")
     for r in rows:
         table.add_row(r.op, r.dtype, "x".join(map(str, r.shape)), f"{r.reference_s * 1e6:.1f}",

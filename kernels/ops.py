@@ -295,6 +295,21 @@ def _int8_inputs(shape, dtype, g, special):
     return x, w, scale
 
 
+def on(args: tuple, device: str) -> tuple:
+    """`args` on `device` with each tensor's sizes and strides kept (a transposed or sliced input
+    stays non-contiguous there, as `Tensor.to` would not keep it); on "cpu", `args` themselves."""
+    if device == "cpu":
+        return args
+    moved = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            t = torch.empty_strided(a.size(), a.stride(), dtype=a.dtype, device=device)
+            moved.append(t.copy_(a))
+        else:
+            moved.append(a)
+    return tuple(moved)
+
+
 @dataclass(frozen=True)
 class Spec:
     """An op: its reference, how to make its inputs (`make(shape, dtype, generator, special)`

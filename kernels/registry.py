@@ -33,6 +33,7 @@ class Settings:
     num_threads: int = 1
     timeout_s: float = 10.0
     verify_shapes: dict[str, tuple] | None = None  # per op; an op not named: every shape of its spec
+    device: str = "cpu"  # where candidates are verified and timed: "cpu", "cuda"
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ class Checked:
 def check(c: Candidate, s: Settings) -> Checked:
     """Verify `c`, and watch that it leaves no thread running and torch's thread count as it was."""
     before, n = set(threading.enumerate()), torch.get_num_threads()
-    verdict = verify(c, seeds=s.seeds, timeout_s=s.timeout_s, shapes=(s.verify_shapes or {}).get(c.op))
+    verdict = verify(c, seeds=s.seeds, timeout_s=s.timeout_s, shapes=(s.verify_shapes or {}).get(c.op),
+                     device=s.device)
     return Checked(c, verdict, timing.side_effects(before, n))
 
 
@@ -81,7 +83,7 @@ def select_shape(op: str, dtype: torch.dtype, shape: tuple[int, ...], checked: S
                  s: Settings, device_class: str = "cpu", now: datetime | None = None) -> Row:
     """Race the reference and the verified candidates claiming `dtype` on one shape, and choose."""
     spec = ops.SPECS[op]
-    args = spec.make(shape, dtype, torch.Generator().manual_seed(s.seeds[0]), False)
+    args = ops.on(spec.make(shape, dtype, torch.Generator().manual_seed(s.seeds[0]), False), s.device)
     claiming = [k for k in checked if dtype in k.candidate.dtypes]
     racing = {k.candidate.name: k.candidate.fn for k in claiming if k.ok}
     times = timing.race(spec.reference, racing, args, lambda out, ref: _mismatch(out, ref, dtype) is None,

@@ -121,8 +121,9 @@ def _mismatch(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -> tuple
 
 
 def verify(c: Candidate, seeds: tuple[int, ...] = (0, 1, 2), timeout_s: float = 10.0,
-           shapes: tuple[tuple[int, ...], ...] | None = None) -> Verdict:
-    """Check `c` on `shapes` (default: all of its op's spec) x claimed dtypes x seeds x {plain, special}."""
+           shapes: tuple[tuple[int, ...], ...] | None = None, device: str = "cpu") -> Verdict:
+    """Check `c` on `shapes` (default: all of its op's spec) x claimed dtypes x seeds x {plain, special},
+    with inputs made on the CPU (the same values on every device) and moved to `device`."""
     spec = ops.SPECS[c.op]
     cases = 0
     for dtype in c.dtypes:
@@ -131,19 +132,19 @@ def verify(c: Candidate, seeds: tuple[int, ...] = (0, 1, 2), timeout_s: float = 
         for shape in spec.shapes if shapes is None else shapes:
             for seed in seeds:
                 for special in (False, True):
-                    fail = _one_case(c, spec, shape, dtype, seed, special, timeout_s)
+                    fail = _one_case(c, spec, shape, dtype, seed, special, timeout_s, device)
                     cases += 1
                     if fail:
                         return Verdict(c.name, c.op, False, fail, cases)
     return Verdict(c.name, c.op, True, None, cases)
 
 
-def _one_case(c, spec, shape, dtype, seed, special, timeout_s) -> Failure | None:
+def _one_case(c, spec, shape, dtype, seed, special, timeout_s, device="cpu") -> Failure | None:
     def fail(check, err=float("nan"), detail=""):
         return Failure(c.op, tuple(shape), str(dtype), seed, check, err, detail)
 
     g = torch.Generator().manual_seed(seed * 7919 + hash(tuple(shape)) % 1000)
-    args = spec.make(shape, dtype, g, special)
+    args = ops.on(spec.make(shape, dtype, g, special), device)
     copies = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
     ref = spec.reference(*copies)
     try:

@@ -62,10 +62,29 @@ def test_bench_prints_times_per_shape(cli_env, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--op", "gelu"], "unknown op 'gelu'; known: attention_decode"),
     (["--folder", "/no/such/folder"], "does not exist"),
+    (["--device-class", "gpu\x00x"], "1 to 128 printable characters"),
+    (["--device-class", "x" * 10_000], "1 to 128 printable characters"),
+    (["--device", "tpu"], "--device must be auto, cpu or cuda, got 'tpu'"),
 ])
 def test_bad_options_are_refused_naming_the_fix(cli_env, args, message):
     done = CliRunner().invoke(app, ["kernels", "verify", "--quick", *args])
     assert done.exit_code == 2 and message in " ".join(done.output.split()), done.output
+    assert len(done.output) < 1000  # a 10k-character argument is not echoed back
+
+
+def test_cuda_asked_for_on_a_node_without_it_is_refused(cli_env, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    done = CliRunner().invoke(app, ["kernels", "bench", "--quick", "--op", "rmsnorm", "--device", "cuda"])
+    assert done.exit_code == 2 and "no CUDA device" in done.output, done.output
+
+
+def test_a_selection_for_a_class_the_fleet_does_not_have_says_the_planner_will_not_use_it(cli_env, tmp_path):
+    done = CliRunner().invoke(app, ["kernels", "bench", "--quick", "--op", "rmsnorm", "--device-class", "nope",
+                                    "--out", str(tmp_path / "b.json")])
+    assert done.exit_code == 0, done.output
+    assert "no device class is named 'nope'" in " ".join(done.output.split()), done.output
 
 
 def test_without_torch_the_cli_loads_and_says_to_install_the_extra(cli_env, monkeypatch):

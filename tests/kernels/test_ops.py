@@ -127,3 +127,20 @@ def test_prefill_row_i_ignores_keys_and_values_after_i(n, i, seed):
     k2[..., i + 1:, :], v2[..., i + 1:, :] = 1e3, -1e3
     for attend in (ops.attention_prefill_ref, ops.attention_prefill_blocked):
         assert torch.equal(attend(q, k, v)[..., i, :], attend(q, k2, v2)[..., i, :])
+
+
+@pytest.mark.parametrize("op", sorted(ops.SPECS))
+def test_inputs_moved_to_another_device_keep_sizes_strides_and_dtypes(op):
+    """What verify and the timing race hand a CUDA candidate: the CPU-made inputs, strided as served
+    (checked on the meta device, which every machine has); on the CPU, the very same objects."""
+    spec = ops.SPECS[op]
+    if op == "rmsnorm":  # x is a transposed buffer: strides the meta copy must keep
+        assert not spec.make(spec.shapes[2], torch.float32, torch.Generator(), False)[0].is_contiguous()
+    args = spec.make(spec.shapes[2], torch.bfloat16, torch.Generator().manual_seed(0), False)
+    assert ops.on(args, "cpu") is args
+    moved = ops.on(args, "meta")
+    for a, m in zip(args, moved, strict=True):
+        if isinstance(a, torch.Tensor):
+            assert (m.device.type, m.shape, m.stride(), m.dtype) == ("meta", a.shape, a.stride(), a.dtype)
+        else:
+            assert m is a
