@@ -10,14 +10,23 @@ from controlplane.models._common import INT32_MAX, Input, input_config, utcnow
 from controlplane.models.calibration import CalibrationPublic
 
 
+# Datasheet bounds, far above any device sold (a B200 is 2.25 dense bf16 PFLOP/s, 192 GB, 8 TB/s):
+# a figure past them is a typo or an attack, and one near float's limit would make a calibration's
+# efficiency (achieved / datasheet) 0 and the planner's roofline times overflow.
+MAX_TFLOPS = 100_000.0
+MAX_GIB = 100_000.0
+MAX_GBPS = 1_000_000.0
+MAX_USD_PER_HOUR = 1_000_000.0
+
+
 class DeviceClassBase(Input):
     name: str = Field(min_length=1, max_length=64, schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"})
     vendor: str = Field(min_length=1, max_length=32)
-    bf16_tflops: float = Field(ge=0, description="Dense bf16 TFLOP/s per device (CPU: per socket).")
-    memory_gib: float = Field(gt=0, description="Device memory in GiB.")
-    memory_gbps: float = Field(gt=0, description="Device memory bandwidth in GB/s.")
+    bf16_tflops: float = Field(gt=0, le=MAX_TFLOPS, description="Dense bf16 TFLOP/s per device (CPU: per socket).")
+    memory_gib: float = Field(gt=0, le=MAX_GIB, description="Device memory in GiB.")
+    memory_gbps: float = Field(gt=0, le=MAX_GBPS, description="Device memory bandwidth in GB/s.")
     fabric: str = Field(min_length=1, max_length=32, description="Interconnect family, e.g. nvlink, infinity, ethernet.")
-    usd_per_hour: float = Field(ge=0, description="On-demand price of one device per hour, USD.")
+    usd_per_hour: float = Field(ge=0, le=MAX_USD_PER_HOUR, description="On-demand price of one device per hour, USD.")
     slices_per_device: int = Field(1, ge=1, le=64, description="How many slices one device can be partitioned into.")
     price_source: str = Field("", max_length=256)
     cores: int = Field(0, ge=0, le=INT32_MAX, description="CPU cores per device for CPU classes; 0 for accelerators.")
@@ -48,11 +57,11 @@ class DeviceClassCreate(DeviceClassBase):
 class DeviceClassUpdate(Input):
     model_config = input_config("sold_by_slice")
     vendor: str | None = Field(None, min_length=1, max_length=32)
-    bf16_tflops: float | None = Field(None, ge=0)
-    memory_gib: float | None = Field(None, gt=0)
-    memory_gbps: float | None = Field(None, gt=0)
+    bf16_tflops: float | None = Field(None, gt=0, le=MAX_TFLOPS)
+    memory_gib: float | None = Field(None, gt=0, le=MAX_GIB)
+    memory_gbps: float | None = Field(None, gt=0, le=MAX_GBPS)
     fabric: str | None = Field(None, min_length=1, max_length=32)
-    usd_per_hour: float | None = Field(None, ge=0)
+    usd_per_hour: float | None = Field(None, ge=0, le=MAX_USD_PER_HOUR)
     slices_per_device: int | None = Field(None, ge=1, le=64)
     price_source: str | None = Field(None, max_length=256)
     cores: int | None = Field(None, ge=0, le=INT32_MAX)

@@ -247,6 +247,12 @@ def test_hostile_values_are_422_problem_json_naming_the_field_and_405_says_what_
         ("post", "/api/v1/slas", f'{{"workload_id": {workload["id"]}, "p99_ms": 1e999}}', "p99_ms"),
         ("post", "/api/v1/device-classes", '{"name": "x", "vendor": "v", "bf16_tflops": 1, "memory_gib": 1, '
                                            '"memory_gbps": 1, "fabric": "f", "usd_per_hour": -Infinity}', "usd_per_hour"),
+        # Finite but absurd datasheet figures: a calibration's efficiency against 1e308 would be 0.
+        ("post", "/api/v1/device-classes", {"name": "x", "vendor": "v", "bf16_tflops": 1e308, "memory_gib": 1,
+                                            "memory_gbps": 1, "fabric": "f", "usd_per_hour": 1}, "bf16_tflops"),
+        ("post", "/api/v1/device-classes", {"name": "x", "vendor": "v", "bf16_tflops": 0, "memory_gib": 1,
+                                            "memory_gbps": 1, "fabric": "f", "usd_per_hour": 1}, "bf16_tflops"),
+        ("patch", "/api/v1/device-classes/1", {"memory_gbps": 1e30}, "memory_gbps"),
     ):
         sent = {} if body is None else {"json": body} if isinstance(body, dict) else \
             {"content": body, "headers": {**h, "content-type": "application/json"}}
