@@ -107,15 +107,12 @@ def test_the_snapshot_takes_the_kernel_registrys_speedups_unless_given_others(en
     with Session(engine, expire_on_commit=False) as session:
         fid = llm_workload(session)
         plain = build_problem(take_snapshot(session, NOW), 1.2, 5.0)
-        for bucket, speedup in ((10, 2.0), (14, 4.5)):  # geomean 3.0
-            session.add(KernelSelection(op="attention_decode", device_class="L4", dtype="torch.float32",
-                                        shape_bucket=bucket, shape="1x1", chosen="c", speedup=speedup, spread=0.01,
-                                        reference_s=1e-3, atol=1e-5, rtol=1e-4, seeds="0", torch_version="t",
-                                        device="cpu", measured_at=NOW))
-        session.add(KernelSelection(op="an_op_from_the_future", device_class="L4", dtype="torch.float32",
-                                    shape_bucket=3, shape="1x1", chosen="c", speedup=9.0, spread=0.01,
-                                    reference_s=1e-3, atol=1e-5, rtol=1e-4, seeds="0", torch_version="t",
-                                    device="cpu", measured_at=NOW))
+        # attention_decode at 2.0 and 4.5 in two buckets (geomean 3.0), and an op the planner does not know.
+        for op, bucket, speedup in (("attention_decode", 10, 2.0), ("attention_decode", 14, 4.5),
+                                    ("an_op_from_the_future", 3, 9.0)):
+            session.add(KernelSelection(op=op, device_class="L4", dtype="float32", shape_bucket=bucket, shape="1x1",
+                                        chosen="c", speedup=speedup, spread=0.01, reference_s=1e-3, atol=1e-5,
+                                        rtol=1e-4, seeds="0", torch_version="t", device="cpu", measured_at=NOW))
         session.commit()
         snapshot = take_snapshot(session, NOW)
         stored = build_problem(snapshot, 1.2, 5.0)
