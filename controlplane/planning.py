@@ -40,8 +40,12 @@ from controlplane.models import (
 from controlplane.models._common import minute_of, to_utc
 from controlplane.policy import Limits, Policy
 from controlplane.profiles import visits_by_calls
-from controlplane.queries import healthy_devices_per_node, newest_placement, placement_in_force
-from controlplane.queries import kernel_speedups as registry_speedups_of
+from controlplane.queries import (
+    healthy_devices_per_node,
+    kernel_speedups_by_class,
+    newest_placement,
+    placement_in_force,
+)
 from controlplane.seed import spec_of
 from controlplane.windows import parse_window
 from optimizer.calibration import KNOWN_OPS, Calibration, KernelSpeedups, effective_specs
@@ -199,8 +203,8 @@ def registry_speedups(session: Session, class_names: Iterable[str]) -> dict[str,
     """Each class's kernel speedups per op as the kernel registry stored them; classes never measured
     are left out (every op at 1.0), and so are rows of ops the model has no share for (a kernel
     suite newer than this planner) or a speedup that is not a finite number > 0."""
-    found = {name: {op: s for op, s in registry_speedups_of(session, name).items()
-                    if op in KNOWN_OPS and math.isfinite(s) and s > 0} for name in class_names}
+    found = {name: {op: s for op, s in ops.items() if op in KNOWN_OPS and math.isfinite(s) and s > 0}
+             for name, ops in kernel_speedups_by_class(session, class_names).items()}
     return {name: ops for name, ops in found.items() if ops}
 
 

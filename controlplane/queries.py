@@ -432,15 +432,26 @@ def device_classes_by_id(session: Session) -> dict[int, DeviceClass]:
     return {c.id: c for c in session.exec(select(DeviceClass)).all()}
 
 
+def kernel_speedups_by_class(session: Session, device_classes: Iterable[str]) -> dict[str, dict[str, float]]:
+    """Class name -> op -> the speedup of the kernels selected for that class (a class name, as given
+    to `heteroplane kernels ... --device-class`) over the eager reference, in one query: per op the
+    geometric mean over its stored (dtype, shape bucket) rows, each 1.0 where the reference was kept,
+    so that a kernel twice as fast in one bucket and half as fast in another counts as no gain. Classes
+    and ops never measured are absent (callers take 1.0)."""
+    wanted = set(device_classes)
+    if not wanted:
+        return {}
+    logs: dict[tuple[str, str], list[float]] = defaultdict(list)
+    rows = session.exec(select(KernelSelection.device_class, KernelSelection.op, KernelSelection.speedup)
+                        .where(KernelSelection.device_class.in_(wanted))).all()
+    for device_class, op, speedup in rows:
+        logs[device_class, op].append(math.log(speedup) if speedup > 0 else 0.0)
+    found: dict[str, dict[str, float]] = defaultdict(dict)
+    for (device_class, op), v in sorted(logs.items()):
+        found[device_class][op] = math.exp(sum(v) / len(v))
+    return dict(found)
+
+
 def kernel_speedups(session: Session, device_class: str) -> dict[str, float]:
-    """Per op, the speedup of the kernels selected for `device_class` (a class name, as given to
-    `heteroplane kernels ... --device-class`) over the eager reference: the geometric mean over the
-    op's stored (dtype, shape bucket) rows, each 1.0 where the reference was kept, so that a kernel
-    twice as fast in one bucket and half as fast in another counts as no gain. Ops never measured
-    for the class are absent (callers take 1.0)."""
-    logs: dict[str, list[float]] = defaultdict(list)
-    rows = session.exec(select(KernelSelection.op, KernelSelection.speedup)
-                        .where(KernelSelection.device_class == device_class)).all()
-    for op, speedup in rows:
-        logs[op].append(math.log(speedup) if speedup > 0 else 0.0)
-    return {op: math.exp(sum(v) / len(v)) for op, v in sorted(logs.items())}
+    """Op -> speedup of the kernels selected for one class (kernel_speedups_by_class)."""
+    return kernel_speedups_by_class(session, (device_class,)).get(device_class, {})
