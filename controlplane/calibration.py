@@ -101,7 +101,11 @@ def record_calibration(session: Session, name: str, measured: Measured, now: dat
     """Store `measured` as the calibration of class `name`, replacing any earlier one, in one commit;
     ValueError (and nothing written) for an unknown class or a bad figure."""
     row = device_class_named(session, name)
-    values = figures(row, measured, now)
+    return store_figures(session, row, figures(row, measured, now), now)
+
+
+def store_figures(session: Session, row: DeviceClass, values: dict, now: datetime) -> DeviceCalibration:
+    """Store the columns `figures` gave for `row` as its calibration, replacing any earlier one, in one commit."""
     stored = session.exec(select(DeviceCalibration).where(DeviceCalibration.device_class_id == row.id)).first()
     if stored is None:
         stored = DeviceCalibration(device_class_id=row.id, **values)

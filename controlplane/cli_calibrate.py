@@ -26,7 +26,7 @@ def calibrate(
         datasheet,
         device_class_named,
         figures,
-        record_calibration,
+        store_figures,
     )
     from controlplane.db import make_engine
     from controlplane.models._common import utcnow
@@ -79,7 +79,7 @@ def calibrate(
             if dry_run:
                 console.print("dry run: nothing recorded")
                 return
-            record_calibration(session, row.name, measured, now)
+            store_figures(session, row, values, now)
             console.print(f"recorded for {row.name}: {measured.source}")
     finally:
         engine.dispose()

@@ -9,7 +9,6 @@ from sqlmodel import Field, SQLModel
 from controlplane.models._common import INT32_MAX, Input, input_config, utcnow
 from controlplane.models.calibration import CalibrationPublic
 
-
 # Datasheet bounds, far above any device sold (a B200 is 2.25 dense bf16 PFLOP/s, 192 GB, 8 TB/s):
 # a figure past them is a typo or an attack, and one near float's limit would make a calibration's
 # efficiency (achieved / datasheet) 0 and the planner's roofline times overflow.
