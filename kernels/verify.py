@@ -139,6 +139,25 @@ def verify(c: Candidate, seeds: tuple[int, ...] = (0, 1, 2), timeout_s: float = 
     return Verdict(c.name, c.op, True, None, cases)
 
 
+@dataclass(frozen=True)
+class Refused:
+    """A call that gave no output to compare: the check that failed and what happened."""
+    check: str
+    detail: str = ""
+
+
+def _checked_call(fn: Callable, args: tuple, timeout_s: float):
+    """fn(*args) through `_call`, or the Refused that names why it gave no output."""
+    try:
+        return _call(fn, args, timeout_s)
+    except _Timeout as e:
+        return Refused("timeout", str(e))
+    except ops.ReferenceCalled:
+        return Refused("calls reference")
+    except Exception as e:  # noqa: BLE001 - any failure rejects the candidate
+        return Refused("raised", repr(e))
+
+
 def _one_case(c, spec, shape, dtype, seed, special, timeout_s, device="cpu") -> Failure | None:
     def fail(check, err=float("nan"), detail=""):
         return Failure(c.op, tuple(shape), str(dtype), seed, check, err, detail)
@@ -147,14 +166,9 @@ def _one_case(c, spec, shape, dtype, seed, special, timeout_s, device="cpu") -> 
     args = ops.on(spec.make(shape, dtype, g, special), device)
     copies = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
     ref = spec.reference(*copies)
-    try:
-        out = _call(c.fn, args, timeout_s + c.compile_s)
-    except _Timeout as e:
-        return fail("timeout", detail=str(e))
-    except ops.ReferenceCalled:
-        return fail("calls reference")
-    except Exception as e:  # noqa: BLE001
-        return fail("raised", detail=repr(e))
+    out = _checked_call(c.fn, args, timeout_s + c.compile_s)
+    if isinstance(out, Refused):
+        return fail(out.check, detail=out.detail)
     for a, b in zip(args, copies, strict=True):
         if not _same(a, b):
             return fail("input mutated")
@@ -169,14 +183,9 @@ def _one_case(c, spec, shape, dtype, seed, special, timeout_s, device="cpu") -> 
         if isinstance(a, torch.Tensor):
             a.copy_(f)
     ref2 = spec.reference(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
-    try:
-        out2 = _call(c.fn, args, timeout_s)
-    except _Timeout as e:
-        return fail("timeout", detail=str(e))
-    except ops.ReferenceCalled:
-        return fail("calls reference")
-    except Exception as e:  # noqa: BLE001
-        return fail("raised", detail=repr(e))
+    out2 = _checked_call(c.fn, args, timeout_s)
+    if isinstance(out2, Refused):
+        return fail(out2.check, detail=out2.detail)
     bad = _mismatch(out2, ref2, dtype)
     if bad:
         stale = _mismatch(out2, ref, dtype) is None  # still the answer for the old values
@@ -184,10 +193,9 @@ def _one_case(c, spec, shape, dtype, seed, special, timeout_s, device="cpu") -> 
     if isinstance(out2, torch.Tensor) and out2.untyped_storage().data_ptr() == out.untyped_storage().data_ptr():
         return fail("returns a cached buffer")
     if c.deterministic:
-        try:
-            out3 = _call(c.fn, args, timeout_s)
-        except Exception as e:  # noqa: BLE001
-            return fail("raised", detail=repr(e))
+        out3 = _checked_call(c.fn, args, timeout_s)
+        if isinstance(out3, Refused):
+            return fail(out3.check, detail=out3.detail)
         if not _same(out3, out2):
             return fail("nondeterministic")
     return None
