@@ -19,17 +19,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from controlplane.models import DeviceCalibration, DeviceClass
 from controlplane.models._common import to_utc
 from controlplane.models.calibration import CalibrationPublic
+from controlplane.models.fleet import MAX_CLASS_NAME
 from optimizer.calibration import Calibration
 
 DTYPES = ("float32", "bfloat16", "float16")
 FP32_SHARE_OF_BF16 = 0.5
 MAX_SOURCE = 256
-MAX_NAME = 64  # DeviceClass.name's max_length
 MAX_THREADS = 1024
 
 
@@ -55,14 +56,22 @@ def device_class_named(session: Session, name: str) -> DeviceClass:
     """The stored class `name`; ValueError naming the known classes when there is none."""
     # Checked before the query: PostgreSQL refuses a NUL in a text parameter (an uncaught DataError), and
     # an unknown name is echoed back, so it is bounded like the API's class names.
-    if "\x00" in name or len(name) > MAX_NAME:
-        raise ValueError(f"a device class name is at most {MAX_NAME} characters without NUL; got {len(name)} "
-                         f"characters starting {name[:MAX_NAME]!r}")
+    if "\x00" in name or len(name) > MAX_CLASS_NAME:
+        raise ValueError(f"a device class name is at most {MAX_CLASS_NAME} characters without NUL; got {len(name)} "
+                         f"characters starting {name[:MAX_CLASS_NAME]!r}")
     row = session.exec(select(DeviceClass).where(DeviceClass.name == name)).first()
     if row is None:
-        known = ", ".join(session.exec(select(DeviceClass.name).order_by(DeviceClass.name)).all()) or "none"
-        raise ValueError(f"unknown device class {name!r}; known classes: {known}")
+        raise ValueError(f"unknown device class {name!r}; known classes: {known_classes(session)}")
     return row
+
+
+def known_classes(session: Session, most: int = 20) -> str:
+    """The stored classes' names for an error message: the first `most` by name, then how many more."""
+    names = session.exec(select(DeviceClass.name).order_by(DeviceClass.name).limit(most + 1)).all()
+    if len(names) <= most:
+        return ", ".join(names) or "none"
+    total = session.exec(select(func.count()).select_from(DeviceClass)).one()
+    return f"{', '.join(names[:most])} and {total - most} more"
 
 
 def figures(row: DeviceClass, measured: Measured, now: datetime) -> dict:

@@ -8,12 +8,15 @@ it and these commands say how to install it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from kernels.registry import Checked, Row
 
 kernels_app = typer.Typer(help="Verified kernel selection (needs the kernels extra: torch).", no_args_is_help=True)
@@ -47,10 +50,13 @@ def _run(op: str | None, folder: Path | None, quick: bool, out: Path | None,
     from kernels import ops, registry, suite
 
     if op is not None and op not in ops.SPECS:
-        typer.echo(f"unknown op {op!r}; known: {', '.join(sorted(ops.SPECS))}", err=True)
+        typer.echo(f"unknown op {op[:64]!r}; known: {', '.join(sorted(ops.SPECS))}", err=True)
         raise typer.Exit(2)
-    if not device_class or len(device_class) > 128 or not device_class.isprintable():
-        typer.echo("--device-class must be 1 to 128 printable characters", err=True)
+    from controlplane.models.fleet import CLASS_NAME_PATTERN, MAX_CLASS_NAME
+
+    if len(device_class) > MAX_CLASS_NAME or not re.fullmatch(CLASS_NAME_PATTERN, device_class):
+        typer.echo(f"--device-class must be a device class name: 1 to {MAX_CLASS_NAME} letters, digits, '.', '_' or "
+                   f"'-', starting with a letter or digit; got {device_class[:MAX_CLASS_NAME]!r}", err=True)
         raise typer.Exit(2)
     if device not in ("auto", "cpu", "cuda"):
         typer.echo(f"--device must be auto, cpu or cuda, got {device[:32]!r}", err=True)
@@ -60,6 +66,7 @@ def _run(op: str | None, folder: Path | None, quick: bool, out: Path | None,
         raise typer.Exit(2)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    engine = _database()  # before minutes of verifying: an unreachable database fails now, not after
     candidates = [c for c in suite.all_candidates(folder, compiled=not quick) if op is None or c.op == op]
     names = sorted({c.op for c in candidates})
     if quick:  # the spec's shapes but its largest, verified and timed briefly
@@ -78,7 +85,7 @@ def _run(op: str | None, folder: Path | None, quick: bool, out: Path | None,
     path = out or _default_out(device_class)
     stored = registry.per_bucket(rows)
     registry.export(stored, path)
-    _store(stored, device_class)
+    _store(engine, stored, device_class)
     return checked, rows, path
 
 
@@ -89,24 +96,37 @@ def _default_out(device_class: str) -> Path:
     return get_settings().data_dir / "kernels" / f"selection-{safe}.json"
 
 
-def _store(rows: list[Row], device_class: str) -> None:
-    from sqlmodel import Session, select
+def _database() -> Engine:
+    """The configured database, migrated; exit 2 with one line when it cannot be reached."""
+    from sqlalchemy.exc import OperationalError
 
-    from controlplane import kernel_selections
     from controlplane.db import make_engine, upgrade
-    from controlplane.models import DeviceClass
     from controlplane.settings import get_settings
 
     url = get_settings().effective_database_url
-    engine = make_engine(url)
-    upgrade(url)
+    try:
+        upgrade(url)
+    except OperationalError as e:
+        typer.echo(f"cannot reach the database the selection is stored in: {str(e.orig or e).splitlines()[0]}",
+                   err=True)
+        raise typer.Exit(2) from None
+    return make_engine(url)
+
+
+def _store(engine: Engine, rows: list[Row], device_class: str) -> None:
+    """Write the selection, and say so when no fleet class has its name (the planner would not use it)."""
+    from sqlmodel import Session, select
+
+    from controlplane import kernel_selections
+    from controlplane.calibration import known_classes
+    from controlplane.models import DeviceClass
+
     with Session(engine) as session:
         kernel_selections.save(session, rows)
-        known = session.exec(select(DeviceClass.name).order_by(DeviceClass.name)).all()
+        if session.exec(select(DeviceClass.id).where(DeviceClass.name == device_class)).first() is None:
+            typer.echo(f"note: no device class is named {device_class!r}, so the planner uses none of these "
+                       f"speedups; known classes: {known_classes(session)}", err=True)
     engine.dispose()
-    if device_class not in known:
-        typer.echo(f"note: no device class is named {device_class!r}, so the planner uses none of these speedups; "
-                   f"known classes: {', '.join(known) or 'none yet'}", err=True)
 
 
 @kernels_app.command("verify")

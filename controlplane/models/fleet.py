@@ -13,13 +13,15 @@ from controlplane.models.calibration import CalibrationPublic
 # a figure past them is a typo or an attack, and one near float's limit would make a calibration's
 # efficiency (achieved / datasheet) 0 and the planner's roofline times overflow.
 MAX_TFLOPS = 100_000.0
+CLASS_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+MAX_CLASS_NAME = 64
 MAX_GIB = 100_000.0
 MAX_GBPS = 1_000_000.0
 MAX_USD_PER_HOUR = 1_000_000.0
 
 
 class DeviceClassBase(Input):
-    name: str = Field(min_length=1, max_length=64, schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"})
+    name: str = Field(min_length=1, max_length=MAX_CLASS_NAME, schema_extra={"pattern": CLASS_NAME_PATTERN})
     vendor: str = Field(min_length=1, max_length=32)
     bf16_tflops: float = Field(gt=0, le=MAX_TFLOPS, description="Dense bf16 TFLOP/s per device (CPU: per socket).")
     memory_gib: float = Field(gt=0, le=MAX_GIB, description="Device memory in GiB.")

@@ -62,8 +62,10 @@ def test_bench_prints_times_per_shape(cli_env, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--op", "gelu"], "unknown op 'gelu'; known: attention_decode"),
     (["--folder", "/no/such/folder"], "does not exist"),
-    (["--device-class", "gpu\x00x"], "1 to 128 printable characters"),
-    (["--device-class", "x" * 10_000], "1 to 128 printable characters"),
+    (["--device-class", "gpu\x00x"], "--device-class must be a device class name: 1 to 64 letters"),
+    (["--device-class", "x" * 10_000], "--device-class must be a device class name: 1 to 64 letters"),
+    (["--device-class", "../../etc/x"], "--device-class must be a device class name: 1 to 64 letters"),
+    (["--op", "o" * 10_000], "unknown op 'oooo"),
     (["--device", "tpu"], "--device must be auto, cpu or cuda, got 'tpu'"),
 ])
 def test_bad_options_are_refused_naming_the_fix(cli_env, args, message):
@@ -91,3 +93,31 @@ def test_without_torch_the_cli_loads_and_says_to_install_the_extra(cli_env, monk
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     done = CliRunner().invoke(app, ["kernels", "bench", "--quick"])
     assert done.exit_code == 2 and "install the kernels extra" in done.output
+
+
+def test_an_unreachable_database_is_said_in_one_line_before_any_kernel_is_verified(cli_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("HETEROPLANE_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/nodb")
+    get_settings.cache_clear()
+    out = tmp_path / "never.json"
+    done = CliRunner().invoke(app, ["kernels", "verify", "--quick", "--op", "softmax", "--out", str(out)])
+    assert done.exit_code == 2 and "cannot reach the database" in done.output, done.output
+    assert "Traceback" not in done.output and len(done.output.splitlines()) <= 3
+    assert not out.exists()  # nothing verified, nothing exported
+
+
+def test_the_unknown_class_note_lists_a_bounded_number_of_known_classes(cli_env, tmp_path):
+    from controlplane.db import upgrade
+    from controlplane.models import DeviceClass
+
+    upgrade(cli_env)
+    engine = make_engine(cli_env)
+    with Session(engine) as session:
+        session.add_all(DeviceClass(name=f"C{i:04d}", vendor="v", bf16_tflops=1, memory_gib=1, memory_gbps=1,
+                                    fabric="f", usd_per_hour=1) for i in range(300))
+        session.commit()
+    engine.dispose()
+    done = CliRunner().invoke(app, ["kernels", "bench", "--quick", "--op", "rmsnorm", "--device-class", "nope",
+                                    "--out", str(tmp_path / "b.json")])
+    said = " ".join(done.output.split())
+    assert done.exit_code == 0 and "C0000, C0001" in said and "and 280 more" in said, done.output
+    assert "C0299" not in said
