@@ -56,7 +56,8 @@ class DeviceClassCreate(DeviceClassBase):
 
 
 class DeviceClassUpdate(Input):
-    model_config = input_config("sold_by_slice")
+    model_config = input_config("vendor", "bf16_tflops", "memory_gib", "memory_gbps", "fabric", "usd_per_hour",
+                                "slices_per_device", "price_source", "cores", "sold_by_slice")
     vendor: str | None = Field(None, min_length=1, max_length=32)
     bf16_tflops: float | None = Field(None, gt=0, le=MAX_TFLOPS)
     memory_gib: float | None = Field(None, gt=0, le=MAX_GIB)
@@ -68,12 +69,14 @@ class DeviceClassUpdate(Input):
     cores: int | None = Field(None, ge=0, le=INT32_MAX)
     sold_by_slice: StrictBool | None = None
 
-    @field_validator("sold_by_slice")
+    @field_validator("*")
     @classmethod
-    def _not_null(cls, value: bool | None) -> bool:
-        # Runs only when the client sent the field: null would clear a column that has no "unknown".
+    def _not_null(cls, value, info: ValidationInfo):
+        # Runs only for the fields the client sent: null would clear a column that has no "unknown" (the
+        # database refused it, answered as a misleading 409 conflict).
         if value is None:
-            raise ValueError("must be true or false; leave it out to keep the current value")
+            kind = "true or false" if info.field_name == "sold_by_slice" else "a value"
+            raise ValueError(f"must be {kind}; leave it out to keep the current value")
         return value
 
 

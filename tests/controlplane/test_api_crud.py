@@ -253,6 +253,8 @@ def test_hostile_values_are_422_problem_json_naming_the_field_and_405_says_what_
         ("post", "/api/v1/device-classes", {"name": "x", "vendor": "v", "bf16_tflops": 0, "memory_gib": 1,
                                             "memory_gbps": 1, "fabric": "f", "usd_per_hour": 1}, "bf16_tflops"),
         ("patch", "/api/v1/device-classes/1", {"memory_gbps": 1e30}, "memory_gbps"),
+        ("patch", "/api/v1/device-classes/1", {"usd_per_hour": None}, "usd_per_hour"),
+        ("patch", "/api/v1/device-classes/1", {"vendor": None}, "vendor"),
     ):
         sent = {} if body is None else {"json": body} if isinstance(body, dict) else \
             {"content": body, "headers": {**h, "content-type": "application/json"}}
